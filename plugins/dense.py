@@ -1,0 +1,40 @@
+"""Encoder and decoder ``dense``: a plain MLP pair, a baseline for ``conv2``."""
+
+import vaekit
+
+
+def build_encoder(input_shape, latent_dim, units=512, layers=2, activation="relu"):
+    import keras
+
+    inputs = keras.Input(shape=tuple(input_shape))
+    x = keras.layers.Flatten()(inputs)
+    for i in range(layers):
+        x = keras.layers.Dense(max(units >> i, latent_dim), activation=activation)(x)
+    z_mean = keras.layers.Dense(latent_dim, name="z_mean")(x)
+    z_log_var = keras.layers.Dense(latent_dim, name="z_log_var")(x)
+    return keras.Model(inputs, [z_mean, z_log_var], name="dense_encoder")
+
+
+def build_decoder(latent_dim, output_shape, units=512, layers=2, activation="relu"):
+    import math
+
+    import keras
+
+    inputs = keras.Input(shape=(latent_dim,))
+    x = inputs
+    for i in reversed(range(layers)):
+        x = keras.layers.Dense(max(units >> i, latent_dim), activation=activation)(x)
+    # Sigmoid: the data is normalised to [0, 1].
+    x = keras.layers.Dense(math.prod(output_shape), activation="sigmoid")(x)
+    outputs = keras.layers.Reshape(tuple(output_shape))(x)
+    return keras.Model(inputs, outputs, name="dense_decoder")
+
+
+@vaekit.hookimpl
+def register_encoders(register):
+    register("dense", build_encoder)
+
+
+@vaekit.hookimpl
+def register_decoders(register):
+    register("dense", build_decoder)

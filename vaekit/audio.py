@@ -1,0 +1,98 @@
+"""Audio parameters and the one audio → normalised-mel path every dataset uses.
+
+The notebook's values are the defaults: sr 22050, 1 s clips, 50 mel bands and
+hop_length int((sr + 1) / 50) + 1 = 442, which gives 50 frames a clip.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from vaekit.errors import DataError
+
+
+def notebook_hop_length(sr: int, frames: int = 50) -> int:
+    """The notebook's hop length: ``int((sr + 1) / frames) + 1`` (442 at 22050 Hz)."""
+    return int((sr + 1) / frames) + 1
+
+
+@dataclass(frozen=True)
+class AudioParams:
+    """How waveforms became mel spectrograms; vocoders need the same values to go back."""
+
+    sr: int = 22050
+    n_fft: int = 2048
+    hop_length: int = 442
+    n_mels: int = 50
+    duration: float = 1.0
+    fmin: float = 0.0
+    fmax: float | None = None
+
+    @property
+    def samples(self) -> int:
+        """Samples in one clip."""
+        return int(round(self.sr * self.duration))
+
+    @property
+    def frames(self) -> int:
+        """Frames in one clip's mel spectrogram (librosa's centred STFT)."""
+        return 1 + self.samples // self.hop_length
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "audio parameters") -> "AudioParams":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise DataError(f"{source}: unknown audio parameter(s) {', '.join(sorted(unknown))}")
+        try:
+            params = cls(**data)
+        except TypeError as exc:
+            raise DataError(f"{source}: {exc}") from None
+        for name in ("sr", "n_fft", "hop_length", "n_mels"):
+            value = getattr(params, name)
+            if not isinstance(value, int) or value <= 0:
+                raise DataError(f"{source}: {name} must be a positive integer, got {value!r}")
+        if not params.duration > 0:
+            raise DataError(f"{source}: duration must be positive, got {params.duration!r}")
+        return params
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def fit_length(y: np.ndarray, samples: int) -> np.ndarray:
+    """Pad with zeros or trim ``y`` (last axis) to exactly ``samples``."""
+    n = y.shape[-1]
+    if n >= samples:
+        return y[..., :samples]
+    pad = [(0, 0)] * (y.ndim - 1) + [(0, samples - n)]
+    return np.pad(y, pad)
+
+
+def mel_basis(audio: AudioParams) -> np.ndarray:
+    """The mel filter bank (n_mels, 1 + n_fft // 2), as librosa.feature.melspectrogram uses it."""
+    import librosa
+
+    return librosa.filters.mel(sr=audio.sr, n_fft=audio.n_fft, n_mels=audio.n_mels, fmin=audio.fmin, fmax=audio.fmax)
+
+
+def waveforms_to_mel_db(y: np.ndarray, audio: AudioParams) -> np.ndarray:
+    """Waveforms (N, samples) → mel power spectrograms in dB (N, n_mels, frames), float32.
+
+    The same as ``power_to_db(melspectrogram(y, ...), ref=1.0)`` per clip, batched: one
+    STFT call over the whole batch and one matrix product with the mel basis.
+    """
+    import librosa
+
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim == 1:
+        y = y[None]
+    spec = np.abs(librosa.stft(y, n_fft=audio.n_fft, hop_length=audio.hop_length)) ** 2
+    mel = np.einsum("mf,nft->nmt", mel_basis(audio), spec, optimize=True)
+    return librosa.power_to_db(mel).astype(np.float32)

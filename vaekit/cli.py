@@ -1,0 +1,133 @@
+"""The ``vaekit`` command line: a thin layer over the Python API.
+
+Heavy imports (TensorFlow, MLflow, librosa) happen inside commands, never at import
+time, so ``vaekit --help`` and ``vaekit plugins`` stay fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+import click
+
+from vaekit import __version__
+from vaekit.errors import VaekitError
+
+
+def friendly_errors(fn):
+    """Print user errors as one line and exit non-zero; Ctrl-C → 130, SIGTERM → 143."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from vaekit.tracking import RunTerminated
+
+        try:
+            return fn(*args, **kwargs)
+        except VaekitError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+        except RunTerminated as exc:
+            click.echo(f"Stopped: {exc}.", err=True)
+            sys.exit(128 + exc.signum)
+
+    return wrapper
+
+
+def load_plugin_files(paths) -> None:
+    from vaekit.plugins import load_plugin_file
+
+    for path in paths:
+        load_plugin_file(path)
+
+
+plugin_option = click.option(
+    "--plugin", "plugin_files", multiple=True, type=click.Path(dir_okay=False),
+    help="A one-off plugin file to load (repeatable; VAEKIT_PLUGINS also takes paths).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vaekit")
+def main():
+    """vaekit: variational autoencoders on mel spectrograms, as plugins, tracked in MLflow."""
+    # TensorFlow's C++ start-up chatter is noise for users; keep warnings and errors.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@main.command()
+@click.option("--data", type=click.Path(), help="Notebook-format directory or folder of audio (default: built-in synthetic voices).")
+@click.option("--dataset", help="Dataset component by name (overrides detection from --data).")
+@click.option("--encoder", help="Encoder component [conv2].")
+@click.option("--decoder", help="Decoder component [conv2].")
+@click.option("--loss", help="Loss component [mse-kl].")
+@click.option("--vocoder", help="Vocoder component [griffinlim].")
+@click.option("--epochs", type=int, help="Training epochs [10].")
+@click.option("--batch-size", type=int, help="Batch size [64].")
+@click.option("--latent-dim", type=int, help="Latent dimensions d [20].")
+@click.option("--learning-rate", type=float, help="Adam learning rate [0.001].")
+@click.option("--validation-split", type=float, help="Share of x_train held out for per-epoch validation [0.1].")
+@click.option("--samples", type=int, help="Sounds generated from z ~ N(0, I) after training [4].")
+@click.option("--seed", type=int, help="Random seed [0].")
+@click.option("--experiment", help="MLflow experiment name [vaekit].")
+@click.option("--run-name", help="MLflow run name.")
+@click.option("--tracking-uri", help="MLflow tracking URI or store directory [MLFLOW_TRACKING_URI, else ./mlflow.db].")
+@click.option("--option", "options", multiple=True, metavar="KIND.KEY=VALUE", help="A component option, e.g. loss.lambda=1000 (repeatable).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with the same settings; flags win.")
+@plugin_option
+@click.option("--quiet", is_flag=True, help="No training progress.")
+@friendly_errors
+def run(config_file, options, plugin_files, quiet, **flags):
+    """Train a VAE, evaluate it, generate sounds, and log everything to MLflow."""
+    from vaekit.config import build_config
+
+    load_plugin_files(plugin_files)
+    config = build_config(config_file, options, **flags)
+    from vaekit.run import run as run_api
+    from vaekit.tracking import ui_command
+
+    result = run_api(config, progress=not quiet)
+    m = result.metrics
+    click.echo(f"run id:    {result.run_id}")
+    click.echo(f"test MSE:  {m['test_mse']:.4f}" if "test_mse" in m else "")
+    click.echo(f"test KL:   {m['test_kl']:.4f}" if "test_kl" in m else "")
+    click.echo(f"test loss: {m['test_loss']:.4f}")
+    if result.samples:
+        click.echo(f"samples:   {result.artifact_uri.rstrip('/')}/samples/")
+    click.echo(f"MLflow UI: {ui_command(result.tracking_uri)}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@plugin_option
+@friendly_errors
+def plugins(as_json, plugin_files):
+    """List every registered component by kind, with its plugin and options."""
+    import json as json_module
+
+    from vaekit.components import KINDS, all_components
+
+    load_plugin_files(plugin_files)
+    listing = {
+        kind: [
+            {"name": c.name, "plugin": c.plugin, "version": c.plugin_version, "options": c.options}
+            for c in all_components(kind).values()
+        ]
+        for kind in KINDS
+    }
+    if as_json:
+        click.echo(json_module.dumps(listing, indent=2, default=repr))
+        return
+    for kind, comps in listing.items():
+        click.echo(f"{kind}s:")
+        for c in comps:
+            opts = ", ".join(f"{k}={v!r}" for k, v in c["options"].items()) or "no options"
+            click.echo(f"  {c['name']:<14} {c['plugin']} {c['version']}")
+            click.echo(f"  {'':<14} {opts}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,30 @@
+"""User-facing errors.
+
+A :class:`VaekitError` is a mistake the user can fix (bad flag, bad file, broken
+plugin).  The CLI prints its message as one line and exits non-zero, with no traceback.
+Anything else is a bug and keeps its traceback.
+"""
+
+
+class VaekitError(Exception):
+    """An error whose message alone tells the user what to fix."""
+
+    exit_code = 2
+
+
+class DataError(VaekitError):
+    """Input data that cannot be used (names the file and what is wrong)."""
+
+
+class PluginError(VaekitError):
+    """A plugin that cannot be loaded or used (names the plugin and what to fix)."""
+
+
+class ConfigError(VaekitError):
+    """A setting, flag or config file that cannot be used."""
+
+
+class TrainingError(VaekitError):
+    """Training could not go on (for example a non-finite loss)."""
+
+    exit_code = 1

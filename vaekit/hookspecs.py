@@ -1,0 +1,37 @@
+"""The hooks a vaekit plugin can implement.
+
+Each hook receives a ``register`` callable; the plugin calls ``register(name, build)``
+once per component it provides.  ``build`` is called lazily, only for the component a
+run actually uses, so a plugin module should import heavy libraries (TensorFlow)
+inside ``build``, not at module level.  The contract of each kind's ``build`` is in
+:mod:`vaekit.components` and in README ("Component contracts").
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("vaekit")
+
+
+@hookspec
+def register_encoders(register):
+    """Register encoders: ``build(input_shape, latent_dim, **options)`` → keras.Model x → (z_mean, z_log_var)."""
+
+
+@hookspec
+def register_decoders(register):
+    """Register decoders: ``build(latent_dim, output_shape, **options)`` → keras.Model z → x̂."""
+
+
+@hookspec
+def register_losses(register):
+    """Register losses: ``build(**options)`` → callable (x, x_hat, z_mean, z_log_var[, epoch]) → dict of terms with ``loss``."""
+
+
+@hookspec
+def register_vocoders(register):
+    """Register vocoders: ``build(audio, **options)`` → callable mel dB (N, n_mels, frames) → waveforms (N, samples)."""
+
+
+@hookspec
+def register_datasets(register):
+    """Register datasets: ``build(path, audio, **options)`` → :class:`vaekit.data.Dataset`; optional ``detect=fn(path)``."""

@@ -1,0 +1,191 @@
+"""The MLflow side of a run: where the store is, checks before training, and the run's lifecycle.
+
+:func:`tracked_run` is the one place a run starts and ends.  It ends the run
+
+- ``FINISHED`` when the body returns (so only after every artifact is written),
+- ``KILLED`` on Ctrl-C (SIGINT) or SIGTERM, keeping what was logged so far,
+- ``FAILED`` on any other exception, with the message as the ``vaekit.error`` tag and the
+  traceback as the artifact ``error/traceback.txt``.
+
+No path leaves a run ``RUNNING``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import traceback
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+from vaekit.errors import VaekitError
+
+
+class RunTerminated(BaseException):
+    """Raised in the main thread when the process gets SIGTERM (a BaseException, like Ctrl-C)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """``uri``, else ``MLFLOW_TRACKING_URI``, else MLflow's default (``sqlite:///mlflow.db`` in the cwd)."""
+    if uri:
+        if "://" not in uri and not uri.startswith(("sqlite:", "file:", "databricks")):
+            # A plain path: a directory holds mlflow.db, a .db file is the database itself.
+            p = Path(uri).expanduser().resolve()
+            uri = f"sqlite:///{p / 'mlflow.db' if p.suffix != '.db' else p}"
+        return uri
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):])
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    import fcntl
+
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def check_store(uri: str, experiment: str) -> str:
+    """Make sure the store can be used before any training time is spent; return the experiment id.
+
+    A sqlite store that does not exist yet is created under a file lock, because processes
+    that create one at the same moment race in MLflow's schema migration.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as resp:
+                resp.read()
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise VaekitError(f"--tracking-uri {uri}: tracking server unreachable ({reason})") from None
+    db = sqlite_path(uri)
+    lock = contextlib.nullcontext()
+    if db is not None:
+        if not db.parent.is_dir():
+            raise VaekitError(f"--tracking-uri {uri}: directory {db.parent} does not exist")
+        if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+            raise VaekitError(f"--tracking-uri {uri}: {db if db.exists() else db.parent} is not writable")
+        lock = _file_lock(db.with_name(db.name + ".lock"))
+    try:
+        with lock:
+            client = MlflowClient(uri)
+            exp = client.get_experiment_by_name(experiment)
+            exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    except VaekitError:
+        raise
+    except Exception as exc:
+        if exc.__class__.__name__ == "MlflowException" and "already exists" in str(exc):
+            exp_id = MlflowClient(uri).get_experiment_by_name(experiment).experiment_id
+        else:
+            raise VaekitError(f"tracking store {uri}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    mlflow.set_tracking_uri(uri)
+    return exp_id
+
+
+def check_artifact_location(artifact_uri: str) -> None:
+    """A local artifact location must be writable (remote ones are checked by the first upload)."""
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme in ("", "file"):
+        path = Path(parsed.path if parsed.scheme else artifact_uri)
+        probe = path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not os.access(probe, os.W_OK):
+            raise VaekitError(f"artifact location {artifact_uri}: {probe} is not writable")
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """Turn SIGTERM into :class:`RunTerminated` in the main thread, for the body only."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise RunTerminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def tracked_run(experiment_id: str, run_name: str | None = None, tags: dict | None = None,
+                run_id: str | None = None):
+    """Start (or, with ``run_id``, resume) an MLflow run and end it FINISHED, KILLED or FAILED."""
+    import mlflow
+
+    with _sigterm_raises():
+        run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
+                               run_name=run_name, tags=tags)
+        status = "FAILED"
+        try:
+            yield run
+            status = "FINISHED"
+        except (KeyboardInterrupt, RunTerminated):
+            status = "KILLED"
+            raise
+        except BaseException as exc:
+            _record_failure(exc)
+            raise
+        finally:
+            # Ending must not be skipped by a second signal: block it while we end the run.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN) if _in_main_thread() else None
+            try:
+                mlflow.end_run(status)
+            except Exception:
+                # A store that fails now cannot be told anything else; leave the error visible.
+                traceback.print_exc()
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _record_failure(exc: BaseException) -> None:
+    import mlflow
+
+    message = f"{type(exc).__name__}: {exc}"
+    with contextlib.suppress(Exception):
+        mlflow.set_tag("vaekit.error", message[:5000])
+    with contextlib.suppress(Exception):
+        mlflow.log_text("".join(traceback.format_exception(exc)), "error/traceback.txt")
+
+
+def ui_command(uri: str) -> str:
+    """The command that opens the MLflow UI on the store at ``uri``."""
+    db = sqlite_path(uri)
+    if db is not None:
+        if db.name == "mlflow.db" and db.parent == Path.cwd():
+            return "vaekit ui"
+        return f"vaekit ui {db.parent if db.name == 'mlflow.db' else db}"
+    return f"open {uri}" if uri.startswith("http") else f"vaekit ui {uri}"
