@@ -96,3 +96,14 @@ def waveforms_to_mel_db(y: np.ndarray, audio: AudioParams) -> np.ndarray:
     spec = np.abs(librosa.stft(y, n_fft=audio.n_fft, hop_length=audio.hop_length)) ** 2
     mel = np.einsum("mf,nft->nmt", mel_basis(audio), spec, optimize=True)
     return librosa.power_to_db(mel).astype(np.float32)
+
+
+def mel_error_db(waveforms: np.ndarray, mel_db: np.ndarray, audio: AudioParams) -> float:
+    """Mean absolute difference in dB between ``mel_db`` and the mel spectrogram of ``waveforms``.
+
+    Re-analyses the audio a vocoder produced with the same parameters: 0 means the audio has
+    exactly the spectrogram it was asked for.  This is ``vocoder_mel_error_db``.
+    """
+    again = waveforms_to_mel_db(fit_length(np.asarray(waveforms), audio.samples), audio)
+    frames = min(again.shape[-1], mel_db.shape[-1])
+    return float(np.mean(np.abs(again[..., :frames] - np.asarray(mel_db)[..., :frames])))

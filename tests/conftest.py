@@ -1,0 +1,84 @@
+"""Shared fixtures: tiny real data, a real MLflow store in tmp_path, a clean plugin manager."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from vaekit.audio import AudioParams, waveforms_to_mel_db  # noqa: E402
+from vaekit.config import RunConfig  # noqa: E402
+
+
+def make_tones(n: int, audio: AudioParams, seed: int = 0) -> np.ndarray:
+    """Decaying tones with a little noise: real audio with structure a VAE can learn."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(audio.samples) / audio.sr
+    freq = rng.uniform(100, 900, size=(n, 1))
+    decay = rng.uniform(1, 6, size=(n, 1))
+    y = np.sin(2 * np.pi * freq * t) * np.exp(-decay * t) + 0.01 * rng.standard_normal((n, audio.samples))
+    return y.astype(np.float32)
+
+
+def write_notebook_data(directory: Path, n_train=96, n_test=32, seed=0) -> Path:
+    """A notebook-format dataset of real mel spectrograms (50×50 at the notebook's parameters)."""
+    audio = AudioParams()
+    mel = waveforms_to_mel_db(make_tones(n_train + n_test, audio, seed), audio)
+    lo, hi = float(mel.min()), float(mel.max())
+    x = (mel - lo) / (hi - lo)
+    directory.mkdir(parents=True, exist_ok=True)
+    np.save(directory / "x_train.npy", x[:n_train])
+    np.save(directory / "x_test.npy", x[n_train:])
+    np.save(directory / "min_values.npy", np.float32(lo))
+    np.save(directory / "max_values.npy", np.float32(hi))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def notebook_data(tmp_path_factory) -> Path:
+    """A read-only tiny notebook-format dataset shared by the session (copy it to modify it)."""
+    return write_notebook_data(tmp_path_factory.mktemp("data") / "nb")
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> str:
+    """A fresh sqlite MLflow store in tmp_path (the cwd, so artifacts land there too)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture(autouse=True)
+def clean_plugins(monkeypatch):
+    """Each test starts with a freshly built plugin manager and ends with no active MLflow run."""
+    from vaekit.plugins import reset_plugin_manager
+
+    monkeypatch.delenv("VAEKIT_PLUGINS", raising=False)
+    reset_plugin_manager()
+    yield
+    reset_plugin_manager()
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        assert mlflow.active_run() is None, "a test left an MLflow run active"
+
+
+def tiny_config(data, store, **overrides) -> RunConfig:
+    """A run small enough for CI: one epoch, one sample, a quick vocoder."""
+    settings = dict(data=str(data), tracking_uri=store, epochs=1, batch_size=32, samples=1,
+                    options={"vocoder": {"n_iter": 4}})
+    settings.update(overrides)
+    return RunConfig(**settings)
+
+
+def run_cli(*args, cwd=None, env=None, timeout=600, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``python -m vaekit ARGS`` in a real subprocess; text output captured."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "vaekit", *map(str, args)], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
