@@ -75,6 +75,10 @@ def fit_length(y: np.ndarray, samples: int) -> np.ndarray:
     return np.pad(y, pad)
 
 
+#: librosa.power_to_db's default dynamic range: values more than this below a clip's peak are clipped.
+TOP_DB = 80.0
+
+
 def mel_basis(audio: AudioParams) -> np.ndarray:
     """The mel filter bank (n_mels, 1 + n_fft // 2), as librosa.feature.melspectrogram uses it."""
     import librosa
@@ -86,7 +90,9 @@ def waveforms_to_mel_db(y: np.ndarray, audio: AudioParams) -> np.ndarray:
     """Waveforms (N, samples) → mel power spectrograms in dB (N, n_mels, frames), float32.
 
     The same as ``power_to_db(melspectrogram(y, ...), ref=1.0)`` per clip, batched: one
-    STFT call over the whole batch and one matrix product with the mel basis.
+    STFT call over the whole batch and one matrix product with the mel basis.  The 80 dB
+    floor (``top_db``) is applied per clip, as the per-clip call does, so a clip's
+    spectrogram never depends on which other clips share its batch.
     """
     import librosa
 
@@ -95,7 +101,9 @@ def waveforms_to_mel_db(y: np.ndarray, audio: AudioParams) -> np.ndarray:
         y = y[None]
     spec = np.abs(librosa.stft(y, n_fft=audio.n_fft, hop_length=audio.hop_length)) ** 2
     mel = np.einsum("mf,nft->nmt", mel_basis(audio), spec, optimize=True)
-    return librosa.power_to_db(mel).astype(np.float32)
+    db = librosa.power_to_db(mel, top_db=None)
+    db = np.maximum(db, db.max(axis=(-2, -1), keepdims=True) - TOP_DB)
+    return db.astype(np.float32)
 
 
 def mel_error_db(waveforms: np.ndarray, mel_db: np.ndarray, audio: AudioParams) -> float:
