@@ -172,22 +172,23 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def convert_files(paths: list[Path], audio: AudioParams, workers: int | None = None) -> Iterator[tuple]:
-    """Yield ``_convert_chunk`` results for ``paths`` in completion order, at most 2 chunks per worker in flight."""
+def run_chunks(fn, tasks: list, workers: int | None = None) -> Iterator:
+    """Yield ``fn(task)`` for each task, in completion order, over a process pool of ``workers``.
+
+    At most two tasks per worker are in flight, so finished results never pile up in memory.
+    One worker (or one task) runs in this process.  ``fn`` must be a module-level function.
+    """
     workers = default_workers() if not workers or workers < 1 else workers
-    tasks = [(list(range(s, min(s + CHUNK_FILES, len(paths)))), [str(p) for p in paths[s:s + CHUNK_FILES]],
-              audio.to_dict()) for s in range(0, len(paths), CHUNK_FILES)]
-    if workers == 1 or len(tasks) == 1:
+    if workers == 1 or len(tasks) <= 1:
         for task in tasks:
-            yield _convert_chunk(task)
+            yield fn(task)
         return
-    _warm_up(audio)  # once here, not once per worker: forked workers inherit the imports
     pool = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=_pool_context(), initializer=_ignore_sigint)
     try:
         pending = set()
         todo = iter(tasks)
         for task in todo:
-            pending.add(pool.submit(_convert_chunk, task))
+            pending.add(pool.submit(fn, task))
             if len(pending) >= 2 * workers:
                 break
         while pending:
@@ -196,9 +197,17 @@ def convert_files(paths: list[Path], audio: AudioParams, workers: int | None = N
                 yield fut.result()
                 nxt = next(todo, None)
                 if nxt is not None:
-                    pending.add(pool.submit(_convert_chunk, nxt))
+                    pending.add(pool.submit(fn, nxt))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def convert_files(paths: list[Path], audio: AudioParams, workers: int | None = None) -> Iterator[tuple]:
+    """Yield ``(indices, mel dB, skipped)`` for chunks of ``paths``, in completion order."""
+    tasks = [(list(range(s, min(s + CHUNK_FILES, len(paths)))), [str(p) for p in paths[s:s + CHUNK_FILES]],
+              audio.to_dict()) for s in range(0, len(paths), CHUNK_FILES)]
+    _warm_up(audio)  # once here, not once per worker: forked workers inherit the imports
+    return run_chunks(_convert_chunk, tasks, workers)
 
 
 def split_indices(usable: np.ndarray, groups: list[str] | None, test_fraction: float, seed: int):

@@ -95,8 +95,12 @@ def build_model(config: RunConfig, comps: Components, ds):
 
     x_shape = (*ds.shape, 1)
     d = config.latent_dim
-    encoder = comps.encoder.create(x_shape, d, **config.option("encoder"))
-    decoder = comps.decoder.create(d, x_shape, **config.option("decoder"))
+    try:
+        encoder = comps.encoder.create(x_shape, d, **config.option("encoder"))
+        decoder = comps.decoder.create(d, x_shape, **config.option("decoder"))
+    except PluginError as exc:
+        # Most often the data's size (e.g. conv2 and 64 mel bands): say which data.
+        raise PluginError(f"{exc} (data: {ds.source or comps.dataset.name}, spectrograms {ds.shape[0]}×{ds.shape[1]})") from None
     check_model_shapes(encoder, decoder, comps, x_shape, d)
     model = VAE(encoder, decoder, seed=config.seed, name="vae")
     loss_fn = comps.loss.create(**config.option("loss"))
