@@ -37,6 +37,8 @@ CHUNK_FILES = 32
 #: Spectrograms per block when normalising into x_train/x_test.
 WRITE_BLOCK = 2048
 SPLITS = ("random", "speaker")
+#: Below this many tasks a process pool costs more than it saves (workers start in ~0.1–3 s).
+MIN_POOL_TASKS = 4
 
 
 class ClipError(Exception):
@@ -176,10 +178,10 @@ def run_chunks(fn, tasks: list, workers: int | None = None) -> Iterator:
     """Yield ``fn(task)`` for each task, in completion order, over a process pool of ``workers``.
 
     At most two tasks per worker are in flight, so finished results never pile up in memory.
-    One worker (or one task) runs in this process.  ``fn`` must be a module-level function.
+    One worker, or fewer than ``MIN_POOL_TASKS`` tasks, run in this process.  ``fn`` must be a module-level function.
     """
     workers = default_workers() if not workers or workers < 1 else workers
-    if workers == 1 or len(tasks) <= 1:
+    if workers == 1 or len(tasks) < MIN_POOL_TASKS:
         for task in tasks:
             yield fn(task)
         return

@@ -120,7 +120,7 @@ def _plan_clip(rng: np.random.Generator, spk: Speaker, k: int, dt: float) -> dic
     kernel /= kernel.sum()
     formants = np.stack([np.convolve(np.pad(f, 4, mode="edge"), kernel, mode="valid") for f in formants.T], 1)
     # Pitch: per-clip offset, declination, vibrato, jitter (a smoothed random walk).
-    f0 = spk.f0 * np.exp(rng.normal(0, 0.06)) * (1 - rng.uniform(0.05, 0.2) * t)
+    f0 = spk.f0 * np.exp(rng.normal(0, 0.06)) * (1 + rng.uniform(0.05, 0.2) * (0.5 - t))  # falls, centred on f0
     f0 *= 1 + spk.vibrato_depth * np.sin(2 * np.pi * spk.vibrato_hz * t + rng.uniform(0, 2 * np.pi))
     walk = np.convolve(rng.standard_normal(k + 8), kernel, mode="valid")[:k]
     f0 *= 1 + spk.jitter * walk
