@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -109,13 +110,18 @@ def read_clip(path, audio: AudioParams) -> np.ndarray:
     import soundfile as sf
 
     try:
+        if os.path.getsize(path) == 0:
+            raise ClipError("empty (0 bytes)")
         with sf.SoundFile(str(path)) as f:
             sr = f.samplerate
             frames = f.frames
             want = int(math.ceil(audio.duration * sr)) + 1
             y = f.read(min(frames, want) if frames > 0 else want, dtype="float32", always_2d=True)
+    except ClipError:
+        raise
     except Exception as exc:  # libsndfile reports corrupt files in several exception types
-        raise ClipError(f"unreadable ({' '.join(str(exc).split())})") from None
+        why = " ".join(re.sub(r"^Error opening .*?: ", "", str(exc)).split()) or type(exc).__name__
+        raise ClipError(f"unreadable ({why})") from None
     if y.shape[0] == 0:
         raise ClipError("empty (no samples)")
     y = y.mean(axis=1)
