@@ -150,7 +150,8 @@ def test_cli_prepare_summary_force_and_refusals(tmp_path):
     (tmp_path / "broken" / "a.wav").write_bytes(b"nope")
     (tmp_path / "broken" / "b.ogg").write_bytes(b"")
     res = runner.invoke(main, ["prepare", str(tmp_path / "broken"), str(tmp_path / "o3"), "--quiet"])
-    assert res.exit_code == 2 and res.stderr.startswith("Error: none of the 2 audio file(s) could be used; first: a.wav:")
+    assert res.exit_code == 2 and res.stderr.startswith(
+        f"Error: {tmp_path / 'broken'}: none of the 2 audio file(s) could be used; first: a.wav: unreadable")
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
     assert not list(tmp_path.glob(".*partial*")) and not list(tmp_path.glob(".*old*"))
 

@@ -261,6 +261,7 @@ def write_dataset(out_dir, n: int, results: Iterable[tuple], names: list[str], a
     from numpy.lib.format import open_memmap
 
     start = time.perf_counter()
+    where = (meta or {}).get("source", str(out_dir))  # what errors name
     shape = (audio.n_mels, audio.frames)
     skipped: dict[int, str] = {}
     with staged_output_dir(out_dir, force) as tmp:
@@ -281,8 +282,12 @@ def write_dataset(out_dir, n: int, results: Iterable[tuple], names: list[str], a
         skipped_list = [{"file": names[i], "reason": r} for i, r in sorted(skipped.items())]
         if not usable.any():
             first = skipped_list[0] if skipped_list else {"file": "?", "reason": "?"}
-            raise DataError(f"none of the {n} audio file(s) could be used; first: {first['file']}: {first['reason']}")
-        train, test = split_indices(np.flatnonzero(usable), groups, test_fraction, seed)
+            raise DataError(f"{where}: none of the {n} audio file(s) could be used; first: {first['file']}: "
+                            f"{first['reason']}")
+        try:
+            train, test = split_indices(np.flatnonzero(usable), groups, test_fraction, seed)
+        except DataError as exc:
+            raise DataError(f"{where}: {exc}") from None
         span = hi - lo if hi > lo else 1.0
         for name, rows in (("x_train", train), ("x_test", test)):
             out = open_memmap(tmp / f"{name}.npy", mode="w+", dtype=np.float32, shape=(len(rows), *shape))
