@@ -185,9 +185,16 @@ def synthesize(indices, seed: int = 0, speakers: int = 24, audio: AudioParams | 
     excitation = np.diff(pulses, axis=1, prepend=0.0)
     voice = _upsample(track["voice"], n)
     hiss = np.stack([r.standard_normal(n, dtype=np.float32) for r in rngs])
-    breath = np.asarray([voices[i % speakers].breath for i in indices], dtype=np.float32)[:, None]
-    source = voice * (excitation + breath * 0.05 * hiss * pulses)
-    source += _upsample(track["noise"], n) * np.roll(hiss, 4321, axis=1) * 0.05  # consonants
+    breath = 0.05 * np.asarray([voices[i % speakers].breath for i in indices], dtype=np.float32)[:, None]
+    source = hiss * pulses
+    source *= breath
+    source += excitation
+    source *= voice
+    # Consonant noise: the same white noise read backwards (uncorrelated with the breath; no new draw).
+    consonant = _upsample(track["noise"], n)
+    consonant *= hiss[:, ::-1]
+    consonant *= 0.05
+    source += consonant
 
     # Filter, in the STFT domain (vectorised, no loop over samples): each frame is shaped by the
     # magnitude responses of three formant resonances at that frame's formant frequencies, plus
@@ -205,7 +212,7 @@ def synthesize(indices, seed: int = 0, speakers: int = 24, audio: AudioParams | 
     peak = np.abs(wave).max(axis=1, keepdims=True)
     level = np.asarray([r.uniform(0.3, 0.8) for r in rngs], dtype=np.float32)[:, None]
     wave = wave / np.where(peak > 0, peak, 1.0) * level
-    wave += 1e-4 * np.roll(hiss, 7777, axis=1)  # a recording's noise floor
+    wave += 1e-4 * hiss  # a recording's noise floor
     spk = np.asarray([i % speakers for i in indices])
     return fit_length(wave.astype(np.float32), n), spk
 
