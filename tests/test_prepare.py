@@ -16,7 +16,7 @@ import soundfile as sf
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
-from conftest import tiny_config
+from conftest import run_cli, tiny_config
 from vaekit.audio import AudioParams
 from vaekit.data import load_notebook_dir
 from vaekit.prepare import audio_params, prepare_folder
@@ -212,3 +212,25 @@ def test_run_data_audio_folder_prepares_into_the_cache_once(tmp_path, cache):
     os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))  # an edited file: prepared again
     assert load_dataset(config, comps).source != ds.source
     assert len(list((cache / "prepared").iterdir())) == 2
+
+
+def test_cli_subprocess_prepare_errors_exit_2_without_traceback(tmp_path):
+    (tmp_path / "silent").mkdir()
+    res = run_cli("prepare", tmp_path / "silent", tmp_path / "out", cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"Error: {tmp_path / 'silent'}: no audio files (.wav, .flac, .ogg) in this folder tree")
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_on_a_folder_of_unusable_audio_is_an_error_and_no_run(tmp_path, store):
+    from vaekit.cli import main
+
+    bad = tmp_path / "recordings"
+    bad.mkdir()
+    (bad / "a.wav").write_bytes(b"RIFF....WAVEfmt ")
+    (bad / "b.flac").write_bytes(b"")
+    res = CliRunner().invoke(main, ["run", "--data", str(bad), "--tracking-uri", store, "--quiet"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert res.stderr.splitlines()[-1].startswith(f"Error: {bad}: none of the 2 audio file(s) could be used; first: a.wav")
+    assert not (tmp_path / "mlflow.db").exists() or MlflowClient(store).search_runs(["0"]) == []
