@@ -123,3 +123,37 @@ def test_run_without_data_trains_on_synthetic_voices(store, cache):
     assert r.data.params["dataset"] == "synthetic" and r.data.params["dataset.clips"] == "160"
     assert r.data.params["data.train"] == "120" and r.data.params["data.shape"] == "50x50"
     assert (cache / "synthetic").is_dir()
+
+
+def test_formants_shape_the_spectrum_where_the_vowel_puts_them():
+    """Frames of open vowels (high F1: a, o) have more energy at 550–1100 Hz relative to 150–450 Hz
+    than close vowels (i, u); front vowels (high F2: i, e) more at 1700–2700 Hz relative to
+    700–1200 Hz than back ones (o, u).  Low voices, so harmonics sample the envelope densely."""
+    import librosa
+
+    from vaekit.synth import CONTROL, _plan_clip
+
+    voices = make_speakers(24)
+    low = [i for i in range(48) if voices[i % 24].f0 < 140]
+    waves, _ = synthesize(low)
+    k = AUDIO.samples // CONTROL + 2
+    freqs = librosa.fft_frequencies(sr=AUDIO.sr, n_fft=1024)
+    f1 = {"open": [], "close": []}
+    f2 = {"front": [], "back": []}
+    for i, y in zip(low, waves):
+        plan = _plan_clip(np.random.default_rng([0, i]), voices[i % 24], k, CONTROL / AUDIO.sr)  # as synthesize draws it
+        power = np.abs(librosa.stft(y, n_fft=1024, hop_length=CONTROL)) ** 2
+        n = min(power.shape[1], k)
+        band = lambda lo, hi: power[(freqs >= lo) & (freqs < hi), :n].sum(axis=0) + 1e-12  # noqa: E731
+        tract = voices[i % 24].tract
+        voiced = plan["voice"][:n] > 0.5
+        F1, F2 = plan["formants"][:n, 0] / tract, plan["formants"][:n, 1] / tract
+        r1 = 10 * np.log10(band(550, 1100) / band(150, 450))
+        r2 = 10 * np.log10(band(1700, 2700) / band(700, 1200))
+        f1["open"] += list(r1[voiced & (F1 > 600)])
+        f1["close"] += list(r1[voiced & (F1 < 350)])
+        f2["front"] += list(r2[voiced & (F2 > 1700)])
+        f2["back"] += list(r2[voiced & (F2 < 1000)])
+    assert min(map(len, [*f1.values(), *f2.values()])) > 50
+    assert np.median(f1["open"]) - np.median(f1["close"]) > 10
+    assert np.median(f2["front"]) - np.median(f2["back"]) > 10
