@@ -161,7 +161,7 @@ def test_interrupted_prepare_leaves_no_dataset(tmp_path):
     src = tmp_path / "audio"
     src.mkdir()
     y = tone(220, 48000, 1.5, stereo=True)
-    for i in range(300):
+    for i in range(400):
         sf.write(src / f"{i:03d}.flac", y, 48000)
     out = tmp_path / "out"
     env = {**os.environ, "VAEKIT_CACHE": str(tmp_path / "cache")}
@@ -170,7 +170,8 @@ def test_interrupted_prepare_leaves_no_dataset(tmp_path):
     deadline = time.time() + 60
     while not list(tmp_path.glob(".out.partial-*")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    time.sleep(0.5)
+    time.sleep(0.2)
+    assert proc.poll() is None, "prepare finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, (stdout, stderr)

@@ -6,8 +6,8 @@ dB (:func:`vaekit.audio.waveforms_to_mel_db`) → one global min–max normalisa
 (``min_values.npy``/``max_values.npy`` are scalars) → a seeded train/test split.
 
 Bounded memory: clips are read, converted and written in chunks (a process pool over chunks
-of files); spectrograms in dB are streamed into a memory-mapped ``.npy`` on disk, then
-normalised chunk by chunk into ``x_train.npy``/``x_test.npy``.  Nothing holds all the audio.
+of files); spectrograms in dB are streamed into a work file on disk, then normalised block by
+block into ``x_train.npy``/``x_test.npy``.  Nothing holds all the audio or all the spectrograms.
 Everything is written into a hidden sibling directory that is renamed to ``OUT_DIR`` at the
 end (:func:`vaekit.data.staged_output_dir`), so an interrupted run leaves no dataset.
 """
@@ -36,7 +36,7 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 #: Files per task sent to a worker: large enough to batch the STFT, small enough to keep memory low.
 CHUNK_FILES = 32
 #: Spectrograms per block when normalising into x_train/x_test.
-WRITE_BLOCK = 2048
+WRITE_BLOCK = 512
 SPLITS = ("random", "speaker")
 #: Below this many tasks a process pool costs more than it saves (workers start in ~0.1–3 s).
 MIN_POOL_TASKS = 4
@@ -258,20 +258,24 @@ def write_dataset(out_dir, n: int, results: Iterable[tuple], names: list[str], a
     named ``names``; ``groups`` (a speaker per clip) makes the split keep groups apart.
     ``progress`` is a tqdm-like object updated per clip.
     """
-    from numpy.lib.format import open_memmap
-
     start = time.perf_counter()
     where = (meta or {}).get("source", str(out_dir))  # what errors name
     shape = (audio.n_mels, audio.frames)
     skipped: dict[int, str] = {}
     with staged_output_dir(out_dir, force) as tmp:
-        work = tmp / "mel_db.work.npy"
-        db = open_memmap(work, mode="w+", dtype=np.float32, shape=(n, *shape))
+        # Raw dB rows go to a work file by clip index with pwrite (no memory map: the pages of a
+        # 30,000-clip map would count as this process's memory); then one sequential pass.
+        row_bytes = 4 * shape[0] * shape[1]
+        work = tmp / "mel_db.work"
+        work_file = open(work, "w+b")
+        work_file.truncate(n * row_bytes)
         usable = np.zeros(n, dtype=bool)
         lo, hi = np.inf, -np.inf
         for idx, mel, bad in results:
             if mel is not None and len(idx):
-                db[idx] = mel
+                mel = np.ascontiguousarray(mel, dtype=np.float32)
+                for row, i in zip(mel, idx):
+                    os.pwrite(work_file.fileno(), row.tobytes(), int(i) * row_bytes)
                 usable[idx] = True
                 lo, hi = min(lo, float(mel.min())), max(hi, float(mel.max()))
             skipped.update(bad)
@@ -289,13 +293,8 @@ def write_dataset(out_dir, n: int, results: Iterable[tuple], names: list[str], a
         except DataError as exc:
             raise DataError(f"{where}: {exc}") from None
         span = hi - lo if hi > lo else 1.0
-        for name, rows in (("x_train", train), ("x_test", test)):
-            out = open_memmap(tmp / f"{name}.npy", mode="w+", dtype=np.float32, shape=(len(rows), *shape))
-            for s in range(0, len(rows), WRITE_BLOCK):
-                out[s:s + WRITE_BLOCK] = (db[rows[s:s + WRITE_BLOCK]] - lo) / span
-            out.flush()
-            del out
-        del db
+        _normalise_split(work_file, n, shape, lo, span, {tmp / "x_train.npy": train, tmp / "x_test.npy": test})
+        work_file.close()
         work.unlink()
         np.save(tmp / "min_values.npy", np.float32(lo))
         np.save(tmp / "max_values.npy", np.float32(lo + span))
@@ -311,6 +310,32 @@ def write_dataset(out_dir, n: int, results: Iterable[tuple], names: list[str], a
         }
         write_meta(tmp, audio, info)
     return PrepareSummary(Path(out_dir), n, len(train), len(test), shape, skipped_list, time.perf_counter() - start)
+
+
+def _normalise_split(work_file, n: int, shape, lo: float, span: float, outputs: dict) -> None:
+    """One pass over the work file in blocks: normalise, append each split's rows (sorted) to its .npy."""
+    from numpy.lib import format as npy
+
+    row_bytes = 4 * shape[0] * shape[1]
+    files, members = [], []
+    for path, rows in outputs.items():
+        f = open(path, "wb")
+        npy.write_array_header_1_0(f, {"descr": npy.dtype_to_descr(np.dtype("<f4")), "fortran_order": False,
+                                       "shape": (len(rows), *shape)})
+        mask = np.zeros(n, dtype=bool)
+        mask[rows] = True
+        files.append(f)
+        members.append(mask)
+    try:
+        for s in range(0, n, WRITE_BLOCK):
+            e = min(n, s + WRITE_BLOCK)
+            raw = os.pread(work_file.fileno(), (e - s) * row_bytes, s * row_bytes)
+            block = (np.frombuffer(raw, dtype="<f4").reshape(e - s, *shape) - np.float32(lo)) / np.float32(span)
+            for f, mask in zip(files, members):
+                f.write(block[mask[s:e]].astype("<f4", copy=False).tobytes())
+    finally:
+        for f in files:
+            f.close()
 
 
 def speaker_of(relative: Path) -> str:
