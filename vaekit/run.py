@@ -21,6 +21,7 @@ from vaekit.components import Component, all_components, get_component
 from vaekit.config import RunConfig
 from vaekit.errors import DataError, PluginError, TrainingError
 from vaekit.audio import AudioParams
+from vaekit.plugins import plugin_files
 
 
 @dataclass
@@ -155,15 +156,27 @@ def vocode(vocoder_fn, mel_db: np.ndarray, comp: Component) -> np.ndarray:
     try:
         audio = np.asarray(vocoder_fn(mel_db), dtype=np.float32)
     except Exception as exc:
-        raise PluginError(f"vocoder {comp.name!r} (from {comp.plugin}) failed: {type(exc).__name__}: {exc}") from None
+        raise PluginError(
+            f"vocoder {comp.name!r} (from {comp.plugin}) failed on mel spectrograms of shape {mel_db.shape}: "
+            f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        ) from None
     if audio.ndim != 2 or audio.shape[0] != mel_db.shape[0]:
         raise PluginError(
-            f"vocoder {comp.name!r} (from {comp.plugin}): expected waveforms of shape ({mel_db.shape[0]}, samples), "
-            f"got {audio.shape}"
+            f"vocoder {comp.name!r} (from {comp.plugin}): expected waveforms of shape ({mel_db.shape[0]}, samples) "
+            f"for mel spectrograms of shape {mel_db.shape}, got {audio.shape}"
         )
     if not np.isfinite(audio).all():
         raise PluginError(f"vocoder {comp.name!r} (from {comp.plugin}) returned NaN or Inf samples")
     return audio
+
+
+def check_vocoder(vocoder_fn, comp: Component, ds) -> None:
+    """Pre-flight: vocode one real training spectrogram, so a broken vocoder fails before training."""
+    if len(ds.x_train):
+        try:
+            vocode(vocoder_fn, ds.denormalize(ds.x_train[:1]).astype(np.float32), comp)
+        except PluginError as exc:
+            raise PluginError(f"{exc} (pre-flight check on one training spectrogram, before training)") from None
 
 
 def safe_name(text: str) -> str:
@@ -207,10 +220,14 @@ def run(config: RunConfig, progress: bool = True) -> RunResult:
     keras.utils.set_random_seed(config.seed)
     model, terms = build_model(config, comps, ds)
     vocoder_fn = comps.vocoder.create(ds.audio, **config.option("vocoder"))
+    check_vocoder(vocoder_fn, comps.vocoder, ds)
 
     uri = tracking.resolve_tracking_uri(config.tracking_uri)
     experiment_id = tracking.check_store(uri, config.experiment)
     tags = {"vaekit.version": __version__, "vaekit.dataset": comps.dataset.name}
+    files = plugin_files()
+    if files:  # so a later process (generate, a sweep worker) can load them again
+        tags["vaekit.plugin_files"] = json.dumps(files)
     with tracking.tracked_run(experiment_id, run_name=config.run_name, tags=tags) as active:
         tracking.check_artifact_location(active.info.artifact_uri)
         mlflow.log_params(_params(config, comps, ds, resolved))
