@@ -60,12 +60,20 @@ class PluginManager(pluggy.PluginManager):
     def register(self, plugin, name=None, *, where=None):  # noqa: D102 (pluggy's signature + where)
         where = where or f"plugin {name or getattr(plugin, '__name__', type(plugin).__name__)}"
         check_plugin(plugin, where)
+        if self.is_registered(plugin):
+            raise PluginError(f"{where}: this object is registered already, as {self.get_name(plugin)!r}")
+        if name is not None and self.has_plugin(name):
+            other = self.get_plugin(name)
+            raise PluginError(f"{where}: the plugin name {name!r} is taken (by {_describe(other)}); give it another name")
         try:
             return super().register(plugin, name=name)
-        except pluggy.PluginValidationError as exc:  # anything check_plugin did not foresee
-            raise PluginError(f"{where}: {' '.join(str(exc).split())}") from None
-        except ValueError as exc:  # the name or object is registered already
-            raise PluginError(f"{where}: {exc}; give it another name") from None
+        except (pluggy.PluginValidationError, ValueError) as exc:  # anything the checks did not foresee
+            raise PluginError(f"{where}: {str(exc).splitlines()[0]}") from None
+
+
+def _describe(plugin) -> str:
+    file = getattr(plugin, "__vaekit_plugin_file__", None)
+    return file or getattr(plugin, "__name__", None) or f"a {type(plugin).__name__} object"
 
 
 def check_plugin(plugin, where: str) -> None:
