@@ -408,10 +408,10 @@ RUN_MISTAKES = {
                       "got (2, 50, 50) for a batch of 2"),
     "vocoder-shape": ([*DENSE, "--vocoder", "broken"],
                       "vocoder 'broken' (from {f}): expected waveforms of shape (1, samples) for mel spectrograms "
-                      "of shape (1, 50, 50), got (22050,) (pre-flight check on one training spectrogram, "
+                      "of shape (1, 50, 50), got (22050,) (pre-flight check on a dummy spectrogram, "
                       "before training)"),
     "vocoder-nan": ([*DENSE, "--vocoder", "broken", "--option", "vocoder.mode=nan"],
-                    "vocoder 'broken' (from {f}) returned NaN or Inf samples (pre-flight check on one training "
+                    "vocoder 'broken' (from {f}) returned NaN or Inf samples (pre-flight check on a dummy "
                     "spectrogram, before training)"),
 }
 
@@ -453,3 +453,119 @@ def test_real_processes_print_one_line_and_no_traceback(notebook_data, store, tm
         f"Error: encoder 'one-output' (from {broken.resolve()}): expected outputs (z_mean, z_log_var) of shapes "
         "[(batch, 20), (batch, 20)], got [(2, 21)] for a batch of 2"]
     assert runs_in(store) == []
+
+
+# -- every hook end to end, and every option in the params ------------------------------------------
+
+def assert_every_option_logged(params: dict, **chosen):
+    """Each option of each component the run used is a param ``KIND.KEY`` with its resolved value."""
+    from vaekit.components import get_component
+
+    for kind, name in chosen.items():
+        assert params[kind] == name
+        comp = get_component(kind, name)
+        assert params[f"{kind}.plugin"] == comp.plugin and params[f"{kind}.plugin_version"] == comp.plugin_version
+        for key, default in comp.options.items():
+            assert f"{kind}.{key}" in params, (kind, key)
+
+
+def test_every_hook_end_to_end_in_one_run(every_kind, npz_data, store):
+    import soundfile as sf
+    from mlflow.tracking import MlflowClient
+
+    res = cli("run", "--data", npz_data, "--tracking-uri", store, "--encoder", "tiny", "--decoder", "tiny",
+              "--loss", "l1-kl", "--vocoder", "sine", "--epochs", "2", "--samples", "2", "--batch-size", "32",
+              "--latent-dim", "3", "--option", "encoder.hidden=8", "--option", "loss.weight=3",
+              "--option", "vocoder.freq=1000", "--option", "dataset.test_share=0.5", "--quiet")
+    assert res.exit_code == 0, res.output
+    [run] = runs_in(store)
+    assert run.info.status == "FINISHED"
+    p = run.data.params
+    assert_every_option_logged(p, encoder="tiny", decoder="tiny", loss="l1-kl", vocoder="sine", dataset="npz-clips")
+    assert p["encoder.plugin"] == "every-kind" and p["encoder.plugin_version"] == "9.9"
+    assert (p["encoder.hidden"], p["decoder.hidden"], p["loss.weight"], p["vocoder.freq"], p["dataset.test_share"]) == \
+        ("8", "16", "3.0", "1000.0", "0.5")
+    assert (p["data.train"], p["data.test"]) == ("64", "64")  # the dataset split 128 clips at test_share 0.5
+    client = MlflowClient(store)
+    # The loss's own terms are tracked per epoch, and its option is applied.
+    for key in ("loss", "l1", "kl", "val_l1"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0, 1], key
+    m = run.data.metrics
+    assert m["test_loss"] == pytest.approx(3 * m["test_l1"] + m["test_kl"], rel=1e-4)
+    # The vocoder made the WAVs: a 1000 Hz sine.
+    wav, sr = sf.read(client.download_artifacts(run.info.run_id, "samples/sample_01.wav"))
+    assert sr == 22050 and np.argmax(np.abs(np.fft.rfft(wav))) * sr / len(wav) == pytest.approx(1000, abs=2)
+    assert "vaekit.plugin_files" not in run.data.tags  # registered from Python: no file to reload
+
+
+def test_kl_warmup_logs_beta_rising_per_epoch_from_the_models_own_epoch(notebook_data, store):
+    from mlflow.tracking import MlflowClient
+
+    from vaekit.default_plugins.losses import build_kl_warmup
+
+    # The loss is a pure function of its inputs and the epoch it is given: no global state.
+    loss = build_kl_warmup(lambda_=2.0, warmup_epochs=4)
+    x = np.full((2, 3), 0.5, dtype="float32")
+    z = np.ones((2, 2), dtype="float32")
+    betas = [float(loss(x, x, z, z * 0, epoch=np.float32(e))["beta"]) for e in (0, 1, 3, 4, 9, 1)]
+    assert betas == [0.0, 0.25, 0.75, 1.0, 1.0, 0.25]
+
+    # In a run, the epoch comes from the model being trained (a variable the training loop sets).
+    res = cli("run", "--data", notebook_data, "--tracking-uri", store, *FAST, *QUICK_GRIFFINLIM, "--epochs", "3",
+              "--samples", "0", "--loss", "kl-warmup", "--option", "loss.warmup_epochs=2", "--option", "loss.lambda=100")
+    assert res.exit_code == 0, res.output
+    [run] = runs_in(store)
+    client = MlflowClient(store)
+
+    def history(key):
+        return {h.step: h.value for h in client.get_metric_history(run.info.run_id, key)}
+
+    assert history("beta") == {0: 0.0, 1: 0.5, 2: 1.0}
+    assert history("val_beta") == {0: 0.0, 1: 0.5, 2: 1.0}
+    mse, kl, total = history("mse"), history("kl"), history("loss")
+    assert total[0] == pytest.approx(100 * mse[0], rel=1e-4)  # β = 0: the KL is not in the loss yet
+    assert total[1] == pytest.approx(100 * mse[1] + 0.5 * kl[1], rel=1e-4)
+    assert total[2] == pytest.approx(100 * mse[2] + kl[2], rel=1e-4)
+    assert_every_option_logged(run.data.params, encoder="dense", decoder="dense", loss="kl-warmup",
+                               vocoder="griffinlim", dataset="notebook")
+    assert run.data.params["loss.warmup_epochs"] == "2" and run.data.params["loss.lambda"] == "100.0"
+
+
+# -- README: the tutorial runs as written, and every hook is documented ----------------------------
+
+def readme_section(title: str) -> str:
+    text = README.read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else None]
+
+
+def test_readme_tutorial_encoder_runs_as_written(notebook_data, store, tmp_path):
+    section = readme_section("Write a plugin")
+    match = re.search(r"<!-- tutorial: (\S+) -->\n```python\n(.*?)```", section, re.S)
+    filename, code = match.groups()
+    assert len(code.splitlines()) < 30, "the tutorial promises a complete encoder in under 30 lines"
+    plugin = tmp_path / filename
+    plugin.write_text(code)
+    assert f"--plugin {filename} --encoder gru --decoder dense --option encoder.units=64" in section
+    listing = cli("plugins", "--plugin", plugin)
+    assert listing.exit_code == 0 and re.search(r"gru\s+" + re.escape(str(plugin.resolve())), listing.stdout)
+    assert "options: units=32" in listing.stdout
+    res = cli("run", "--plugin", plugin, "--data", notebook_data, "--tracking-uri", store, *FAST, *QUICK_GRIFFINLIM,
+              "--samples", "0", "--encoder", "gru", "--option", "encoder.units=8")
+    assert res.exit_code == 0, res.output
+    [run] = runs_in(store)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["encoder"] == "gru" and run.data.params["encoder.units"] == "8"
+    assert run.data.params["encoder.plugin"] == str(plugin.resolve())
+    assert run.data.params["encoder.plugin_version"].startswith("sha256:")
+    assert json.loads(run.data.tags["vaekit.plugin_files"]) == [str(plugin.resolve())]
+
+
+def test_every_hook_is_documented_in_readme():
+    section = readme_section("Write a plugin")
+    hooks = {n for n in dir(hookspecs) if n.startswith("register_")}
+    documented = set(re.findall(r"^\| `(register_\w+)\(register\)` \|", section, re.M))
+    assert documented == hooks
+    for hook in hooks:  # and each has a contract row in "Component contracts"
+        assert f"`{hook}(register)`" in readme_section("Component contracts"), hook
