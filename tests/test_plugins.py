@@ -569,3 +569,47 @@ def test_every_hook_is_documented_in_readme():
     assert documented == hooks
     for hook in hooks:  # and each has a contract row in "Component contracts"
         assert f"`{hook}(register)`" in readme_section("Component contracts"), hook
+
+
+def test_a_run_s_plugin_files_load_again_from_its_tags(tmp_path):
+    from vaekit.components import get_component
+    from vaekit.plugins import load_run_plugin_files, reset_plugin_manager
+
+    a = write(tmp_path / "a.py", ENCODER_PLUGIN.format(name="enc-a"))
+    tags = {"vaekit.plugin_files": json.dumps([str(a)])}
+    assert load_run_plugin_files(tags) == [str(a)] and load_run_plugin_files({}) == []
+    assert get_component("encoder", "enc-a").plugin == str(a)
+    reset_plugin_manager()
+    a.unlink()
+    with pytest.raises(PluginError, match=rf"^plugin file recorded in the run's tag vaekit.plugin_files: {re.escape(str(a))}: no such file$"):
+        load_run_plugin_files(tags)
+
+
+# -- installed distributions: found through their metadata, named in every error ---------------------
+
+def fake_distribution(root: Path, name: str, entry_points: str, modules: dict[str, str]) -> None:
+    """An installed distribution as pip leaves it: a .dist-info with METADATA and entry_points.txt."""
+    info = root / f"{name.replace('-', '_')}-1.2.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.2\n")
+    (info / "entry_points.txt").write_text(f"[vaekit]\n{entry_points}\n")
+    for module, code in modules.items():
+        write(root / f"{module}.py", code)
+
+
+def test_installed_distribution_mistakes_name_the_distribution(tmp_path, monkeypatch):
+    from vaekit.plugins import reset_plugin_manager
+
+    site_dir = tmp_path / "site"
+    fake_distribution(site_dir, "vaekit-good", "good = vaekit_t_good", {"vaekit_t_good": ENCODER_PLUGIN.format(name="dense")})
+    monkeypatch.syspath_prepend(str(site_dir))
+    assert error_line(cli("plugins")) == ("Error: encoder 'dense' is registered twice: by vaekit.default_plugins.dense "
+                                          "and by vaekit-good; rename one of them")
+
+    fake_distribution(tmp_path / "site2", "vaekit-broken", "broken = vaekit_t_broken",
+                      {"vaekit_t_broken": "import vaekit\nimport vaekit_t_missing_dependency\n"})
+    monkeypatch.syspath_prepend(str(tmp_path / "site2"))
+    reset_plugin_manager()
+    assert error_line(cli("plugins")) == (
+        "Error: plugin 'broken' (entry point vaekit_t_broken of distribution vaekit-broken 1.2): cannot import it: "
+        "ModuleNotFoundError: No module named 'vaekit_t_missing_dependency'; fix or uninstall vaekit-broken")

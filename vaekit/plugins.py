@@ -231,6 +231,20 @@ def plugin_files() -> list[str]:
             if (f := getattr(p, "__vaekit_plugin_file__", None))]
 
 
+def load_run_plugin_files(tags: dict) -> list[str]:
+    """Load the plugin files a run recorded in its ``vaekit.plugin_files`` tag; return their paths.
+
+    For commands that rebuild a run's components in a new process (generating from a logged
+    model, resuming).  A file that has moved since is a :class:`PluginError` saying so.
+    """
+    import json
+
+    paths = json.loads(tags.get("vaekit.plugin_files") or "[]")
+    for path in paths:
+        load_plugin_file(path, source="plugin file recorded in the run's tag vaekit.plugin_files:")
+    return paths
+
+
 def reset_plugin_manager() -> None:
     """Forget the plugin manager (tests use this to start clean)."""
     global _pm
