@@ -106,7 +106,7 @@ def build_model(config: RunConfig, comps: Components, ds):
     except PluginError as exc:
         raise PluginError(f"loss {comps.loss.name!r} (from {comps.loss.plugin}): {exc}") from None
     except Exception as exc:
-        raise PluginError(f"loss {comps.loss.name!r} (from {comps.loss.plugin}) failed on a batch: {type(exc).__name__}: {exc}") from None
+        raise PluginError(f"loss {comps.loss.name!r} (from {comps.loss.plugin}) failed on a batch: {one_line(exc)}") from None
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate))
     model(ds.x_train[:1, ..., None])  # build, so the saved model has its weights
     return model, terms
@@ -123,7 +123,7 @@ def check_model_shapes(encoder, decoder, comps: Components, x_shape, d: int) -> 
     try:
         out = encoder(x)
     except Exception as exc:
-        raise PluginError(f"encoder {comps.encoder.name!r} (from {comps.encoder.plugin}) fails on input of shape {x.shape}: {exc}") from None
+        raise PluginError(f"encoder {comps.encoder.name!r} (from {comps.encoder.plugin}) fails on input of shape {x.shape}: {one_line(exc)}") from None
     got = [tuple(o.shape) for o in out] if isinstance(out, (list, tuple)) else [tuple(out.shape)]
     if got != [(2, d), (2, d)]:
         raise PluginError(
@@ -133,13 +133,19 @@ def check_model_shapes(encoder, decoder, comps: Components, x_shape, d: int) -> 
     try:
         y = decoder(np.zeros((2, d), dtype="float32"))
     except Exception as exc:
-        raise PluginError(f"decoder {comps.decoder.name!r} (from {comps.decoder.plugin}) fails on z of shape (2, {d}): {exc}") from None
+        raise PluginError(f"decoder {comps.decoder.name!r} (from {comps.decoder.plugin}) fails on z of shape (2, {d}): {one_line(exc)}") from None
     got_y = [tuple(o.shape) for o in y] if isinstance(y, (list, tuple)) else tuple(y.shape)
     if got_y != (2, *x_shape):
         raise PluginError(
             f"decoder {comps.decoder.name!r} (from {comps.decoder.plugin}): expected output of shape "
             f"(batch, {', '.join(map(str, x_shape))}), got {got_y} for a batch of 2"
         )
+
+
+def one_line(exc: BaseException, limit: int = 400) -> str:
+    """``Type: message`` on one line (Keras errors span many), cut at ``limit`` characters."""
+    text = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def split_validation(x: np.ndarray, fraction: float, seed: int):
@@ -158,7 +164,7 @@ def vocode(vocoder_fn, mel_db: np.ndarray, comp: Component) -> np.ndarray:
     except Exception as exc:
         raise PluginError(
             f"vocoder {comp.name!r} (from {comp.plugin}) failed on mel spectrograms of shape {mel_db.shape}: "
-            f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            f"{one_line(exc)}"
         ) from None
     if audio.ndim != 2 or audio.shape[0] != mel_db.shape[0]:
         raise PluginError(
