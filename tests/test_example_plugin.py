@@ -29,7 +29,13 @@ def make_venv(root: Path) -> Path:
     purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     dirs = [d for d in site.getsitepackages() if os.path.isdir(d)]
-    Path(purelib, "_vaekit_test_parent.pth").write_text(f"import site; [site.addsitedir(d) for d in {dirs!r}]\n")
+    # One line, plain calls: a .pth line is exec'd where a comprehension would not see `site`.
+    calls = "".join(f"; site.addsitedir({d!r})" for d in dirs)
+    Path(purelib, "_vaekit_test_parent.pth").write_text(f"import site{calls}\n")
+    where = subprocess.run([python, "-c", "import vaekit; print(vaekit.__file__)"], capture_output=True, text=True)
+    import vaekit
+
+    assert where.stdout.strip() == vaekit.__file__, where.stderr  # the vaekit under test, not another install
     return python
 
 

@@ -123,7 +123,8 @@ def check_model_shapes(encoder, decoder, comps: Components, x_shape, d: int) -> 
     try:
         out = encoder(x)
     except Exception as exc:
-        raise PluginError(f"encoder {comps.encoder.name!r} (from {comps.encoder.plugin}) fails on input of shape {x.shape}: {one_line(exc)}") from None
+        raise PluginError(f"encoder {comps.encoder.name!r} (from {comps.encoder.plugin}) fails on input of shape {x.shape}: {one_line(exc)}; "
+                          "its keras.Input must have shape=input_shape") from None
     got = [tuple(o.shape) for o in out] if isinstance(out, (list, tuple)) else [tuple(out.shape)]
     if got != [(2, d), (2, d)]:
         raise PluginError(
