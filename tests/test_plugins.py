@@ -6,10 +6,12 @@ in-process with click's CliRunner, and a few through real subprocesses to prove 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import re
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -18,10 +20,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import run_cli, tiny_config, write_notebook_data
+import vaekit
+from conftest import run_cli
 from vaekit import hookspecs
 from vaekit.cli import main
-import vaekit
 from vaekit.errors import PluginError
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -187,8 +189,6 @@ def test_plugins_command_imports_no_tensorflow():
     script = ("import sys, json; from click.testing import CliRunner; from vaekit.cli import main; "
               "r = CliRunner().invoke(main, ['plugins', '--json']); assert r.exit_code == 0, r.output; "
               "print(json.dumps(sorted(m for m in ('tensorflow', 'keras', 'mlflow', 'librosa') if m in sys.modules)))")
-    import subprocess
-
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout.splitlines()[-1]) == []
@@ -220,8 +220,6 @@ def test_plugin_files_from_flags_and_vaekit_plugins(tmp_path, monkeypatch):
     assert {"enc-a", "enc-b", "enc-c"} <= set(encoders)
     assert encoders["enc-a"]["plugin"] == str(a.resolve())
     assert encoders["enc-a"]["options"] == {"width": 8} and encoders["enc-a"]["description"] == "A enc-a encoder."
-    import hashlib
-
     assert encoders["enc-a"]["version"] == "sha256:" + hashlib.sha256(a.read_bytes()).hexdigest()[:12]
     # Processes vaekit starts get the --plugin files too.
     assert os.environ["VAEKIT_PLUGINS"].split(os.pathsep) == [str(c), str(a.resolve()), str(b.resolve())]
@@ -398,7 +396,7 @@ BROKEN = '''
 DENSE = ["--encoder", "dense", "--decoder", "dense", "--option", "encoder.units=32", "--option", "decoder.units=32"]
 RUN_MISTAKES = {
     "unknown-name": (["--encoder", "nope"],
-                     "unknown encoder 'nope'; available: boom, conv2, dense, one-output, wrong-input (`vaekit plugins` lists them; "
+                     "unknown encoder 'nope'; available: {encoders} (`vaekit plugins` lists them; "
                      "a plugin file is loaded with --plugin FILE.py)"),
     "unknown-option": ([*DENSE, "--option", "encoder.unit=3"],
                        "--option encoder.unit: encoder 'dense' has no option 'unit'; "
@@ -433,7 +431,11 @@ def test_run_mistakes_fail_before_any_mlflow_run(case, notebook_data, store, tmp
     broken = write(tmp_path / "broken.py", BROKEN)
     res = cli("run", "--plugin", broken, "--data", notebook_data, "--tracking-uri", store, "--quiet", *args)
     line = error_line(res)
-    expected = "Error: " + message.format(f=broken.resolve())
+    from vaekit.components import all_components
+
+    encoders = sorted(all_components("encoder"))  # built-ins (other issues may add some) and broken.py's
+    assert {"conv2", "dense", "boom", "one-output", "wrong-input"} <= set(encoders)
+    expected = "Error: " + message.format(f=broken.resolve(), encoders=", ".join(encoders))
     assert line.startswith(expected) if expected.endswith(": ") else line == expected, line
     assert runs_in(store) == []
 
