@@ -168,8 +168,7 @@ def _emit(run: LoggedRun, build, subdir: str, out_dir, log: bool, metrics: dict)
     """
     import mlflow
 
-    if out_dir is None and not log:
-        raise ConfigError("--no-log needs --out DIR: the output must go somewhere")
+    _check_destination(out_dir, log)
     result = Output(metrics=dict(metrics))
     with tempfile.TemporaryDirectory() as tmp:
         staging = Path(tmp)
@@ -189,6 +188,11 @@ def _emit(run: LoggedRun, build, subdir: str, out_dir, log: bool, metrics: dict)
             for key, value in metrics.items():
                 client.log_metric(run.run_id, key, value)
     return result
+
+
+def _check_destination(out, log: bool) -> None:
+    if out is None and not log:
+        raise ConfigError("--no-log needs --out DIR: the output must go somewhere")
 
 
 def _write_waves(directory: Path, waves: dict, sr: int, stem: str) -> list[Path]:
@@ -217,6 +221,7 @@ def generate(run_id: str, n: int = 8, vocoders=(), options=(), seed: int = 0, ou
 
     if n < 1:
         raise ConfigError(f"-n must be at least 1, got {n}")
+    _check_destination(out, log)
     run = run or open_run(run_id, tracking_uri)
     vocs = build_vocoders(run, vocoders, options)
     z = sample_latent(n, run.latent_dim, seed)
@@ -268,6 +273,7 @@ def interpolate(run_id: str, clips=None, seeds=None, steps: int = 8, vocoders=()
         raise ConfigError("interpolate needs exactly one of --clips A B or --seeds A B")
     if steps < 2:
         raise ConfigError(f"--steps must be at least 2, got {steps}")
+    _check_destination(out, log)
     run = run or open_run(run_id, tracking_uri)
     if clips is not None:
         x = load_test_clips(run, clips, data)
@@ -327,6 +333,8 @@ def reconstruct(run_id: str, wav, vocoders=(), options=(), out=None, log: bool =
     from vaekit import figures
 
     wav = Path(wav)
+    if not wav.is_file():  # before loading the model: a typo should cost no time
+        raise DataError(f"{wav}: file not found")
     run = run or open_run(run_id, tracking_uri)
     y = load_clip(wav, run.audio)
     mel = waveforms_to_mel_db(y[None], run.audio)
