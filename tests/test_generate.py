@@ -158,6 +158,10 @@ def test_runs_without_a_model_or_unknown_ids_are_one_line_errors(trained, tmp_pa
     client.set_terminated(bare.info.run_id, "KILLED")
     with pytest.raises(VaekitError, match=f"run {bare.info.run_id} has no logged model"):
         open_run(bare.info.run_id, uri)
+    failed = client.create_run(client.get_run(run_id).info.experiment_id)  # failed before logging anything
+    client.set_terminated(failed.info.run_id, "FAILED")
+    with pytest.raises(VaekitError, match=r"has no logged model \(status FAILED: it failed or was stopped"):
+        open_run(failed.info.run_id, uri)
     assert mlflow.active_run() is None
 
     missing = run_cli("generate", "0123456789abcdef", "--tracking-uri", uri, cwd=tmp_path, timeout=120)

@@ -12,6 +12,7 @@ Everything that can fail (vocoding included) happens before the first file is wr
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -102,12 +103,13 @@ def open_run(run_id: str, tracking_uri: str | None = None) -> LoggedRun:
             min_values = np.load(data_dir / "min_values.npy", allow_pickle=False)
             max_values = np.load(data_dir / "max_values.npy", allow_pickle=False)
         except (MlflowException, OSError) as exc:
+            if run.info.status != "FINISHED":
+                raise VaekitError(f"run {run_id} has no logged model (status {run.info.status}: "
+                                  "it failed or was stopped before the end)") from None
             raise VaekitError(
                 f"run {run_id}: missing audio.json, config.toml or data/min_values.npy and data/max_values.npy "
-                f"(status {run.info.status}; runs logged before vaekit 0.x lack data/): {str(exc).splitlines()[0]}"
+                f"(logged by an older vaekit? re-run it): {str(exc).splitlines()[0]}"
             ) from None
-        import json
-
         audio = AudioParams.from_dict(json.loads(audio_file.read_text()), source=f"run {run_id} audio.json")
         config = merge(RunConfig(), **load_toml(config_file))
     model = load_model(run_id, run.info.status)
@@ -124,10 +126,8 @@ def load_model(run_id: str, status: str = ""):
     try:
         return mlflow.keras.load_model(f"runs:/{run_id}/model", load_model_kwargs={"safe_mode": True})
     except (MlflowException, OSError) as exc:
-        raise VaekitError(
-            f"run {run_id} has no logged model (status {status}: it failed or was stopped before the end): "
-            f"{str(exc).splitlines()[0]}"
-        ) from None
+        why = "it failed or was stopped before the end" if status != "FINISHED" else str(exc).splitlines()[0]
+        raise VaekitError(f"run {run_id} has no logged model (status {status}: {why})") from None
 
 
 def build_vocoders(run: LoggedRun, names=(), options=()) -> dict:
