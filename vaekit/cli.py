@@ -175,7 +175,7 @@ def generate(run_id, n, seed, out, log, vocoders, options, tracking_uri, plugin_
 @main.command()
 @click.argument("run_id")
 @click.option("--clips", type=int, nargs=2, metavar="A B", help="Walk between test clips A and B (needs the run's data).")
-@click.option("--seeds", type=int, nargs=2, metavar="A B", help="Walk between the z of seeds A and B.")
+@click.option("--seeds", type=int, nargs=2, metavar="A B", help="Walk between the z of seeds A and B [0 1 unless --clips].")
 @click.option("--steps", type=int, default=8, show_default=True, help="Points on the walk, ends included.")
 @click.option("--data", type=click.Path(), help="The run's data, if it moved [the run's --data].")
 @click.option("--out", type=click.Path(file_okay=False), help="Also write WAVs and the PNG strip here.")
