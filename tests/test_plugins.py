@@ -588,16 +588,61 @@ def test_every_hook_is_documented_in_readme():
 
 def test_a_run_s_plugin_files_load_again_from_its_tags(tmp_path):
     from vaekit.components import get_component
-    from vaekit.plugins import load_run_plugin_files, reset_plugin_manager
+    from vaekit.plugins import load_plugin_file, load_run_plugin_files, reset_plugin_manager
 
     a = write(tmp_path / "a.py", ENCODER_PLUGIN.format(name="enc-a"))
     tags = {"vaekit.plugin_files": json.dumps([str(a)])}
     assert load_run_plugin_files(tags) == [str(a)] and load_run_plugin_files({}) == []
     assert get_component("encoder", "enc-a").plugin == str(a)
     reset_plugin_manager()
-    a.unlink()
-    with pytest.raises(PluginError, match=rf"^plugin file recorded in the run's tag vaekit.plugin_files: {re.escape(str(a))}: no such file$"):
+    moved = tmp_path / "moved.py"
+    a.rename(moved)
+    with pytest.raises(PluginError, match=rf"^plugin file {re.escape(str(a))} \(recorded in the run's tag "
+                                          r"vaekit.plugin_files\): no such file; put it back, or load its new copy "
+                                          r"with --plugin FILE.py$"):
         load_run_plugin_files(tags)
+    load_plugin_file(moved)  # --plugin moved.py
+    assert load_run_plugin_files(tags) == []
+    assert get_component("encoder", "enc-a").plugin == str(moved)
+
+
+SINE_VOCODER = '''
+    import numpy as np
+    import vaekit
+
+
+    def build(audio, freq=300.0):
+        def vocode(mel_db):
+            t = np.arange(audio.samples) / audio.sr
+            return np.stack([np.sin(2 * np.pi * freq * t) for _ in mel_db]).astype(np.float32)
+
+        return vocode
+
+
+    @vaekit.hookimpl
+    def register_vocoders(register):
+        register("file-sine", build)
+'''
+
+
+def test_generate_in_a_new_process_reloads_the_run_s_plugin_files(notebook_data, store, tmp_path, monkeypatch):
+    from vaekit.plugins import reset_plugin_manager
+
+    plugin = write(tmp_path / "sine.py", SINE_VOCODER)
+    res = cli("run", "--plugin", plugin, "--data", notebook_data, "--tracking-uri", store, *FAST, "--samples", "0",
+              "--vocoder", "file-sine", "--option", "vocoder.freq=500")
+    assert res.exit_code == 0, res.output
+    run_id = res.stdout.split("run id:")[1].split()[0]
+    # A later process knows nothing of --plugin: neither the manager nor VAEKIT_PLUGINS has the file.
+    reset_plugin_manager()
+    monkeypatch.delenv("VAEKIT_PLUGINS")
+    res = cli("generate", run_id, "-n", "1", "--no-log", "--out", tmp_path / "gen", "--tracking-uri", store)
+    assert res.exit_code == 0, res.output
+    import soundfile as sf
+
+    [wav] = sorted((tmp_path / "gen").rglob("*.wav"))
+    y, sr = sf.read(wav)
+    assert np.argmax(np.abs(np.fft.rfft(y))) * sr / len(y) == pytest.approx(500, abs=2)  # the run's vocoder, its option
 
 
 # -- installed distributions: found through their metadata, named in every error ---------------------

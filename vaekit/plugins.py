@@ -232,17 +232,27 @@ def plugin_files() -> list[str]:
 
 
 def load_run_plugin_files(tags: dict) -> list[str]:
-    """Load the plugin files a run recorded in its ``vaekit.plugin_files`` tag; return their paths.
+    """Load the plugin files a run recorded in its ``vaekit.plugin_files`` tag; return those loaded.
 
-    For commands that rebuild a run's components in a new process (generating from a logged
-    model, resuming).  A file that has moved since is a :class:`PluginError` saying so.
+    For commands that rebuild a run's components in a new process (generate, interpolate…).
+    A recorded file that no longer exists is skipped when ``--plugin`` files were loaded
+    explicitly (a moved file's new copy), and otherwise is a :class:`PluginError` saying what to do.
     """
     import json
 
-    paths = json.loads(tags.get("vaekit.plugin_files") or "[]")
-    for path in paths:
+    explicit = bool(plugin_files())
+    loaded = []
+    for path in json.loads(tags.get("vaekit.plugin_files") or "[]"):
+        if not Path(path).is_file():
+            if explicit:
+                continue
+            raise PluginError(
+                f"plugin file {path} (recorded in the run's tag vaekit.plugin_files): no such file; "
+                "put it back, or load its new copy with --plugin FILE.py"
+            )
         load_plugin_file(path, source="plugin file recorded in the run's tag vaekit.plugin_files:")
-    return paths
+        loaded.append(path)
+    return loaded
 
 
 def reset_plugin_manager() -> None:
