@@ -33,6 +33,13 @@ FAST = ["--encoder", "dense", "--decoder", "dense", "--option", "encoder.units=3
 QUICK_GRIFFINLIM = ["--option", "vocoder.n_iter=2"]
 
 
+@pytest.fixture(autouse=True)
+def restore_vaekit_plugins(monkeypatch):
+    """``--plugin`` exports VAEKIT_PLUGINS for child processes; undo that after each test, even when it was unset."""
+    monkeypatch.setenv("VAEKIT_PLUGINS", "")  # records the value before (maybe none) for teardown
+    monkeypatch.delenv("VAEKIT_PLUGINS")
+
+
 def cli(*args, env=None):
     """Invoke ``vaekit ARGS`` in-process; returns click's Result (output = stdout + stderr)."""
     return CliRunner().invoke(main, [str(a) for a in args], env=env)
