@@ -10,13 +10,14 @@ from vaekit import data
 
 
 def build_notebook(path, audio):
+    """A notebook-format directory: x_train.npy, x_test.npy, min_values.npy, max_values.npy (+ dataset.json)."""
     if path is None:
         raise ValueError("the notebook dataset needs --data DIR")
     return data.load_notebook_dir(path, audio)
 
 
 def build_synthetic(path, audio, clips=4000, seed=0, speakers=24, test_fraction=0.25, progress=True):
-    """Built-in synthetic voices (:mod:`vaekit.synth`), generated on first use and cached."""
+    """Built-in synthetic voices (source-filter speech, 80-300 Hz speakers), generated on first use and cached."""
     from vaekit import synth
     from vaekit.errors import ConfigError
 
@@ -28,7 +29,7 @@ def build_synthetic(path, audio, clips=4000, seed=0, speakers=24, test_fraction=
 
 
 def build_audio_folder(path, audio, split_by="random", test_fraction=0.25, seed=0, workers=0, progress=True):
-    """A folder tree of audio files, prepared (as ``vaekit prepare``) into the cache on first use.
+    """A folder tree of audio files (wav, flac, ogg), prepared like `vaekit prepare` into the cache on first use.
 
     The cache key covers the folder, the audio parameters, these options and every file's
     relative path, size and modification time: change a file and it is prepared again.
