@@ -69,7 +69,7 @@ CASES = [
     ("bad-dataset-json", lambda d: (d / "dataset.json").write_text("{not json"), "dataset.json", "not valid JSON"),
     ("encoder-size", lambda d: [np.save(d / f"{n}.npy", np.pad(_load(d, n), ((0, 0), (0, 14), (0, 0))))
                                 for n in ("x_train", "x_test")], "data",
-     r"conv2 cannot take a spectrogram height \(mel bands\) of 64.*nearest: 62, 66.*spectrograms 64×50"),
+     r": 64×50 spectrograms do not fit encoder .conv2. \(from vaekit.default_plugins.conv2\): conv2 cannot take a spectrogram height \(mel bands\) of 64.*nearest: 62, 66"),
 ]
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from vaekit import __version__
 from vaekit.components import Component, all_components, get_component
 from vaekit.config import RunConfig
-from vaekit.errors import DataError, PluginError, TrainingError
+from vaekit.errors import DataError, PluginError, ShapeError, TrainingError
 from vaekit.audio import AudioParams
 from vaekit.listen import log_run_extras, log_vocoder_error
 from vaekit.plugins import plugin_files
@@ -97,12 +97,8 @@ def build_model(config: RunConfig, comps: Components, ds):
 
     x_shape = (*ds.shape, 1)
     d = config.latent_dim
-    try:
-        encoder = comps.encoder.create(x_shape, d, **config.option("encoder"))
-        decoder = comps.decoder.create(d, x_shape, **config.option("decoder"))
-    except PluginError as exc:
-        # Most often the data's size (e.g. conv2 and 64 mel bands): say which data.
-        raise PluginError(f"{exc} (data: {ds.source or comps.dataset.name}, spectrograms {ds.shape[0]}×{ds.shape[1]})") from None
+    encoder = _create_for_data(comps.encoder, ds, x_shape, d, **config.option("encoder"))
+    decoder = _create_for_data(comps.decoder, ds, d, x_shape, **config.option("decoder"))
     check_model_shapes(encoder, decoder, comps, x_shape, d)
     model = VAE(encoder, decoder, seed=config.seed, name="vae")
     loss_fn = comps.loss.create(**config.option("loss"))
@@ -115,6 +111,15 @@ def build_model(config: RunConfig, comps: Components, ds):
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate))
     model(ds.x_train[:1, ..., None])  # build, so the saved model has its weights
     return model, terms
+
+
+def _create_for_data(comp: Component, ds, *args, **options):
+    """``comp.create``; a :class:`ShapeError` (the data's size does not fit) also names the data."""
+    try:
+        return comp.create(*args, **options)
+    except ShapeError as exc:
+        raise ShapeError(f"{ds.source or 'the dataset'}: {ds.shape[0]}×{ds.shape[1]} spectrograms do not fit "
+                         f"{comp.kind} {comp.name!r} (from {comp.plugin}): {exc}") from None
 
 
 def check_model_shapes(encoder, decoder, comps: Components, x_shape, d: int) -> None:
