@@ -24,10 +24,6 @@ def tracked_store(tmp_path_factory) -> str:
     return uri
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("VAEKIT_CACHE", str(tmp_path / "cache"))
-
 
 def runs_in(store: str) -> list:
     client = MlflowClient(store)

@@ -25,11 +25,6 @@ FORMATS = ("wav", "flac", "ogg")
 RATES = (8000, 16000, 22050, 44100, 48000)
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("VAEKIT_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
 
 def tone(freq: float, sr: int, seconds: float, stereo: bool = False) -> np.ndarray:
     t = np.arange(int(sr * seconds)) / sr
@@ -195,7 +190,7 @@ def test_run_trains_on_prepared_data_and_vocodes_at_its_sample_rate(tmp_path, st
     assert sr == 16000 and y.shape == (16000,)
 
 
-def test_run_data_audio_folder_prepares_into_the_cache_once(tmp_path, cache):
+def test_run_data_audio_folder_prepares_into_the_cache_once(tmp_path, vaekit_cache):
     from vaekit.config import RunConfig
     from vaekit.run import load_dataset, resolve_components
 
@@ -205,14 +200,14 @@ def test_run_data_audio_folder_prepares_into_the_cache_once(tmp_path, cache):
     assert comps.dataset.name == "audio-folder"
     ds = load_dataset(config, comps)
     where = Path(ds.source)
-    assert where.parent == cache / "prepared" and where.name.startswith("audio-")
+    assert where.parent == vaekit_cache / "prepared" and where.name.startswith("audio-")
     assert len(ds.x_train) + len(ds.x_test) == 8 and len(ds.info["skipped"]) == 2
     stamp = (where / "x_train.npy").stat().st_mtime_ns
     assert load_dataset(config, comps).source == ds.source and (where / "x_train.npy").stat().st_mtime_ns == stamp
     f = next(src.glob("01/*.wav"))
     os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))  # an edited file: prepared again
     assert load_dataset(config, comps).source != ds.source
-    assert len(list((cache / "prepared").iterdir())) == 2
+    assert len(list((vaekit_cache / "prepared").iterdir())) == 2
 
 
 def test_cli_subprocess_prepare_errors_exit_2_without_traceback(tmp_path):

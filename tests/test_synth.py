@@ -15,12 +15,6 @@ from vaekit.synth import make_speakers, synthesize
 AUDIO = AudioParams()
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    """Every test writes its cache under tmp_path, never to ~/.cache."""
-    monkeypatch.setenv("VAEKIT_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
 
 def test_clips_are_deterministic_and_independent_of_batching():
     a, spk_a = synthesize(range(6), seed=3)
@@ -89,14 +83,14 @@ def test_mel_spectrograms_have_harmonic_peaks_at_the_speakers_f0():
     assert np.median(margins) > 6 and np.mean(margins > 3) >= 0.8, margins
 
 
-def test_synthetic_dataset_is_cached_by_parameters_and_made_like_prepare(cache):
+def test_synthetic_dataset_is_cached_by_parameters_and_made_like_prepare(vaekit_cache):
     from vaekit.components import get_component
     from vaekit.prepare import clips_to_mel_db
 
     comp = get_component("dataset", "synthetic")
     ds = comp.create(None, AUDIO, clips=64, speakers=8, progress=False)
     where = Path(ds.source)
-    assert where.parent.parent == cache and where.parent.name == "synthetic" and where.name.startswith("v1-")
+    assert where.parent.parent == vaekit_cache and where.parent.name == "synthetic" and where.name.startswith("v1-")
     assert ds.x_train.shape == (48, 50, 50) and ds.x_test.shape == (16, 50, 50)
     assert ds.info["generator"]["speakers"] == 8 and ds.info["source"] == "synthetic"
     # The same path as prepare: mel dB of the waveforms, one global min-max.
@@ -108,10 +102,10 @@ def test_synthetic_dataset_is_cached_by_parameters_and_made_like_prepare(cache):
     assert again.source == ds.source and (where / "x_train.npy").stat().st_mtime_ns == mtime
     other = comp.create(None, AUDIO, clips=64, speakers=8, seed=1, progress=False)
     assert other.source != ds.source and not np.allclose(other.x_train, ds.x_train)
-    assert sorted(p.name for p in (cache / "synthetic").iterdir()) == sorted({where.name, Path(other.source).name})
+    assert sorted(p.name for p in (vaekit_cache / "synthetic").iterdir()) == sorted({where.name, Path(other.source).name})
 
 
-def test_run_without_data_trains_on_synthetic_voices(store, cache):
+def test_run_without_data_trains_on_synthetic_voices(store, vaekit_cache):
     from vaekit.run import run
 
     config = tiny_config("unused", store, options={"dataset": {"clips": 160, "progress": False},
@@ -122,7 +116,7 @@ def test_run_without_data_trains_on_synthetic_voices(store, cache):
     assert r.info.status == "FINISHED"
     assert r.data.params["dataset"] == "synthetic" and r.data.params["dataset.clips"] == "160"
     assert r.data.params["data.train"] == "120" and r.data.params["data.shape"] == "50x50"
-    assert (cache / "synthetic").is_dir()
+    assert (vaekit_cache / "synthetic").is_dir()
 
 
 def test_formants_shape_the_spectrum_where_the_vowel_puts_them():
