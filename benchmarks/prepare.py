@@ -4,7 +4,8 @@ Makes N real audio files in a temporary directory (spoken-digit-like clips: mixe
 sample rates 8–48 kHz, some stereo, 0.4–1.6 s), then times
 
 - baseline: one process, per file ``librosa.load(sr=22050, duration=1)`` → pad →
-  ``librosa.feature.melspectrogram`` → ``librosa.power_to_db``;
+  ``librosa.feature.melspectrogram`` → ``librosa.power_to_db``; once as is (default BLAS
+  threads) and once with BLAS limited to one thread (fairer on a busy machine);
 - ``vaekit.prepare.prepare_folder`` (what ``vaekit prepare`` runs) on all CPU cores,
   writing the finished notebook-format dataset.
 
@@ -61,6 +62,14 @@ def baseline(paths: list[Path]) -> np.ndarray:
     return np.stack(out)
 
 
+def baseline_one_thread(paths: list[Path]) -> np.ndarray:
+    """The same loop with OpenBLAS at one thread: its default threads spin and cost CPU on a busy machine."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return baseline(paths)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=600)
@@ -82,24 +91,29 @@ def main() -> None:
         prepare_folder(warm, Path(tmp) / "warm-out", progress=False, workers=1)
 
         load = os.getloadavg()[0]
-        base_runs, prep_runs = [], []
+        base_runs, base1_runs, prep_runs = [], [], []
         for r in range(args.repeat):  # interleaved, best of each: the machine may be shared
             base_runs.append(timed(lambda: baseline(paths)))
+            base1_runs.append(timed(lambda: baseline_one_thread(paths)))
             out = Path(tmp) / f"out{r}"
             prep_runs.append(timed(lambda: prepare_folder(root, out, progress=False, workers=args.workers)))
         summary = prep_runs[0][2]
         assert summary.train + summary.test == len(paths) and base_runs[0][2].shape[1:] == summary.shape
 
-    (t_base, c_base, _), (t_prep, c_prep, _) = min(base_runs, key=lambda r: r[0]), min(prep_runs, key=lambda r: r[0])
+    best = lambda runs: min(runs, key=lambda r: r[0])  # noqa: E731
+    (t_base, c_base, _), (t_base1, c_base1, _), (t_prep, c_prep, _) = best(base_runs), best(base1_runs), best(prep_runs)
     workers = args.workers or default_workers()
     n = len(paths)
     print(f"files: {n} (wav/flac, 8–48 kHz, a third stereo); CPU cores available: {default_workers()}; "
           f"load average before: {load:.1f}; best of {args.repeat}")
     print(f"baseline per-file librosa loop (1 process): {n / t_base:7.1f} files/s  ({t_base:.2f} s wall, "
           f"{1000 * c_base / n:.2f} ms CPU/file)")
+    print(f"the same loop, BLAS limited to 1 thread:    {n / t_base1:7.1f} files/s  ({t_base1:.2f} s wall, "
+          f"{1000 * c_base1 / n:.2f} ms CPU/file)")
     print(f"vaekit prepare ({workers} workers, dataset written): {n / t_prep:7.1f} files/s  ({t_prep:.2f} s wall, "
           f"{1000 * c_prep / n:.2f} ms CPU/file incl. workers)")
     print(f"ratio (files/s): {t_base / t_prep:.1f}x (target >= 5x); CPU per file: {c_base / c_prep:.1f}x less")
+    print(f"ratio vs the 1-BLAS-thread loop: {t_base1 / t_prep:.1f}x; CPU per file: {c_base1 / c_prep:.1f}x less")
 
 
 def timed(fn):
