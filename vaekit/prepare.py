@@ -14,6 +14,7 @@ end (:func:`vaekit.data.staged_output_dir`), so an interrupted run leaves no dat
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -153,17 +154,24 @@ def _convert_chunk(task):
     return np.asarray(ok, dtype=np.int64), clips_to_mel_db(np.stack(waves), audio), skipped
 
 
+def _one_blas_thread():
+    """A context with BLAS at one thread (threadpoolctl comes with librosa, via scikit-learn).
+
+    Workers already fill the cores, and OpenBLAS threads spinning against them cost more CPU
+    than the small mel products gain.  In and out of the pool the same single-threaded
+    arithmetic also makes the result independent of ``--workers``, bit for bit.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1)
+
+
 def _init_worker():
     # Ctrl-C reaches the whole process group; only the parent should react (and clean up).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # One BLAS thread per worker: the workers already fill the cores, and OpenBLAS threads
-    # spinning against each other cost more CPU than the mel products they speed up.
-    try:
-        from threadpoolctl import threadpool_limits  # installed with librosa (via scikit-learn)
-
-        threadpool_limits(limits=1)
-    except ImportError:  # pragma: no cover
-        pass
+    _one_blas_thread()  # not used as a context: the limit lasts for the worker's life
 
 
 def _pool_context():
@@ -196,8 +204,9 @@ def run_chunks(fn, tasks: list, workers: int | None = None) -> Iterator:
     """
     workers = default_workers() if not workers or workers < 1 else workers
     if workers == 1 or len(tasks) < MIN_POOL_TASKS:
-        for task in tasks:
-            yield fn(task)
+        with _one_blas_thread():
+            for task in tasks:
+                yield fn(task)
         return
     pool = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=_pool_context(), initializer=_init_worker)
     try:
