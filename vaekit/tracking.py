@@ -85,9 +85,12 @@ def check_store(uri: str, experiment: str) -> str:
     lock = contextlib.nullcontext()
     if db is not None:
         if not db.parent.is_dir():
-            raise VaekitError(f"--tracking-uri {uri}: directory {db.parent} does not exist")
-        if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
-            raise VaekitError(f"--tracking-uri {uri}: {db if db.exists() else db.parent} is not writable")
+            culprit = _first_non_dir(db.parent)
+            what = f"{culprit} is a file, not a directory" if culprit.exists() else f"directory {culprit} does not exist"
+            raise VaekitError(f"--tracking-uri {uri}: {what}")
+        problem = _write_problem(db.parent) or (_write_problem(db, probe_file=True) if db.exists() else None)
+        if problem:
+            raise VaekitError(f"--tracking-uri {uri}: {problem}")
         lock = _file_lock(db.with_name(db.name + ".lock"))
     try:
         with lock:
@@ -101,20 +104,54 @@ def check_store(uri: str, experiment: str) -> str:
             exp_id = MlflowClient(uri).get_experiment_by_name(experiment).experiment_id
         else:
             raise VaekitError(f"tracking store {uri}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    check_artifact_location(MlflowClient(uri).get_experiment(exp_id).artifact_location, experiment)
     mlflow.set_tracking_uri(uri)
     return exp_id
 
 
-def check_artifact_location(artifact_uri: str) -> None:
-    """A local artifact location must be writable (remote ones are checked by the first upload)."""
+def check_artifact_location(artifact_uri: str, experiment: str = "") -> None:
+    """A local artifact location must be writable: create it and write a probe file there.
+
+    A real write, not ``os.access``: root passes every permission check but still cannot write
+    below a regular file or on a read-only file system.  Remote locations (s3://, an MLflow
+    server's proxied artifacts) are not probed; a failing upload later ends the run FAILED.
+    """
     parsed = urlparse(artifact_uri)
-    if parsed.scheme in ("", "file"):
-        path = Path(parsed.path if parsed.scheme else artifact_uri)
-        probe = path
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        if not os.access(probe, os.W_OK):
-            raise VaekitError(f"artifact location {artifact_uri}: {probe} is not writable")
+    if parsed.scheme not in ("", "file"):
+        return
+    path = Path(parsed.path if parsed.scheme else artifact_uri)
+    where = f"experiment {experiment!r} artifact location {artifact_uri}" if experiment else f"artifact location {artifact_uri}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VaekitError(f"{where}: cannot create it ({exc.strerror or exc}: {_first_non_dir(path)})") from None
+    problem = _write_problem(path)
+    if problem:
+        raise VaekitError(f"{where}: {problem}")
+
+
+def _write_problem(path: Path, probe_file: bool = False) -> str | None:
+    """Why ``path`` (a directory, or with ``probe_file`` an existing file) cannot be written, else None."""
+    import tempfile
+
+    try:
+        if probe_file:
+            with open(path, "r+b"):
+                pass
+        else:
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".vaekit-probe-"):
+                pass
+    except OSError as exc:
+        return f"{path} is not writable ({exc.strerror or exc})"
+    return None
+
+
+def _first_non_dir(path: Path) -> Path:
+    """The outermost ancestor of ``path`` (or itself) that is not a directory: the culprit to name."""
+    for p in [*reversed(path.parents), path]:
+        if not p.is_dir():
+            return p
+    return path
 
 
 @contextlib.contextmanager
