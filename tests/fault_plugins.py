@@ -4,6 +4,8 @@
   ``seconds`` longer, so a test can signal a run while it is surely mid-training; same numbers as mse-kl.
 - loss ``inf-at-batch``: mse-kl whose loss becomes +inf at training batch ``batch`` (1-based).
 - vocoder ``fails``: raises inside sample generation (after training).
+- vocoder ``fails-once``: raises the first time (a transient failure), marking the file ``marker``;
+  returns silence once ``marker`` exists.
 - vocoder ``breaks-artifacts``: replaces the active run's artifact directory with a regular file (a disk
   that went away) and returns silence, so the next artifact upload fails.
 """
@@ -60,6 +62,16 @@ def build_failing_vocoder(audio):
     return vocode
 
 
+def build_fails_once_vocoder(audio, marker="fails-once.marker"):
+    def vocode(mel_db):
+        if not Path(marker).exists():
+            Path(marker).write_text("failed once")
+            raise RuntimeError("transient vocoder failure")
+        return np.zeros((len(mel_db), audio.samples), dtype=np.float32)
+
+    return vocode
+
+
 def build_breaking_vocoder(audio):
     def vocode(mel_db):
         import mlflow
@@ -81,4 +93,5 @@ def register_losses(register):
 @vaekit.hookimpl
 def register_vocoders(register):
     register("fails", build_failing_vocoder)
+    register("fails-once", build_fails_once_vocoder)
     register("breaks-artifacts", build_breaking_vocoder)

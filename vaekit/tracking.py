@@ -193,13 +193,17 @@ def tracked_run(experiment_id: str, run_name: str | None = None, tags: dict | No
             _record_failure(exc)
             raise
         finally:
-            # Ending must not be skipped by a second signal: block it while we end the run.
+            # Ending must not be skipped by a second signal (an impatient second Ctrl-C, a
+            # supervisor's repeated SIGTERM): ignore both while we end the run.
+            sigint = signal.signal(signal.SIGINT, signal.SIG_IGN) if _in_main_thread() else None
             signal.signal(signal.SIGTERM, signal.SIG_IGN) if _in_main_thread() else None
             try:
                 mlflow.end_run(status)
             except Exception:
                 # A store that fails now cannot be told anything else; leave the error visible.
                 traceback.print_exc()
+            finally:
+                signal.signal(signal.SIGINT, sigint) if sigint is not None else None
 
 
 def _in_main_thread() -> bool:

@@ -1,0 +1,121 @@
+"""Checkpoints and resume: a run stopped by SIGTERM (or failed) continues in the same MLflow run
+from its last completed epoch and ends where an uninterrupted run with the same seed ends."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import run_cli
+from reliability_helpers import (FAULTS, first_epoch_logged, load_faults, only_run, slow_run_args, small_config,
+                                 start_cli, wait_for)
+from vaekit.errors import ConfigError
+
+#: A resumed run's test metrics equal an uninterrupted run's to this relative tolerance on CPU
+#: (observed: identical; the tolerance only absorbs float summation order).
+RESUME_RTOL = 1e-5
+TEST_METRICS = ("test_loss", "test_mse", "test_kl")
+
+
+def history(client, run_id, key):
+    return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+def test_sigterm_mid_training_then_resume_matches_an_uninterrupted_run(notebook_data, store, tmp_path):
+    from vaekit.run import run
+
+    proc = start_cli(*slow_run_args(notebook_data, store, 3), cwd=tmp_path)
+    try:
+        run_id = wait_for(first_epoch_logged(store), proc=proc, what="the first epoch's metrics")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill() if proc.poll() is None else None
+    assert proc.returncode == 143, err[-3000:]
+    assert "Stopped: terminated by signal 15." in err and "Traceback" not in err
+    client = MlflowClient(store)
+    killed = client.get_run(run_id)
+    assert killed.info.status == "KILLED"
+    kept = history(client, run_id, "loss")
+    assert kept and kept[0][0] == 0 and len(kept) < 3  # the epochs done so far, not the whole run
+
+    res = run_cli("run", "--resume", run_id, "--tracking-uri", store, "--plugin", FAULTS, "--quiet", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"run id:    {run_id}" in res.stdout
+    resumed = client.get_run(run_id)
+    assert resumed.info.status == "FINISHED"
+    assert resumed.data.params == killed.data.params  # same run, same settings
+    assert resumed.data.tags["vaekit.resumed_from_epoch"] == str(len(kept))
+    assert "vaekit.error" not in resumed.data.tags
+    assert len(client.search_runs([killed.info.experiment_id])) == 1
+
+    # The same run without interruption (mse-kl computes what slow-mse-kl computes, without the naps).
+    whole = run(small_config(notebook_data, store, epochs=3), progress=False)
+    for key in ("loss", "val_loss", "kl"):
+        got, want = history(client, run_id, key), history(client, whole.run_id, key)
+        assert [s for s, _ in got] == [0, 1, 2], key  # every epoch exactly once, at its own step
+        np.testing.assert_allclose([v for _, v in got], [v for _, v in want], rtol=RESUME_RTOL, err_msg=key)
+    for key in TEST_METRICS:
+        assert resumed.data.metrics[key] == pytest.approx(whole.metrics[key], rel=RESUME_RTOL), key
+
+
+def test_a_failed_run_resumes_after_its_last_epoch_and_finishes(notebook_data, store, tmp_path):
+    """A transient failure after training (here in sample generation): resuming skips straight to it."""
+    from vaekit.checkpoint import resume_config
+    from vaekit.run import run
+
+    load_faults()
+    config = small_config(notebook_data, store, epochs=2, vocoder="fails-once",
+                          options={"vocoder": {"marker": str(tmp_path / "marker")}})
+    with pytest.raises(Exception, match="transient vocoder failure"):
+        run(config, progress=False)
+    failed = only_run(store)
+    assert failed.info.status == "FAILED" and "transient" in failed.data.tags["vaekit.error"]
+
+    result = run(resume_config(failed.info.run_id, store), progress=False, resume=failed.info.run_id)
+    client = MlflowClient(store)
+    r = client.get_run(failed.info.run_id)
+    assert result.run_id == failed.info.run_id and r.info.status == "FINISHED"
+    assert r.data.tags["vaekit.resumed_from_epoch"] == "2" and "vaekit.error" not in r.data.tags
+    assert [s for s, _ in history(client, r.info.run_id, "loss")] == [0, 1]
+    assert all(np.isfinite(r.data.metrics[k]) for k in TEST_METRICS)
+    assert {a.path for a in client.list_artifacts(r.info.run_id, "samples")} == {"samples/sample_00.wav",
+                                                                                 "samples/sample_00.png"}
+
+
+def test_resume_refuses_what_it_cannot_continue(notebook_data, store, tmp_path):
+    from vaekit.checkpoint import resume_config
+    from vaekit.run import run
+
+    done = run(small_config(notebook_data, store, samples=0), progress=False)
+    client = MlflowClient(store)
+    with pytest.raises(ConfigError, match=f"--resume {done.run_id}: the run is FINISHED; only KILLED or FAILED"):
+        resume_config(done.run_id, store)
+    with pytest.raises(ConfigError, match="--resume 0123abcd: no such run"):
+        resume_config("0123abcd", store)
+
+    # A checkpoint whose state file was changed is refused, not half-restored.
+    client.set_terminated(done.run_id, "KILLED")
+    state = Path(urlparse(done.artifact_uri).path) / "checkpoints" / "state.npz"
+    state.write_bytes(state.read_bytes()[:-10])
+    with pytest.raises(ConfigError, match="checkpoints/state.npz does not match checkpoints/state.json"):
+        run(resume_config(done.run_id, store), progress=False, resume=done.run_id)
+
+    # A run killed before its first epoch ended has nothing to resume from.
+    bare = client.create_run(done.experiment_id)
+    client.log_text(bare.info.run_id, small_config(notebook_data, store).to_toml(), "config.toml")
+    client.set_terminated(bare.info.run_id, "KILLED")
+    with pytest.raises(ConfigError, match="has no checkpoint"):
+        run(resume_config(bare.info.run_id, store), progress=False, resume=bare.info.run_id)
+    for run_id in (done.run_id, bare.info.run_id):
+        assert client.get_run(run_id).info.status == "KILLED"  # refusing left them as they were
+
+    # Settings cannot change on resume: one line, before anything is loaded.
+    res = run_cli("run", "--resume", done.run_id, "--epochs", "5", "--tracking-uri", store, cwd=tmp_path)
+    assert res.returncode == 2
+    assert "Error: --resume continues a run with its own settings; drop --epochs" in res.stderr
