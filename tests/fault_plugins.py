@@ -3,6 +3,8 @@
 - loss ``slow-mse-kl``: mse-kl, but each batch from epoch ``slow_from_epoch`` (0-based) on takes
   ``seconds`` longer, so a test can signal a run while it is surely mid-training; same numbers as mse-kl.
 - loss ``inf-at-batch``: mse-kl whose loss becomes +inf at training batch ``batch`` (1-based).
+- encoder ``unsaveable``: the dense encoder behind a custom layer that Keras cannot serialise,
+  so training works and logging the model fails.
 - vocoder ``fails``: raises inside sample generation (after training).
 - vocoder ``fails-once``: raises the first time (a transient failure), marking the file ``marker``;
   returns silence once ``marker`` exists.
@@ -55,6 +57,27 @@ def build_inf(lambda_=500.0, batch=2):
     return loss
 
 
+def build_unsaveable_encoder(input_shape, latent_dim):
+    import keras
+
+    from vaekit.default_plugins.dense import build_encoder
+
+    class Opaque:
+        factor = 1.0
+
+    class Scale(keras.layers.Layer):  # takes an object Keras cannot put in a config: not serialisable
+        def __init__(self, holder):
+            super().__init__()
+            self.holder = holder
+
+        def call(self, x):
+            return x * self.holder.factor
+
+    inputs = keras.Input(shape=tuple(input_shape))
+    z_mean, z_log_var = build_encoder(input_shape, latent_dim, units=64)(Scale(Opaque())(inputs))
+    return keras.Model(inputs, [z_mean, z_log_var], name="unsaveable_encoder")
+
+
 def build_failing_vocoder(audio):
     def vocode(mel_db):
         raise RuntimeError("vocoder exploded")
@@ -88,6 +111,11 @@ def build_breaking_vocoder(audio):
 def register_losses(register):
     register("slow-mse-kl", build_slow)
     register("inf-at-batch", build_inf)
+
+
+@vaekit.hookimpl
+def register_encoders(register):
+    register("unsaveable", build_unsaveable_encoder)
 
 
 @vaekit.hookimpl

@@ -56,6 +56,20 @@ def test_artifact_upload_failing_after_training_ends_run_failed_not_finished(not
     assert r.data.metrics["test_loss"] > 0  # training and evaluation were done and kept
 
 
+def test_failure_while_logging_the_model_ends_run_failed(notebook_data, store):
+    from vaekit.run import run
+
+    load_faults()
+    with pytest.raises(Exception):
+        run(small_config(notebook_data, store, encoder="unsaveable", samples=0, options={"encoder": {}}),
+            progress=False)
+    r = only_run(store)
+    assert r.info.status == "FAILED" and r.data.tags["vaekit.error"]
+    trace = Path(MlflowClient(store).download_artifacts(r.info.run_id, "error/traceback.txt")).read_text()
+    assert "in log_model" in trace, trace[-2000:]
+    assert np.isfinite(r.data.metrics["test_loss"])  # everything before the model was logged stays
+
+
 def test_sigint_to_a_real_run_mid_training_ends_killed_exit_130_with_epoch_metrics_kept(notebook_data, store, tmp_path):
     proc = start_cli(*slow_run_args(notebook_data, store, 3), cwd=tmp_path)
     try:

@@ -78,11 +78,12 @@ def _sha256(path: Path) -> str:
 def save(model, epochs_done: int, logs: dict | None = None) -> None:
     """Log the model and optimizer state after ``epochs_done`` completed epochs to the active run."""
     import mlflow
+    from keras import ops
 
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / STATE_FILE
-        arrays = {f"m{i}": np.asarray(v) for i, v in enumerate(model.variables)}
-        arrays.update({f"o{i}": np.asarray(v) for i, v in enumerate(model.optimizer.variables)})
+        arrays = {f"m{i}": ops.convert_to_numpy(v) for i, v in enumerate(model.variables)}
+        arrays.update({f"o{i}": ops.convert_to_numpy(v) for i, v in enumerate(model.optimizer.variables)})
         np.savez(state, **arrays)
         meta = {"epoch": int(epochs_done), "logs": {k: float(v) for k, v in (logs or {}).items()},
                 "model_variables": len(model.variables), "optimizer_variables": len(model.optimizer.variables),
