@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -56,18 +57,24 @@ def wait_for(predicate, timeout=120.0, proc=None, what="condition"):
 
 
 def first_epoch_logged(store):
-    """The id of a run whose epoch-0 metrics are in the store (its epoch-1 checkpoint is then too)."""
+    """The id of a run whose epoch-0 metrics are in the store (its epoch-1 checkpoint is then too).
+
+    Reads the sqlite file read-only: an MlflowClient would run MLflow's schema migration on a store
+    the child is still creating, and race it (the race vaekit's store lock exists for).
+    """
+    import sqlite3
+
+    db = Path(store[len("sqlite:///"):])
+
     def check():
-        if not Path(store[len("sqlite:///"):]).exists():
+        if not db.exists():
             return None
         try:
-            client = MlflowClient(store)
-            for r in client.search_runs([e.experiment_id for e in client.search_experiments()]):
-                if client.get_metric_history(r.info.run_id, "loss"):
-                    return r.info.run_id
-        except Exception:  # the store is being created by the child
+            with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=5)) as con:
+                row = con.execute("SELECT run_uuid FROM metrics WHERE key = 'loss' LIMIT 1").fetchone()
+        except sqlite3.OperationalError:  # no tables yet
             return None
-        return None
+        return row[0] if row else None
 
     return check
 

@@ -64,6 +64,31 @@ def test_sigterm_mid_training_then_resume_matches_an_uninterrupted_run(notebook_
         assert resumed.data.metrics[key] == pytest.approx(whole.metrics[key], rel=RESUME_RTOL), key
 
 
+def test_a_run_left_running_by_sigkill_is_resumable_once_its_process_is_gone(notebook_data, store, tmp_path):
+    """SIGKILL (the OOM killer, a power cut) cannot be caught: the run stays RUNNING. Its host and pid
+    tags tell that nobody runs it any more, so --resume takes it; a live run's id is refused."""
+    from vaekit.checkpoint import resume_config
+    from vaekit.run import run
+
+    proc = start_cli(*slow_run_args(notebook_data, store, 2), cwd=tmp_path)
+    try:
+        run_id = wait_for(first_epoch_logged(store), proc=proc, what="the first epoch's metrics")
+        with pytest.raises(ConfigError, match="the run is RUNNING; only KILLED or FAILED.*whose process died"):
+            resume_config(run_id, store)
+        proc.kill()
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill() if proc.poll() is None else None
+    client = MlflowClient(store)
+    assert client.get_run(run_id).info.status == "RUNNING"
+
+    load_faults()
+    result = run(resume_config(run_id, store), progress=False, resume=run_id)
+    r = client.get_run(run_id)
+    assert result.run_id == run_id and r.info.status == "FINISHED"
+    assert [s for s, _ in history(client, run_id, "loss")] == [0, 1]
+
+
 def test_a_failed_run_resumes_after_its_last_epoch_and_finishes(notebook_data, store, tmp_path):
     """A transient failure after training (here in sample generation): resuming skips straight to it."""
     from vaekit.checkpoint import resume_config

@@ -36,6 +36,7 @@ from vaekit.errors import ConfigError
 ARTIFACT_DIR = "checkpoints"
 STATE_FILE = "state.npz"
 META_FILE = "state.json"
+#: Statuses ``--resume`` continues; a RUNNING run whose process died (:func:`crashed`) too.
 RESUMABLE = ("KILLED", "FAILED")
 
 
@@ -122,6 +123,30 @@ def _quiet_downloads() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
+def owner_tags() -> dict[str, str]:
+    """Tags naming the process that runs a run, so a run left RUNNING by a crash can be told apart."""
+    import os
+    import socket
+
+    return {"vaekit.host": socket.gethostname(), "vaekit.pid": str(os.getpid())}
+
+
+def crashed(run) -> bool:
+    """A RUNNING run whose process, on this host, no longer exists (SIGKILL, OOM killer, power cut)."""
+    import os
+
+    tags = run.data.tags
+    if run.info.status != "RUNNING" or tags.get("vaekit.host") != owner_tags()["vaekit.host"]:
+        return False
+    try:
+        os.kill(int(tags.get("vaekit.pid", "")), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, PermissionError):
+        return False
+    return False
+
+
 def resume_config(run_id: str, tracking_uri: str | None):
     """The settings of run ``run_id`` (its ``config.toml`` artifact), checked to be resumable."""
     _quiet_downloads()
@@ -136,8 +161,9 @@ def resume_config(run_id: str, tracking_uri: str | None):
         run = client.get_run(run_id)
     except Exception as exc:
         raise ConfigError(f"--resume {run_id}: no such run in {uri} ({str(exc).splitlines()[0]})") from None
-    if run.info.status not in RESUMABLE:
-        raise ConfigError(f"--resume {run_id}: the run is {run.info.status}; only KILLED or FAILED runs can be resumed")
+    if run.info.status not in RESUMABLE and not crashed(run):
+        raise ConfigError(f"--resume {run_id}: the run is {run.info.status}; only KILLED or FAILED runs can be resumed"
+                          + (" (or RUNNING ones whose process died)" if run.info.status == "RUNNING" else ""))
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = client.download_artifacts(run_id, "config.toml", tmp)

@@ -222,7 +222,7 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None) -> 
     if ckpt:
         checkpoint.restore(model, ckpt)
 
-    tags = {"vaekit.version": __version__, "vaekit.dataset": comps.dataset.name}
+    tags = {"vaekit.version": __version__, "vaekit.dataset": comps.dataset.name, **checkpoint.owner_tags()}
     with tracking.tracked_run(experiment_id, run_name=config.run_name, tags=tags, run_id=resume) as active:
         if ckpt:
             checkpoint.mark_resumed(resume, ckpt)

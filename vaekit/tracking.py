@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 import traceback
 import urllib.error
 import urllib.request
@@ -92,18 +93,24 @@ def check_store(uri: str, experiment: str) -> str:
         if problem:
             raise VaekitError(f"--tracking-uri {uri}: {problem}")
         lock = _file_lock(db.with_name(db.name + ".lock"))
-    try:
-        with lock:
-            client = MlflowClient(uri)
-            exp = client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
-    except VaekitError:
-        raise
-    except Exception as exc:
-        if exc.__class__.__name__ == "MlflowException" and "already exists" in str(exc):
-            exp_id = MlflowClient(uri).get_experiment_by_name(experiment).experiment_id
-        else:
-            raise VaekitError(f"tracking store {uri}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    for attempt in range(4):
+        try:
+            with lock:
+                client = MlflowClient(uri)
+                exp = client.get_experiment_by_name(experiment)
+                exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+            break
+        except Exception as exc:
+            text = str(exc)
+            if exc.__class__.__name__ == "MlflowException" and "already exists" in text:
+                exp_id = MlflowClient(uri).get_experiment_by_name(experiment).experiment_id
+                break
+            # A process outside vaekit's lock (a plain MLflow client, `mlflow ui`) creating the same
+            # store at the same moment: its schema migration collides with ours. Wait and look again.
+            if attempt < 3 and ("already exists" in text or "database is locked" in text):
+                time.sleep(0.5 * 2**attempt)
+                continue
+            raise VaekitError(f"tracking store {uri}: {type(exc).__name__}: {text.splitlines()[0]}") from None
     check_artifact_location(MlflowClient(uri).get_experiment(exp_id).artifact_location, experiment)
     mlflow.set_tracking_uri(uri)
     return exp_id
