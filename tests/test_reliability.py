@@ -222,12 +222,12 @@ def test_same_seed_same_test_metrics_on_cpu_and_deterministic_switch(notebook_da
 
     from vaekit.run import run
 
-    a = run(small_config(notebook_data, store, epochs=2, samples=0), progress=False)
-    b = run(small_config(notebook_data, store, epochs=2, samples=0, deterministic=True), progress=False)
+    a = run(small_config(notebook_data, store, samples=0), progress=False)
+    b = run(small_config(notebook_data, store, samples=0, deterministic=True), progress=False)
     assert tf_config.is_op_determinism_enabled()
     for key in ("test_loss", "test_mse", "test_kl"):
         assert b.metrics[key] == pytest.approx(a.metrics[key], rel=REPRO_RTOL), key
-    c = run(small_config(notebook_data, store, epochs=2, samples=0, seed=1), progress=False)
+    c = run(small_config(notebook_data, store, samples=0, seed=1), progress=False)
     assert c.metrics["test_loss"] != pytest.approx(a.metrics["test_loss"], rel=REPRO_RTOL)
     assert MlflowClient(store).get_run(b.run_id).data.params["deterministic"] == "True"
 
