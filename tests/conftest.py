@@ -59,7 +59,9 @@ def clean_plugins(monkeypatch):
     """Each test starts with a freshly built plugin manager and ends with no active MLflow run."""
     from vaekit.plugins import reset_plugin_manager
 
-    monkeypatch.delenv("VAEKIT_PLUGINS", raising=False)
+    # setenv first so monkeypatch restores the variable even if a test (--plugin) exports it.
+    monkeypatch.setenv("VAEKIT_PLUGINS", "")
+    monkeypatch.delenv("VAEKIT_PLUGINS")
     reset_plugin_manager()
     yield
     reset_plugin_manager()

@@ -10,6 +10,9 @@
   returns silence once ``marker`` exists.
 - vocoder ``breaks-artifacts``: replaces the active run's artifact directory with a regular file (a disk
   that went away) and returns silence, so the next artifact upload fails.
+
+The vocoders misbehave only inside an MLflow run: vaekit's pre-flight call (before the run starts)
+gets silence, as from a vocoder that works.
 """
 
 import shutil
@@ -78,8 +81,19 @@ def build_unsaveable_encoder(input_shape, latent_dim):
     return keras.Model(inputs, [z_mean, z_log_var], name="unsaveable_encoder")
 
 
+def _preflight(mel_db, audio):
+    """Silence for vaekit's pre-flight check, which happens before the run starts; None inside a run."""
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return np.zeros((len(mel_db), audio.samples), dtype=np.float32)
+    return None
+
+
 def build_failing_vocoder(audio):
     def vocode(mel_db):
+        if (silence := _preflight(mel_db, audio)) is not None:
+            return silence
         raise RuntimeError("vocoder exploded")
 
     return vocode
@@ -87,6 +101,8 @@ def build_failing_vocoder(audio):
 
 def build_fails_once_vocoder(audio, marker="fails-once.marker"):
     def vocode(mel_db):
+        if (silence := _preflight(mel_db, audio)) is not None:
+            return silence
         if not Path(marker).exists():
             Path(marker).write_text("failed once")
             raise RuntimeError("transient vocoder failure")
@@ -99,6 +115,8 @@ def build_breaking_vocoder(audio):
     def vocode(mel_db):
         import mlflow
 
+        if (silence := _preflight(mel_db, audio)) is not None:
+            return silence
         where = Path(urlparse(mlflow.active_run().info.artifact_uri).path)
         shutil.rmtree(where)
         where.write_text("not a directory any more")

@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import run_cli
-from reliability_helpers import (FAULTS, first_epoch_logged, load_faults, only_run, slow_run_args, small_config,
+from reliability_helpers import (first_epoch_logged, load_faults, only_run, slow_run_args, small_config,
                                  start_cli, wait_for)
 from vaekit.errors import ConfigError
 
@@ -44,7 +44,8 @@ def test_sigterm_mid_training_then_resume_matches_an_uninterrupted_run(notebook_
     kept = history(client, run_id, "loss")
     assert kept and kept[0][0] == 0 and len(kept) < 3  # the epochs done so far, not the whole run
 
-    res = run_cli("run", "--resume", run_id, "--tracking-uri", store, "--plugin", FAULTS, "--quiet", cwd=tmp_path)
+    # No --plugin: the run's plugin files come back from its vaekit.plugin_files tag.
+    res = run_cli("run", "--resume", run_id, "--tracking-uri", store, "--quiet", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"run id:    {run_id}" in res.stdout
     resumed = client.get_run(run_id)
@@ -82,8 +83,7 @@ def test_a_run_left_running_by_sigkill_is_resumable_once_its_process_is_gone(not
     client = MlflowClient(store)
     assert client.get_run(run_id).info.status == "RUNNING"
 
-    load_faults()
-    result = run(resume_config(run_id, store), progress=False, resume=run_id)
+    result = run(resume_config(run_id, store), progress=False, resume=run_id)  # loads the run's plugin file
     r = client.get_run(run_id)
     assert result.run_id == run_id and r.info.status == "FINISHED"
     assert [s for s, _ in history(client, run_id, "loss")] == [0, 1]

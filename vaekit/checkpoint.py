@@ -148,7 +148,10 @@ def crashed(run) -> bool:
 
 
 def resume_config(run_id: str, tracking_uri: str | None):
-    """The settings of run ``run_id`` (its ``config.toml`` artifact), checked to be resumable."""
+    """The settings of run ``run_id`` (its ``config.toml`` artifact), checked to be resumable.
+
+    Plugin files the run recorded (tag ``vaekit.plugin_files``) are loaded again.
+    """
     _quiet_downloads()
     from mlflow.tracking import MlflowClient
 
@@ -164,6 +167,10 @@ def resume_config(run_id: str, tracking_uri: str | None):
     if run.info.status not in RESUMABLE and not crashed(run):
         raise ConfigError(f"--resume {run_id}: the run is {run.info.status}; only KILLED or FAILED runs can be resumed"
                           + (" (or RUNNING ones whose process died)" if run.info.status == "RUNNING" else ""))
+    from vaekit.plugins import load_run_plugin_files
+
+    # The run's components may come from plugin files: load them again (as generate does).
+    load_run_plugin_files(run.data.tags)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = client.download_artifacts(run_id, "config.toml", tmp)

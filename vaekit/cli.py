@@ -39,10 +39,15 @@ def friendly_errors(fn):
 
 
 def load_plugin_files(paths) -> None:
+    """Load ``--plugin`` files, and pass them on to processes this one starts (via VAEKIT_PLUGINS)."""
     from vaekit.plugins import load_plugin_file
 
     for path in paths:
         load_plugin_file(path)
+    if paths:
+        inherited = [p for p in os.environ.get("VAEKIT_PLUGINS", "").split(os.pathsep) if p]
+        added = [os.path.abspath(p) for p in paths if os.path.abspath(p) not in inherited]
+        os.environ["VAEKIT_PLUGINS"] = os.pathsep.join(inherited + added)
 
 
 plugin_option = click.option(
@@ -113,19 +118,24 @@ def run(config_file, options, plugin_files, quiet, resume, **flags):
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: {kind: [{name, plugin, version, options, description}]}.")
 @plugin_option
 @friendly_errors
 def plugins(as_json, plugin_files):
-    """List every registered component by kind, with its plugin and options."""
+    """List every registered component by kind, with its plugin and options.
+
+    Plugins come from vaekit's built-ins, installed packages (entry point group
+    "vaekit"), VAEKIT_PLUGINS and --plugin files; nothing else is imported.
+    """
     import json as json_module
 
-    from vaekit.components import KINDS, all_components
+    from vaekit.components import KINDS, PLURALS, all_components
 
     load_plugin_files(plugin_files)
     listing = {
         kind: [
-            {"name": c.name, "plugin": c.plugin, "version": c.plugin_version, "options": c.options}
+            {"name": c.name, "plugin": c.plugin, "version": c.plugin_version, "options": c.options,
+             "description": c.description}
             for c in all_components(kind).values()
         ]
         for kind in KINDS
@@ -134,11 +144,13 @@ def plugins(as_json, plugin_files):
         click.echo(json_module.dumps(listing, indent=2, default=repr))
         return
     for kind, comps in listing.items():
-        click.echo(f"{kind}s:")
+        click.echo(f"{PLURALS[kind]}:")
         for c in comps:
             opts = ", ".join(f"{k}={v!r}" for k, v in c["options"].items()) or "no options"
             click.echo(f"  {c['name']:<14} {c['plugin']} {c['version']}")
-            click.echo(f"  {'':<14} {opts}")
+            if c["description"]:
+                click.echo(f"  {'':<14} {c['description']}")
+            click.echo(f"  {'':<14} options: {opts}")
 
 
 def _listen_options(fn):
