@@ -199,14 +199,13 @@ def test_four_concurrent_runs_on_one_sqlite_store_all_complete(notebook_data, tm
     models = {m.source_run_id: m for m in client.search_logged_models(exp_ids)}
     for r in runs:
         assert models[r.info.run_id].status == LoggedModelStatus.READY  # the Keras model, logged in full
-        checkpoint_files = {Path(f.path).name for f in client.list_artifacts(r.info.run_id, "checkpoints")}
-        assert checkpoint_files == {"state.npz", "state.json"}
+        assert client.list_artifacts(r.info.run_id, "checkpoints") == []  # written each epoch, dropped at FINISHED
         assert r.info.status == "FINISHED"
         assert r.data.params["seed"] == r.info.run_name[1:] and r.data.params["encoder"] == "dense"
         assert [m.step for m in client.get_metric_history(r.info.run_id, "loss")] == [0]
         assert all(np.isfinite(r.data.metrics[k]) for k in ("test_loss", "test_mse", "test_kl", "train_seconds"))
         top = {a.path for a in client.list_artifacts(r.info.run_id)}
-        assert top >= {"config.toml", "audio.json", "samples", "checkpoints"}, top
+        assert top >= {"config.toml", "audio.json", "samples"}, top
         assert {a.path for a in client.list_artifacts(r.info.run_id, "samples")} == {"samples/sample_00.wav",
                                                                                       "samples/sample_00.png"}
 

@@ -124,21 +124,23 @@ def test_resume_refuses_what_it_cannot_continue(notebook_data, store, tmp_path):
     with pytest.raises(ConfigError, match="--resume 0123abcd: no such run"):
         resume_config("0123abcd", store)
 
-    # A checkpoint whose state file was changed is refused, not half-restored.
+    # A finished run's checkpoints are gone (only KILLED and FAILED runs are resumed) ...
+    assert client.list_artifacts(done.run_id, "checkpoints") == []
     client.set_terminated(done.run_id, "KILLED")
-    state = Path(urlparse(done.artifact_uri).path) / "checkpoints" / "state.npz"
+    with pytest.raises(ConfigError, match="has no checkpoint"):
+        run(resume_config(done.run_id, store), progress=False, resume=done.run_id)
+    assert client.get_run(done.run_id).info.status == "KILLED"  # refusing left it as it was
+
+    # ... and a checkpoint whose state file was changed is refused, not half-restored.
+    load_faults()
+    with pytest.raises(Exception, match="vocoder exploded"):
+        run(small_config(notebook_data, store, vocoder="fails", options={"vocoder": {}}), progress=False)
+    failed = client.search_runs([done.experiment_id], "attributes.status = 'FAILED'")[0]
+    state = Path(urlparse(failed.info.artifact_uri).path) / "checkpoints" / "state.npz"
     state.write_bytes(state.read_bytes()[:-10])
     with pytest.raises(ConfigError, match="checkpoints/state.npz does not match checkpoints/state.json"):
-        run(resume_config(done.run_id, store), progress=False, resume=done.run_id)
-
-    # A run killed before its first epoch ended has nothing to resume from.
-    bare = client.create_run(done.experiment_id)
-    client.log_text(bare.info.run_id, small_config(notebook_data, store).to_toml(), "config.toml")
-    client.set_terminated(bare.info.run_id, "KILLED")
-    with pytest.raises(ConfigError, match="has no checkpoint"):
-        run(resume_config(bare.info.run_id, store), progress=False, resume=bare.info.run_id)
-    for run_id in (done.run_id, bare.info.run_id):
-        assert client.get_run(run_id).info.status == "KILLED"  # refusing left them as they were
+        run(resume_config(failed.info.run_id, store), progress=False, resume=failed.info.run_id)
+    assert client.get_run(failed.info.run_id).info.status == "FAILED"
 
     # Settings cannot change on resume: one line, before anything is loaded.
     res = run_cli("run", "--resume", done.run_id, "--epochs", "5", "--tracking-uri", store, cwd=tmp_path)

@@ -1,7 +1,8 @@
 """Per-epoch checkpoints kept in the run's own MLflow artifacts, and resuming from them.
 
 After every completed epoch the run gets ``checkpoints/state.npz`` and ``checkpoints/state.json``
-(overwritten each epoch), so a run can be resumed from its MLflow store alone:
+(overwritten each epoch), so a run can be resumed from its MLflow store alone.  They are deleted
+once the run is FINISHED (:func:`discard`): only KILLED and FAILED runs are resumed.
 
 - ``state.npz`` holds every model variable (weights *and* the random seed-generator states
   of the sampling layer and of any plugin layer that draws random numbers) as ``m0, m1, ...``
@@ -94,6 +95,16 @@ def save(model, epochs_done: int, logs: dict | None = None) -> None:
             # state.npz first: state.json names its hash, so a stop between the two is detected.
             mlflow.log_artifact(str(state), ARTIFACT_DIR)
             mlflow.log_artifact(str(Path(tmp) / META_FILE), ARTIFACT_DIR)
+
+
+def discard(artifact_uri: str) -> None:
+    """Delete a finished run's checkpoints where the artifact store allows it (else leave them)."""
+    import contextlib
+
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    with contextlib.suppress(Exception):
+        get_artifact_repository(artifact_uri).delete_artifacts(ARTIFACT_DIR)
 
 
 def callback(model):

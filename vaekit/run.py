@@ -267,7 +267,9 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None) -> 
         sample_names = log_samples(model, ds, vocoder_fn, comps.vocoder, config)
         log_run_extras(model, ds, config)  # denormalisation arrays and figures, for vaekit generate and the UI
         log_model(model)
-        return RunResult(active.info.run_id, experiment_id, uri, active.info.artifact_uri, metrics, sample_names)
+        result = RunResult(active.info.run_id, experiment_id, uri, active.info.artifact_uri, metrics, sample_names)
+    checkpoint.discard(result.artifact_uri)  # FINISHED runs are not resumed: no 60 MB per run left behind
+    return result
 
 
 class _EpochLogger:
