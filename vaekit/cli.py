@@ -82,19 +82,31 @@ def main():
 @click.option("--tracking-uri", help="MLflow tracking URI or store directory [MLFLOW_TRACKING_URI, else ./mlflow.db].")
 @click.option("--option", "options", multiple=True, metavar="KIND.KEY=VALUE", help="A component option, e.g. loss.lambda=1000 (repeatable).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with the same settings; flags win.")
+@click.option("--deterministic", is_flag=True, default=None, help="TensorFlow op determinism (slower).")
+@click.option("--resume", metavar="RUN_ID", help="Continue a KILLED or FAILED run from its last checkpoint, with its own settings.")
 @plugin_option
 @click.option("--quiet", is_flag=True, help="No training progress.")
 @friendly_errors
-def run(config_file, options, plugin_files, quiet, **flags):
+def run(config_file, options, plugin_files, quiet, resume, **flags):
     """Train a VAE, evaluate it, generate sounds, and log everything to MLflow."""
     from vaekit.config import build_config
 
     load_plugin_files(plugin_files)
-    config = build_config(config_file, options, **flags)
+    if resume:
+        from vaekit.checkpoint import resume_config
+        from vaekit.errors import ConfigError
+
+        given = sorted(k for k, v in flags.items() if v is not None and k != "tracking_uri")
+        if given or options or config_file:
+            names = [f"--{k.replace('_', '-')}" for k in given] + ["--option"] * bool(options) + ["--config"] * bool(config_file)
+            raise ConfigError(f"--resume continues a run with its own settings; drop {', '.join(names)}")
+        config = resume_config(resume, flags["tracking_uri"])
+    else:
+        config = build_config(config_file, options, **flags)
     from vaekit.run import run as run_api
     from vaekit.tracking import ui_command
 
-    result = run_api(config, progress=not quiet)
+    result = run_api(config, progress=not quiet, resume=resume)
     m = result.metrics
     click.echo(f"run id:    {result.run_id}")
     click.echo(f"test MSE:  {m['test_mse']:.4f}" if "test_mse" in m else "")

@@ -48,6 +48,8 @@ class RunConfig:
     experiment: str = "vaekit"
     run_name: str | None = None
     tracking_uri: str | None = None
+    #: TensorFlow op determinism (slower; same results on GPU too).  On CPU runs repeat without it.
+    deterministic: bool = False
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def option(self, kind: str) -> dict[str, Any]:
@@ -80,6 +82,8 @@ class RunConfig:
             ("learning-rate", self.learning_rate > 0, "must be positive"),
             ("validation-split", 0 <= self.validation_split < 1, "must be in [0, 1)"),
         ]
+        if not isinstance(self.deterministic, bool):
+            raise ConfigError(f"deterministic: expected true or false, got {self.deterministic!r}")
         for flag, ok, what in checks:
             if not ok:
                 raise ConfigError(f"--{flag} {what}, got {getattr(self, flag.replace('-', '_'))!r}")

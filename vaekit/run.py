@@ -223,47 +223,62 @@ def _params(config: RunConfig, comps: Components, ds, resolved_options: dict) ->
     return {k: ("None" if v is None else v) for k, v in params.items()}
 
 
-def run(config: RunConfig, progress: bool = True) -> RunResult:
+def run(config: RunConfig, progress: bool = True, resume: str | None = None) -> RunResult:
     """Train, evaluate, sample, vocode and log one run; return where it went.
 
     Raises :class:`vaekit.errors.VaekitError` subclasses for input the user can fix;
     these are raised before the MLflow run starts whenever they can be detected then.
+    With ``resume`` (a KILLED or FAILED run's id, ``config`` from
+    :func:`vaekit.checkpoint.resume_config`) training continues in that run from its last checkpoint.
     """
-    import keras
-    import mlflow
-
-    from vaekit import tracking
+    from vaekit import checkpoint, tracking
 
     config.validate()
     comps = resolve_components(config)
     resolved = {k: getattr(comps, k).resolved_options(config.option(k)) for k in
                 ("encoder", "decoder", "loss", "vocoder", "dataset")}
     ds = load_dataset(config, comps)
+    # The store before TensorFlow: a store that cannot be used must cost no model building or training time.
+    uri = tracking.resolve_tracking_uri(config.tracking_uri)
+    experiment_id = tracking.check_store(uri, config.experiment)
+
+    import keras
+    import mlflow
+
+    if getattr(config, "deterministic", False):
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
     model, terms = build_model(config, comps, ds)
     vocoder_fn = comps.vocoder.create(ds.audio, **config.option("vocoder"))
     check_vocoder(vocoder_fn, comps.vocoder, ds)
+    ckpt = checkpoint.load(resume, uri) if resume else None
+    if ckpt:
+        checkpoint.restore(model, ckpt)
 
-    uri = tracking.resolve_tracking_uri(config.tracking_uri)
-    experiment_id = tracking.check_store(uri, config.experiment)
-    tags = {"vaekit.version": __version__, "vaekit.dataset": comps.dataset.name}
+    tags = {"vaekit.version": __version__, "vaekit.dataset": comps.dataset.name, **checkpoint.owner_tags()}
     files = plugin_files()
-    if files:  # so a later process (generate, a sweep worker) can load them again
+    if files:  # so a later process (generate, a sweep worker, a resume) can load them again
         tags["vaekit.plugin_files"] = json.dumps(files)
-    with tracking.tracked_run(experiment_id, run_name=config.run_name, tags=tags) as active:
-        tracking.check_artifact_location(active.info.artifact_uri)
-        mlflow.log_params(_params(config, comps, ds, resolved))
-        mlflow.log_text(config.to_toml(), "config.toml")
-        mlflow.log_dict(ds.audio.to_dict(), "audio.json")
+    with tracking.tracked_run(experiment_id, run_name=config.run_name, tags=tags, run_id=resume) as active:
+        if ckpt:
+            checkpoint.mark_resumed(resume, ckpt)
+        else:
+            mlflow.log_params(_params(config, comps, ds, resolved))
+            mlflow.log_text(config.to_toml(), "config.toml")
+            mlflow.log_dict(ds.audio.to_dict(), "audio.json")
 
-        metrics = fit(model, ds, config, progress)
+        metrics = fit(model, ds, config, progress, initial_epoch=ckpt.epoch if ckpt else 0)
         metrics.update({f"test_{k}": v for k, v in evaluate(model, ds.x_test, config.batch_size).items()})
         mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("test_")})
 
         sample_names = log_samples(model, ds, vocoder_fn, comps.vocoder, config)
         log_run_extras(model, ds, config)  # denormalisation arrays and figures, for vaekit generate and the UI
         log_model(model)
-        return RunResult(active.info.run_id, experiment_id, uri, active.info.artifact_uri, metrics, sample_names)
+        result = RunResult(active.info.run_id, experiment_id, uri, active.info.artifact_uri, metrics, sample_names)
+    checkpoint.discard(result.artifact_uri)  # FINISHED runs are not resumed: no 60 MB per run left behind
+    return result
 
 
 class _EpochLogger:
@@ -292,19 +307,43 @@ class _EpochLogger:
         return EpochLogger()
 
 
-def fit(model, ds, config: RunConfig, progress: bool) -> dict[str, float]:
-    """Train ``model`` on the dataset; return training seconds and samples/s."""
+def _OneEpoch():
+    """A callback that ends ``fit`` after one epoch (Keras still shows "Epoch k/N")."""
+    import keras
+
+    class OneEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    return OneEpoch()
+
+
+def fit(model, ds, config: RunConfig, progress: bool, initial_epoch: int = 0) -> dict[str, float]:
+    """Train ``model`` on the dataset from ``initial_epoch``; return training seconds and samples/s.
+
+    Each epoch is checkpointed (:mod:`vaekit.checkpoint`) and visits the examples in the order
+    :func:`vaekit.checkpoint.epoch_order` gives, so a resumed run trains as an uninterrupted one.
+    """
     import sys
+
+    from vaekit import checkpoint
 
     x_train, x_val = split_validation(ds.x_train, config.validation_split, config.seed)
     x_train = x_train[..., None]
     validation = (x_val[..., None], x_val[..., None]) if x_val is not None else None
     verbose = (1 if sys.stdout.isatty() else 2) if progress else 0
+    # Checkpoint before the epoch's metrics: a resume re-logs metrics a stop in between lost.
+    callbacks = [checkpoint.callback(model), _EpochLogger(model), _OneEpoch()]
     start = time.perf_counter()
-    model.fit(x_train, x_train, batch_size=config.batch_size, epochs=config.epochs,
-              validation_data=validation, shuffle=True, verbose=verbose, callbacks=[_EpochLogger(model)])
+    for epoch in range(initial_epoch, config.epochs):
+        x = x_train[checkpoint.epoch_order(len(x_train), config.seed, epoch)]
+        model.fit(x, x, batch_size=config.batch_size, epochs=config.epochs, initial_epoch=epoch,
+                  validation_data=validation, shuffle=False, verbose=verbose, callbacks=callbacks)
     seconds = time.perf_counter() - start
-    out = {"train_seconds": seconds, "train_samples_per_s": len(x_train) * config.epochs / seconds}
+    done = config.epochs - initial_epoch
+    out = {"train_seconds": seconds}
+    if done:
+        out["train_samples_per_s"] = len(x_train) * done / seconds
     import mlflow
 
     mlflow.log_metrics(out)

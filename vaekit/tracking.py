@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 import traceback
 import urllib.error
 import urllib.request
@@ -85,36 +86,79 @@ def check_store(uri: str, experiment: str) -> str:
     lock = contextlib.nullcontext()
     if db is not None:
         if not db.parent.is_dir():
-            raise VaekitError(f"--tracking-uri {uri}: directory {db.parent} does not exist")
-        if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
-            raise VaekitError(f"--tracking-uri {uri}: {db if db.exists() else db.parent} is not writable")
+            culprit = _first_non_dir(db.parent)
+            what = f"{culprit} is a file, not a directory" if culprit.exists() else f"directory {culprit} does not exist"
+            raise VaekitError(f"--tracking-uri {uri}: {what}")
+        problem = _write_problem(db.parent) or (_write_problem(db, probe_file=True) if db.exists() else None)
+        if problem:
+            raise VaekitError(f"--tracking-uri {uri}: {problem}")
         lock = _file_lock(db.with_name(db.name + ".lock"))
-    try:
-        with lock:
-            client = MlflowClient(uri)
-            exp = client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
-    except VaekitError:
-        raise
-    except Exception as exc:
-        if exc.__class__.__name__ == "MlflowException" and "already exists" in str(exc):
-            exp_id = MlflowClient(uri).get_experiment_by_name(experiment).experiment_id
-        else:
-            raise VaekitError(f"tracking store {uri}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    for attempt in range(4):
+        try:
+            with lock:
+                client = MlflowClient(uri)
+                exp = client.get_experiment_by_name(experiment)
+                exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+            break
+        except Exception as exc:
+            text = str(exc)
+            if exc.__class__.__name__ == "MlflowException" and "already exists" in text:
+                exp_id = MlflowClient(uri).get_experiment_by_name(experiment).experiment_id
+                break
+            # A process outside vaekit's lock (a plain MLflow client, `mlflow ui`) creating the same
+            # store at the same moment: its schema migration collides with ours. Wait and look again.
+            if attempt < 3 and ("already exists" in text or "database is locked" in text):
+                time.sleep(0.5 * 2**attempt)
+                continue
+            raise VaekitError(f"tracking store {uri}: {type(exc).__name__}: {text.splitlines()[0]}") from None
+    check_artifact_location(MlflowClient(uri).get_experiment(exp_id).artifact_location, experiment)
     mlflow.set_tracking_uri(uri)
     return exp_id
 
 
-def check_artifact_location(artifact_uri: str) -> None:
-    """A local artifact location must be writable (remote ones are checked by the first upload)."""
+def check_artifact_location(artifact_uri: str, experiment: str = "") -> None:
+    """A local artifact location must be writable: create it and write a probe file there.
+
+    A real write, not ``os.access``: root passes every permission check but still cannot write
+    below a regular file or on a read-only file system.  Remote locations (s3://, an MLflow
+    server's proxied artifacts) are not probed; a failing upload later ends the run FAILED.
+    """
     parsed = urlparse(artifact_uri)
-    if parsed.scheme in ("", "file"):
-        path = Path(parsed.path if parsed.scheme else artifact_uri)
-        probe = path
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        if not os.access(probe, os.W_OK):
-            raise VaekitError(f"artifact location {artifact_uri}: {probe} is not writable")
+    if parsed.scheme not in ("", "file"):
+        return
+    path = Path(parsed.path if parsed.scheme else artifact_uri)
+    where = f"experiment {experiment!r} artifact location {artifact_uri}" if experiment else f"artifact location {artifact_uri}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VaekitError(f"{where}: cannot create it ({exc.strerror or exc}: {_first_non_dir(path)})") from None
+    problem = _write_problem(path)
+    if problem:
+        raise VaekitError(f"{where}: {problem}")
+
+
+def _write_problem(path: Path, probe_file: bool = False) -> str | None:
+    """Why ``path`` (a directory, or with ``probe_file`` an existing file) cannot be written, else None."""
+    import tempfile
+
+    try:
+        if probe_file:
+            with open(path, "r+b"):
+                pass
+        else:
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".vaekit-probe-"):
+                pass
+    except OSError as exc:
+        return f"{path} is not writable ({exc.strerror or exc})"
+    return None
+
+
+def _first_non_dir(path: Path) -> Path:
+    """The outermost ancestor of ``path`` (or itself) that is not a directory: the culprit to name."""
+    for p in [*reversed(path.parents), path]:
+        if not p.is_dir():
+            return p
+    return path
 
 
 @contextlib.contextmanager
@@ -156,13 +200,17 @@ def tracked_run(experiment_id: str, run_name: str | None = None, tags: dict | No
             _record_failure(exc)
             raise
         finally:
-            # Ending must not be skipped by a second signal: block it while we end the run.
+            # Ending must not be skipped by a second signal (an impatient second Ctrl-C, a
+            # supervisor's repeated SIGTERM): ignore both while we end the run.
+            sigint = signal.signal(signal.SIGINT, signal.SIG_IGN) if _in_main_thread() else None
             signal.signal(signal.SIGTERM, signal.SIG_IGN) if _in_main_thread() else None
             try:
                 mlflow.end_run(status)
             except Exception:
                 # A store that fails now cannot be told anything else; leave the error visible.
                 traceback.print_exc()
+            finally:
+                signal.signal(signal.SIGINT, sigint) if sigint is not None else None
 
 
 def _in_main_thread() -> bool:

@@ -1,0 +1,91 @@
+"""Helpers shared by test_reliability.py and test_resume.py: a small VAE, real subprocesses, store polling."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import tiny_config
+
+FAULTS = Path(__file__).with_name("fault_plugins.py")
+#: A small dense VAE: the faults under test do not need the notebook's 5M-parameter conv net.
+SMALL = dict(encoder="dense", decoder="dense", latent_dim=4,
+             options={"encoder": {"units": 64}, "decoder": {"units": 64}, "vocoder": {"n_iter": 4}})
+SMALL_ARGS = ["--encoder", "dense", "--decoder", "dense", "--latent-dim", "4", "--batch-size", "32",
+              "--samples", "1", "--option", "encoder.units=64", "--option", "decoder.units=64",
+              "--option", "vocoder.n_iter=4", "--quiet"]
+
+
+def small_config(data, store, **kw):
+    settings = {**SMALL, **kw}
+    settings["options"] = {**SMALL["options"], **kw.get("options", {})}
+    return tiny_config(data, store, **settings)
+
+
+def load_faults():
+    from vaekit.plugins import load_plugin_file
+
+    load_plugin_file(FAULTS)
+
+
+def only_run(store):
+    client = MlflowClient(store)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 1, [r.info.run_id for r in runs]
+    return runs[0]
+
+
+def wait_for(predicate, timeout=120.0, proc=None, what="condition"):
+    """Poll ``predicate`` until it returns something truthy; fail early if ``proc`` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"process ended (rc {proc.returncode}) before {what}:\n{err[-3000:]}")
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def first_epoch_logged(store):
+    """The id of a run whose epoch-0 metrics are in the store (its epoch-1 checkpoint is then too).
+
+    Reads the sqlite file read-only: an MlflowClient would run MLflow's schema migration on a store
+    the child is still creating, and race it (the race vaekit's store lock exists for).
+    """
+    import sqlite3
+
+    db = Path(store[len("sqlite:///"):])
+
+    def check():
+        if not db.exists():
+            return None
+        try:
+            with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=5)) as con:
+                row = con.execute("SELECT run_uuid FROM metrics WHERE key = 'loss' LIMIT 1").fetchone()
+        except sqlite3.OperationalError:  # no tables yet
+            return None
+        return row[0] if row else None
+
+    return check
+
+
+def start_cli(*args, cwd):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    return subprocess.Popen([sys.executable, "-m", "vaekit", *map(str, args)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def slow_run_args(data, store, epochs):
+    """A run whose second and later epochs take ≥1 s a batch: a signal surely lands mid-training."""
+    return ["run", "--data", data, "--tracking-uri", store, "--epochs", epochs, *SMALL_ARGS,
+            "--plugin", FAULTS, "--loss", "slow-mse-kl", "--option", "loss.seconds=1"]

@@ -1,0 +1,148 @@
+"""Checkpoints and resume: a run stopped by SIGTERM (or failed) continues in the same MLflow run
+from its last completed epoch and ends where an uninterrupted run with the same seed ends."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import run_cli
+from reliability_helpers import (first_epoch_logged, load_faults, only_run, slow_run_args, small_config,
+                                 start_cli, wait_for)
+from vaekit.errors import ConfigError
+
+#: A resumed run's test metrics equal an uninterrupted run's to this relative tolerance on CPU
+#: (observed: identical; the tolerance only absorbs float summation order).
+RESUME_RTOL = 1e-5
+TEST_METRICS = ("test_loss", "test_mse", "test_kl")
+
+
+def history(client, run_id, key):
+    return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+def test_sigterm_mid_training_then_resume_matches_an_uninterrupted_run(notebook_data, store, tmp_path):
+    from vaekit.run import run
+
+    proc = start_cli(*slow_run_args(notebook_data, store, 3), cwd=tmp_path)
+    try:
+        run_id = wait_for(first_epoch_logged(store), proc=proc, what="the first epoch's metrics")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill() if proc.poll() is None else None
+    assert proc.returncode == 143, err[-3000:]
+    assert "Stopped: terminated by signal 15." in err and "Traceback" not in err
+    client = MlflowClient(store)
+    killed = client.get_run(run_id)
+    assert killed.info.status == "KILLED"
+    kept = history(client, run_id, "loss")
+    assert kept and kept[0][0] == 0 and len(kept) < 3  # the epochs done so far, not the whole run
+
+    # No --plugin: the run's plugin files come back from its vaekit.plugin_files tag.
+    res = run_cli("run", "--resume", run_id, "--tracking-uri", store, "--quiet", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"run id:    {run_id}" in res.stdout
+    resumed = client.get_run(run_id)
+    assert resumed.info.status == "FINISHED"
+    assert resumed.data.params == killed.data.params  # same run, same settings
+    assert resumed.data.tags["vaekit.resumed_from_epoch"] == str(len(kept))
+    assert "vaekit.error" not in resumed.data.tags
+    assert len(client.search_runs([killed.info.experiment_id])) == 1
+
+    # The same run without interruption (mse-kl computes what slow-mse-kl computes, without the naps).
+    whole = run(small_config(notebook_data, store, epochs=3), progress=False)
+    for key in ("loss", "val_loss", "kl"):
+        got, want = history(client, run_id, key), history(client, whole.run_id, key)
+        assert [s for s, _ in got] == [0, 1, 2], key  # every epoch exactly once, at its own step
+        np.testing.assert_allclose([v for _, v in got], [v for _, v in want], rtol=RESUME_RTOL, err_msg=key)
+    for key in TEST_METRICS:
+        assert resumed.data.metrics[key] == pytest.approx(whole.metrics[key], rel=RESUME_RTOL), key
+
+
+def test_a_run_left_running_by_sigkill_is_resumable_once_its_process_is_gone(notebook_data, store, tmp_path):
+    """SIGKILL (the OOM killer, a power cut) cannot be caught: the run stays RUNNING. Its host and pid
+    tags tell that nobody runs it any more, so --resume takes it; a live run's id is refused."""
+    from vaekit.checkpoint import resume_config
+    from vaekit.run import run
+
+    proc = start_cli(*slow_run_args(notebook_data, store, 2), cwd=tmp_path)
+    try:
+        run_id = wait_for(first_epoch_logged(store), proc=proc, what="the first epoch's metrics")
+        with pytest.raises(ConfigError, match="the run is RUNNING; only KILLED or FAILED.*whose process died"):
+            resume_config(run_id, store)
+        proc.kill()
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill() if proc.poll() is None else None
+    client = MlflowClient(store)
+    assert client.get_run(run_id).info.status == "RUNNING"
+
+    result = run(resume_config(run_id, store), progress=False, resume=run_id)  # loads the run's plugin file
+    r = client.get_run(run_id)
+    assert result.run_id == run_id and r.info.status == "FINISHED"
+    assert [s for s, _ in history(client, run_id, "loss")] == [0, 1]
+
+
+def test_a_failed_run_resumes_after_its_last_epoch_and_finishes(notebook_data, store, tmp_path):
+    """A transient failure after training (here in sample generation): resuming skips straight to it."""
+    from vaekit.checkpoint import resume_config
+    from vaekit.run import run
+
+    load_faults()
+    config = small_config(notebook_data, store, epochs=2, vocoder="fails-once",
+                          options={"vocoder": {"marker": str(tmp_path / "marker")}})
+    with pytest.raises(Exception, match="transient vocoder failure"):
+        run(config, progress=False)
+    failed = only_run(store)
+    assert failed.info.status == "FAILED" and "transient" in failed.data.tags["vaekit.error"]
+
+    result = run(resume_config(failed.info.run_id, store), progress=False, resume=failed.info.run_id)
+    client = MlflowClient(store)
+    r = client.get_run(failed.info.run_id)
+    assert result.run_id == failed.info.run_id and r.info.status == "FINISHED"
+    assert r.data.tags["vaekit.resumed_from_epoch"] == "2" and "vaekit.error" not in r.data.tags
+    assert [s for s, _ in history(client, r.info.run_id, "loss")] == [0, 1]
+    assert all(np.isfinite(r.data.metrics[k]) for k in TEST_METRICS)
+    assert {a.path for a in client.list_artifacts(r.info.run_id, "samples")} == {"samples/sample_00.wav",
+                                                                                 "samples/sample_00.png"}
+
+
+def test_resume_refuses_what_it_cannot_continue(notebook_data, store, tmp_path):
+    from vaekit.checkpoint import resume_config
+    from vaekit.run import run
+
+    done = run(small_config(notebook_data, store, samples=0), progress=False)
+    client = MlflowClient(store)
+    with pytest.raises(ConfigError, match=f"--resume {done.run_id}: the run is FINISHED; only KILLED or FAILED"):
+        resume_config(done.run_id, store)
+    with pytest.raises(ConfigError, match="--resume 0123abcd: no such run"):
+        resume_config("0123abcd", store)
+
+    # A finished run's checkpoints are gone (only KILLED and FAILED runs are resumed) ...
+    assert client.list_artifacts(done.run_id, "checkpoints") == []
+    client.set_terminated(done.run_id, "KILLED")
+    with pytest.raises(ConfigError, match="has no checkpoint"):
+        run(resume_config(done.run_id, store), progress=False, resume=done.run_id)
+    assert client.get_run(done.run_id).info.status == "KILLED"  # refusing left it as it was
+
+    # ... and a checkpoint whose state file was changed is refused, not half-restored.
+    load_faults()
+    with pytest.raises(Exception, match="vocoder exploded"):
+        run(small_config(notebook_data, store, vocoder="fails", options={"vocoder": {}}), progress=False)
+    failed = client.search_runs([done.experiment_id], "attributes.status = 'FAILED'")[0]
+    state = Path(urlparse(failed.info.artifact_uri).path) / "checkpoints" / "state.npz"
+    state.write_bytes(state.read_bytes()[:-10])
+    with pytest.raises(ConfigError, match="checkpoints/state.npz does not match checkpoints/state.json"):
+        run(resume_config(failed.info.run_id, store), progress=False, resume=failed.info.run_id)
+    assert client.get_run(failed.info.run_id).info.status == "FAILED"
+
+    # Settings cannot change on resume: one line, before anything is loaded.
+    res = run_cli("run", "--resume", done.run_id, "--epochs", "5", "--tracking-uri", store, cwd=tmp_path)
+    assert res.returncode == 2
+    assert "Error: --resume continues a run with its own settings; drop --epochs" in res.stderr

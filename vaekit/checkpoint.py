@@ -1,0 +1,244 @@
+"""Per-epoch checkpoints kept in the run's own MLflow artifacts, and resuming from them.
+
+After every completed epoch the run gets ``checkpoints/state.npz`` and ``checkpoints/state.json``
+(overwritten each epoch), so a run can be resumed from its MLflow store alone.  They are deleted
+once the run is FINISHED (:func:`discard`): only KILLED and FAILED runs are resumed.
+
+- ``state.npz`` holds every model variable (weights *and* the random seed-generator states
+  of the sampling layer and of any plugin layer that draws random numbers) as ``m0, m1, ...``
+  and every optimizer variable (Adam's iteration count, moments, ...) as ``o0, o1, ...``;
+  it is loaded with ``allow_pickle=False`` (plain arrays, never code);
+- ``state.json`` holds the number of completed epochs, that epoch's logged metrics and the
+  SHA-256 of ``state.npz``, so a torn or swapped file is refused rather than half-restored.
+
+Training order is a function of (seed, epoch) (:func:`epoch_order`), not of how many epochs
+this process has run, so a resumed run sees the same batches an uninterrupted one would.
+Together these make a resumed run reach the same test metrics as an uninterrupted one.
+
+SIGINT and SIGTERM are held back while a checkpoint is written (:func:`deferred_signals`)
+and delivered right after it, so an interrupted run never holds half a checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import signal
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vaekit.errors import ConfigError
+
+ARTIFACT_DIR = "checkpoints"
+STATE_FILE = "state.npz"
+META_FILE = "state.json"
+#: Statuses ``--resume`` continues; a RUNNING run whose process died (:func:`crashed`) too.
+RESUMABLE = ("KILLED", "FAILED")
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order in which the ``n`` training examples are visited in ``epoch`` (0-based)."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+@contextlib.contextmanager
+def deferred_signals():
+    """Hold back SIGINT/SIGTERM for the block; then deliver them as their handlers would have."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in pending[:1]:
+            handler = previous[s]
+            if callable(handler):
+                handler(s, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(s)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save(model, epochs_done: int, logs: dict | None = None) -> None:
+    """Log the model and optimizer state after ``epochs_done`` completed epochs to the active run."""
+    import mlflow
+    from keras import ops
+
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp) / STATE_FILE
+        arrays = {f"m{i}": ops.convert_to_numpy(v) for i, v in enumerate(model.variables)}
+        arrays.update({f"o{i}": ops.convert_to_numpy(v) for i, v in enumerate(model.optimizer.variables)})
+        np.savez(state, **arrays)
+        meta = {"epoch": int(epochs_done), "logs": {k: float(v) for k, v in (logs or {}).items()},
+                "model_variables": len(model.variables), "optimizer_variables": len(model.optimizer.variables),
+                "sha256": _sha256(state)}
+        (Path(tmp) / META_FILE).write_text(json.dumps(meta, indent=1))
+        with deferred_signals():
+            # state.npz first: state.json names its hash, so a stop between the two is detected.
+            mlflow.log_artifact(str(state), ARTIFACT_DIR)
+            mlflow.log_artifact(str(Path(tmp) / META_FILE), ARTIFACT_DIR)
+
+
+def discard(artifact_uri: str) -> None:
+    """Delete a finished run's checkpoints where the artifact store allows it (else leave them)."""
+    import contextlib
+
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    with contextlib.suppress(Exception):
+        get_artifact_repository(artifact_uri).delete_artifacts(ARTIFACT_DIR)
+
+
+def callback(model):
+    """A Keras callback that checkpoints after every epoch."""
+    import keras
+
+    class Checkpointer(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            save(model, epoch + 1, logs)
+
+    return Checkpointer()
+
+
+@dataclass
+class Checkpoint:
+    run_id: str
+    epoch: int
+    logs: dict
+    model_arrays: list
+    optimizer_arrays: list
+
+
+def _quiet_downloads() -> None:
+    import os
+
+    # MLflow draws a progress bar per download: noise for a few small files.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags naming the process that runs a run, so a run left RUNNING by a crash can be told apart."""
+    import os
+    import socket
+
+    return {"vaekit.host": socket.gethostname(), "vaekit.pid": str(os.getpid())}
+
+
+def crashed(run) -> bool:
+    """A RUNNING run whose process, on this host, no longer exists (SIGKILL, OOM killer, power cut)."""
+    import os
+
+    tags = run.data.tags
+    if run.info.status != "RUNNING" or tags.get("vaekit.host") != owner_tags()["vaekit.host"]:
+        return False
+    try:
+        os.kill(int(tags.get("vaekit.pid", "")), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, PermissionError):
+        return False
+    return False
+
+
+def resume_config(run_id: str, tracking_uri: str | None):
+    """The settings of run ``run_id`` (its ``config.toml`` artifact), checked to be resumable.
+
+    Plugin files the run recorded (tag ``vaekit.plugin_files``) are loaded again.
+    """
+    _quiet_downloads()
+    from mlflow.tracking import MlflowClient
+
+    from vaekit import tracking
+    from vaekit.config import build_config
+
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    client = MlflowClient(uri)
+    try:
+        run = client.get_run(run_id)
+    except Exception as exc:
+        raise ConfigError(f"--resume {run_id}: no such run in {uri} ({str(exc).splitlines()[0]})") from None
+    if run.info.status not in RESUMABLE and not crashed(run):
+        raise ConfigError(f"--resume {run_id}: the run is {run.info.status}; only KILLED or FAILED runs can be resumed"
+                          + (" (or RUNNING ones whose process died)" if run.info.status == "RUNNING" else ""))
+    from vaekit.plugins import load_run_plugin_files
+
+    # The run's components may come from plugin files: load them again (as generate does).
+    load_run_plugin_files(run.data.tags)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, "config.toml", tmp)
+        except Exception:
+            raise ConfigError(f"--resume {run_id}: the run has no config.toml artifact") from None
+        config = build_config(path)
+    config.tracking_uri = uri
+    return config
+
+
+def load(run_id: str, tracking_uri: str) -> Checkpoint:
+    """The run's last checkpoint; :class:`ConfigError` if it has none or it does not check out."""
+    _quiet_downloads()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = Path(client.download_artifacts(run_id, ARTIFACT_DIR, tmp))
+            meta = json.loads((local / META_FILE).read_text())
+        except Exception:
+            raise ConfigError(f"--resume {run_id}: the run has no checkpoint (it stopped before its first epoch "
+                              "ended); start it again with vaekit run") from None
+        state = local / STATE_FILE
+        if not state.is_file() or _sha256(state) != meta.get("sha256"):
+            raise ConfigError(f"--resume {run_id}: checkpoints/{STATE_FILE} does not match checkpoints/{META_FILE}")
+        with np.load(state, allow_pickle=False) as npz:
+            model_arrays = [npz[f"m{i}"] for i in range(meta["model_variables"])]
+            optimizer_arrays = [npz[f"o{i}"] for i in range(meta["optimizer_variables"])]
+    return Checkpoint(run_id, int(meta["epoch"]), meta.get("logs", {}), model_arrays, optimizer_arrays)
+
+
+def restore(model, ckpt: Checkpoint) -> None:
+    """Put the checkpoint's model and optimizer state into a freshly built, compiled ``model``."""
+    model.optimizer.build(model.trainable_variables)
+    for kind, variables, arrays in (("model", model.variables, ckpt.model_arrays),
+                                    ("optimizer", model.optimizer.variables, ckpt.optimizer_arrays)):
+        if len(variables) != len(arrays) or any(tuple(v.shape) != a.shape for v, a in zip(variables, arrays)):
+            raise ConfigError(f"--resume {ckpt.run_id}: the checkpoint's {kind} state does not fit the model built "
+                              "from the run's settings (were the plugins changed?)")
+        for v, a in zip(variables, arrays):
+            v.assign(a)
+
+
+def mark_resumed(run_id: str, ckpt: Checkpoint) -> None:
+    """On the resumed (active) run: note where it resumed, drop the old error, fill a missing last-epoch metric."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    if "vaekit.error" in run.data.tags:
+        client.delete_tag(run_id, "vaekit.error")
+    mlflow.set_tag("vaekit.resumed_from_epoch", str(ckpt.epoch))
+    # The checkpoint is written before the epoch's metrics: a stop in between leaves them only here.
+    step = ckpt.epoch - 1
+    missing = {k: v for k, v in ckpt.logs.items()
+               if not any(m.step == step for m in client.get_metric_history(run_id, k))}
+    if missing:
+        mlflow.log_metrics(missing, step=step)
