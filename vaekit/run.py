@@ -11,7 +11,7 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -234,6 +234,9 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None) -> 
     from vaekit import checkpoint, tracking
 
     config.validate()
+    if config.data and Path(config.data).exists():
+        # Absolute, so config.toml (and --resume from another directory) finds the data again.
+        config = replace(config, data=str(Path(config.data).resolve()))
     comps = resolve_components(config)
     resolved = {k: getattr(comps, k).resolved_options(config.option(k)) for k in
                 ("encoder", "decoder", "loss", "vocoder", "dataset")}
