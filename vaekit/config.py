@@ -49,6 +49,10 @@ class RunConfig:
     run_name: str | None = None
     tracking_uri: str | None = None
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Performance and scale (see vaekit.distribute).
+    precision: str = "float32"
+    jit_compile: bool | None = None
+    strategy: str | None = None
 
     def option(self, kind: str) -> dict[str, Any]:
         """The options given for one component kind."""
@@ -83,6 +87,9 @@ class RunConfig:
         for flag, ok, what in checks:
             if not ok:
                 raise ConfigError(f"--{flag} {what}, got {getattr(self, flag.replace('-', '_'))!r}")
+        from vaekit.distribute import check
+
+        check(self.precision, self.strategy)
         return self
 
 

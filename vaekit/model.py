@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -83,6 +84,8 @@ class VAE(keras.Model):
         z_mean, z_log_var = self.encoder(x, training=training)
         z = self.sampling([z_mean, z_log_var])
         x_hat = self.decoder(z, training=training)
+        # Under a mixed-precision policy the layers compute in float16/bfloat16; the loss is float32.
+        x, x_hat, z_mean, z_log_var = (ops.cast(t, "float32") for t in (x, x_hat, z_mean, z_log_var))
         if self._loss_takes_epoch:
             terms = self.loss_fn(x, x_hat, z_mean, z_log_var, epoch=self.epoch)
         else:
@@ -124,11 +127,11 @@ class VAE(keras.Model):
     def encode(self, x):
         """x → (z_mean, z_log_var) as NumPy arrays."""
         z_mean, z_log_var = self.encoder.predict(x, verbose=0)
-        return z_mean, z_log_var
+        return np.asarray(z_mean, dtype="float32"), np.asarray(z_log_var, dtype="float32")
 
     def decode(self, z):
         """z → x̂ as a NumPy array."""
-        return self.decoder.predict(z, verbose=0)
+        return np.asarray(self.decoder.predict(z, verbose=0), dtype="float32")
 
     def get_config(self):
         return {

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaekit import __version__
+from vaekit import __version__, distribute
 from vaekit.components import Component, all_components, get_component
 from vaekit.config import RunConfig
 from vaekit.errors import DataError, PluginError, TrainingError
@@ -106,7 +106,7 @@ def build_model(config: RunConfig, comps: Components, ds):
         raise PluginError(f"loss {comps.loss.name!r} (from {comps.loss.plugin}): {exc}") from None
     except Exception as exc:
         raise PluginError(f"loss {comps.loss.name!r} (from {comps.loss.plugin}) failed on a batch: {type(exc).__name__}: {exc}") from None
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate))
+    model.compile(**distribute.compile_options(config))
     model(ds.x_train[:1, ..., None])  # build, so the saved model has its weights
     return model, terms
 
@@ -204,16 +204,22 @@ def run(config: RunConfig, progress: bool = True) -> RunResult:
     resolved = {k: getattr(comps, k).resolved_options(config.option(k)) for k in
                 ("encoder", "decoder", "loss", "vocoder", "dataset")}
     ds = load_dataset(config, comps)
+    strategy = distribute.make_strategy(config.strategy)  # first: multi-worker collectives need it so
     keras.utils.set_random_seed(config.seed)
-    model, terms = build_model(config, comps, ds)
+    model, terms = distribute.build(build_model, strategy, config, comps, ds)
     vocoder_fn = comps.vocoder.create(ds.audio, **config.option("vocoder"))
 
     uri = tracking.resolve_tracking_uri(config.tracking_uri)
+    if not distribute.is_chief(config.strategy):  # only the chief of a multi-worker run logs to the store
+        uri = f"sqlite:///{tempfile.mkdtemp(prefix='vaekit-worker-')}/mlflow.db"
     experiment_id = tracking.check_store(uri, config.experiment)
     tags = {"vaekit.version": __version__, "vaekit.dataset": comps.dataset.name}
+    from vaekit.sweep import child_tags
+
+    tags.update(child_tags())  # parent run and grid point when a sweep started this run
     with tracking.tracked_run(experiment_id, run_name=config.run_name, tags=tags) as active:
         tracking.check_artifact_location(active.info.artifact_uri)
-        mlflow.log_params(_params(config, comps, ds, resolved))
+        mlflow.log_params({**_params(config, comps, ds, resolved), **distribute.run_params(strategy)})
         mlflow.log_text(config.to_toml(), "config.toml")
         mlflow.log_dict(ds.audio.to_dict(), "audio.json")
 
@@ -234,6 +240,10 @@ class _EpochLogger:
         import mlflow
 
         class EpochLogger(keras.callbacks.Callback):
+            # Keras then runs the batch hook in a worker thread: reading the loss there does not
+            # stall the training loop each batch (a NaN raised there re-raises in fit's thread).
+            async_safe = True
+
             def on_epoch_begin(self, epoch, logs=None):
                 self.epoch = epoch
                 model.epoch.assign(float(epoch))
