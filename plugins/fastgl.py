@@ -102,16 +102,19 @@ class BatchedGriffinLim:
     def __call__(self, magnitude, n_iter=32, momentum=0.99, random_state=0):
         """Magnitudes ``(N, 1 + n_fft // 2, frames)`` (librosa's layout) → waveforms ``(N, length)``.
 
-        With an int ``random_state`` the initial phase is the one ``librosa.griffinlim`` draws.
+        With an int ``random_state`` each clip starts from the phase ``librosa.griffinlim`` draws for
+        one clip, so each output equals ``librosa.griffinlim(magnitude[i], ...)``.
         """
         import numpy as np
 
         mag = np.ascontiguousarray(np.swapaxes(np.asarray(magnitude, dtype=np.float32), 1, 2))
         if mag.shape[1] != self.frames:
             raise ValueError(f"expected {self.frames} frames for clips of {self.length} samples, got {mag.shape[1]}")
+        # One initial phase for every clip, drawn as librosa.griffinlim draws it for one clip: a clip's
+        # audio then does not depend on which batch it is in, and equals librosa's clip by clip.
         rng = np.random.RandomState(random_state) if isinstance(random_state, int) else np.random.default_rng()
-        phase = 2 * np.pi * rng.random(size=np.swapaxes(mag, 1, 2).shape)
-        angles = (mag * np.swapaxes(np.exp(1j * phase), 1, 2)).astype(np.complex64)
+        phase = 2 * np.pi * rng.random(size=(mag.shape[2], mag.shape[1]))
+        angles = (mag * np.exp(1j * phase).T[None]).astype(np.complex64)
         eps = np.finfo(np.float32).tiny
         tprev = None
         for _ in range(n_iter):
