@@ -166,3 +166,43 @@ def test_help_and_plugins_do_not_import_tensorflow():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"
+
+
+def test_multiworker_strategy_with_two_local_workers(notebook_data, store, tmp_path, float32_run):
+    """Two `vaekit run --strategy multiworker` processes on localhost, as on two machines: they train
+    together, the chief (worker 0) logs to the store, the other worker to a throw-away one."""
+    import os
+    import socket
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "vaekit", "run", "--data", str(notebook_data), "--tracking-uri", store,
+             "--epochs", "1", "--batch-size", "32", "--samples", "0", "--validation-split", "0",
+             "--strategy", "multiworker", "--quiet"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("vaekit").experiment_id])
+    assert len(runs) == 1, "only the chief logs to the store"
+    r = runs[0]
+    assert r.info.run_id in outs[0][0] and r.info.status == "FINISHED"
+    assert r.data.params["distribute.strategy"] == "MultiWorkerMirroredStrategy"
+    assert r.data.params["distribute.replicas"] == "2"
+    # Both workers hold the same model, so they report the same test metrics; close to one device's.
+    assert outs[0][0].split("test MSE:")[1].split()[0] == outs[1][0].split("test MSE:")[1].split()[0]
+    assert r.data.metrics["test_mse"] == pytest.approx(float32_run.metrics["test_mse"], rel=0.05)

@@ -153,5 +153,9 @@ def compile_options(config) -> dict:
 
 def run_params(strategy) -> dict:
     """What the run logs about where it trained."""
-    return {"distribute.replicas": strategy.num_replicas_in_sync,
-            "distribute.strategy": type(strategy).__name__}
+    import tensorflow as tf
+
+    # MultiWorkerMirroredStrategy's class is called CollectiveAllReduceStrategy: log the public name.
+    name = ("MultiWorkerMirroredStrategy" if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            else type(strategy).__name__)
+    return {"distribute.replicas": strategy.num_replicas_in_sync, "distribute.strategy": name}

@@ -114,6 +114,18 @@ class VAE(keras.Model):
         self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
         return self._update(terms)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3 reduces the first distributed batch with strategy.reduce here, which
+        # MultiWorkerMirroredStrategy rejects (keras-team/keras#20585).  The VAE is built before
+        # fit (vaekit.run.build_model calls it) and compiled without Keras losses or metrics,
+        # so the only thing left to build is the optimizer, which needs no batch.
+        strategy = getattr(self, "_distribute_strategy", None)
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and self.built:
+            with strategy.scope():
+                self._symbolic_build(data_batch=None)
+            return
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def test_step(self, data):
         x = data[0] if isinstance(data, tuple) else data
         return self._update(self.compute_terms(x, training=False))
@@ -121,7 +133,12 @@ class VAE(keras.Model):
     def _update(self, terms):
         for name, value in terms.items():
             self._trackers[name].update_state(value)
-        return {name: t.result() for name, t in self._trackers.items()}
+        results = {name: t.result() for name, t in self._trackers.items()}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3 reduces a multi-worker step's logs with reduce("MEAN", axis=0), which fails on
+            # scalars (keras-team/keras#20585): give each a length-1 axis to take the mean over.
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
     # -- generation ------------------------------------------------------------------
     def encode(self, x):
