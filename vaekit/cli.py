@@ -164,5 +164,98 @@ def plugins(as_json, plugin_files):
             click.echo(f"  {'':<14} {opts}")
 
 
+def _listen_options(fn):
+    """Options shared by generate, interpolate and reconstruct."""
+    for deco in reversed([
+        click.option("--vocoder", "vocoders", multiple=True, metavar="NAME",
+                     help="Vocoder to use (repeatable: each one's audio for the same z) [the run's]."),
+        click.option("--option", "options", multiple=True, metavar="vocoder.KEY=VALUE",
+                     help="A vocoder option, e.g. vocoder.n_iter=64 (repeatable)."),
+        click.option("--tracking-uri", help="The run's tracking store [MLFLOW_TRACKING_URI, else ./mlflow.db]."),
+        plugin_option,
+    ]):
+        fn = deco(fn)
+    return fn
+
+
+def _report(result) -> None:
+    for key, value in sorted(result.metrics.items()):
+        click.echo(f"{key}: {value:.2f}")
+    if result.files:
+        click.echo(f"wrote {len(result.files)} files, e.g. {result.files[0]}")
+    if result.artifacts:
+        import posixpath
+
+        where = posixpath.commonpath(result.artifacts) if len(result.artifacts) > 1 else result.artifacts[0]
+        click.echo(f"logged {len(result.artifacts)} artifacts to the run under {where}/")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("-n", "n", type=int, default=8, show_default=True, help="Sounds to generate.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for z ~ N(0, I).")
+@click.option("--out", type=click.Path(file_okay=False), help="Also write WAVs and PNGs to this directory.")
+@click.option("--log/--no-log", default=True, show_default=True, help="Log them back to the run under generated/.")
+@_listen_options
+@friendly_errors
+def generate(run_id, n, seed, out, log, vocoders, options, tracking_uri, plugin_files):
+    """Generate sounds from a logged run: z ~ N(0, I) → decoder → vocoder(s)."""
+    load_plugin_files(plugin_files)
+    from vaekit.generate import generate as generate_api
+
+    _report(generate_api(run_id, n=n, vocoders=vocoders, options=options, seed=seed, out=out, log=log,
+                         tracking_uri=tracking_uri))
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--clips", type=int, nargs=2, metavar="A B", help="Walk between test clips A and B (needs the run's data).")
+@click.option("--seeds", type=int, nargs=2, metavar="A B", help="Walk between the z of seeds A and B [0 1 unless --clips].")
+@click.option("--steps", type=int, default=8, show_default=True, help="Points on the walk, ends included.")
+@click.option("--data", type=click.Path(), help="The run's data, if it moved [the run's --data].")
+@click.option("--out", type=click.Path(file_okay=False), help="Also write WAVs and the PNG strip here.")
+@click.option("--log/--no-log", default=True, show_default=True, help="Log them back to the run under generated/.")
+@_listen_options
+@friendly_errors
+def interpolate(run_id, clips, seeds, steps, data, out, log, vocoders, options, tracking_uri, plugin_files):
+    """A latent walk between two test clips or two seeds, as WAVs and one PNG strip."""
+    load_plugin_files(plugin_files)
+    from vaekit.generate import interpolate as interpolate_api
+
+    if not clips and not seeds:
+        seeds = (0, 1)
+    _report(interpolate_api(run_id, clips=clips or None, seeds=seeds or None, steps=steps, vocoders=vocoders,
+                            options=options, data=data, out=out, log=log, tracking_uri=tracking_uri))
+
+
+@main.command()
+@click.argument("run_id")
+@click.argument("wav", type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False), help="Write here instead of beside the original.")
+@click.option("--log/--no-log", default=False, show_default=True, help="Also log to the run under generated/.")
+@_listen_options
+@friendly_errors
+def reconstruct(run_id, wav, out, log, vocoders, options, tracking_uri, plugin_files):
+    """Encode and decode a real clip; write STEM.reconstructed.wav and .png beside it."""
+    load_plugin_files(plugin_files)
+    from vaekit.generate import reconstruct as reconstruct_api
+
+    _report(reconstruct_api(run_id, wav, vocoders=vocoders, options=options, out=out, log=log,
+                            tracking_uri=tracking_uri))
+
+
+@main.command()
+@click.argument("store", required=False)
+@click.option("--port", type=int, default=5000, show_default=True, help="Port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind; anything but 127.0.0.1 exposes the store to the network.")
+@friendly_errors
+def ui(store, port, host):
+    """Open the MLflow UI on a store (default ./mlflow.db; a directory, a .db file or a URI), WAVs playable."""
+    from vaekit.ui import serve
+
+    serve(store, port=port, host=host)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

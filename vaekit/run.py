@@ -21,6 +21,7 @@ from vaekit.components import Component, all_components, get_component
 from vaekit.config import RunConfig
 from vaekit.errors import DataError, PluginError, TrainingError
 from vaekit.audio import AudioParams
+from vaekit.listen import log_run_extras, log_vocoder_error
 
 
 @dataclass
@@ -228,6 +229,7 @@ def run(config: RunConfig, progress: bool = True) -> RunResult:
         mlflow.log_metrics({k: v for k, v in metrics.items() if k.startswith("test_")})
 
         sample_names = log_samples(model, ds, vocoder_fn, comps.vocoder, config)
+        log_run_extras(model, ds, config)  # denormalisation arrays and figures, for vaekit generate and the UI
         log_model(model)
         return RunResult(active.info.run_id, experiment_id, uri, active.info.artifact_uri, metrics, sample_names)
 
@@ -305,6 +307,7 @@ def log_samples(model, ds, vocoder_fn, vocoder_comp: Component, config: RunConfi
     z = sample_latent(config.samples, config.latent_dim, config.seed)
     mel_db = ds.denormalize(model.decode(z)[..., 0])
     audio = vocode(vocoder_fn, mel_db, vocoder_comp)
+    log_vocoder_error(audio, mel_db, ds.audio)
     names = []
     vmin, vmax = float(np.min(ds.min_values)), float(np.max(ds.max_values))
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,366 @@
+"""Listening to a logged run: ``vaekit generate``, ``vaekit interpolate`` and ``vaekit reconstruct``.
+
+Everything comes from the run itself: the model (``mlflow.keras.load_model`` with Keras
+``safe_mode``), ``audio.json`` (how mel spectrograms become sound), ``config.toml`` (latent size,
+vocoder and its options, where the data was) and ``data/min_values.npy`` / ``data/max_values.npy``
+(decoder output [0, 1] → dB).  Output goes to ``--out DIR`` and/or back into the run under
+``generated/``; logging back uses :class:`mlflow.MlflowClient` calls, which never change the
+run's status (a FINISHED run stays FINISHED).
+
+Everything that can fail (vocoding included) happens before the first file is written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vaekit.audio import AudioParams, fit_length, mel_error_db, waveforms_to_mel_db
+from vaekit.config import RunConfig, load_toml, merge, parse_options
+from vaekit.errors import ConfigError, DataError, VaekitError
+
+GENERATED_DIR = "generated"
+
+
+@dataclass
+class LoggedRun:
+    """A run's model and everything needed to turn its decoder's output into sound."""
+
+    run_id: str
+    tracking_uri: str
+    model: object
+    audio: AudioParams
+    min_values: np.ndarray
+    max_values: np.ndarray
+    config: RunConfig
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.model.latent_dim)
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """(n_mels, frames) the model takes."""
+        return tuple(int(s) for s in self.model.encoder.inputs[0].shape[1:3])
+
+    def denormalize(self, x: np.ndarray) -> np.ndarray:
+        return x * (self.max_values - self.min_values) + self.min_values
+
+    def normalize(self, db: np.ndarray) -> np.ndarray:
+        span = np.where(self.max_values - self.min_values == 0, 1.0, self.max_values - self.min_values)
+        return (db - self.min_values) / span
+
+    def color_scale(self) -> tuple[float, float]:
+        from vaekit.listen import color_scale
+
+        return color_scale(self.min_values, self.max_values)
+
+
+@dataclass
+class Output:
+    """What a listening command wrote: local files, artifact paths logged to the run, metrics."""
+
+    files: list[Path] = field(default_factory=list)
+    artifacts: list[str] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def open_run(run_id: str, tracking_uri: str | None = None) -> LoggedRun:
+    """Load a run's model, audio parameters, settings and denormalisation arrays.
+
+    Raises :class:`VaekitError` with one line for an unknown run, a run without a model
+    (one that failed or was stopped before the end) or one logged before these artifacts existed.
+    """
+    import os
+
+    # Downloading four small artifacts needs no progress bars.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from vaekit import tracking
+
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    db = tracking.sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise VaekitError(f"tracking store {uri}: no such database (name the store with --tracking-uri)")
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise VaekitError(f"run {run_id}: not found in the tracking store {uri}") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            audio_file = Path(client.download_artifacts(run_id, "audio.json", tmp))
+            config_file = Path(client.download_artifacts(run_id, "config.toml", tmp))
+            data_dir = Path(client.download_artifacts(run_id, "data", tmp))
+            min_values = np.load(data_dir / "min_values.npy", allow_pickle=False)
+            max_values = np.load(data_dir / "max_values.npy", allow_pickle=False)
+        except (MlflowException, OSError) as exc:
+            if run.info.status != "FINISHED":
+                raise VaekitError(f"run {run_id} has no logged model (status {run.info.status}: "
+                                  "it failed or was stopped before the end)") from None
+            raise VaekitError(
+                f"run {run_id}: missing audio.json, config.toml or data/min_values.npy and data/max_values.npy "
+                f"(logged by an older vaekit? re-run it): {str(exc).splitlines()[0]}"
+            ) from None
+        audio = AudioParams.from_dict(json.loads(audio_file.read_text()), source=f"run {run_id} audio.json")
+        config = merge(RunConfig(), **load_toml(config_file))
+    model = load_model(run_id, run.info.status)
+    return LoggedRun(run_id, uri, model, audio, min_values.astype(np.float32), max_values.astype(np.float32), config)
+
+
+def load_model(run_id: str, status: str = ""):
+    """``runs:/RUN_ID/model`` with Keras ``safe_mode`` (no pickled code is run)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    import vaekit.model  # noqa: F401  (registers the custom Keras classes)
+
+    try:
+        return mlflow.keras.load_model(f"runs:/{run_id}/model", load_model_kwargs={"safe_mode": True})
+    except (MlflowException, OSError) as exc:
+        why = "it failed or was stopped before the end" if status != "FINISHED" else str(exc).splitlines()[0]
+        raise VaekitError(f"run {run_id} has no logged model (status {status}: {why})") from None
+
+
+def build_vocoders(run: LoggedRun, names=(), options=()) -> dict:
+    """``{name: vocode_fn}``; the run's own vocoder (with its options) when ``names`` is empty.
+
+    ``options`` are ``vocoder.KEY=VALUE`` items applied to every vocoder named; the run's own
+    vocoder starts from the options it was run with.
+    """
+    from vaekit.components import get_component
+
+    extra = parse_options(options)
+    if set(extra) - {"vocoder"}:
+        raise ConfigError(f"--option: only vocoder.KEY=VALUE options apply here, got {', '.join(sorted(extra))}")
+    out = {}
+    for name in names or [run.config.vocoder]:
+        comp = get_component("vocoder", name)
+        opts = run.config.option("vocoder") if name == run.config.vocoder else {}
+        opts.update(extra.get("vocoder", {}))
+        comp.check_options(opts)
+        out[name] = (comp, comp.create(run.audio, **opts))
+    return out
+
+
+def _vocode_all(vocoders: dict, mel_db: np.ndarray, audio: AudioParams) -> tuple[dict, dict]:
+    from vaekit.run import vocode
+
+    waves, errors = {}, {}
+    for name, (comp, fn) in vocoders.items():
+        waves[name] = vocode(fn, mel_db, comp)
+        errors[name] = mel_error_db(waves[name], mel_db, audio)
+    return waves, errors
+
+
+def _emit(run: LoggedRun, build, subdir: str, out_dir, log: bool, metrics: dict) -> Output:
+    """Write files with ``build(directory) -> [paths]`` into ``out_dir`` and/or log them under ``generated/subdir``.
+
+    Files are drawn in a staging directory first, so nothing lands in ``out_dir`` if drawing fails.
+    """
+    import mlflow
+
+    _check_destination(out_dir, log)
+    result = Output(metrics=dict(metrics))
+    with tempfile.TemporaryDirectory() as tmp:
+        staging = Path(tmp)
+        written = build(staging)
+        for path in written:
+            rel = path.relative_to(staging)
+            if log:
+                result.artifacts.append(f"{GENERATED_DIR}/{subdir}/{rel.as_posix()}")
+            if out_dir is not None:
+                dest = Path(out_dir) / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, dest)
+                result.files.append(dest)
+        if log:
+            client = mlflow.MlflowClient(run.tracking_uri)
+            client.log_artifacts(run.run_id, str(staging), f"{GENERATED_DIR}/{subdir}")
+            for key, value in metrics.items():
+                client.log_metric(run.run_id, key, value)
+    return result
+
+
+def _check_destination(out, log: bool) -> None:
+    if out is None and not log:
+        raise ConfigError("--no-log needs --out DIR: the output must go somewhere")
+
+
+def _write_waves(directory: Path, waves: dict, sr: int, stem: str) -> list[Path]:
+    import soundfile as sf
+
+    paths = []
+    for name, batch in waves.items():
+        (directory / name).mkdir(exist_ok=True)
+        for i, wave in enumerate(batch):
+            path = directory / name / f"{stem}_{i:02d}.wav"
+            sf.write(path, wave, sr)
+            paths.append(path)
+    return paths
+
+
+def generate(run_id: str, n: int = 8, vocoders=(), options=(), seed: int = 0, out=None, log: bool = True,
+             tracking_uri: str | None = None, run: LoggedRun | None = None) -> Output:
+    """Decode ``n`` draws of z ~ N(0, I) (seeded), vocode with each vocoder, write WAVs and PNGs.
+
+    Layout (under ``out`` and/or the run's ``generated/``): ``seed_S/sample_II.png`` (one per z),
+    ``seed_S/VOCODER/sample_II.wav`` (one per z and vocoder), ``seed_S/grid.png``.  Metrics
+    ``vocoder_mel_error_db.VOCODER`` (mean absolute dB difference after re-analysis).
+    """
+    from vaekit import figures
+    from vaekit.run import sample_latent
+
+    if n < 1:
+        raise ConfigError(f"-n must be at least 1, got {n}")
+    _check_destination(out, log)
+    run = run or open_run(run_id, tracking_uri)
+    vocs = build_vocoders(run, vocoders, options)
+    z = sample_latent(n, run.latent_dim, seed)
+    mel_db = run.denormalize(run.model.decode(z)[..., 0])
+    waves, errors = _vocode_all(vocs, mel_db, run.audio)
+    vmin, vmax = run.color_scale()
+
+    def build(directory: Path) -> list[Path]:
+        paths = _write_waves(directory, waves, run.audio.sr, "sample")
+        for i, mel in enumerate(mel_db):
+            paths.append(figures.save_mel_png(mel, directory / f"sample_{i:02d}.png", run.audio,
+                                              title=f"seed {seed}, sample {i}", vmin=vmin, vmax=vmax))
+        paths.append(figures.save_mel_grid(mel_db, directory / "grid.png", run.audio, vmin, vmax,
+                                           titles=[f"sample {i}" for i in range(n)], suptitle=f"seed {seed}"))
+        return paths
+
+    metrics = {f"vocoder_mel_error_db.{name}": value for name, value in errors.items()}
+    return _emit(run, build, f"seed_{seed}", Path(out) / f"seed_{seed}" if out is not None else None, log, metrics)
+
+
+def load_test_clips(run: LoggedRun, indices, data=None) -> np.ndarray:
+    """Test spectrograms (normalised) by index from the run's dataset (``data`` overrides its ``--data``)."""
+    from dataclasses import replace
+
+    from vaekit.run import select_dataset
+
+    config = replace(run.config, data=str(data) if data is not None else run.config.data)
+    comp = select_dataset(config)
+    ds = comp.create(config.data, run.audio, **config.option("dataset"))
+    for i in indices:
+        if not -len(ds.x_test) <= i < len(ds.x_test):
+            raise ConfigError(f"--clips: test clip {i} out of range; the dataset has {len(ds.x_test)} test clips")
+    if tuple(ds.shape) != run.input_shape:
+        raise DataError(f"{config.data}: spectrograms are {ds.shape}, the run's model takes {run.input_shape}")
+    return ds.x_test[list(indices)]
+
+
+def interpolate(run_id: str, clips=None, seeds=None, steps: int = 8, vocoders=(), options=(), data=None, out=None,
+                log: bool = True, tracking_uri: str | None = None, run: LoggedRun | None = None) -> Output:
+    """A straight latent walk in ``steps`` points between two test clips (their z means) or two seeds' z.
+
+    Layout: ``interpolate_clips_A_B/`` or ``interpolate_seeds_A_B/`` with ``strip.png`` (all steps in
+    one row) and ``VOCODER/step_II.wav``.
+    """
+    from vaekit import figures
+    from vaekit.run import sample_latent
+
+    if (clips is None) == (seeds is None):
+        raise ConfigError("interpolate needs exactly one of --clips A B or --seeds A B")
+    if steps < 2:
+        raise ConfigError(f"--steps must be at least 2, got {steps}")
+    _check_destination(out, log)
+    run = run or open_run(run_id, tracking_uri)
+    if clips is not None:
+        x = load_test_clips(run, clips, data)
+        ends, _ = run.model.encode(x[..., None])
+        subdir, label = f"interpolate_clips_{clips[0]}_{clips[1]}", f"test clips {clips[0]} → {clips[1]}"
+    else:
+        ends = np.stack([sample_latent(1, run.latent_dim, s)[0] for s in seeds])
+        subdir, label = f"interpolate_seeds_{seeds[0]}_{seeds[1]}", f"seeds {seeds[0]} → {seeds[1]}"
+    t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+    z = (1 - t) * ends[0] + t * ends[1]
+    vocs = build_vocoders(run, vocoders, options)
+    mel_db = run.denormalize(run.model.decode(z)[..., 0])
+    waves, errors = _vocode_all(vocs, mel_db, run.audio)
+    vmin, vmax = run.color_scale()
+
+    def build(directory: Path) -> list[Path]:
+        paths = _write_waves(directory, waves, run.audio.sr, "step")
+        paths.append(figures.save_mel_grid(mel_db, directory / "strip.png", run.audio, vmin, vmax,
+                                           titles=[f"t={v:.2f}" for v in t[:, 0]], columns=steps, suptitle=label))
+        return paths
+
+    return _emit(run, build, subdir, Path(out) / subdir if out is not None else None, log,
+                 {f"vocoder_mel_error_db.{k}": v for k, v in errors.items()})
+
+
+def load_clip(path, audio: AudioParams) -> np.ndarray:
+    """One audio file → mono float32 at ``audio.sr``, padded or trimmed to ``audio.samples``."""
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        y, sr = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable audio file: {exc}") from None
+    y = y.mean(axis=1)
+    if len(y) == 0:
+        raise DataError(f"{path}: no audio samples")
+    if sr != audio.sr:
+        import librosa
+
+        y = librosa.resample(y, orig_sr=sr, target_sr=audio.sr)
+    return fit_length(y.astype(np.float32), audio.samples)
+
+
+def reconstruct(run_id: str, wav, vocoders=(), options=(), out=None, log: bool = False,
+                tracking_uri: str | None = None, run: LoggedRun | None = None) -> Output:
+    """Encode a real clip (prepared with the run's audio parameters), decode its z mean, vocode.
+
+    Writes ``STEM.reconstructed.wav`` (``STEM.reconstructed.VOCODER.wav`` with several vocoders) and
+    ``STEM.reconstructed.png`` (original above reconstruction) beside the original, or into ``out``;
+    with ``log`` also under the run's ``generated/reconstruct_STEM/``.
+    """
+    import soundfile as sf
+
+    from vaekit import figures
+
+    wav = Path(wav)
+    if not wav.is_file():  # before loading the model: a typo should cost no time
+        raise DataError(f"{wav}: file not found")
+    run = run or open_run(run_id, tracking_uri)
+    y = load_clip(wav, run.audio)
+    mel = waveforms_to_mel_db(y[None], run.audio)
+    if tuple(mel.shape[1:]) != run.input_shape:
+        raise DataError(f"{wav}: makes a {mel.shape[1]}×{mel.shape[2]} spectrogram with the run's audio parameters, "
+                        f"the model takes {run.input_shape[0]}×{run.input_shape[1]}")
+    # Clip to the training range: the model never saw values outside [0, 1].
+    x = np.clip(run.normalize(mel), 0.0, 1.0).astype(np.float32)
+    z_mean, _ = run.model.encode(x[..., None])
+    mel_hat = run.denormalize(run.model.decode(z_mean)[..., 0])
+    vocs = build_vocoders(run, vocoders, options)
+    waves, errors = _vocode_all(vocs, mel_hat, run.audio)
+    vmin, vmax = run.color_scale()
+    stem = wav.stem
+
+    def build(directory: Path) -> list[Path]:
+        paths = []
+        for name, batch in waves.items():
+            suffix = f".reconstructed.{name}.wav" if len(waves) > 1 else ".reconstructed.wav"
+            path = directory / f"{stem}{suffix}"
+            sf.write(path, batch[0], run.audio.sr)
+            paths.append(path)
+        paths.append(figures.save_reconstruction_figure(
+            mel, mel_hat, directory / f"{stem}.reconstructed.png",
+            run.audio, vmin, vmax, labels=[stem]))
+        return paths
+
+    return _emit(run, build, f"reconstruct_{stem}", Path(out) if out is not None else wav.parent, log,
+                 {f"vocoder_mel_error_db.{k}": v for k, v in errors.items()})
