@@ -9,8 +9,10 @@ batch at once, in NumPy:
    (M the mel basis, P the mel power).  Warm start from the pseudo-inverse clipped at 0 (as
    librosa does), then ``nnls_iter`` steps of accelerated projected gradient (FISTA with step
    1/‖M‖²).  Each step is two small matrix products for the whole batch, no per-clip loop.
-2. **Griffin-Lim with momentum, batched.**  ``librosa.griffinlim`` takes ``(N, freq, frames)``
-   and runs its STFT/iSTFT over the leading axis.
+2. **Griffin-Lim with momentum, batched.**  librosa's algorithm (same STFT, same momentum
+   update, same seeded initial phase per clip: a clip's audio equals ``librosa.griffinlim``'s
+   to float32 rounding) on all clips at once, with the window, frame layout and overlap-add
+   normalisation computed once instead of every iteration, in float32/complex64.
 
 Options: ``n_iter`` (Griffin-Lim iterations), ``momentum``, ``nnls_iter``, ``batch_size``
 (clips per vectorised block, to bound memory), ``random_state`` (seeded initial phase).
