@@ -16,7 +16,9 @@ def _grid(size: int, axis: str) -> int:
     if size < 10 or after_first % 2 or after_second % 2:
         ok = [n for n in range(10, 200) if (n - 2) % 2 == 0 and ((n - 2) // 2 - 2) % 2 == 0]
         near = sorted(ok, key=lambda n: abs(n - size))[:2]
-        raise ValueError(
+        from vaekit.errors import ShapeError
+
+        raise ShapeError(
             f"conv2 cannot take a spectrogram {axis} of {size}: it needs a size n ≥ 10 with n ≡ 2 (mod 4) "
             f"so the decoder mirrors the encoder exactly (nearest: {', '.join(map(str, sorted(near)))})"
         )

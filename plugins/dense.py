@@ -4,6 +4,7 @@ import vaekit
 
 
 def build_encoder(input_shape, latent_dim, units=512, layers=2, activation="relu"):
+    """Flatten → `layers` Dense layers (`units`, halving each time) → Dense μ and log σ²."""
     import keras
 
     inputs = keras.Input(shape=tuple(input_shape))
@@ -16,6 +17,7 @@ def build_encoder(input_shape, latent_dim, units=512, layers=2, activation="relu
 
 
 def build_decoder(latent_dim, output_shape, units=512, layers=2, activation="relu"):
+    """The encoder's mirror image: Dense layers up to `units` → sigmoid Dense → reshape to x̂."""
     import math
 
     import keras

@@ -16,6 +16,7 @@ def _mse_and_kl(x, x_hat, z_mean, z_log_var):
 
 
 def build_mse_kl(lambda_=500.0):
+    """λ·MSE + KL, the notebook's loss."""
     def loss(x, x_hat, z_mean, z_log_var):
         mse, kl = _mse_and_kl(x, x_hat, z_mean, z_log_var)
         return {"loss": lambda_ * mse + kl, "mse": mse, "kl": kl}
@@ -24,6 +25,7 @@ def build_mse_kl(lambda_=500.0):
 
 
 def build_kl_warmup(lambda_=500.0, warmup_epochs=5):
+    """λ·MSE + β·KL, β rising linearly from 0 (first epoch) to 1 over warmup_epochs epochs."""
     def loss(x, x_hat, z_mean, z_log_var, epoch):
         from keras import ops
 

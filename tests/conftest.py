@@ -55,11 +55,20 @@ def store(tmp_path, monkeypatch) -> str:
 
 
 @pytest.fixture(autouse=True)
+def vaekit_cache(tmp_path, monkeypatch) -> Path:
+    """Each test's dataset cache (synthetic voices, prepared folders) is in tmp_path, never ~/.cache/vaekit."""
+    monkeypatch.setenv("VAEKIT_CACHE", str(tmp_path / "vaekit-cache"))
+    return tmp_path / "vaekit-cache"
+
+
+@pytest.fixture(autouse=True)
 def clean_plugins(monkeypatch):
     """Each test starts with a freshly built plugin manager and ends with no active MLflow run."""
     from vaekit.plugins import reset_plugin_manager
 
-    monkeypatch.delenv("VAEKIT_PLUGINS", raising=False)
+    # setenv first so monkeypatch restores the variable even if a test (--plugin) exports it.
+    monkeypatch.setenv("VAEKIT_PLUGINS", "")
+    monkeypatch.delenv("VAEKIT_PLUGINS")
     reset_plugin_manager()
     yield
     reset_plugin_manager()

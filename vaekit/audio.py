@@ -75,6 +75,10 @@ def fit_length(y: np.ndarray, samples: int) -> np.ndarray:
     return np.pad(y, pad)
 
 
+#: librosa.power_to_db's default dynamic range: values more than this below a clip's peak are clipped.
+TOP_DB = 80.0
+
+
 def mel_basis(audio: AudioParams) -> np.ndarray:
     """The mel filter bank (n_mels, 1 + n_fft // 2), as librosa.feature.melspectrogram uses it."""
     import librosa
@@ -82,20 +86,42 @@ def mel_basis(audio: AudioParams) -> np.ndarray:
     return librosa.filters.mel(sr=audio.sr, n_fft=audio.n_fft, n_mels=audio.n_mels, fmin=audio.fmin, fmax=audio.fmax)
 
 
+def power_spectrogram(y: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
+    """|STFT|² of waveforms (N, samples) → (N, frames, 1 + n_fft // 2), float32.
+
+    librosa.stft's defaults (centred, zero padding, periodic Hann window), computed with
+    scipy's FFT over strided frames: the same numbers, about twice as fast (librosa's default
+    FFT is numpy's, which is slower for float32).
+    """
+    import scipy.fft
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    pad = n_fft // 2
+    padded = np.pad(y, [(0, 0), (pad, pad)])
+    frames = sliding_window_view(padded, n_fft, axis=-1)[:, ::hop_length]
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+    spec = scipy.fft.rfft(frames * window, axis=-1)
+    return spec.real ** 2 + spec.imag ** 2
+
+
 def waveforms_to_mel_db(y: np.ndarray, audio: AudioParams) -> np.ndarray:
     """Waveforms (N, samples) → mel power spectrograms in dB (N, n_mels, frames), float32.
 
     The same as ``power_to_db(melspectrogram(y, ...), ref=1.0)`` per clip, batched: one
-    STFT call over the whole batch and one matrix product with the mel basis.
+    STFT call over the whole batch and one matrix product with the mel basis.  The 80 dB
+    floor (``top_db``) is applied per clip, as the per-clip call does, so a clip's
+    spectrogram never depends on which other clips share its batch.
     """
     import librosa
 
     y = np.asarray(y, dtype=np.float32)
     if y.ndim == 1:
         y = y[None]
-    spec = np.abs(librosa.stft(y, n_fft=audio.n_fft, hop_length=audio.hop_length)) ** 2
-    mel = np.einsum("mf,nft->nmt", mel_basis(audio), spec, optimize=True)
-    return librosa.power_to_db(mel).astype(np.float32)
+    power = power_spectrogram(y, audio.n_fft, audio.hop_length)  # (N, frames, bins)
+    mel = np.einsum("mf,ntf->nmt", mel_basis(audio).astype(np.float32), power, optimize=True)
+    db = librosa.power_to_db(mel, top_db=None)
+    db = np.maximum(db, db.max(axis=(-2, -1), keepdims=True) - TOP_DB)
+    return db.astype(np.float32)
 
 
 def mel_error_db(waveforms: np.ndarray, mel_db: np.ndarray, audio: AudioParams) -> float:

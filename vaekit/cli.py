@@ -39,10 +39,15 @@ def friendly_errors(fn):
 
 
 def load_plugin_files(paths) -> None:
+    """Load ``--plugin`` files, and pass them on to processes this one starts (via VAEKIT_PLUGINS)."""
     from vaekit.plugins import load_plugin_file
 
     for path in paths:
         load_plugin_file(path)
+    if paths:
+        inherited = [p for p in os.environ.get("VAEKIT_PLUGINS", "").split(os.pathsep) if p]
+        added = [os.path.abspath(p) for p in paths if os.path.abspath(p) not in inherited]
+        os.environ["VAEKIT_PLUGINS"] = os.pathsep.join(inherited + added)
 
 
 plugin_option = click.option(
@@ -135,20 +140,58 @@ def sweep(grid, jobs, config_file, options, plugin_files, quiet, **flags):
 sweep.params.extend(p for p in run.params if p.name not in {q.name for q in sweep.params})
 
 
+@click.argument("audio_dir", type=click.Path())
+@click.argument("out_dir", type=click.Path())
+@click.option("--split-by", type=click.Choice(["random", "speaker"]), default="random", show_default=True,
+              help="random: clips at random; speaker: each parent folder (speaker) on one side only.")
+@click.option("--test-fraction", type=float, default=0.25, show_default=True, help="Share of clips in x_test.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
+@click.option("--sr", type=int, help="Sample rate clips are resampled to [22050].")
+@click.option("--duration", type=float, help="Seconds a clip is padded or trimmed to [1.0].")
+@click.option("--n-mels", type=int, help="Mel bands (spectrogram height) [50].")
+@click.option("--n-fft", type=int, help="FFT size [2048].")
+@click.option("--hop-length", type=int, help="Hop in samples [int((samples + 1) / 50) + 1: 50 frames; 442 at 22050 Hz, 1 s].")
+@click.option("--workers", type=int, default=0, help="Worker processes [0: one per CPU core].")
+@click.option("--force", is_flag=True, help="Replace OUT_DIR if it already holds a dataset.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@friendly_errors
+def prepare(audio_dir, out_dir, split_by, test_fraction, seed, sr, duration, n_mels, n_fft, hop_length, workers,
+            force, quiet):
+    """Turn a folder tree of audio (wav, flac, ogg) into notebook-format data in OUT_DIR."""
+    from vaekit.prepare import audio_params, prepare_folder
+
+    audio = audio_params(sr=sr, duration=duration, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length)
+    s = prepare_folder(audio_dir, out_dir, audio, split_by=split_by, test_fraction=test_fraction, seed=seed,
+                       workers=workers, force=force, progress=not quiet)
+    click.echo(f"prepared {s.train + s.test} clips ({s.shape[0]}×{s.shape[1]}) from {s.files} files in "
+               f"{s.seconds:.1f} s ({s.files_per_s:.0f} files/s): {s.train} train, {s.test} test → {s.out_dir}")
+    if s.skipped:
+        click.echo(f"skipped {len(s.skipped)} file(s) (listed in {s.out_dir}/dataset.json):")
+        for item in s.skipped[:20]:
+            click.echo(f"  {item['file']}: {item['reason']}")
+        if len(s.skipped) > 20:
+            click.echo(f"  … and {len(s.skipped) - 20} more")
+
+
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: {kind: [{name, plugin, version, options, description}]}.")
 @plugin_option
 @friendly_errors
 def plugins(as_json, plugin_files):
-    """List every registered component by kind, with its plugin and options."""
+    """List every registered component by kind, with its plugin and options.
+
+    Plugins come from vaekit's built-ins, installed packages (entry point group
+    "vaekit"), VAEKIT_PLUGINS and --plugin files; nothing else is imported.
+    """
     import json as json_module
 
-    from vaekit.components import KINDS, all_components
+    from vaekit.components import KINDS, PLURALS, all_components
 
     load_plugin_files(plugin_files)
     listing = {
         kind: [
-            {"name": c.name, "plugin": c.plugin, "version": c.plugin_version, "options": c.options}
+            {"name": c.name, "plugin": c.plugin, "version": c.plugin_version, "options": c.options,
+             "description": c.description}
             for c in all_components(kind).values()
         ]
         for kind in KINDS
@@ -157,11 +200,13 @@ def plugins(as_json, plugin_files):
         click.echo(json_module.dumps(listing, indent=2, default=repr))
         return
     for kind, comps in listing.items():
-        click.echo(f"{kind}s:")
+        click.echo(f"{PLURALS[kind]}:")
         for c in comps:
             opts = ", ".join(f"{k}={v!r}" for k, v in c["options"].items()) or "no options"
             click.echo(f"  {c['name']:<14} {c['plugin']} {c['version']}")
-            click.echo(f"  {'':<14} {opts}")
+            if c["description"]:
+                click.echo(f"  {'':<14} {c['description']}")
+            click.echo(f"  {'':<14} options: {opts}")
 
 
 def _listen_options(fn):

@@ -29,6 +29,7 @@ from typing import Any, Callable
 from vaekit.errors import PluginError, VaekitError
 
 KINDS = ("encoder", "decoder", "loss", "vocoder", "dataset")
+PLURALS = {"encoder": "encoders", "decoder": "decoders", "loss": "losses", "vocoder": "vocoders", "dataset": "datasets"}
 _HOOKS = {
     "encoder": "register_encoders",
     "decoder": "register_decoders",
@@ -59,13 +60,24 @@ class Component:
 
     @property
     def options(self) -> dict[str, Any]:
-        """Option name → default, read from the build function's keyword parameters."""
+        """Option name → default, read from the build function's parameters after the contract's.
+
+        The contract arguments (:data:`CONTRACT_ARGS`) are passed positionally, so they are the
+        first parameters whatever their names; ``*args``/``**kwargs`` are not options.
+        """
         out = {}
-        for p in inspect.signature(self.build).parameters.values():
-            if p.name in CONTRACT_ARGS[self.kind] or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+        params = _parameters(self.build)
+        for p in params[len(CONTRACT_ARGS[self.kind]):]:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 continue
             out[option_name(p.name)] = None if p.default is inspect.Parameter.empty else p.default
         return out
+
+    @property
+    def description(self) -> str:
+        """The first line of the build function's docstring ("" without one)."""
+        doc = inspect.getdoc(self.build) or ""
+        return doc.splitlines()[0] if doc else ""
 
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """Validate ``options`` against the signature; return them coerced to the defaults' types."""
@@ -78,7 +90,7 @@ class Component:
                     f"--option {self.kind}.{key}: {self.kind} {self.name!r} has no option {key!r}; "
                     f"its options are: {names}"
                 )
-            checked[key] = _coerce(f"{self.kind}.{key}", value, accepted[key])
+            checked[key] = _coerce(f"{self.kind}.{key}", value, accepted[key], f"{self.kind} {self.name!r}")
         return checked
 
     def resolved_options(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -94,8 +106,9 @@ class Component:
             raise
         except Exception as exc:
             raise PluginError(
-                f"{self.kind} {self.name!r} (from {self.plugin}) failed to build: {type(exc).__name__}: {exc}"
-            ) from exc
+                f"{self.kind} {self.name!r} (from {self.plugin}) failed to build: "
+                f"{type(exc).__name__}: {' '.join(str(exc).split())}; fix its build function or its options"
+            ) from None
 
 
 def option_name(parameter: str) -> str:
@@ -109,7 +122,31 @@ def parameter_name(option: str) -> str:
     return option + "_" if keyword.iskeyword(option) else option
 
 
-def _coerce(flag: str, value: Any, default: Any) -> Any:
+def _parameters(build) -> list[inspect.Parameter]:
+    try:
+        return list(inspect.signature(build).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature: no options
+        return []
+
+
+def check_build_signature(kind: str, name: str, build, plugin: str) -> None:
+    """Raise :class:`PluginError` unless ``build`` can take the contract's positional arguments."""
+    contract = CONTRACT_ARGS[kind]
+    params = _parameters(build)
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    takes_varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
+    required = [p for p in params if p.default is inspect.Parameter.empty
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if (len(positional) < len(contract) and not takes_varargs) or len(required) > len(contract):
+        shown = ", ".join([*contract, "**options"]) if contract else "**options"
+        got = ", ".join(str(p) for p in params)
+        raise PluginError(
+            f"{plugin}: {kind} {name!r} has build({got}); it must be build({shown}) "
+            "with a default for every option"
+        )
+
+
+def _coerce(flag: str, value: Any, default: Any, component: str = "") -> Any:
     """Coerce ``value`` to the type of ``default`` (bool, int, float, str); None accepts anything."""
     if default is None:
         return value
@@ -140,7 +177,8 @@ def _coerce(flag: str, value: Any, default: Any) -> Any:
         return str(value)
     else:
         return value
-    raise PluginError(f"--option {flag}={value!r}: expected {type(default).__name__} (default {default!r})")
+    owner = f" ({component}'s option takes the type of its default {default!r})" if component else f" (default {default!r})"
+    raise PluginError(f"--option {flag}={value!r}: expected {type(default).__name__}{owner}")
 
 
 def all_components(kind: str) -> dict[str, Component]:
@@ -161,6 +199,7 @@ def all_components(kind: str) -> dict[str, Component]:
                 raise PluginError(f"{_p}: {_HOOKS[kind]} registered a name that is not a non-empty string: {name!r}")
             if not callable(build):
                 raise PluginError(f"{_p}: {kind} {name!r} was registered with a build that is not callable")
+            check_build_signature(kind, name, build, _p)
             if name in found:
                 raise PluginError(
                     f"{kind} {name!r} is registered twice: by {found[name].plugin} and by {_p}; "
@@ -182,5 +221,8 @@ def get_component(kind: str, name: str) -> Component:
     components = all_components(kind)
     if name not in components:
         names = ", ".join(sorted(components)) or "none"
-        raise PluginError(f"unknown {kind} {name!r}; available: {names}")
+        raise PluginError(
+            f"unknown {kind} {name!r}; available: {names} "
+            "(`vaekit plugins` lists them; a plugin file is loaded with --plugin FILE.py)"
+        )
     return components[name]

@@ -15,6 +15,10 @@ Arrays are loaded with ``allow_pickle=False``.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,12 +152,71 @@ def load_notebook_dir(directory, audio: AudioParams | None = None) -> Dataset:
     return Dataset(**arrays, audio=audio or AudioParams(), source=str(directory), info=meta)
 
 
+def write_meta(directory, audio: AudioParams, extra_meta: dict | None = None) -> None:
+    """Write ``dataset.json``: the audio parameters under ``"audio"`` plus ``extra_meta``."""
+    meta = {"audio": audio.to_dict(), **(extra_meta or {})}
+    (Path(directory) / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
+
+
 def save_notebook_dir(ds: Dataset, directory, extra_meta: dict | None = None) -> None:
-    """Write ``ds`` in notebook format (with ``dataset.json``) into an existing empty directory."""
+    """Write ``ds`` in notebook format (with ``dataset.json``) into an existing empty directory.
+
+    To replace a directory safely, write into :func:`staged_output_dir`'s directory.
+    """
     directory = Path(directory)
     np.save(directory / "x_train.npy", ds.x_train)
     np.save(directory / "x_test.npy", ds.x_test)
     np.save(directory / "min_values.npy", np.asarray(ds.min_values))
     np.save(directory / "max_values.npy", np.asarray(ds.max_values))
-    meta = {"audio": ds.audio.to_dict(), **(extra_meta or {})}
-    (directory / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
+    write_meta(directory, ds.audio, extra_meta)
+
+
+def check_output_dir(out_dir, force: bool = False) -> Path:
+    """Refuse an existing ``out_dir`` unless ``force``; with ``force`` only replace what looks like ours.
+
+    ``--force`` must never delete a folder of someone's files: an existing ``out_dir`` is
+    replaced only if it is empty or holds notebook-format data.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() or out_dir.is_symlink():
+        if not force:
+            raise DataError(f"{out_dir}: already exists; pass --force to replace it")
+        if not out_dir.is_dir():
+            raise DataError(f"{out_dir}: exists and is not a directory; not replacing it")
+        if any(out_dir.iterdir()) and not (is_notebook_dir(out_dir) or (out_dir / META_FILE).is_file()):
+            raise DataError(f"{out_dir}: exists and does not hold a dataset; not replacing it, even with --force")
+    if not out_dir.parent.is_dir():
+        raise DataError(f"{out_dir}: its parent directory does not exist")
+    return out_dir
+
+
+@contextmanager
+def staged_output_dir(out_dir, force: bool = False):
+    """Yield a hidden temporary sibling of ``out_dir``; rename it to ``out_dir`` when the block succeeds.
+
+    A dataset directory therefore either is complete or does not exist: an error or an
+    interrupt removes the temporary directory, and even a killed process leaves only a
+    hidden ``.NAME.partial-*`` directory that no loader takes for data.
+    """
+    out_dir = check_output_dir(out_dir, force)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    try:
+        if force and out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            os.replace(out_dir, old / "data")
+        # Without force this fails if another process made out_dir meanwhile: theirs stays.
+        os.replace(tmp, out_dir)
+    except BaseException:
+        if old is not None and not out_dir.exists():
+            os.replace(old / "data", out_dir)  # put the previous dataset back
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

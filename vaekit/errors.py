@@ -20,6 +20,10 @@ class PluginError(VaekitError):
     """A plugin that cannot be loaded or used (names the plugin and what to fix)."""
 
 
+class ShapeError(PluginError):
+    """A component that cannot take the data's spectrogram size (``run`` adds which data)."""
+
+
 class ConfigError(VaekitError):
     """A setting, flag or config file that cannot be used."""
 

@@ -84,6 +84,7 @@ def open_run(run_id: str, tracking_uri: str | None = None) -> LoggedRun:
     from mlflow.exceptions import MlflowException
 
     from vaekit import tracking
+    from vaekit.plugins import load_run_plugin_files
 
     uri = tracking.resolve_tracking_uri(tracking_uri)
     db = tracking.sqlite_path(uri)
@@ -95,6 +96,8 @@ def open_run(run_id: str, tracking_uri: str | None = None) -> LoggedRun:
         run = client.get_run(run_id)
     except MlflowException:
         raise VaekitError(f"run {run_id}: not found in the tracking store {uri}") from None
+    # The run's components may come from plugin files: load them before the model and vocoders.
+    load_run_plugin_files(run.data.tags)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             audio_file = Path(client.download_artifacts(run_id, "audio.json", tmp))

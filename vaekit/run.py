@@ -19,9 +19,10 @@ import numpy as np
 from vaekit import __version__, distribute
 from vaekit.components import Component, all_components, get_component
 from vaekit.config import RunConfig
-from vaekit.errors import DataError, PluginError, TrainingError
+from vaekit.errors import DataError, PluginError, ShapeError, TrainingError
 from vaekit.audio import AudioParams
 from vaekit.listen import log_run_extras, log_vocoder_error
+from vaekit.plugins import plugin_files
 
 
 @dataclass
@@ -96,8 +97,8 @@ def build_model(config: RunConfig, comps: Components, ds):
 
     x_shape = (*ds.shape, 1)
     d = config.latent_dim
-    encoder = comps.encoder.create(x_shape, d, **config.option("encoder"))
-    decoder = comps.decoder.create(d, x_shape, **config.option("decoder"))
+    encoder = _create_for_data(comps.encoder, ds, x_shape, d, **config.option("encoder"))
+    decoder = _create_for_data(comps.decoder, ds, d, x_shape, **config.option("decoder"))
     check_model_shapes(encoder, decoder, comps, x_shape, d)
     model = VAE(encoder, decoder, seed=config.seed, name="vae")
     loss_fn = comps.loss.create(**config.option("loss"))
@@ -106,10 +107,19 @@ def build_model(config: RunConfig, comps: Components, ds):
     except PluginError as exc:
         raise PluginError(f"loss {comps.loss.name!r} (from {comps.loss.plugin}): {exc}") from None
     except Exception as exc:
-        raise PluginError(f"loss {comps.loss.name!r} (from {comps.loss.plugin}) failed on a batch: {type(exc).__name__}: {exc}") from None
+        raise PluginError(f"loss {comps.loss.name!r} (from {comps.loss.plugin}) failed on a batch: {one_line(exc)}") from None
     model.compile(**distribute.compile_options(config))
     model(ds.x_train[:1, ..., None])  # build, so the saved model has its weights
     return model, terms
+
+
+def _create_for_data(comp: Component, ds, *args, **options):
+    """``comp.create``; a :class:`ShapeError` (the data's size does not fit) also names the data."""
+    try:
+        return comp.create(*args, **options)
+    except ShapeError as exc:
+        raise ShapeError(f"{ds.source or 'the dataset'}: {ds.shape[0]}×{ds.shape[1]} spectrograms do not fit "
+                         f"{comp.kind} {comp.name!r} (from {comp.plugin}): {exc}") from None
 
 
 def check_model_shapes(encoder, decoder, comps: Components, x_shape, d: int) -> None:
@@ -123,7 +133,8 @@ def check_model_shapes(encoder, decoder, comps: Components, x_shape, d: int) -> 
     try:
         out = encoder(x)
     except Exception as exc:
-        raise PluginError(f"encoder {comps.encoder.name!r} (from {comps.encoder.plugin}) fails on input of shape {x.shape}: {exc}") from None
+        raise PluginError(f"encoder {comps.encoder.name!r} (from {comps.encoder.plugin}) fails on input of shape {x.shape}: {one_line(exc)}; "
+                          "its keras.Input must have shape=input_shape") from None
     got = [tuple(o.shape) for o in out] if isinstance(out, (list, tuple)) else [tuple(out.shape)]
     if got != [(2, d), (2, d)]:
         raise PluginError(
@@ -133,13 +144,19 @@ def check_model_shapes(encoder, decoder, comps: Components, x_shape, d: int) -> 
     try:
         y = decoder(np.zeros((2, d), dtype="float32"))
     except Exception as exc:
-        raise PluginError(f"decoder {comps.decoder.name!r} (from {comps.decoder.plugin}) fails on z of shape (2, {d}): {exc}") from None
+        raise PluginError(f"decoder {comps.decoder.name!r} (from {comps.decoder.plugin}) fails on z of shape (2, {d}): {one_line(exc)}") from None
     got_y = [tuple(o.shape) for o in y] if isinstance(y, (list, tuple)) else tuple(y.shape)
     if got_y != (2, *x_shape):
         raise PluginError(
             f"decoder {comps.decoder.name!r} (from {comps.decoder.plugin}): expected output of shape "
             f"(batch, {', '.join(map(str, x_shape))}), got {got_y} for a batch of 2"
         )
+
+
+def one_line(exc: BaseException, limit: int = 400) -> str:
+    """``Type: message`` on one line (Keras errors span many), cut at ``limit`` characters."""
+    text = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def split_validation(x: np.ndarray, fraction: float, seed: int):
@@ -156,15 +173,32 @@ def vocode(vocoder_fn, mel_db: np.ndarray, comp: Component) -> np.ndarray:
     try:
         audio = np.asarray(vocoder_fn(mel_db), dtype=np.float32)
     except Exception as exc:
-        raise PluginError(f"vocoder {comp.name!r} (from {comp.plugin}) failed: {type(exc).__name__}: {exc}") from None
+        raise PluginError(
+            f"vocoder {comp.name!r} (from {comp.plugin}) failed on mel spectrograms of shape {mel_db.shape}: "
+            f"{one_line(exc)}"
+        ) from None
     if audio.ndim != 2 or audio.shape[0] != mel_db.shape[0]:
         raise PluginError(
-            f"vocoder {comp.name!r} (from {comp.plugin}): expected waveforms of shape ({mel_db.shape[0]}, samples), "
-            f"got {audio.shape}"
+            f"vocoder {comp.name!r} (from {comp.plugin}): expected waveforms of shape ({mel_db.shape[0]}, samples) "
+            f"for mel spectrograms of shape {mel_db.shape}, got {audio.shape}"
         )
     if not np.isfinite(audio).all():
         raise PluginError(f"vocoder {comp.name!r} (from {comp.plugin}) returned NaN or Inf samples")
     return audio
+
+
+def check_vocoder(vocoder_fn, comp: Component, ds) -> None:
+    """Pre-flight: vocode one dummy spectrogram, so a broken vocoder fails in seconds, before training.
+
+    The dummy has the data's shape (a vocoder may need the exact frame count) and a constant
+    level mid-way through the data's dB range: Griffin-Lim's NNLS converges on it at once,
+    where a real clip costs it seconds.
+    """
+    mel_db = ds.denormalize(np.full((1, *ds.shape), 0.5, dtype=np.float32)).astype(np.float32)
+    try:
+        vocode(vocoder_fn, mel_db, comp)
+    except PluginError as exc:
+        raise PluginError(f"{exc} (pre-flight check on a dummy spectrogram, before training)") from None
 
 
 def safe_name(text: str) -> str:
@@ -209,12 +243,16 @@ def run(config: RunConfig, progress: bool = True) -> RunResult:
     keras.utils.set_random_seed(config.seed)
     model, terms = distribute.build(build_model, strategy, config, comps, ds)
     vocoder_fn = comps.vocoder.create(ds.audio, **config.option("vocoder"))
+    check_vocoder(vocoder_fn, comps.vocoder, ds)
 
     uri = tracking.resolve_tracking_uri(config.tracking_uri)
     if not distribute.is_chief(config.strategy):  # only the chief of a multi-worker run logs to the store
         uri = f"sqlite:///{tempfile.mkdtemp(prefix='vaekit-worker-')}/mlflow.db"
     experiment_id = tracking.check_store(uri, config.experiment)
     tags = {"vaekit.version": __version__, "vaekit.dataset": comps.dataset.name}
+    files = plugin_files()
+    if files:  # so a later process (generate, a sweep worker) can load them again
+        tags["vaekit.plugin_files"] = json.dumps(files)
     from vaekit.sweep import child_tags
 
     tags.update(child_tags())  # parent run and grid point when a sweep started this run

@@ -1,0 +1,390 @@
+"""``vaekit prepare``: a folder tree of audio → notebook-format data (see :mod:`vaekit.data`).
+
+The path of every clip, real or synthetic, is: waveform → mono, ``audio.sr`` → padded or
+trimmed to ``audio.duration`` → mel power (``audio.n_mels``, ``n_fft``, ``hop_length``) →
+dB (:func:`vaekit.audio.waveforms_to_mel_db`) → one global min–max normalisation to [0, 1]
+(``min_values.npy``/``max_values.npy`` are scalars) → a seeded train/test split.
+
+Bounded memory: clips are read, converted and written in chunks (a process pool over chunks
+of files); spectrograms in dB are streamed into a work file on disk, then normalised block by
+block into ``x_train.npy``/``x_test.npy``.  Nothing holds all the audio or all the spectrograms.
+Everything is written into a hidden sibling directory that is renamed to ``OUT_DIR`` at the
+end (:func:`vaekit.data.staged_output_dir`), so an interrupted run leaves no dataset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import signal
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from vaekit import __version__
+from vaekit.audio import AudioParams, fit_length, notebook_hop_length, waveforms_to_mel_db
+from vaekit.data import check_output_dir, staged_output_dir, write_meta
+from vaekit.errors import ConfigError, DataError
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+#: Files per task sent to a worker: large enough to batch the STFT, small enough to keep memory low.
+CHUNK_FILES = 32
+#: Spectrograms per block when normalising into x_train/x_test.
+WRITE_BLOCK = 512
+SPLITS = ("random", "speaker")
+#: Below this many tasks a process pool costs more than it saves (workers start in ~0.1–3 s).
+MIN_POOL_TASKS = 4
+
+
+class ClipError(Exception):
+    """A file that cannot be used as a clip; the message says why (it is skipped, not fatal)."""
+
+
+@dataclass
+class PrepareSummary:
+    """What :func:`prepare_folder` did."""
+
+    out_dir: Path
+    files: int
+    train: int
+    test: int
+    shape: tuple[int, int]
+    skipped: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def files_per_s(self) -> float:
+        return self.files / self.seconds if self.seconds > 0 else float("inf")
+
+
+def audio_params(sr: int | None = None, duration: float | None = None, n_mels: int | None = None,
+                 n_fft: int | None = None, hop_length: int | None = None) -> AudioParams:
+    """:class:`AudioParams` with the notebook's defaults; without ``hop_length`` the hop gives 50 frames a clip."""
+    base = AudioParams()
+    sr = base.sr if sr is None else sr
+    duration = base.duration if duration is None else duration
+    if hop_length is None:
+        hop_length = notebook_hop_length(max(1, int(round(sr * duration))))
+    values = dict(sr=sr, duration=duration, n_mels=n_mels or base.n_mels, n_fft=n_fft or base.n_fft,
+                  hop_length=hop_length)
+    try:
+        return AudioParams.from_dict({**base.to_dict(), **values}, source="audio parameters")
+    except DataError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def find_audio(root) -> list[Path]:
+    """Every .wav/.flac/.ogg file under ``root`` (any case), sorted by relative path."""
+    root = Path(root)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        found.extend(Path(dirpath) / f for f in filenames if f.lower().endswith(AUDIO_EXTENSIONS))
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def has_audio(path) -> bool:
+    """Whether ``path`` is a directory with at least one audio file in its tree (stops at the first)."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    for _, _, filenames in os.walk(path):
+        if any(f.lower().endswith(AUDIO_EXTENSIONS) for f in filenames):
+            return True
+    return False
+
+
+def read_clip(path, audio: AudioParams) -> np.ndarray:
+    """One file → mono float32 waveform at ``audio.sr``, exactly ``audio.samples`` long.
+
+    Reads only the first ``duration`` seconds.  Raises :class:`ClipError` for a file that is
+    unreadable, corrupt, empty or not finite.
+    """
+    import librosa
+    import soundfile as sf
+
+    try:
+        if os.path.getsize(path) == 0:
+            raise ClipError("empty (0 bytes)")
+        with sf.SoundFile(str(path)) as f:
+            sr = f.samplerate
+            frames = f.frames
+            want = int(math.ceil(audio.duration * sr)) + 1
+            y = f.read(min(frames, want) if frames > 0 else want, dtype="float32", always_2d=True)
+    except ClipError:
+        raise
+    except Exception as exc:  # libsndfile reports corrupt files in several exception types
+        why = " ".join(re.sub(r"^Error opening .*?: ", "", str(exc)).split()) or type(exc).__name__
+        raise ClipError(f"unreadable ({why})") from None
+    if y.shape[0] == 0:
+        raise ClipError("empty (no samples)")
+    y = y.mean(axis=1)
+    if not np.isfinite(y).all():
+        raise ClipError("holds NaN or Inf samples")
+    if sr != audio.sr:
+        y = librosa.resample(y, orig_sr=sr, target_sr=audio.sr, res_type="soxr_hq")
+    return fit_length(y, audio.samples).astype(np.float32, copy=False)
+
+
+def clips_to_mel_db(waveforms: np.ndarray, audio: AudioParams) -> np.ndarray:
+    """Waveforms (N, samples) at ``audio.sr`` → mel dB (N, n_mels, frames): the path every clip takes."""
+    return waveforms_to_mel_db(fit_length(np.asarray(waveforms, dtype=np.float32), audio.samples), audio)
+
+
+def _convert_chunk(task):
+    """Worker: (indices, paths, audio dict) → (usable indices, mel dB, [(index, reason)])."""
+    indices, paths, audio_dict = task
+    audio = AudioParams(**audio_dict)
+    ok, waves, skipped = [], [], []
+    for i, p in zip(indices, paths):
+        try:
+            waves.append(read_clip(p, audio))
+            ok.append(i)
+        except ClipError as exc:
+            skipped.append((i, str(exc)))
+    if not waves:
+        return np.asarray(ok, dtype=np.int64), None, skipped
+    return np.asarray(ok, dtype=np.int64), clips_to_mel_db(np.stack(waves), audio), skipped
+
+
+def _one_blas_thread():
+    """A context with BLAS at one thread (threadpoolctl comes with librosa, via scikit-learn).
+
+    Workers already fill the cores, and OpenBLAS threads spinning against them cost more CPU
+    than the small mel products gain.  In and out of the pool the same single-threaded
+    arithmetic also makes the result independent of ``--workers``, bit for bit.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1)
+
+
+def _init_worker():
+    # Ctrl-C reaches the whole process group; only the parent should react (and clean up).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _one_blas_thread()  # not used as a context: the limit lasts for the worker's life
+
+
+def _pool_context():
+    import multiprocessing as mp
+
+    # fork is fastest, but not once TensorFlow's threads exist (`vaekit run --data AUDIO_DIR`).
+    return mp.get_context("spawn" if "tensorflow" in sys.modules else "fork")
+
+
+def _warm_up(audio: AudioParams) -> None:
+    """Import librosa's resampler (scipy.signal: seconds) and run the mel path once."""
+    import librosa
+
+    librosa.resample(np.zeros(64, dtype=np.float32), orig_sr=audio.sr, target_sr=audio.sr + 1, res_type="soxr_hq")
+    clips_to_mel_db(np.zeros((1, audio.samples), dtype=np.float32), audio)
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        return os.cpu_count() or 1
+
+
+def run_chunks(fn, tasks: list, workers: int | None = None) -> Iterator:
+    """Yield ``fn(task)`` for each task, in completion order, over a process pool of ``workers``.
+
+    At most two tasks per worker are in flight, so finished results never pile up in memory.
+    One worker, or fewer than ``MIN_POOL_TASKS`` tasks, run in this process.  ``fn`` must be a module-level function.
+    """
+    workers = default_workers() if not workers or workers < 1 else workers
+    if workers == 1 or len(tasks) < MIN_POOL_TASKS:
+        with _one_blas_thread():
+            for task in tasks:
+                yield fn(task)
+        return
+    pool = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=_pool_context(), initializer=_init_worker)
+    try:
+        pending = set()
+        todo = iter(tasks)
+        for task in todo:
+            pending.add(pool.submit(fn, task))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending.add(pool.submit(fn, nxt))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def convert_files(paths: list[Path], audio: AudioParams, workers: int | None = None) -> Iterator[tuple]:
+    """Yield ``(indices, mel dB, skipped)`` for chunks of ``paths``, in completion order."""
+    tasks = [(list(range(s, min(s + CHUNK_FILES, len(paths)))), [str(p) for p in paths[s:s + CHUNK_FILES]],
+              audio.to_dict()) for s in range(0, len(paths), CHUNK_FILES)]
+    _warm_up(audio)  # once here, not once per worker: forked workers inherit the imports
+    return run_chunks(_convert_chunk, tasks, workers)
+
+
+def split_indices(usable: np.ndarray, groups: list[str] | None, test_fraction: float, seed: int):
+    """Seeded train/test split of ``usable`` clip indices; with ``groups`` each group goes to one side only.
+
+    Returns (train, test), each sorted.  By clips, ``round(n · test_fraction)`` go to test
+    (30,000 → 7,500); by groups, whole groups in a seeded order until that many are reached.
+    """
+    usable = np.asarray(usable, dtype=np.int64)
+    if not 0 < test_fraction < 1:
+        raise ConfigError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
+    if len(usable) < 2:
+        raise DataError(f"{len(usable)} usable clip(s): a train/test split needs at least 2")
+    rng = np.random.default_rng(seed)
+    n_test = min(max(1, int(round(len(usable) * test_fraction))), len(usable) - 1)
+    if groups is None:
+        test = rng.permutation(usable)[:n_test]
+    else:
+        labels = np.asarray([groups[i] for i in usable])
+        names = np.unique(labels)
+        if len(names) < 2:
+            raise DataError(f"--split-by speaker needs at least 2 speakers (parent folders); found {len(names)}")
+        chosen, count = [], 0
+        for name in rng.permutation(names):
+            if count >= n_test or len(chosen) == len(names) - 1:
+                break
+            chosen.append(name)
+            count += int((labels == name).sum())
+        test = usable[np.isin(labels, chosen)]
+    is_test = np.isin(usable, test)
+    return np.sort(usable[~is_test]), np.sort(usable[is_test])
+
+
+def write_dataset(out_dir, n: int, results: Iterable[tuple], names: list[str], audio: AudioParams, *,
+                  groups: list[str] | None = None, test_fraction: float = 0.25, seed: int = 0,
+                  force: bool = False, meta: dict | None = None, progress=None) -> PrepareSummary:
+    """Stream converted chunks into a complete notebook-format ``out_dir`` (or leave nothing).
+
+    ``results`` yields ``(indices, mel_db or None, [(index, reason)])`` for clips ``0..n-1``
+    named ``names``; ``groups`` (a speaker per clip) makes the split keep groups apart.
+    ``progress`` is a tqdm-like object updated per clip.
+    """
+    start = time.perf_counter()
+    where = (meta or {}).get("source", str(out_dir))  # what errors name
+    shape = (audio.n_mels, audio.frames)
+    skipped: dict[int, str] = {}
+    with staged_output_dir(out_dir, force) as tmp:
+        # Raw dB rows go to a work file by clip index with pwrite (no memory map: the pages of a
+        # 30,000-clip map would count as this process's memory); then one sequential pass.
+        row_bytes = 4 * shape[0] * shape[1]
+        work = tmp / "mel_db.work"
+        work_file = open(work, "w+b")
+        work_file.truncate(n * row_bytes)
+        usable = np.zeros(n, dtype=bool)
+        lo, hi = np.inf, -np.inf
+        for idx, mel, bad in results:
+            if mel is not None and len(idx):
+                mel = np.ascontiguousarray(mel, dtype=np.float32)
+                for row, i in zip(mel, idx):
+                    os.pwrite(work_file.fileno(), row.tobytes(), int(i) * row_bytes)
+                usable[idx] = True
+                lo, hi = min(lo, float(mel.min())), max(hi, float(mel.max()))
+            skipped.update(bad)
+            if progress is not None:
+                progress.update(len(idx) + len(bad))
+        if progress is not None:
+            progress.close()
+        skipped_list = [{"file": names[i], "reason": r} for i, r in sorted(skipped.items())]
+        if not usable.any():
+            first = skipped_list[0] if skipped_list else {"file": "?", "reason": "?"}
+            raise DataError(f"{where}: none of the {n} audio file(s) could be used; first: {first['file']}: "
+                            f"{first['reason']}")
+        try:
+            train, test = split_indices(np.flatnonzero(usable), groups, test_fraction, seed)
+        except DataError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        span = hi - lo if hi > lo else 1.0
+        _normalise_split(work_file, n, shape, lo, span, {tmp / "x_train.npy": train, tmp / "x_test.npy": test})
+        work_file.close()
+        work.unlink()
+        np.save(tmp / "min_values.npy", np.float32(lo))
+        np.save(tmp / "max_values.npy", np.float32(lo + span))
+        info = {
+            **(meta or {}),
+            "vaekit_version": __version__,
+            "normalization": "global min-max over all clips, in dB",
+            "split": {"by": "speaker" if groups is not None else "random", "test_fraction": test_fraction,
+                      "seed": seed},
+            "train_files": [names[i] for i in train],
+            "test_files": [names[i] for i in test],
+            "skipped": skipped_list,
+        }
+        write_meta(tmp, audio, info)
+    return PrepareSummary(Path(out_dir), n, len(train), len(test), shape, skipped_list, time.perf_counter() - start)
+
+
+def _normalise_split(work_file, n: int, shape, lo: float, span: float, outputs: dict) -> None:
+    """One pass over the work file in blocks: normalise, append each split's rows (sorted) to its .npy."""
+    from numpy.lib import format as npy
+
+    row_bytes = 4 * shape[0] * shape[1]
+    files, members = [], []
+    for path, rows in outputs.items():
+        f = open(path, "wb")
+        npy.write_array_header_1_0(f, {"descr": npy.dtype_to_descr(np.dtype("<f4")), "fortran_order": False,
+                                       "shape": (len(rows), *shape)})
+        mask = np.zeros(n, dtype=bool)
+        mask[rows] = True
+        files.append(f)
+        members.append(mask)
+    try:
+        for s in range(0, n, WRITE_BLOCK):
+            e = min(n, s + WRITE_BLOCK)
+            raw = os.pread(work_file.fileno(), (e - s) * row_bytes, s * row_bytes)
+            block = (np.frombuffer(raw, dtype="<f4").reshape(e - s, *shape) - np.float32(lo)) / np.float32(span)
+            for f, mask in zip(files, members):
+                f.write(block[mask[s:e]].astype("<f4", copy=False).tobytes())
+    finally:
+        for f in files:
+            f.close()
+
+
+def speaker_of(relative: Path) -> str:
+    """A clip's speaker: its parent folder (AudioMNIST: ``01/0_01_0.wav`` → ``01``); top-level files: ``""``."""
+    return relative.parent.as_posix() if relative.parent != Path(".") else ""
+
+
+def prepare_folder(audio_dir, out_dir, audio: AudioParams | None = None, *, split_by: str = "random",
+                   test_fraction: float = 0.25, seed: int = 0, workers: int | None = None,
+                   force: bool = False, progress: bool = True) -> PrepareSummary:
+    """``vaekit prepare AUDIO_DIR OUT_DIR`` as a function (see the module docstring).
+
+    Unreadable, corrupt or empty files are skipped and listed in the summary and in
+    ``dataset.json``; a folder without audio, an existing ``out_dir`` without ``force`` and
+    a folder where no file is usable are :class:`DataError`.
+    """
+    from tqdm import tqdm
+
+    audio = audio or AudioParams()
+    audio_dir = Path(audio_dir)
+    if split_by not in SPLITS:
+        raise ConfigError(f"--split-by {split_by!r}: expected one of {', '.join(SPLITS)}")
+    if not audio_dir.is_dir():
+        raise DataError(f"{audio_dir}: no such directory")
+    check_output_dir(out_dir, force)
+    paths = find_audio(audio_dir)
+    if not paths:
+        raise DataError(f"{audio_dir}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder tree")
+    names = [p.relative_to(audio_dir).as_posix() for p in paths]
+    groups = [speaker_of(Path(n)) for n in names] if split_by == "speaker" else None
+    bar = tqdm(total=len(paths), unit="file", desc="prepare", disable=not progress, file=sys.stderr,
+               dynamic_ncols=True)
+    meta = {"source": str(audio_dir.resolve())}
+    return write_dataset(out_dir, len(paths), convert_files(paths, audio, workers), names, audio, groups=groups,
+                         test_fraction=test_fraction, seed=seed, force=force, meta=meta, progress=bar)
