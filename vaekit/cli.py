@@ -84,6 +84,12 @@ def main():
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with the same settings; flags win.")
 @click.option("--deterministic", is_flag=True, default=None, help="TensorFlow op determinism (slower).")
 @click.option("--resume", metavar="RUN_ID", help="Continue a KILLED or FAILED run from its last checkpoint, with its own settings.")
+@click.option("--precision", type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]),
+              help="Numeric precision: mixed_* pay on GPUs (float16 with loss scaling) [float32].")
+@click.option("--jit-compile/--no-jit-compile", default=None,
+              help="Force XLA compilation on/off [Keras auto: on for GPUs, off on CPU and with --strategy].")
+@click.option("--strategy", type=click.Choice(["mirrored", "multiworker"]),
+              help="Multi-device training: mirrored (GPUs of this machine), multiworker (TF_CONFIG) [one device].")
 @plugin_option
 @click.option("--quiet", is_flag=True, help="No training progress.")
 @friendly_errors
@@ -115,6 +121,36 @@ def run(config_file, options, plugin_files, quiet, resume, **flags):
     if result.samples:
         click.echo(f"samples:   {result.artifact_uri.rstrip('/')}/samples/")
     click.echo(f"MLflow UI: {ui_command(result.tracking_uri)}")
+
+
+@main.command()
+@click.option("--grid", "grid", multiple=True, required=True, metavar="KEY=V1,V2,...",
+              help="Values to sweep: a component option (loss.lambda=100,500) or a setting (latent_dim=8,20); repeatable.")
+@click.option("--jobs", type=int, default=1, show_default=True, help="Runs at a time, each in its own process.")
+@friendly_errors
+def sweep(grid, jobs, config_file, options, plugin_files, quiet, **flags):
+    """Run every combination of --grid values as child runs of one parent run (takes run's flags too).
+
+    Prints a table of the children's test metrics; exits 1 if any child failed.
+    """
+    from vaekit.config import build_config
+
+    load_plugin_files(plugin_files)
+    config = build_config(config_file, options, **flags)
+    from vaekit.sweep import sweep as sweep_api
+
+    echo = (lambda *a: None) if quiet else click.echo
+    result = sweep_api(config, grid, jobs=jobs, plugin_files=plugin_files, echo=echo)
+    click.echo(result.table)
+    click.echo(f"parent run: {result.parent_run_id}")
+    if result.failed:
+        click.echo(f"Error: {len(result.failed)} of {len(result.children)} runs failed", err=True)
+        sys.exit(1)
+
+
+# sweep takes every `vaekit run` flag (whatever flags run gains), with run's meaning.
+# --resume continues one run, so it means nothing in a sweep.
+sweep.params.extend(p for p in run.params if p.name not in {q.name for q in sweep.params} | {"resume"})
 
 
 @main.command()

@@ -51,6 +51,10 @@ class RunConfig:
     #: TensorFlow op determinism (slower; same results on GPU too).  On CPU runs repeat without it.
     deterministic: bool = False
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Performance and scale (see vaekit.distribute).
+    precision: str = "float32"
+    jit_compile: bool | None = None
+    strategy: str | None = None
 
     def option(self, kind: str) -> dict[str, Any]:
         """The options given for one component kind."""
@@ -87,6 +91,9 @@ class RunConfig:
         for flag, ok, what in checks:
             if not ok:
                 raise ConfigError(f"--{flag} {what}, got {getattr(self, flag.replace('-', '_'))!r}")
+        from vaekit.distribute import check
+
+        check(self.precision, self.strategy)
         return self
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -83,6 +84,8 @@ class VAE(keras.Model):
         z_mean, z_log_var = self.encoder(x, training=training)
         z = self.sampling([z_mean, z_log_var])
         x_hat = self.decoder(z, training=training)
+        # Under a mixed-precision policy the layers compute in float16/bfloat16; the loss is float32.
+        x, x_hat, z_mean, z_log_var = (ops.cast(t, "float32") for t in (x, x_hat, z_mean, z_log_var))
         if self._loss_takes_epoch:
             terms = self.loss_fn(x, x_hat, z_mean, z_log_var, epoch=self.epoch)
         else:
@@ -111,6 +114,18 @@ class VAE(keras.Model):
         self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
         return self._update(terms)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3 reduces the first distributed batch with strategy.reduce here, which
+        # MultiWorkerMirroredStrategy rejects (keras-team/keras#20585).  The VAE is built before
+        # fit (vaekit.run.build_model calls it) and compiled without Keras losses or metrics,
+        # so the only thing left to build is the optimizer, which needs no batch.
+        strategy = getattr(self, "_distribute_strategy", None)
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and self.built:
+            with strategy.scope():
+                self._symbolic_build(data_batch=None)
+            return
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def test_step(self, data):
         x = data[0] if isinstance(data, tuple) else data
         return self._update(self.compute_terms(x, training=False))
@@ -118,17 +133,22 @@ class VAE(keras.Model):
     def _update(self, terms):
         for name, value in terms.items():
             self._trackers[name].update_state(value)
-        return {name: t.result() for name, t in self._trackers.items()}
+        results = {name: t.result() for name, t in self._trackers.items()}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3 reduces a multi-worker step's logs with reduce("MEAN", axis=0), which fails on
+            # scalars (keras-team/keras#20585): give each a length-1 axis to take the mean over.
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
     # -- generation ------------------------------------------------------------------
     def encode(self, x):
         """x → (z_mean, z_log_var) as NumPy arrays."""
         z_mean, z_log_var = self.encoder.predict(x, verbose=0)
-        return z_mean, z_log_var
+        return np.asarray(z_mean, dtype="float32"), np.asarray(z_log_var, dtype="float32")
 
     def decode(self, z):
         """z → x̂ as a NumPy array."""
-        return self.decoder.predict(z, verbose=0)
+        return np.asarray(self.decoder.predict(z, verbose=0), dtype="float32")
 
     def get_config(self):
         return {

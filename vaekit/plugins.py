@@ -32,6 +32,7 @@ DEFAULT_PLUGINS = (
     "vaekit.default_plugins.dense",
     "vaekit.default_plugins.losses",
     "vaekit.default_plugins.griffinlim",
+    "vaekit.default_plugins.fastgl",
     "vaekit.default_plugins.datasets",
 )
 

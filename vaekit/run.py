@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaekit import __version__
+from vaekit import __version__, distribute
 from vaekit.components import Component, all_components, get_component
 from vaekit.config import RunConfig
 from vaekit.errors import DataError, PluginError, ShapeError, TrainingError
@@ -108,7 +108,7 @@ def build_model(config: RunConfig, comps: Components, ds):
         raise PluginError(f"loss {comps.loss.name!r} (from {comps.loss.plugin}): {exc}") from None
     except Exception as exc:
         raise PluginError(f"loss {comps.loss.name!r} (from {comps.loss.plugin}) failed on a batch: {one_line(exc)}") from None
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate))
+    model.compile(**distribute.compile_options(config))
     model(ds.x_train[:1, ..., None])  # build, so the saved model has its weights
     return model, terms
 
@@ -243,17 +243,20 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None) -> 
     ds = load_dataset(config, comps)
     # The store before TensorFlow: a store that cannot be used must cost no model building or training time.
     uri = tracking.resolve_tracking_uri(config.tracking_uri)
+    if not distribute.is_chief(config.strategy):  # only the chief of a multi-worker run logs to the store
+        uri = f"sqlite:///{tempfile.mkdtemp(prefix='vaekit-worker-')}/mlflow.db"
     experiment_id = tracking.check_store(uri, config.experiment)
 
     import keras
     import mlflow
 
+    strategy = distribute.make_strategy(config.strategy)  # first: multi-worker collectives need it so
     if getattr(config, "deterministic", False):
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
-    model, terms = build_model(config, comps, ds)
+    model, terms = distribute.build(build_model, strategy, config, comps, ds)
     vocoder_fn = comps.vocoder.create(ds.audio, **config.option("vocoder"))
     check_vocoder(vocoder_fn, comps.vocoder, ds)
     ckpt = checkpoint.load(resume, uri) if resume else None
@@ -264,11 +267,14 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None) -> 
     files = plugin_files()
     if files:  # so a later process (generate, a sweep worker, a resume) can load them again
         tags["vaekit.plugin_files"] = json.dumps(files)
+    from vaekit.sweep import child_tags
+
+    tags.update(child_tags())  # parent run and grid point when a sweep started this run
     with tracking.tracked_run(experiment_id, run_name=config.run_name, tags=tags, run_id=resume) as active:
         if ckpt:
             checkpoint.mark_resumed(resume, ckpt)
         else:
-            mlflow.log_params(_params(config, comps, ds, resolved))
+            mlflow.log_params({**_params(config, comps, ds, resolved), **distribute.run_params(strategy)})
             mlflow.log_text(config.to_toml(), "config.toml")
             mlflow.log_dict(ds.audio.to_dict(), "audio.json")
 
@@ -292,6 +298,10 @@ class _EpochLogger:
         import mlflow
 
         class EpochLogger(keras.callbacks.Callback):
+            # Keras then runs the batch hook in a worker thread: reading the loss there does not
+            # stall the training loop each batch (a NaN raised there re-raises in fit's thread).
+            async_safe = True
+
             def on_epoch_begin(self, epoch, logs=None):
                 self.epoch = epoch
                 model.epoch.assign(float(epoch))

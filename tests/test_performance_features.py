@@ -1,0 +1,208 @@
+"""Performance features: the fast vocoder, precision/XLA/strategy settings, a cheap NaN check, fast start-up."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import make_tones, run_cli, tiny_config
+from vaekit.audio import AudioParams, mel_basis, mel_error_db, waveforms_to_mel_db
+from vaekit.components import get_component
+from vaekit.config import RunConfig, build_config
+from vaekit.errors import ConfigError, TrainingError
+
+
+@pytest.fixture(scope="module")
+def mel_db():
+    audio = AudioParams()
+    return waveforms_to_mel_db(make_tones(3, audio, seed=3), audio)
+
+
+def test_batched_griffin_lim_is_librosas_algorithm(mel_db):
+    import librosa
+
+    from vaekit.default_plugins.fastgl import BatchedGriffinLim
+
+    audio = AudioParams()
+    mag = np.abs(librosa.stft(librosa.istft(np.ones((2, 1025, 50), np.complex64), hop_length=442, length=audio.samples) +
+                              make_tones(2, audio, seed=1), n_fft=2048, hop_length=442)).astype(np.float32)
+    ours = BatchedGriffinLim(audio.n_fft, audio.hop_length, audio.samples)(mag, n_iter=4, momentum=0.99, random_state=7)
+    theirs = np.stack([librosa.griffinlim(m, n_iter=4, hop_length=442, n_fft=2048, momentum=0.99,
+                                          length=audio.samples, random_state=7) for m in mag])
+    assert ours.shape == theirs.shape == (2, audio.samples)
+    np.testing.assert_allclose(ours, theirs, atol=1e-3 * np.abs(theirs).max())
+
+
+def test_batched_nnls_beats_the_clipped_pseudo_inverse(mel_db):
+    import librosa
+
+    from vaekit.default_plugins.fastgl import nnls_mel_to_power
+
+    basis = mel_basis(AudioParams())
+    power = librosa.db_to_power(mel_db)
+    start, solved = nnls_mel_to_power(power, basis, 0), nnls_mel_to_power(power, basis, 40)
+    assert solved.shape == (3, 1025, 50) and (solved >= 0).all()
+    residual = lambda x: np.linalg.norm(np.einsum("mf,nft->nmt", basis, x) - power)  # noqa: E731
+    assert residual(solved) < 0.5 * residual(start)
+    # Batched = per clip: the clips do not mix.
+    np.testing.assert_allclose(nnls_mel_to_power(power[1:2], basis, 40)[0], solved[1], rtol=1e-4, atol=1e-6 * solved.max())
+
+
+def test_fastgl_is_no_worse_than_the_notebooks_inversion(mel_db):
+    audio = AudioParams()
+    fast = get_component("vocoder", "fastgl").create(audio)
+    slow = get_component("vocoder", "griffinlim").create(audio)  # the notebook's mel_to_audio, seeded
+    mel_db = mel_db[:2]
+    out = fast(mel_db)
+    assert out.shape == (2, audio.samples) and out.dtype == np.float32 and np.isfinite(out).all()
+    np.testing.assert_array_equal(out, fast(mel_db))  # seeded
+    assert mel_error_db(out, mel_db, audio) <= mel_error_db(slow(mel_db), mel_db, audio)
+    # Blocks of batch_size clips give the same audio as one block.
+    blocked = get_component("vocoder", "fastgl").create(audio, batch_size=1)(mel_db)
+    np.testing.assert_allclose(blocked, out, atol=1e-4)
+
+
+def test_performance_settings_are_checked(tmp_path):
+    from vaekit.distribute import compile_options
+
+    assert build_config(precision="mixed_bfloat16", jit_compile=False, strategy="mirrored").strategy == "mirrored"
+    with pytest.raises(ConfigError, match="--precision 'fp8': expected one of float32, mixed_float16, mixed_bfloat16"):
+        RunConfig(precision="fp8").validate()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('strategy = "ring"\n')
+    with pytest.raises(ConfigError, match="--strategy 'ring'"):
+        build_config(cfg)
+    import keras
+
+    opts = compile_options(RunConfig(precision="mixed_float16"))
+    assert isinstance(opts["optimizer"], keras.optimizers.LossScaleOptimizer) and opts["jit_compile"] == "auto"
+    assert compile_options(RunConfig(jit_compile=True))["jit_compile"] is True
+
+
+def test_multiworker_needs_a_well_formed_tf_config(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ConfigError, match="TF_CONFIG: expected JSON"):
+        RunConfig(strategy="multiworker").validate()
+    from vaekit.distribute import is_chief
+
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}))
+    assert not is_chief("multiworker") and is_chief("mirrored")
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}))
+    assert is_chief("multiworker")
+
+
+@pytest.fixture(scope="module")
+def float32_run(notebook_data, tmp_path_factory):
+    """One ordinary single-device run, the reference for the precision and strategy runs."""
+    from vaekit.run import run
+
+    store = f"sqlite:///{tmp_path_factory.mktemp('ref') / 'mlflow.db'}"
+    return run(tiny_config(notebook_data, store, samples=0, validation_split=0.0), progress=False)
+
+
+def test_mixed_bfloat16_keeps_test_mse(notebook_data, store, float32_run):
+    import keras
+
+    from vaekit.run import run
+
+    result = run(tiny_config(notebook_data, store, samples=1, validation_split=0.0, precision="mixed_bfloat16",
+                             vocoder="fastgl"), progress=False)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the build
+    r = MlflowClient(store).get_run(result.run_id)
+    assert r.info.status == "FINISHED" and r.data.params["precision"] == "mixed_bfloat16"
+    ref = float32_run.metrics
+    assert result.metrics["test_mse"] == pytest.approx(ref["test_mse"], rel=0.05)
+    assert result.metrics["test_loss"] == pytest.approx(500 * result.metrics["test_mse"] + result.metrics["test_kl"], rel=1e-3)
+
+
+def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(notebook_data, store, tmp_path, float32_run):
+    res = run_cli("run", "--data", notebook_data, "--tracking-uri", store, "--epochs", "1", "--batch-size", "32",
+                  "--samples", "0", "--validation-split", "0", "--strategy", "mirrored", "--quiet",
+                  cwd=tmp_path, env={"VAEKIT_CPU_DEVICES": "2"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    run_id = res.stdout.split("run id:")[1].split()[0]
+    r = MlflowClient(store).get_run(run_id)
+    assert r.data.params["distribute.replicas"] == "2" and r.data.params["distribute.strategy"] == "MirroredStrategy"
+    assert r.data.params["batch_size"] == "32"  # global
+    ref = float32_run.metrics
+    assert r.data.metrics["test_mse"] == pytest.approx(ref["test_mse"], rel=0.05)
+    assert r.data.metrics["test_kl"] == pytest.approx(ref["test_kl"], rel=0.5, abs=0.05)
+
+
+def test_non_finite_loss_stops_training_naming_epoch_and_batch(notebook_data, store, tmp_path):
+    from vaekit.plugins import load_plugin_file
+    from vaekit.run import run
+
+    plugin = tmp_path / "nanloss.py"
+    plugin.write_text(
+        "import vaekit\n"
+        "def build():\n"
+        "    def loss(x, x_hat, z_mean, z_log_var):\n"
+        "        from keras import ops\n"
+        "        mse = ops.mean(ops.square(x - x_hat))\n"
+        "        return {'loss': mse * ops.log(mse - 10.0), 'mse': mse}\n"  # log of a negative: NaN
+        "    return loss\n"
+        "@vaekit.hookimpl\n"
+        "def register_losses(register):\n"
+        "    register('nanloss', build)\n")
+    load_plugin_file(plugin)
+    with pytest.raises(TrainingError, match=r"the loss became nan at epoch 1, batch 1;"):
+        run(tiny_config(notebook_data, store, loss="nanloss", samples=0), progress=False)
+    runs = MlflowClient(store).search_runs([MlflowClient(store).get_experiment_by_name("vaekit").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_help_and_plugins_do_not_import_tensorflow():
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom vaekit.cli import main\n"
+            "for args in (['--help'], ['plugins'], ['sweep', '--help']):\n"
+            "    r = CliRunner().invoke(main, args)\n    assert r.exit_code == 0, r.output\n"
+            "assert 'fastgl' in CliRunner().invoke(main, ['plugins']).output\n"
+            "print(sorted(m for m in ('tensorflow', 'keras', 'librosa', 'mlflow') if m in sys.modules))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
+def test_multiworker_strategy_with_two_local_workers(notebook_data, store, tmp_path, float32_run):
+    """Two `vaekit run --strategy multiworker` processes on localhost, as on two machines: they train
+    together, the chief (worker 0) logs to the store, the other worker to a throw-away one."""
+    import os
+    import socket
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "vaekit", "run", "--data", str(notebook_data), "--tracking-uri", store,
+             "--epochs", "1", "--batch-size", "32", "--samples", "0", "--validation-split", "0",
+             "--strategy", "multiworker", "--quiet"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("vaekit").experiment_id])
+    assert len(runs) == 1, "only the chief logs to the store"
+    r = runs[0]
+    assert r.info.run_id in outs[0][0] and r.info.status == "FINISHED"
+    assert r.data.params["distribute.strategy"] == "MultiWorkerMirroredStrategy"
+    assert r.data.params["distribute.replicas"] == "2"
+    # Both workers hold the same model, so they report the same test metrics; close to one device's.
+    assert outs[0][0].split("test MSE:")[1].split()[0] == outs[1][0].split("test MSE:")[1].split()[0]
+    assert r.data.metrics["test_mse"] == pytest.approx(float32_run.metrics["test_mse"], rel=0.05)

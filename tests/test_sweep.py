@@ -1,0 +1,69 @@
+"""`vaekit sweep`: grid points as nested child runs, in parallel, a failing child recorded FAILED."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import run_cli
+from vaekit.config import RunConfig
+from vaekit.errors import ConfigError, PluginError
+from vaekit.sweep import grid_points, parse_grid
+
+
+def test_grid_parsing_and_points():
+    grid = parse_grid(["loss.lambda=100,500,1000", "latent-dim=8,20"])
+    assert grid == [("loss.lambda", [100, 500, 1000]), ("latent_dim", [8, 20])]
+    points = grid_points(grid)
+    assert len(points) == 6 and points[0] == {"loss.lambda": 100, "latent_dim": 8}
+    assert points[-1] == {"loss.lambda": 1000, "latent_dim": 20}
+    for bad, message in [("lambda=1,2", "neither KIND.OPTION nor a run setting"), ("loss.lambda=", "expected KEY=V1,V2"),
+                         ("nosuch.x=1", "unknown kind"), ("tracking_uri=a,b", "neither")]:
+        with pytest.raises(ConfigError, match=message):
+            parse_grid([bad])
+
+
+def test_sweep_rejects_bad_points_before_any_run(notebook_data, store):
+    from vaekit.sweep import sweep
+
+    base = RunConfig(data=str(notebook_data), tracking_uri=store, epochs=1)
+    with pytest.raises(PluginError, match="has no option 'nosuch'"):
+        sweep(base, ["encoder.nosuch=1,2"])
+    with pytest.raises(ConfigError, match="--grid epochs=0: --epochs must be at least 1"):
+        sweep(base, ["epochs=0,1"])
+    assert MlflowClient(store).search_runs([e.experiment_id for e in MlflowClient(store).search_experiments()]) == []
+
+
+def test_sweep_runs_children_in_parallel_under_a_parent_and_survives_a_failed_child(notebook_data, store, tmp_path):
+    # filters1=0 passes option checking (an int) but Conv2D rejects it when the encoder is built,
+    # so that child fails inside its own process, before its MLflow run starts.
+    res = run_cli("sweep", "--grid", "encoder.filters1=0,4", "--jobs", "2", "--data", notebook_data,
+                  "--tracking-uri", store, "--epochs", "1", "--batch-size", "32", "--samples", "1",
+                  "--vocoder", "fastgl", "--option", "vocoder.n_iter=2", "--option", "decoder.filters1=4",
+                  "--latent-dim", "4", "--validation-split", "0", cwd=tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "Error: 1 of 2 runs failed" in res.stderr
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name("vaekit")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("vaekit.sweep") == "parent"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    assert parent.data.params["sweep.grid.encoder.filters1"] == "0,4"
+    assert parent.data.metrics["sweep.finished"] == 1 and parent.data.metrics["sweep.failed"] == 1
+    children = {r.data.tags["vaekit.sweep.point"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert set(children) == {"0", "1"}
+    failed, ok = children["0"], children["1"]
+    assert failed.info.status == "FAILED" and "filters" in failed.data.tags["vaekit.error"]
+    assert failed.data.params["encoder.filters1"] == "0"
+    assert ok.info.status == "FINISHED" and ok.data.params["encoder.filters1"] == "4"
+    assert ok.data.params["latent_dim"] == "4" and ok.data.params["vocoder"] == "fastgl"
+    assert ok.data.metrics["test_mse"] >= 0
+    # The table: a header with the grid key and metrics, one row per child.
+    lines = res.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("#"))
+    assert "encoder.filters1" in header and "status" in header and "test_mse" in header
+    assert any(line.split()[:3] == ["0", "0", "FAILED"] for line in lines)
+    assert any(line.split()[:3] == ["1", "4", "FINISHED"] and ok.info.run_id in line for line in lines)
+    assert f"parent run: {parent.info.run_id}" in res.stdout
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"sweep.txt", "children", "config.toml"}
