@@ -98,6 +98,7 @@ def test_random_split_is_seeded_75_25_and_workers_do_not_change_the_result(tmp_p
     two = prepare_folder(src, tmp_path / "two", workers=2, progress=False)
     other_seed = prepare_folder(src, tmp_path / "seed1", workers=1, seed=1, progress=False)
     assert (one.train, one.test) == (112, 38)  # round(150 · 0.25) = 38 in test
+    assert (two.train, two.test) == (other_seed.train, other_seed.test) == (112, 38)
     for name in ("x_train", "x_test", "min_values", "max_values"):
         np.testing.assert_array_equal(np.load(tmp_path / "one" / f"{name}.npy"), np.load(tmp_path / "two" / f"{name}.npy"))
     m1, m2 = (json.loads((tmp_path / d / "dataset.json").read_text()) for d in ("one", "seed1"))

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,13 +13,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import run_cli
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import free_port, run_cli, stop_process_group
 
 
 @pytest.fixture
@@ -51,15 +42,7 @@ def mlflow_server(tmp_path):
         yield url, tmp_path / "artifacts"
     finally:
         # The server forks workers: stop its whole process group, which it leads (start_new_session).
-        with_group = lambda sig: os.killpg(proc.pid, sig)  # noqa: E731
-        try:
-            with_group(signal.SIGTERM)
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with_group(signal.SIGKILL)
-            proc.wait()
-        except ProcessLookupError:
-            pass
+        stop_process_group(proc, grace=5)
         log.close()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import tiny_config

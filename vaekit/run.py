@@ -7,7 +7,6 @@ data, model shapes, the tracking store), so bad input never leaves a run behind.
 from __future__ import annotations
 
 import json
-import os
 import re
 import tempfile
 import time
@@ -91,8 +90,6 @@ def load_dataset(config: RunConfig, comps: Components):
 
 def build_model(config: RunConfig, comps: Components, ds):
     """Build encoder, decoder and loss; check their shapes against the contract before training."""
-    import keras
-
     from vaekit.model import VAE
 
     x_shape = (*ds.shape, 1)

@@ -176,7 +176,6 @@ def synthesize(indices, seed: int = 0, speakers: int = 24, audio: AudioParams | 
         plans.append(_plan_clip(rng, voices[i % speakers], k, dt))
         rngs.append(rng)
     track = {name: np.stack([p[name] for p in plans]).astype(np.float32) for name in plans[0]}
-    b = len(indices)
 
     # Source: glottal pulses (their derivative: the excitation) plus breath noise while voiced.
     f0 = _upsample(track["f0"], n)

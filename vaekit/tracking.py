@@ -13,7 +13,6 @@ No path leaves a run ``RUNNING``.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import time
 import traceback
