@@ -6,6 +6,7 @@ data, model shapes, the tracking store), so bad input never leaves a run behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import tempfile
@@ -342,13 +343,21 @@ def fit(model, ds, config: RunConfig, progress: bool, initial_epoch: int = 0) ->
     x_train = x_train[..., None]
     validation = (x_val[..., None], x_val[..., None]) if x_val is not None else None
     verbose = (1 if sys.stdout.isatty() else 2) if progress else 0
-    # Checkpoint before the epoch's metrics: a resume re-logs metrics a stop in between lost.
-    callbacks = [checkpoint.callback(model), _EpochLogger(model), _OneEpoch()]
+    # The checkpoint's snapshot is taken before the epoch's metrics are logged (it records them, so a
+    # resume re-logs metrics a stop in between lost); it is written while the next epoch trains.
+    checkpointer = checkpoint.Checkpointer(model)
+    callbacks = [checkpointer.keras_callback(), _EpochLogger(model), _OneEpoch()]
     start = time.perf_counter()
-    for epoch in range(initial_epoch, config.epochs):
-        x = x_train[checkpoint.epoch_order(len(x_train), config.seed, epoch)]
-        model.fit(x, x, batch_size=config.batch_size, epochs=config.epochs, initial_epoch=epoch,
-                  validation_data=validation, shuffle=False, verbose=verbose, callbacks=callbacks)
+    try:
+        for epoch in range(initial_epoch, config.epochs):
+            x = x_train[checkpoint.epoch_order(len(x_train), config.seed, epoch)]
+            model.fit(x, x, batch_size=config.batch_size, epochs=config.epochs, initial_epoch=epoch,
+                      validation_data=validation, shuffle=False, verbose=verbose, callbacks=callbacks)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the training error is the one to report
+            checkpointer.wait()
+        raise
+    checkpointer.wait()
     seconds = time.perf_counter() - start
     done = config.epochs - initial_epoch
     out = {"train_seconds": seconds}
