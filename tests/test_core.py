@@ -127,3 +127,34 @@ def test_cli_run_with_flags_options_and_config(notebook_data, store, tmp_path):
 def test_python_m_vaekit_help_is_fast_and_lists_commands():
     res = run_cli("--help")
     assert res.returncode == 0 and "run" in res.stdout and "plugins" in res.stdout
+
+
+def test_settings_that_cannot_work_are_refused_with_the_flag_named():
+    from vaekit.config import build_config
+    from vaekit.errors import ConfigError
+
+    for flags, message in ((dict(epochs=float("inf")), "--epochs: expected int, got inf"),
+                           (dict(learning_rate=float("nan")), "--learning-rate: expected float, got nan"),
+                           (dict(jit_compile="false"), "jit_compile: expected true or false")):
+        with pytest.raises(ConfigError, match=message):
+            build_config(**flags)
+
+
+def test_validation_split_never_leaves_training_empty():
+    from vaekit.run import split_validation
+
+    x = np.arange(3 * 4, dtype="float32").reshape(3, 2, 2)
+    train, val = split_validation(x, 0.9, seed=0)
+    assert len(train) == 1 and len(val) == 2
+    assert sorted(np.concatenate([train, val])[:, 0, 0]) == [0.0, 4.0, 8.0]
+
+
+def test_a_deleted_experiment_is_a_one_line_error_before_training(notebook_data, store):
+    from vaekit.errors import VaekitError
+    from vaekit.run import run
+
+    client = MlflowClient(store)
+    client.delete_experiment(client.create_experiment("gone"))
+    with pytest.raises(VaekitError, match=r"--experiment gone: deleted in .*mlflow experiments restore"):
+        run(tiny_config(notebook_data, store, experiment="gone"), progress=False)
+    assert client.search_runs([client.get_experiment_by_name("gone").experiment_id], run_view_type=3) == []

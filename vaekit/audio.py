@@ -6,7 +6,6 @@ hop_length int((sr + 1) / 50) + 1 = 442, which gives 50 frames a clip.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -62,8 +61,6 @@ class AudioParams:
             raise DataError(f"{source}: duration must be positive, got {params.duration!r}")
         return params
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
 
 
 def fit_length(y: np.ndarray, samples: int) -> np.ndarray:

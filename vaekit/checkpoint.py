@@ -15,8 +15,10 @@ Training order is a function of (seed, epoch) (:func:`epoch_order`), not of how 
 this process has run, so a resumed run sees the same batches an uninterrupted one would.
 Together these make a resumed run reach the same test metrics as an uninterrupted one.
 
-SIGINT and SIGTERM are held back while a checkpoint is written (:func:`deferred_signals`)
-and delivered right after it, so an interrupted run never holds half a checkpoint.
+A checkpoint is written by a background thread (:class:`Checkpointer`) that is not a daemon:
+a process stopped by Ctrl-C or SIGTERM finishes the write in flight before it exits, and
+``state.json`` (written last) names the hash of ``state.npz``, so a torn pair is refused.
+:func:`save` writes in line, with SIGINT/SIGTERM held back (:func:`deferred_signals`) meanwhile.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ names as the flags (with ``_`` for ``-``) and a table per component kind for opt
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -88,6 +89,8 @@ class RunConfig:
         ]
         if not isinstance(self.deterministic, bool):
             raise ConfigError(f"deterministic: expected true or false, got {self.deterministic!r}")
+        if self.jit_compile not in (None, True, False):
+            raise ConfigError(f"jit_compile: expected true or false, got {self.jit_compile!r}")
         for flag, ok, what in checks:
             if not ok:
                 raise ConfigError(f"--{flag} {what}, got {getattr(self, flag.replace('-', '_'))!r}")
@@ -157,7 +160,8 @@ def _check_types(cfg: RunConfig) -> RunConfig:
     for f, cast in (("epochs", int), ("batch_size", int), ("latent_dim", int), ("samples", int), ("seed", int),
                     ("learning_rate", float), ("validation_split", float)):
         value = getattr(cfg, f)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (cast is int and value != int(value)):
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or (cast is int and value != int(value))):
             raise ConfigError(f"--{f.replace('_', '-')}: expected {cast.__name__}, got {value!r}")
         setattr(cfg, f, cast(value))
     return cfg

@@ -158,19 +158,6 @@ def write_meta(directory, audio: AudioParams, extra_meta: dict | None = None) ->
     (Path(directory) / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
 
 
-def save_notebook_dir(ds: Dataset, directory, extra_meta: dict | None = None) -> None:
-    """Write ``ds`` in notebook format (with ``dataset.json``) into an existing empty directory.
-
-    To replace a directory safely, write into :func:`staged_output_dir`'s directory.
-    """
-    directory = Path(directory)
-    np.save(directory / "x_train.npy", ds.x_train)
-    np.save(directory / "x_test.npy", ds.x_test)
-    np.save(directory / "min_values.npy", np.asarray(ds.min_values))
-    np.save(directory / "max_values.npy", np.asarray(ds.max_values))
-    write_meta(directory, ds.audio, extra_meta)
-
-
 def check_output_dir(out_dir, force: bool = False) -> Path:
     """Refuse an existing ``out_dir`` unless ``force``; with ``force`` only replace what looks like ours.
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaekit.audio import AudioParams, fit_length, mel_error_db, waveforms_to_mel_db
+from vaekit.audio import AudioParams, mel_error_db, waveforms_to_mel_db
 from vaekit.config import RunConfig, load_toml, merge, parse_options
 from vaekit.errors import ConfigError, DataError, VaekitError
 
@@ -303,24 +303,16 @@ def interpolate(run_id: str, clips=None, seeds=None, steps: int = 8, vocoders=()
 
 
 def load_clip(path, audio: AudioParams) -> np.ndarray:
-    """One audio file → mono float32 at ``audio.sr``, padded or trimmed to ``audio.samples``."""
-    import soundfile as sf
+    """One audio file → mono float32 at ``audio.sr``, padded or trimmed: ``vaekit prepare``'s reader."""
+    from vaekit.prepare import ClipError, read_clip
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        y, sr = sf.read(path, dtype="float32", always_2d=True)
-    except Exception as exc:
-        raise DataError(f"{path}: not a readable audio file: {exc}") from None
-    y = y.mean(axis=1)
-    if len(y) == 0:
-        raise DataError(f"{path}: no audio samples")
-    if sr != audio.sr:
-        import librosa
-
-        y = librosa.resample(y, orig_sr=sr, target_sr=audio.sr)
-    return fit_length(y.astype(np.float32), audio.samples)
+        return read_clip(path, audio)
+    except ClipError as exc:
+        raise DataError(f"{path}: {exc}") from None
 
 
 def reconstruct(run_id: str, wav, vocoders=(), options=(), out=None, log: bool = False,

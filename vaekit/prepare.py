@@ -72,7 +72,8 @@ def audio_params(sr: int | None = None, duration: float | None = None, n_mels: i
     duration = base.duration if duration is None else duration
     if hop_length is None:
         hop_length = notebook_hop_length(max(1, int(round(sr * duration))))
-    values = dict(sr=sr, duration=duration, n_mels=n_mels or base.n_mels, n_fft=n_fft or base.n_fft,
+    values = dict(sr=sr, duration=duration, n_mels=base.n_mels if n_mels is None else n_mels,
+                  n_fft=base.n_fft if n_fft is None else n_fft,
                   hop_length=hop_length)
     try:
         return AudioParams.from_dict({**base.to_dict(), **values}, source="audio parameters")
@@ -284,34 +285,36 @@ def write_dataset(out_dir, n: int, results: Iterable[tuple], names: list[str], a
         # 30,000-clip map would count as this process's memory); then one sequential pass.
         row_bytes = 4 * shape[0] * shape[1]
         work = tmp / "mel_db.work"
-        work_file = open(work, "w+b")
-        work_file.truncate(n * row_bytes)
-        usable = np.zeros(n, dtype=bool)
-        lo, hi = np.inf, -np.inf
-        for idx, mel, bad in results:
-            if mel is not None and len(idx):
-                mel = np.ascontiguousarray(mel, dtype=np.float32)
-                for row, i in zip(mel, idx):
-                    os.pwrite(work_file.fileno(), row.tobytes(), int(i) * row_bytes)
-                usable[idx] = True
-                lo, hi = min(lo, float(mel.min())), max(hi, float(mel.max()))
-            skipped.update(bad)
+        # The work file is closed and the worker pool (owned by the `results` generator) shut down on
+        # every path, errors included.
+        stop_results = contextlib.closing(results) if hasattr(results, "close") else contextlib.nullcontext()
+        with open(work, "w+b") as work_file, stop_results:
+            work_file.truncate(n * row_bytes)
+            usable = np.zeros(n, dtype=bool)
+            lo, hi = np.inf, -np.inf
+            for idx, mel, bad in results:
+                if mel is not None and len(idx):
+                    mel = np.ascontiguousarray(mel, dtype=np.float32)
+                    for row, i in zip(mel, idx):
+                        os.pwrite(work_file.fileno(), row.tobytes(), int(i) * row_bytes)
+                    usable[idx] = True
+                    lo, hi = min(lo, float(mel.min())), max(hi, float(mel.max()))
+                skipped.update(bad)
+                if progress is not None:
+                    progress.update(len(idx) + len(bad))
             if progress is not None:
-                progress.update(len(idx) + len(bad))
-        if progress is not None:
-            progress.close()
-        skipped_list = [{"file": names[i], "reason": r} for i, r in sorted(skipped.items())]
-        if not usable.any():
-            first = skipped_list[0] if skipped_list else {"file": "?", "reason": "?"}
-            raise DataError(f"{where}: none of the {n} audio file(s) could be used; first: {first['file']}: "
-                            f"{first['reason']}")
-        try:
-            train, test = split_indices(np.flatnonzero(usable), groups, test_fraction, seed)
-        except DataError as exc:
-            raise DataError(f"{where}: {exc}") from None
-        span = hi - lo if hi > lo else 1.0
-        _normalise_split(work_file, n, shape, lo, span, {tmp / "x_train.npy": train, tmp / "x_test.npy": test})
-        work_file.close()
+                progress.close()
+            skipped_list = [{"file": names[i], "reason": r} for i, r in sorted(skipped.items())]
+            if not usable.any():
+                first = skipped_list[0] if skipped_list else {"file": "?", "reason": "?"}
+                raise DataError(f"{where}: none of the {n} audio file(s) could be used; first: {first['file']}: "
+                                f"{first['reason']}")
+            try:
+                train, test = split_indices(np.flatnonzero(usable), groups, test_fraction, seed)
+            except DataError as exc:
+                raise DataError(f"{where}: {exc}") from None
+            span = hi - lo if hi > lo else 1.0
+            _normalise_split(work_file, n, shape, lo, span, {tmp / "x_train.npy": train, tmp / "x_test.npy": test})
         work.unlink()
         np.save(tmp / "min_values.npy", np.float32(lo))
         np.save(tmp / "max_values.npy", np.float32(lo + span))

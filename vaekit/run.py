@@ -21,7 +21,7 @@ from vaekit.components import Component, all_components, get_component
 from vaekit.config import RunConfig
 from vaekit.errors import DataError, PluginError, ShapeError, TrainingError
 from vaekit.audio import AudioParams
-from vaekit.listen import log_run_extras, log_vocoder_error
+from vaekit.listen import color_scale, log_run_extras, log_vocoder_error
 from vaekit.plugins import plugin_files
 
 
@@ -161,7 +161,7 @@ def split_validation(x: np.ndarray, fraction: float, seed: int):
     """A seeded random hold-out of ``fraction`` of the training set (none when 0)."""
     if fraction <= 0 or len(x) < 2:
         return x, None
-    n_val = max(1, int(round(len(x) * fraction)))
+    n_val = min(max(1, int(round(len(x) * fraction))), len(x) - 1)  # never an empty training set
     order = np.random.default_rng(seed).permutation(len(x))
     return x[order[n_val:]], x[order[:n_val]]
 
@@ -241,9 +241,17 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None) -> 
     ds = load_dataset(config, comps)
     # The store before TensorFlow: a store that cannot be used must cost no model building or training time.
     uri = tracking.resolve_tracking_uri(config.tracking_uri)
-    if not distribute.is_chief(config.strategy):  # only the chief of a multi-worker run logs to the store
-        uri = f"sqlite:///{tempfile.mkdtemp(prefix='vaekit-worker-')}/mlflow.db"
-    experiment_id = tracking.check_store(uri, config.experiment)
+    artifact_location = None
+    if not distribute.is_chief(config.strategy):
+        # Only the chief of a multi-worker run logs to the store; the others log (store and artifacts
+        # alike) into a scratch folder removed when the process exits.
+        import atexit
+        import shutil
+
+        scratch = Path(tempfile.mkdtemp(prefix="vaekit-worker-"))
+        atexit.register(shutil.rmtree, scratch, True)
+        uri, artifact_location = f"sqlite:///{scratch}/mlflow.db", (scratch / "artifacts").as_uri()
+    experiment_id = tracking.check_store(uri, config.experiment, artifact_location)
 
     import keras
     import mlflow
@@ -395,7 +403,7 @@ def log_samples(model, ds, vocoder_fn, vocoder_comp: Component, config: RunConfi
     audio = vocode(vocoder_fn, mel_db, vocoder_comp)
     log_vocoder_error(audio, mel_db, ds.audio)
     names = []
-    vmin, vmax = float(np.min(ds.min_values)), float(np.max(ds.max_values))
+    vmin, vmax = color_scale(ds.min_values, ds.max_values)
     with tempfile.TemporaryDirectory() as tmp:
         for i, (wave, mel) in enumerate(zip(audio, mel_db)):
             wav = Path(tmp) / f"sample_{i:02d}.wav"

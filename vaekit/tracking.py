@@ -64,7 +64,7 @@ def _file_lock(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def check_store(uri: str, experiment: str) -> str:
+def check_store(uri: str, experiment: str, artifact_location: str | None = None) -> str:
     """Make sure the store can be used before any training time is spent; return the experiment id.
 
     A sqlite store that does not exist yet is created under a file lock, because processes
@@ -82,7 +82,7 @@ def check_store(uri: str, experiment: str) -> str:
             reason = getattr(exc, "reason", exc)
             raise VaekitError(f"--tracking-uri {uri}: tracking server unreachable ({reason})") from None
     db = sqlite_path(uri)
-    lock = contextlib.nullcontext()
+    lock = contextlib.nullcontext  # a factory: each attempt below takes the lock afresh
     if db is not None:
         if not db.parent.is_dir():
             culprit = _first_non_dir(db.parent)
@@ -91,14 +91,21 @@ def check_store(uri: str, experiment: str) -> str:
         problem = _write_problem(db.parent) or (_write_problem(db, probe_file=True) if db.exists() else None)
         if problem:
             raise VaekitError(f"--tracking-uri {uri}: {problem}")
-        lock = _file_lock(db.with_name(db.name + ".lock"))
+        lock_file = db.with_name(db.name + ".lock")
+        lock = lambda: _file_lock(lock_file)  # noqa: E731
     for attempt in range(4):
         try:
-            with lock:
+            with lock():
                 client = MlflowClient(uri)
                 exp = client.get_experiment_by_name(experiment)
-                exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+                if exp is not None and exp.lifecycle_stage == "deleted":
+                    raise VaekitError(
+                        f"--experiment {experiment}: deleted in {uri}; restore it (mlflow experiments restore "
+                        f"--experiment-id {exp.experiment_id}) or choose another --experiment")
+                exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location)
             break
+        except VaekitError:
+            raise
         except Exception as exc:
             text = str(exc)
             if exc.__class__.__name__ == "MlflowException" and "already exists" in text:
