@@ -18,7 +18,8 @@ def test_grid_parsing_and_points():
     assert len(points) == 6 and points[0] == {"loss.lambda": 100, "latent_dim": 8}
     assert points[-1] == {"loss.lambda": 1000, "latent_dim": 20}
     for bad, message in [("lambda=1,2", "neither KIND.OPTION nor a run setting"), ("loss.lambda=", "expected KEY=V1,V2"),
-                         ("nosuch.x=1", "unknown kind"), ("tracking_uri=a,b", "neither")]:
+                         ("nosuch.x=1", "unknown kind"), ("tracking_uri=a,b", "neither"),
+                         ("loss.=1,2", "no option name after loss.")]:
         with pytest.raises(ConfigError, match=message):
             parse_grid([bad])
 

@@ -58,8 +58,10 @@ def parse_grid(items) -> list[tuple[str, list[Any]]]:
         key = key.strip()
         kind, dot, name = key.partition(".")
         if dot:
-            if kind not in KINDS or not name:
+            if kind not in KINDS:
                 raise ConfigError(f"--grid {item!r}: unknown kind {kind!r}; kinds are: {', '.join(KINDS)}")
+            if not name:
+                raise ConfigError(f"--grid {item!r}: no option name after {kind}., e.g. {kind}.NAME=V1,V2")
         else:
             key = key.replace("-", "_")
             if key not in settings:
