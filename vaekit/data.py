@@ -55,12 +55,22 @@ class Dataset:
 
     def denormalize(self, x: np.ndarray) -> np.ndarray:
         """Normalised spectrograms (N, H, W) → mel power in dB, as the notebook does it."""
-        return x * (self.max_values - self.min_values) + self.min_values
+        return denormalize(x, self.min_values, self.max_values)
 
     def normalize(self, db: np.ndarray) -> np.ndarray:
         """Mel dB (N, H, W) → the [0, 1] scale of this dataset."""
-        span = np.where(self.max_values - self.min_values == 0, 1.0, self.max_values - self.min_values)
-        return (db - self.min_values) / span
+        return normalize(db, self.min_values, self.max_values)
+
+
+def denormalize(x: np.ndarray, min_values, max_values) -> np.ndarray:
+    """Normalised spectrograms → mel dB: ``x · (max − min) + min``, as the notebook does it."""
+    return x * (max_values - min_values) + min_values
+
+
+def normalize(db: np.ndarray, min_values, max_values) -> np.ndarray:
+    """Mel dB → the [0, 1] scale of ``min_values``/``max_values`` (a zero span counts as 1)."""
+    span = np.where(max_values - min_values == 0, 1.0, max_values - min_values)
+    return (db - min_values) / span
 
 
 def _load_array(path: Path) -> np.ndarray:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vaekit.data import denormalize, normalize
 from vaekit.audio import AudioParams, mel_error_db, waveforms_to_mel_db
 from vaekit.config import RunConfig, load_toml, merge, parse_options
 from vaekit.errors import ConfigError, DataError, VaekitError
@@ -49,11 +50,10 @@ class LoggedRun:
         return tuple(int(s) for s in self.model.encoder.inputs[0].shape[1:3])
 
     def denormalize(self, x: np.ndarray) -> np.ndarray:
-        return x * (self.max_values - self.min_values) + self.min_values
+        return denormalize(x, self.min_values, self.max_values)
 
     def normalize(self, db: np.ndarray) -> np.ndarray:
-        span = np.where(self.max_values - self.min_values == 0, 1.0, self.max_values - self.min_values)
-        return (db - self.min_values) / span
+        return normalize(db, self.min_values, self.max_values)
 
     def color_scale(self) -> tuple[float, float]:
         from vaekit.listen import color_scale
