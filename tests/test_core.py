@@ -135,7 +135,8 @@ def test_settings_that_cannot_work_are_refused_with_the_flag_named():
 
     for flags, message in ((dict(epochs=float("inf")), "--epochs: expected int, got inf"),
                            (dict(learning_rate=float("nan")), "--learning-rate: expected float, got nan"),
-                           (dict(jit_compile="false"), "jit_compile: expected true or false")):
+                           (dict(jit_compile="false"), "jit_compile: expected true or false"),
+                           (dict(checkpoint_interval=-1), r"--checkpoint-interval must be 0 or more \(seconds\), got -1")):
         with pytest.raises(ConfigError, match=message):
             build_config(**flags)
 

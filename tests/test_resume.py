@@ -4,6 +4,7 @@ from its last completed epoch and ends where an uninterrupted run with the same 
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -71,7 +72,9 @@ def test_a_run_left_running_by_sigkill_is_resumable_once_its_process_is_gone(not
     from vaekit.checkpoint import resume_config
     from vaekit.run import run
 
-    proc = start_cli(*slow_run_args(notebook_data, store, 2), cwd=tmp_path)
+    # SIGKILL cannot be caught, so nothing is written at the stop: only checkpoints written during
+    # training survive it (every epoch here; by default every 60 s).
+    proc = start_cli(*slow_run_args(notebook_data, store, 2), "--checkpoint-interval", "0", cwd=tmp_path)
     try:
         run_id = wait_for(first_epoch_logged(store), proc=proc, what="the first epoch's metrics")
         with pytest.raises(ConfigError, match="the run is RUNNING; only KILLED or FAILED.*whose process died"):
@@ -146,3 +149,84 @@ def test_resume_refuses_what_it_cannot_continue(notebook_data, store, tmp_path):
     res = run_cli("run", "--resume", done.run_id, "--epochs", "5", "--tracking-uri", store, cwd=tmp_path)
     assert res.returncode == 2
     assert "Error: --resume continues a run with its own settings; drop --epochs" in res.stderr
+
+
+def test_checkpoints_are_written_every_interval_and_always_at_a_stop(store, monkeypatch):
+    """The policy, on a real model and store: the last epoch is kept in memory; written when the
+    interval has passed (0: every epoch) and, whatever the interval, when the run stops early."""
+    import json
+
+    import keras
+    import mlflow
+
+    from vaekit import checkpoint, tracking
+    from vaekit.checkpoint import Checkpointer, load
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    x = np.ones((4, 3), dtype="float32")
+    client = MlflowClient(store)
+
+    def written_epoch(run_id):
+        if not client.list_artifacts(run_id, "checkpoints"):
+            return None
+        return json.loads(Path(client.download_artifacts(run_id, "checkpoints/state.json")).read_text())["epoch"]
+
+    def state():
+        return [v.numpy() for v in model.variables] + [v.numpy() for v in model.optimizer.variables]
+
+    def assert_saved(run_id, epoch, expected):
+        saved = load(run_id, store)
+        assert saved.epoch == epoch
+        for got, want in zip(saved.model_arrays + saved.optimizer_arrays, expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+
+    experiment = tracking.check_store(store, "checkpoints")
+    with tracking.tracked_run(experiment) as every_epoch:
+        ckpt = Checkpointer(model, interval=0)
+        for epoch in (1, 2):
+            model.fit(x, x[:, :2], verbose=0)
+            ckpt.submit(epoch, {"loss": 0.5})
+            ckpt.wait()
+            assert written_epoch(every_epoch.info.run_id) == epoch
+        # Epoch 4 trains and is taken while epoch 3 is still being written (the write made slow):
+        # snapshot arrays are reused, but never the set a write in flight reads.
+        written = {}
+
+        def slow_write(arrays, epochs_done, *rest):
+            time.sleep(1.0)
+            written[epochs_done] = [a.copy() for a in arrays.values()]
+            real_write(arrays, epochs_done, *rest)
+
+        real_write = checkpoint.write
+        monkeypatch.setattr(checkpoint, "write", slow_write)
+        expected = {}
+        for epoch in (3, 4):
+            model.fit(x, x[:, :2], verbose=0)
+            ckpt.submit(epoch, {"loss": 0.5})
+            expected[epoch] = state()
+        ckpt.wait()
+        assert len(ckpt._buffers) == 2  # a second set, taken while the first was being written
+        for epoch in (3, 4):
+            for got, want in zip(written[epoch], expected[epoch], strict=True):
+                np.testing.assert_array_equal(got, want)
+        assert_saved(every_epoch.info.run_id, 4, expected[4])
+        monkeypatch.undo()
+    assert ckpt.writes == 4
+
+    with pytest.raises(KeyboardInterrupt), tracking.tracked_run(experiment) as stopped:
+        ckpt = Checkpointer(model, interval=3600)
+        with ckpt.kept_on_stop():
+            for epoch in (1, 2, 3):
+                model.fit(x, x[:, :2], verbose=0)
+                ckpt.submit(epoch, {"loss": 0.25})
+            after_3 = state()
+            ckpt.wait()
+            assert written_epoch(stopped.info.run_id) is None and ckpt.writes == 0  # none due yet
+            model.fit(x, x[:, :2], verbose=0)  # epoch 4, interrupted before it ends
+            raise KeyboardInterrupt
+    assert ckpt.writes == 1
+    assert client.get_run(stopped.info.run_id).info.status == "KILLED"
+    assert_saved(stopped.info.run_id, 3, after_3)  # the state after epoch 3, not the interrupted epoch 4's
+    assert load(stopped.info.run_id, store).logs == {"loss": 0.25}
+    mlflow.set_tracking_uri(None)

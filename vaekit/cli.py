@@ -83,6 +83,9 @@ def main():
 @click.option("--option", "options", multiple=True, metavar="KIND.KEY=VALUE", help="A component option, e.g. loss.lambda=1000 (repeatable).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with the same settings; flags win.")
 @click.option("--deterministic", is_flag=True, default=None, help="TensorFlow op determinism (slower).")
+@click.option("--checkpoint-interval", type=float, metavar="SECONDS",
+              help="Seconds of training between checkpoint writes; 0: after every epoch. Ctrl-C, SIGTERM and "
+                   "failures always write the last finished epoch [60].")
 @click.option("--resume", metavar="RUN_ID", help="Continue a KILLED or FAILED run from its last checkpoint, with its own settings.")
 @click.option("--precision", type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]),
               help="Numeric precision: mixed_* pay on GPUs (float16 with loss scaling) [float32].")

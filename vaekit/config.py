@@ -56,6 +56,8 @@ class RunConfig:
     precision: str = "float32"
     jit_compile: bool | None = None
     strategy: str | None = None
+    #: Seconds of training between checkpoint writes (0: every epoch); a stop always writes one.
+    checkpoint_interval: float = 60.0
 
     def option(self, kind: str) -> dict[str, Any]:
         """The options given for one component kind."""
@@ -86,6 +88,7 @@ class RunConfig:
             ("samples", self.samples >= 0, "must be 0 or more"),
             ("learning-rate", self.learning_rate > 0, "must be positive"),
             ("validation-split", 0 <= self.validation_split < 1, "must be in [0, 1)"),
+            ("checkpoint-interval", self.checkpoint_interval >= 0, "must be 0 or more (seconds)"),
         ]
         if not isinstance(self.deterministic, bool):
             raise ConfigError(f"deterministic: expected true or false, got {self.deterministic!r}")
@@ -158,7 +161,7 @@ def merge(base: RunConfig, **overrides) -> RunConfig:
 
 def _check_types(cfg: RunConfig) -> RunConfig:
     for f, cast in (("epochs", int), ("batch_size", int), ("latent_dim", int), ("samples", int), ("seed", int),
-                    ("learning_rate", float), ("validation_split", float)):
+                    ("learning_rate", float), ("validation_split", float), ("checkpoint_interval", float)):
         value = getattr(cfg, f)
         if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
                 or (cast is int and value != int(value))):
