@@ -65,11 +65,14 @@ def epoch_clock():
 
 
 def timed(fit, clock) -> dict:
-    """Run ``fit()``; wall and CPU seconds of the call and the epoch-end times ``clock`` saw."""
+    """Run ``fit()``; wall and CPU seconds of the call, the epoch-end times ``clock`` saw (from the
+    call's start), and ``tail``: from the last epoch's end to the call's return (a checkpoint write
+    still in flight is waited for there)."""
     wall, cpu = time.perf_counter(), time.process_time()
     writes = fit()
-    return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu, "ends": clock.ends,
-            "writes": writes}
+    end = time.perf_counter()
+    return {"wall": end - wall, "cpu": time.process_time() - cpu, "ends": [t - wall for t in clock.ends],
+            "tail": end - clock.ends[-1], "writes": writes}
 
 
 def baseline(x, args) -> dict:
@@ -170,9 +173,10 @@ def main() -> None:
             # Rotate the order, so a drift in machine load does not favour one variant.
             for name in names[i % len(names):] + names[:i % len(names)]:
                 runs[name].append(variants[name]())
-            print(f"  repeat {i + 1}: " + "   ".join(f"{name}: {whole(r, args):.0f} / {steady(r, args):.0f}"
-                                                   for name, r in ((n, runs[n][-1]) for n in names))
-                  + "  (whole / steady samples/s)")
+            print(f"  repeat {i + 1}: " + "   ".join(
+                f"{name}: {whole(r, args):.0f} / {steady(r, args):.0f} ({r['ends'][0]:.1f} s + {r['tail']:.2f} s)"
+                for name, r in ((n, runs[n][-1]) for n in names)))
+        print("  (whole / steady samples/s (first epoch + after the last epoch's end))")
 
     n = args.clips * args.epochs
     med = statistics.median
