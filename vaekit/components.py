@@ -26,7 +26,7 @@ import keyword
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from vaekit.errors import PluginError, VaekitError
+from vaekit.errors import PluginError, VaekitError, one_line
 
 KINDS = ("encoder", "decoder", "loss", "vocoder", "dataset")
 PLURALS = {"encoder": "encoders", "decoder": "decoders", "loss": "losses", "vocoder": "vocoders", "dataset": "datasets"}
@@ -107,7 +107,7 @@ class Component:
         except Exception as exc:
             raise PluginError(
                 f"{self.kind} {self.name!r} (from {self.plugin}) failed to build: "
-                f"{type(exc).__name__}: {' '.join(str(exc).split())}; fix its build function or its options"
+                f"{one_line(exc)}; fix its build function or its options"
             ) from None
 
 
@@ -212,7 +212,7 @@ def all_components(kind: str) -> dict[str, Component]:
         except PluginError:
             raise
         except Exception as exc:
-            raise PluginError(f"{plugin_name}: {_HOOKS[kind]} failed: {type(exc).__name__}: {exc}") from None
+            raise PluginError(f"{plugin_name}: {_HOOKS[kind]} failed: {one_line(exc)}") from None
     return found
 
 

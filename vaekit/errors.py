@@ -32,3 +32,9 @@ class TrainingError(VaekitError):
     """Training could not go on (for example a non-finite loss)."""
 
     exit_code = 1
+
+
+def one_line(exc: BaseException, limit: int = 400) -> str:
+    """``Type: message`` on one line (Keras and TensorFlow errors span many), cut at ``limit`` characters."""
+    text = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -25,7 +25,7 @@ from pathlib import Path
 import pluggy
 
 from vaekit import hookspecs
-from vaekit.errors import PluginError
+from vaekit.errors import PluginError, one_line
 
 DEFAULT_PLUGINS = (
     "vaekit.default_plugins.conv2",
@@ -164,8 +164,7 @@ def _exception_line(exc: BaseException, path: str | None = None) -> str:
         if tb.tb_frame.f_code.co_filename == path:
             line = tb.tb_lineno
         tb = tb.tb_next
-    text = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-    return f"{text} (line {line})" if line else text
+    return f"{one_line(exc)} (line {line})" if line else one_line(exc)
 
 
 def _load_file(pm: PluginManager, path: str | os.PathLike, source: str = "--plugin") -> object:

@@ -18,7 +18,7 @@ import numpy as np
 from vaekit import __version__, distribute
 from vaekit.components import Component, all_components, get_component
 from vaekit.config import RunConfig
-from vaekit.errors import DataError, PluginError, ShapeError, TrainingError
+from vaekit.errors import DataError, PluginError, ShapeError, TrainingError, one_line
 from vaekit.audio import AudioParams
 from vaekit.listen import color_scale, log_run_extras, log_vocoder_error
 from vaekit.plugins import plugin_files
@@ -148,12 +148,6 @@ def check_model_shapes(encoder, decoder, comps: Components, x_shape, d: int) -> 
             f"decoder {comps.decoder.name!r} (from {comps.decoder.plugin}): expected output of shape "
             f"(batch, {', '.join(map(str, x_shape))}), got {got_y} for a batch of 2"
         )
-
-
-def one_line(exc: BaseException, limit: int = 400) -> str:
-    """``Type: message`` on one line (Keras errors span many), cut at ``limit`` characters."""
-    text = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def split_validation(x: np.ndarray, fraction: float, seed: int):
