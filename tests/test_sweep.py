@@ -68,3 +68,54 @@ def test_sweep_runs_children_in_parallel_under_a_parent_and_survives_a_failed_ch
     assert any(line.split()[:3] == ["1", "4", "FINISHED"] and ok.info.run_id in line for line in lines)
     assert f"parent run: {parent.info.run_id}" in res.stdout
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"sweep.txt", "children", "config.toml"}
+
+
+def test_a_second_ctrl_c_stops_the_children_at_once_and_none_outlives_the_sweep(notebook_data, store, tmp_path):
+    """First Ctrl-C: children get SIGTERM and are waited for. Second Ctrl-C while they stop: the ones
+    left are killed, so the sweep ends now (not after a child's 30 s batch) and no child runs on."""
+    import contextlib
+    import os
+    import signal
+    import sqlite3
+    import time
+    from pathlib import Path
+
+    from reliability_helpers import FAULTS, SMALL_ARGS, start_cli, wait_for
+
+    # Every child's second epoch naps 30 s a batch: a graceful stop would take that long.
+    proc = start_cli("sweep", "--grid", "seed=0,1", "--jobs", "2", "--data", notebook_data, "--tracking-uri", store,
+                     "--epochs", "3", *SMALL_ARGS, "--plugin", FAULTS, "--loss", "slow-mse-kl",
+                     "--option", "loss.seconds=30", cwd=tmp_path)
+    db = Path(store[len("sqlite:///"):])
+
+    def both_children_in_epoch_2():
+        if not db.exists():
+            return False
+        try:
+            with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=5)) as con:
+                return con.execute("SELECT COUNT(DISTINCT run_uuid) FROM metrics WHERE key = 'loss'").fetchone()[0] == 2
+        except sqlite3.OperationalError:
+            return False
+
+    try:
+        wait_for(both_children_in_epoch_2, timeout=300, proc=proc, what="both children's first epoch")
+        proc.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        out, err = proc.communicate(timeout=120)
+        elapsed = time.monotonic() - t0
+    finally:
+        proc.kill() if proc.poll() is None else None
+    assert proc.returncode == 130, err[-3000:]
+    assert "Interrupted." in err and "Traceback" not in err
+    assert elapsed < 25, f"the sweep waited {elapsed:.0f} s for its children after the second Ctrl-C"
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("vaekit").experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("vaekit.sweep") == "parent")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "KILLED"
+    assert len(children) == 2 and all(c.info.status == "KILLED" for c in children), [c.info.status for c in children]
+    for child in children:  # no child process is left
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(child.data.tags["vaekit.pid"]), 0)

@@ -169,21 +169,38 @@ class _Launcher:
         return child
 
     def stop(self) -> None:
-        """SIGTERM every running child (each then ends its own run KILLED) and wait for them."""
+        """SIGTERM every running child (each then ends its own run KILLED) and wait for them.
+
+        A second Ctrl-C or SIGTERM while waiting kills the children that are left (SIGKILL) and
+        is re-raised: no child outlives the sweep.  Their runs, left RUNNING, are ended by
+        :func:`_collect`.
+        """
         with self.lock:
             self.stopping = True
             procs = list(self.procs)
         for proc in procs:
             proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        try:
+            for proc in procs:
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        except BaseException:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+            for proc in procs:
+                proc.wait()
+            raise
 
 
-def _collect(client, experiment_id: str, parent_id: str, children: list[Child]) -> None:
-    """Find each child's run; record a FAILED run for a child that failed before its run started."""
+def _collect(client, experiment_id: str, parent_id: str, children: list[Child], stopped: bool = False) -> None:
+    """Find each child's run; record a FAILED run for a child that failed before its run started.
+
+    A child run still RUNNING has lost its process: KILLED when the sweep was ``stopped`` (the
+    user's Ctrl-C or SIGTERM), else FAILED.
+    """
     found = {r.data.tags.get("vaekit.sweep.point"): r for r in client.search_runs(
         [experiment_id], filter_string=f"tags.`vaekit.sweep.parent` = '{parent_id}'", max_results=10000)}
     for child in children:
@@ -199,7 +216,7 @@ def _collect(client, experiment_id: str, parent_id: str, children: list[Child]) 
             client.set_terminated(run.info.run_id, "FAILED")
             run = client.get_run(run.info.run_id)
         elif run.info.status == "RUNNING":  # the process died without ending its run (e.g. SIGKILL)
-            client.set_terminated(run.info.run_id, "FAILED")
+            client.set_terminated(run.info.run_id, "KILLED" if stopped else "FAILED")
             run = client.get_run(run.info.run_id)
         child.run_id = run.info.run_id
         child.status = run.info.status
@@ -260,7 +277,7 @@ def sweep(base: RunConfig, grid_items, jobs: int = 1, plugin_files=(), echo=prin
             raise
         finally:
             pool.shutdown(wait=True)
-            _collect(client, experiment_id, parent_id, children)
+            _collect(client, experiment_id, parent_id, children, stopped=launcher.stopping)
             mlflow.log_artifacts(tmp, "children")
         table = format_table(grid, children)
         mlflow.log_text(table + "\n", "sweep.txt")
