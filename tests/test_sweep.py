@@ -119,3 +119,19 @@ def test_a_second_ctrl_c_stops_the_children_at_once_and_none_outlives_the_sweep(
     for child in children:  # no child process is left
         with pytest.raises(ProcessLookupError):
             os.kill(int(child.data.tags["vaekit.pid"]), 0)
+
+
+def test_a_sweep_whose_children_all_fail_prints_their_table_even_when_quiet(notebook_data, store, tmp_path):
+    # filters1=0 passes option checking but Conv2D rejects it: both children fail in their own process.
+    res = run_cli("sweep", "--grid", "seed=0,1", "--option", "encoder.filters1=0", "--data", notebook_data,
+                  "--tracking-uri", store, "--epochs", "1", "--samples", "0", "--quiet", cwd=tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("vaekit").experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("vaekit.sweep") == "parent")
+    assert parent.info.status == "FAILED"
+    assert f"Error: all 2 runs of sweep {parent.info.run_id} failed; first error:" in res.stderr
+    assert "filters" in res.stderr and "Traceback" not in res.stderr
+    rows = [line.split() for line in res.stdout.splitlines()]
+    assert ["#", "seed", "status", "run", "id"] == rows[0]
+    assert [r[:3] for r in rows[2:]] == [["0", "0", "FAILED"], ["1", "1", "FAILED"]]

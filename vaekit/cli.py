@@ -143,7 +143,12 @@ def sweep(grid, jobs, config_file, options, plugin_files, quiet, **flags):
     from vaekit.sweep import sweep as sweep_api
 
     echo = (lambda *a: None) if quiet else click.echo
-    result = sweep_api(config, grid, jobs=jobs, plugin_files=plugin_files, echo=echo)
+    try:
+        result = sweep_api(config, grid, jobs=jobs, plugin_files=plugin_files, echo=echo)
+    except VaekitError as exc:
+        if getattr(exc, "table", None):  # every child failed: their table, then the one-line error
+            click.echo(exc.table)
+        raise
     click.echo(result.table)
     click.echo(f"parent run: {result.parent_run_id}")
     if result.failed:

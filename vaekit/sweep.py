@@ -238,7 +238,8 @@ def format_table(grid, children: list[Child]) -> str:
 
 
 def sweep(base: RunConfig, grid_items, jobs: int = 1, plugin_files=(), echo=print) -> SweepResult:
-    """Run the grid; return the children and the table.  Raises :class:`TrainingError` if all failed."""
+    """Run the grid; return the children and the table.  Raises :class:`TrainingError` if all failed
+    (its ``table`` attribute holds the children's table)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -285,6 +286,7 @@ def sweep(base: RunConfig, grid_items, jobs: int = 1, plugin_files=(), echo=prin
         mlflow.log_metrics({"sweep.finished": n_ok, "sweep.failed": len(children) - n_ok})
         result = SweepResult(parent_id, experiment_id, uri, children, table)
         if n_ok == 0:
-            echo(table)
-            raise TrainingError(f"all {len(children)} runs of sweep {parent_id} failed; first error: {children[0].error}")
+            error = TrainingError(f"all {len(children)} runs of sweep {parent_id} failed; first error: {children[0].error}")
+            error.table = table  # the CLI prints it (with --quiet too): it says what each child did
+            raise error
     return result
