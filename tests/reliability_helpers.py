@@ -56,25 +56,30 @@ def wait_for(predicate, timeout=120.0, proc=None, what="condition"):
     pytest.fail(f"timed out waiting for {what}")
 
 
-def first_epoch_logged(store):
-    """The id of a run whose epoch-0 metrics are in the store (its epoch-1 checkpoint is then too).
+def query_store(store, sql):
+    """The rows ``sql`` gives on a ``sqlite:///`` store, read-only; None while the file or its tables are missing.
 
-    Reads the sqlite file read-only: an MlflowClient would run MLflow's schema migration on a store
-    the child is still creating, and race it (the race vaekit's store lock exists for).
+    Read-only on purpose: an MlflowClient would run MLflow's schema migration on a store a child
+    process is still creating, and race it (the race vaekit's store lock exists for).
     """
     import sqlite3
 
     db = Path(store[len("sqlite:///"):])
+    if not db.exists():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=5)) as con:
+            return con.execute(sql).fetchall()
+    except sqlite3.OperationalError:  # no tables yet
+        return None
+
+
+def first_epoch_logged(store):
+    """A check for :func:`wait_for`: the id of a run whose epoch-0 metrics are in the store, else None."""
 
     def check():
-        if not db.exists():
-            return None
-        try:
-            with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=5)) as con:
-                row = con.execute("SELECT run_uuid FROM metrics WHERE key = 'loss' LIMIT 1").fetchone()
-        except sqlite3.OperationalError:  # no tables yet
-            return None
-        return row[0] if row else None
+        rows = query_store(store, "SELECT run_uuid FROM metrics WHERE key = 'loss' LIMIT 1")
+        return rows[0][0] if rows else None
 
     return check
 

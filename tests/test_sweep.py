@@ -73,29 +73,19 @@ def test_sweep_runs_children_in_parallel_under_a_parent_and_survives_a_failed_ch
 def test_a_second_ctrl_c_stops_the_children_at_once_and_none_outlives_the_sweep(notebook_data, store, tmp_path):
     """First Ctrl-C: children get SIGTERM and are waited for. Second Ctrl-C while they stop: the ones
     left are killed, so the sweep ends now (not after a child's 30 s batch) and no child runs on."""
-    import contextlib
     import os
     import signal
-    import sqlite3
     import time
-    from pathlib import Path
 
-    from reliability_helpers import FAULTS, SMALL_ARGS, start_cli, wait_for
+    from reliability_helpers import FAULTS, SMALL_ARGS, query_store, start_cli, wait_for
 
     # Every child's second epoch naps 30 s a batch: a graceful stop would take that long.
     proc = start_cli("sweep", "--grid", "seed=0,1", "--jobs", "2", "--data", notebook_data, "--tracking-uri", store,
                      "--epochs", "3", *SMALL_ARGS, "--plugin", FAULTS, "--loss", "slow-mse-kl",
                      "--option", "loss.seconds=30", cwd=tmp_path)
-    db = Path(store[len("sqlite:///"):])
-
     def both_children_in_epoch_2():
-        if not db.exists():
-            return False
-        try:
-            with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=5)) as con:
-                return con.execute("SELECT COUNT(DISTINCT run_uuid) FROM metrics WHERE key = 'loss'").fetchone()[0] == 2
-        except sqlite3.OperationalError:
-            return False
+        rows = query_store(store, "SELECT COUNT(DISTINCT run_uuid) FROM metrics WHERE key = 'loss'")
+        return bool(rows) and rows[0][0] == 2
 
     try:
         wait_for(both_children_in_epoch_2, timeout=300, proc=proc, what="both children's first epoch")
