@@ -23,8 +23,8 @@ Together these make a resumed run reach the same test metrics as an uninterrupte
 
 Writes due during training run in a background thread that is not a daemon: a process stopped
 by Ctrl-C or SIGTERM finishes the write in flight before it exits, and ``state.json`` (written
-last) names the hash of ``state.npz``, so a torn pair is refused.  :func:`save` and the write at
-a stop run in line, with SIGINT/SIGTERM held back (:func:`deferred_signals`) meanwhile.
+last) names the hash of ``state.npz``, so a torn pair is refused.  The write at a stop runs in
+line, with SIGINT/SIGTERM held back (:func:`deferred_signals`) meanwhile.
 """
 
 from __future__ import annotations
@@ -86,25 +86,24 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def snapshot(model, into: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """Copies of every model and optimizer variable (``m0, m1, ...``, ``o0, o1, ...``).
+def snapshot(model, into: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Copies of every model and optimizer variable (``m0, m1, ...``, ``o0, o1, ...``), in ``into``.
 
-    With ``into`` (a dict this function filled before, or an empty one) the copies go into its
-    arrays, which are reused when the variables' shapes still match: a fresh 60 MB costs page
+    ``into`` is a dict this function filled before, or an empty one; its arrays are reused when
+    the variables' shapes still match: a fresh 60 MB costs page
     faults on every call (~0.1 s of CPU for conv2, on the path that stops training), a reused one
     only the copy (~0.012 s).  Copies are taken from a read of each variable (so later training
     steps cannot change them) without the intermediate array ``Variable.numpy()`` makes.
     """
     variables = {f"m{i}": v for i, v in enumerate(model.variables)}
     variables.update({f"o{i}": v for i, v in enumerate(model.optimizer.variables)})
-    out = {} if into is None else into
-    if out.keys() != variables.keys() or any(out[k].shape != tuple(v.shape) for k, v in variables.items()):
-        out.clear()
-        out.update({k: np.empty(tuple(v.shape), dtype=v.dtype) for k, v in variables.items()})
+    if into.keys() != variables.keys() or any(into[k].shape != tuple(v.shape) for k, v in variables.items()):
+        into.clear()
+        into.update({k: np.empty(tuple(v.shape), dtype=v.dtype) for k, v in variables.items()})
     for key, variable in variables.items():
         read = getattr(variable.value, "read_value", None)  # TensorFlow: a tensor NumPy views without copying
-        np.copyto(out[key], read() if read is not None else variable.numpy(), casting="no")
-    return out
+        np.copyto(into[key], read() if read is not None else variable.numpy(), casting="no")
+    return into
 
 
 def write(arrays: dict[str, np.ndarray], epochs_done: int, logs: dict | None, run_id: str, tracking_uri: str) -> None:
@@ -126,23 +125,16 @@ def write(arrays: dict[str, np.ndarray], epochs_done: int, logs: dict | None, ru
             client.log_artifact(run_id, str(Path(tmp) / META_FILE), ARTIFACT_DIR)
 
 
-def save(model, epochs_done: int, logs: dict | None = None) -> None:
-    """Log the model and optimizer state after ``epochs_done`` completed epochs to the active run."""
-    import mlflow
-
-    write(snapshot(model), epochs_done, logs, mlflow.active_run().info.run_id, mlflow.get_tracking_uri())
-
-
 class Checkpointer:
     """Keeps the last completed epoch's state; writes it every ``interval`` seconds and at a stop.
 
     After every epoch (:meth:`submit`) the model and optimizer state is copied in memory, into
     arrays reused from epoch to epoch (:func:`snapshot`, ~0.012 s for conv2's 60 MB after the
-    first: this part stops training).  It is written to
-    the run's artifacts when ``interval`` seconds have passed since the last write began
-    (``interval=0``: after every epoch), in a background thread, one write in flight at a time.
-    Why not always every epoch: writing, hashing and copying 60 MB takes ~0.2 s of CPU, 2–5 %
-    of training on a 2-core machine when epochs last 2–5 s.
+    first: this part stops training).  It is written to the run's artifacts when ``interval``
+    seconds have passed since the last write began (``interval=0``: after every epoch), in a
+    background thread, one write in flight at a time.  Why not always every epoch: writing,
+    hashing and copying 60 MB takes ~0.2 s of CPU, 5–7 % of training on a 2-core machine when
+    epochs last 1–2 s (benchmarks/train.py).
 
     :meth:`wait` must be called when training ends (it re-raises a failed write), so that a run
     is ended only after its last write is complete.  :meth:`kept_on_stop` wraps a run: when the
