@@ -105,6 +105,24 @@ def test_generate_writes_and_logs_back_several_vocoders_for_the_same_z(trained, 
     np.testing.assert_allclose(sf.read(again.files[0])[0], waves["griffinlim"][0][0], atol=1e-3)
 
 
+def test_a_component_name_never_becomes_a_path_outside_the_output(trained, tmp_path):
+    """A plugin may register any name; where it names a folder or file it goes through safe_name."""
+    from vaekit.generate import generate
+    from vaekit.plugins import load_plugin_file
+
+    run_id, uri = trained
+    plugin = tmp_path / "escape.py"
+    plugin.write_text(SECOND_VOCODER.replace('"gl-quick"', '"../../escape"'))
+    load_plugin_file(plugin)
+    out_dir = tmp_path / "sandbox" / "gen"
+    out = generate(run_id, n=1, vocoders=["griffinlim", "../../escape"], seed=1, out=out_dir, log=False,
+                   tracking_uri=uri)
+    assert out.files and all(out_dir in f.parents for f in out.files)
+    assert (out_dir / "seed_1" / "escape" / "sample_00.wav").is_file()
+    assert sorted(p.name for p in (tmp_path / "sandbox").iterdir()) == ["gen"]
+    assert not (tmp_path / "escape").exists()
+
+
 def test_interpolate_between_seeds_and_between_test_clips(trained, tmp_path):
     from vaekit.errors import ConfigError
     from vaekit.generate import interpolate, open_run

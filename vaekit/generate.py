@@ -24,6 +24,7 @@ from vaekit.data import denormalize, normalize
 from vaekit.audio import AudioParams, mel_error_db, waveforms_to_mel_db
 from vaekit.config import RunConfig, load_toml, merge, parse_options
 from vaekit.errors import ConfigError, DataError, VaekitError
+from vaekit.run import safe_name
 
 GENERATED_DIR = "generated"
 
@@ -203,9 +204,10 @@ def _write_waves(directory: Path, waves: dict, sr: int, stem: str) -> list[Path]
 
     paths = []
     for name, batch in waves.items():
-        (directory / name).mkdir(exist_ok=True)
+        folder = directory / safe_name(name)  # a plugin's component name must not become "../x"
+        folder.mkdir(exist_ok=True)
         for i, wave in enumerate(batch):
-            path = directory / name / f"{stem}_{i:02d}.wav"
+            path = folder / f"{stem}_{i:02d}.wav"
             sf.write(path, wave, sr)
             paths.append(path)
     return paths
@@ -348,7 +350,7 @@ def reconstruct(run_id: str, wav, vocoders=(), options=(), out=None, log: bool =
     def build(directory: Path) -> list[Path]:
         paths = []
         for name, batch in waves.items():
-            suffix = f".reconstructed.{name}.wav" if len(waves) > 1 else ".reconstructed.wav"
+            suffix = f".reconstructed.{safe_name(name)}.wav" if len(waves) > 1 else ".reconstructed.wav"
             path = directory / f"{stem}{suffix}"
             sf.write(path, batch[0], run.audio.sr)
             paths.append(path)
