@@ -94,3 +94,15 @@ def slow_run_args(data, store, epochs):
     """A run whose second and later epochs take ≥1 s a batch: a signal surely lands mid-training."""
     return ["run", "--data", data, "--tracking-uri", store, "--epochs", epochs, *SMALL_ARGS,
             "--plugin", FAULTS, "--loss", "slow-mse-kl", "--option", "loss.seconds=1"]
+
+
+def signal_mid_training(data, store, cwd, signum, epochs=3):
+    """Start a slow ``vaekit run``, send ``signum`` once its first epoch is logged; (run id, exit code, stderr)."""
+    proc = start_cli(*slow_run_args(data, store, epochs), cwd=cwd)
+    try:
+        run_id = wait_for(first_epoch_logged(store), proc=proc, what="the first epoch's metrics")
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill() if proc.poll() is None else None
+    return run_id, proc.returncode, err

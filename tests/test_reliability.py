@@ -19,8 +19,7 @@ from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
 from conftest import run_cli
-from reliability_helpers import (SMALL_ARGS, first_epoch_logged, load_faults, only_run, slow_run_args,
-                                 small_config, start_cli, wait_for)
+from reliability_helpers import SMALL_ARGS, load_faults, only_run, signal_mid_training, small_config, start_cli
 from vaekit.errors import DataError, PluginError, TrainingError, VaekitError
 
 # -- 1. lifecycle ------------------------------------------------------------------------------
@@ -69,14 +68,8 @@ def test_failure_while_logging_the_model_ends_run_failed(notebook_data, store):
 
 
 def test_sigint_to_a_real_run_mid_training_ends_killed_exit_130_with_epoch_metrics_kept(notebook_data, store, tmp_path):
-    proc = start_cli(*slow_run_args(notebook_data, store, 3), cwd=tmp_path)
-    try:
-        run_id = wait_for(first_epoch_logged(store), proc=proc, what="the first epoch's metrics")
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill() if proc.poll() is None else None
-    assert proc.returncode == 130, err[-3000:]
+    run_id, returncode, err = signal_mid_training(notebook_data, store, tmp_path, signal.SIGINT)
+    assert returncode == 130, err[-3000:]
     assert "Interrupted." in err and "Traceback" not in err
     client = MlflowClient(store)
     r = client.get_run(run_id)

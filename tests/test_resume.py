@@ -13,8 +13,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import run_cli
-from reliability_helpers import (first_epoch_logged, load_faults, only_run, slow_run_args, small_config,
-                                 start_cli, wait_for)
+from reliability_helpers import (first_epoch_logged, load_faults, only_run, signal_mid_training, slow_run_args,
+                                 small_config, start_cli, wait_for)
 from vaekit.errors import ConfigError
 
 #: A resumed run's test metrics equal an uninterrupted run's to this relative tolerance on CPU
@@ -30,14 +30,8 @@ def history(client, run_id, key):
 def test_sigterm_mid_training_then_resume_matches_an_uninterrupted_run(notebook_data, store, tmp_path):
     from vaekit.run import run
 
-    proc = start_cli(*slow_run_args(notebook_data, store, 3), cwd=tmp_path)
-    try:
-        run_id = wait_for(first_epoch_logged(store), proc=proc, what="the first epoch's metrics")
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill() if proc.poll() is None else None
-    assert proc.returncode == 143, err[-3000:]
+    run_id, returncode, err = signal_mid_training(notebook_data, store, tmp_path, signal.SIGTERM)
+    assert returncode == 143, err[-3000:]
     assert "Stopped: terminated by signal 15." in err and "Traceback" not in err
     client = MlflowClient(store)
     killed = client.get_run(run_id)
