@@ -593,23 +593,26 @@ def test_every_hook_is_documented_in_readme():
         assert f"`{hook}(register)`" in readme_section("Component contracts"), hook
 
 
-def test_a_run_s_plugin_files_load_again_from_its_tags(tmp_path):
+def test_a_run_s_plugin_files_load_only_when_asked_and_after_being_announced(tmp_path):
     from vaekit.components import get_component
-    from vaekit.plugins import load_plugin_file, load_run_plugin_files, reset_plugin_manager
+    from vaekit.plugins import load_plugin_file, load_run_plugin_files, plugin_hint, reset_plugin_manager
 
     a = write(tmp_path / "a.py", ENCODER_PLUGIN.format(name="enc-a"))
     tags = {"vaekit.plugin_files": json.dumps([str(a)])}
-    assert load_run_plugin_files(tags) == [str(a)] and load_run_plugin_files({}) == []
-    assert get_component("encoder", "enc-a").plugin == str(a)
+    assert plugin_hint(tags) == (f" (the run used plugin file {a}, not loaded: name it with --plugin FILE.py, "
+                                 "or pass --trust-run-plugins to import the recorded paths)")
+    shown = []
+    assert load_run_plugin_files(tags, shown.append) == [str(a)] and load_run_plugin_files({}, shown.append) == []
+    assert shown == [[str(a)]]  # the paths were shown before the import
+    assert get_component("encoder", "enc-a").plugin == str(a) and plugin_hint(tags) == ""
     reset_plugin_manager()
     moved = tmp_path / "moved.py"
     a.rename(moved)
     with pytest.raises(PluginError, match=rf"^plugin file {re.escape(str(a))} \(recorded in the run's tag "
                                           r"vaekit.plugin_files\): no such file; put it back, or load its new copy "
                                           r"with --plugin FILE.py$"):
-        load_run_plugin_files(tags)
-    load_plugin_file(moved)  # --plugin moved.py
-    assert load_run_plugin_files(tags) == []
+        load_run_plugin_files(tags, shown.append)
+    load_plugin_file(moved)  # --plugin moved.py: the component is there, the recorded path is not needed
     assert get_component("encoder", "enc-a").plugin == str(moved)
 
 
@@ -632,7 +635,8 @@ SINE_VOCODER = '''
 '''
 
 
-def test_generate_in_a_new_process_reloads_the_run_s_plugin_files(notebook_data, store, tmp_path, monkeypatch):
+def test_generate_in_a_new_process_loads_the_run_s_plugin_files_only_when_named_or_trusted(
+        notebook_data, store, tmp_path, monkeypatch):
     from vaekit.plugins import reset_plugin_manager
 
     plugin = write(tmp_path / "sine.py", SINE_VOCODER)
@@ -643,13 +647,46 @@ def test_generate_in_a_new_process_reloads_the_run_s_plugin_files(notebook_data,
     # A later process knows nothing of --plugin: neither the manager nor VAEKIT_PLUGINS has the file.
     reset_plugin_manager()
     monkeypatch.delenv("VAEKIT_PLUGINS")
-    res = cli("generate", run_id, "-n", "1", "--no-log", "--out", tmp_path / "gen", "--tracking-uri", store)
-    assert res.exit_code == 0, res.output
+    gen = ["generate", run_id, "-n", "1", "--no-log", "--tracking-uri", store]
+    line = error_line(cli(*gen, "--out", tmp_path / "none"))
+    assert line.startswith("Error: unknown vocoder 'file-sine'") and line.endswith(
+        f"(the run used plugin file {plugin}, not loaded: name it with --plugin FILE.py, "
+        "or pass --trust-run-plugins to import the recorded paths)"), line
+    assert not (tmp_path / "none").exists()
     import soundfile as sf
 
-    [wav] = sorted((tmp_path / "gen").rglob("*.wav"))
-    y, sr = sf.read(wav)
-    assert np.argmax(np.abs(np.fft.rfft(y))) * sr / len(y) == pytest.approx(500, abs=2)  # the run's vocoder, its option
+    for how, flags in (("named", ["--plugin", plugin]), ("trusted", ["--trust-run-plugins"])):
+        reset_plugin_manager()
+        monkeypatch.delenv("VAEKIT_PLUGINS", raising=False)  # --plugin exported it
+        res = cli(*gen, "--out", tmp_path / how, *flags)
+        assert res.exit_code == 0, res.output
+        assert (f"importing the run's plugin files (--trust-run-plugins): {plugin}" in res.stderr) == (how == "trusted")
+        [wav] = sorted((tmp_path / how).rglob("*.wav"))
+        y, sr = sf.read(wav)
+        assert np.argmax(np.abs(np.fft.rfft(y))) * sr / len(y) == pytest.approx(500, abs=2)  # the run's vocoder, its option
+
+
+def test_a_store_cannot_make_generate_or_resume_run_its_code(notebook_data, store, tmp_path):
+    """Anyone who can write to a store can set vaekit.plugin_files and log a file: it must not be imported."""
+    from mlflow.tracking import MlflowClient
+
+    res = cli("run", "--data", notebook_data, "--tracking-uri", store, *FAST, "--samples", "0", *QUICK_GRIFFINLIM)
+    assert res.exit_code == 0, res.output
+    run_id = res.stdout.split("run id:")[1].split()[0]
+    marker = tmp_path / "pwned"
+    evil = write(tmp_path / "evil.py", f"open({str(marker)!r}, 'w').write('ran')\n")
+    MlflowClient(store).set_tag(run_id, "vaekit.plugin_files", json.dumps([str(evil)]))
+    # generate, interpolate, reconstruct, resume: each opens the run and reads its tags.
+    res = run_cli("generate", run_id, "-n", "1", "--no-log", "--out", tmp_path / "gen", "--tracking-uri", store,
+                  "--option", "vocoder.n_iter=2")
+    assert res.returncode == 0, res.stderr
+    res = run_cli("interpolate", run_id, "--steps", "2", "--no-log", "--out", tmp_path / "int", "--tracking-uri", store,
+                  "--option", "vocoder.n_iter=2")
+    assert res.returncode == 0, res.stderr
+    MlflowClient(store).set_terminated(run_id, "KILLED")
+    res = run_cli("run", "--resume", run_id, "--tracking-uri", store, "--quiet")
+    assert res.returncode == 2 and "Traceback" not in res.stderr  # no checkpoint to resume; but no import either
+    assert not marker.exists(), "a file named by the store's tag was imported"
 
 
 # -- installed distributions: found through their metadata, named in every error ---------------------

@@ -276,10 +276,11 @@ def crashed(run) -> bool:
     return False
 
 
-def resume_config(run_id: str, tracking_uri: str | None):
+def resume_config(run_id: str, tracking_uri: str | None, trust_plugins: bool = False):
     """The settings of run ``run_id`` (its ``config.toml`` artifact), checked to be resumable.
 
-    Plugin files the run recorded (tag ``vaekit.plugin_files``) are loaded again.
+    Plugin files the run recorded (tag ``vaekit.plugin_files``) are imported only with
+    ``trust_plugins``; otherwise a component only they provide is a :class:`PluginError` naming them.
     """
     _quiet_downloads()
     from mlflow.tracking import MlflowClient
@@ -296,10 +297,10 @@ def resume_config(run_id: str, tracking_uri: str | None):
     if run.info.status not in RESUMABLE and not crashed(run):
         raise ConfigError(f"--resume {run_id}: the run is {run.info.status}; only KILLED or FAILED runs can be resumed"
                           + (" (or RUNNING ones whose process died)" if run.info.status == "RUNNING" else ""))
-    from vaekit.plugins import load_run_plugin_files
+    from vaekit.plugins import load_run_plugin_files, plugin_hint
 
-    # The run's components may come from plugin files: load them again (as generate does).
-    load_run_plugin_files(run.data.tags)
+    if trust_plugins:
+        load_run_plugin_files(run.data.tags)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = client.download_artifacts(run_id, "config.toml", tmp)
@@ -307,6 +308,13 @@ def resume_config(run_id: str, tracking_uri: str | None):
             raise ConfigError(f"--resume {run_id}: the run has no config.toml artifact") from None
         config = build_config(path)
     config.tracking_uri = uri
+    from vaekit.errors import PluginError
+    from vaekit.run import resolve_components
+
+    try:
+        resolve_components(config)
+    except PluginError as exc:
+        raise PluginError(f"--resume {run_id}: {exc}{plugin_hint(run.data.tags)}") from None
     return config
 
 

@@ -55,6 +55,12 @@ plugin_option = click.option(
     help="A one-off plugin file to load (repeatable; VAEKIT_PLUGINS also takes paths).")
 
 
+trust_option = click.option(
+    "--trust-run-plugins", "trust_plugins", is_flag=True,
+    help="Import the plugin files the run recorded (tag vaekit.plugin_files), printing their paths first. "
+         "Only for stores you trust: anyone who can write to a store can set that tag.")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vaekit")
 def main():
@@ -94,9 +100,10 @@ def main():
 @click.option("--strategy", type=click.Choice(["mirrored", "multiworker"]),
               help="Multi-device training: mirrored (GPUs of this machine), multiworker (TF_CONFIG) [one device].")
 @plugin_option
+@trust_option
 @click.option("--quiet", is_flag=True, help="No training progress.")
 @friendly_errors
-def run(config_file, options, plugin_files, quiet, resume, **flags):
+def run(config_file, options, plugin_files, trust_plugins, quiet, resume, **flags):
     """Train a VAE, evaluate it, generate sounds, and log everything to MLflow."""
     from vaekit.config import build_config
 
@@ -109,7 +116,7 @@ def run(config_file, options, plugin_files, quiet, resume, **flags):
         if given or options or config_file:
             names = [f"--{k.replace('_', '-')}" for k in given] + ["--option"] * bool(options) + ["--config"] * bool(config_file)
             raise ConfigError(f"--resume continues a run with its own settings; drop {', '.join(names)}")
-        config = resume_config(resume, flags["tracking_uri"])
+        config = resume_config(resume, flags["tracking_uri"], trust_plugins)
     else:
         config = build_config(config_file, options, **flags)
     from vaekit.run import run as run_api
@@ -157,8 +164,8 @@ def sweep(grid, jobs, config_file, options, plugin_files, quiet, **flags):
 
 
 # sweep takes every `vaekit run` flag (whatever flags run gains), with run's meaning.
-# --resume continues one run, so it means nothing in a sweep.
-sweep.params.extend(p for p in run.params if p.name not in {q.name for q in sweep.params} | {"resume"})
+# --resume continues one run (and --trust-run-plugins is for it), so they mean nothing in a sweep.
+sweep.params.extend(p for p in run.params if p.name not in {q.name for q in sweep.params} | {"resume", "trust_plugins"})
 
 
 @main.command()
@@ -240,6 +247,7 @@ def _listen_options(fn):
                      help="A vocoder option, e.g. vocoder.n_iter=64 (repeatable)."),
         click.option("--tracking-uri", help="The run's tracking store [MLFLOW_TRACKING_URI, else ./mlflow.db]."),
         plugin_option,
+        trust_option,
     ]):
         fn = deco(fn)
     return fn
@@ -265,13 +273,13 @@ def _report(result) -> None:
 @click.option("--log/--no-log", default=True, show_default=True, help="Log them back to the run under generated/.")
 @_listen_options
 @friendly_errors
-def generate(run_id, n, seed, out, log, vocoders, options, tracking_uri, plugin_files):
+def generate(run_id, n, seed, out, log, vocoders, options, tracking_uri, plugin_files, trust_plugins):
     """Generate sounds from a logged run: z ~ N(0, I) → decoder → vocoder(s)."""
     load_plugin_files(plugin_files)
     from vaekit.generate import generate as generate_api
 
     _report(generate_api(run_id, n=n, vocoders=vocoders, options=options, seed=seed, out=out, log=log,
-                         tracking_uri=tracking_uri))
+                         tracking_uri=tracking_uri, trust_plugins=trust_plugins))
 
 
 @main.command()
@@ -284,7 +292,8 @@ def generate(run_id, n, seed, out, log, vocoders, options, tracking_uri, plugin_
 @click.option("--log/--no-log", default=True, show_default=True, help="Log them back to the run under generated/.")
 @_listen_options
 @friendly_errors
-def interpolate(run_id, clips, seeds, steps, data, out, log, vocoders, options, tracking_uri, plugin_files):
+def interpolate(run_id, clips, seeds, steps, data, out, log, vocoders, options, tracking_uri, plugin_files,
+                trust_plugins):
     """A latent walk between two test clips or two seeds, as WAVs and one PNG strip."""
     load_plugin_files(plugin_files)
     from vaekit.generate import interpolate as interpolate_api
@@ -292,7 +301,8 @@ def interpolate(run_id, clips, seeds, steps, data, out, log, vocoders, options, 
     if not clips and not seeds:
         seeds = (0, 1)
     _report(interpolate_api(run_id, clips=clips or None, seeds=seeds or None, steps=steps, vocoders=vocoders,
-                            options=options, data=data, out=out, log=log, tracking_uri=tracking_uri))
+                            options=options, data=data, out=out, log=log, tracking_uri=tracking_uri,
+                            trust_plugins=trust_plugins))
 
 
 @main.command()
@@ -302,13 +312,13 @@ def interpolate(run_id, clips, seeds, steps, data, out, log, vocoders, options, 
 @click.option("--log/--no-log", default=False, show_default=True, help="Also log to the run under generated/.")
 @_listen_options
 @friendly_errors
-def reconstruct(run_id, wav, out, log, vocoders, options, tracking_uri, plugin_files):
+def reconstruct(run_id, wav, out, log, vocoders, options, tracking_uri, plugin_files, trust_plugins):
     """Encode and decode a real clip; write STEM.reconstructed.wav and .png beside it."""
     load_plugin_files(plugin_files)
     from vaekit.generate import reconstruct as reconstruct_api
 
     _report(reconstruct_api(run_id, wav, vocoders=vocoders, options=options, out=out, log=log,
-                            tracking_uri=tracking_uri))
+                            tracking_uri=tracking_uri, trust_plugins=trust_plugins))
 
 
 @main.command()

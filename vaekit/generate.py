@@ -23,7 +23,7 @@ import numpy as np
 from vaekit.data import denormalize, normalize
 from vaekit.audio import AudioParams, mel_error_db, waveforms_to_mel_db
 from vaekit.config import RunConfig, load_toml, merge, parse_options
-from vaekit.errors import ConfigError, DataError, VaekitError
+from vaekit.errors import ConfigError, DataError, PluginError, VaekitError, one_line
 from vaekit.run import safe_name
 
 GENERATED_DIR = "generated"
@@ -40,6 +40,8 @@ class LoggedRun:
     min_values: np.ndarray
     max_values: np.ndarray
     config: RunConfig
+    #: Which of the run's recorded plugin files were not loaded, for "unknown component" errors.
+    plugin_hint: str = ""
 
     @property
     def latent_dim(self) -> int:
@@ -71,11 +73,13 @@ class Output:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def open_run(run_id: str, tracking_uri: str | None = None) -> LoggedRun:
+def open_run(run_id: str, tracking_uri: str | None = None, trust_plugins: bool = False) -> LoggedRun:
     """Load a run's model, audio parameters, settings and denormalisation arrays.
 
     Raises :class:`VaekitError` with one line for an unknown run, a run without a model
     (one that failed or was stopped before the end) or one logged before these artifacts existed.
+    The plugin files the run recorded are imported only with ``trust_plugins`` (after their paths
+    are printed); otherwise a component they provided is an error naming them.
     """
     import os
 
@@ -85,7 +89,7 @@ def open_run(run_id: str, tracking_uri: str | None = None) -> LoggedRun:
     from mlflow.exceptions import MlflowException
 
     from vaekit import tracking
-    from vaekit.plugins import load_run_plugin_files
+    from vaekit.plugins import load_run_plugin_files, plugin_hint
 
     uri = tracking.resolve_tracking_uri(tracking_uri)
     db = tracking.sqlite_path(uri)
@@ -97,8 +101,8 @@ def open_run(run_id: str, tracking_uri: str | None = None) -> LoggedRun:
         run = client.get_run(run_id)
     except MlflowException:
         raise VaekitError(f"run {run_id}: not found in the tracking store {uri}") from None
-    # The run's components may come from plugin files: load them before the model and vocoders.
-    load_run_plugin_files(run.data.tags)
+    if trust_plugins:
+        load_run_plugin_files(run.data.tags)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             audio_file = Path(client.download_artifacts(run_id, "audio.json", tmp))
@@ -116,12 +120,17 @@ def open_run(run_id: str, tracking_uri: str | None = None) -> LoggedRun:
             ) from None
         audio = AudioParams.from_dict(json.loads(audio_file.read_text()), source=f"run {run_id} audio.json")
         config = merge(RunConfig(), **load_toml(config_file))
-    model = load_model(run_id, run.info.status)
-    return LoggedRun(run_id, uri, model, audio, min_values.astype(np.float32), max_values.astype(np.float32), config)
+    model = load_model(run_id, run.info.status, plugin_hint(run.data.tags))
+    return LoggedRun(run_id, uri, model, audio, min_values.astype(np.float32), max_values.astype(np.float32), config,
+                     plugin_hint(run.data.tags))
 
 
-def load_model(run_id: str, status: str = ""):
-    """``runs:/RUN_ID/model`` with Keras ``safe_mode`` (no pickled code is run)."""
+def load_model(run_id: str, status: str = "", plugin_hint: str = ""):
+    """``runs:/RUN_ID/model`` with Keras ``safe_mode`` (no pickled code is run).
+
+    A model whose layers come from plugin files that were not loaded is a :class:`PluginError`
+    ending in ``plugin_hint`` (which files, and how to load them).
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -132,6 +141,11 @@ def load_model(run_id: str, status: str = ""):
     except (MlflowException, OSError) as exc:
         why = "it failed or was stopped before the end" if status != "FINISHED" else str(exc).splitlines()[0]
         raise VaekitError(f"run {run_id} has no logged model (status {status}: {why})") from None
+    except Exception as exc:
+        if not plugin_hint:
+            raise
+        raise PluginError(f"run {run_id}: its model cannot be loaded ({one_line(exc, 200)}){plugin_hint}") from None
+
 
 
 def build_vocoders(run: LoggedRun, names=(), options=()) -> dict:
@@ -147,7 +161,10 @@ def build_vocoders(run: LoggedRun, names=(), options=()) -> dict:
         raise ConfigError(f"--option: only vocoder.KEY=VALUE options apply here, got {', '.join(sorted(extra))}")
     out = {}
     for name in names or [run.config.vocoder]:
-        comp = get_component("vocoder", name)
+        try:
+            comp = get_component("vocoder", name)
+        except PluginError as exc:
+            raise PluginError(f"{exc}{run.plugin_hint}") from None
         opts = run.config.option("vocoder") if name == run.config.vocoder else {}
         opts.update(extra.get("vocoder", {}))
         comp.check_options(opts)
@@ -214,7 +231,8 @@ def _write_waves(directory: Path, waves: dict, sr: int, stem: str) -> list[Path]
 
 
 def generate(run_id: str, n: int = 8, vocoders=(), options=(), seed: int = 0, out=None, log: bool = True,
-             tracking_uri: str | None = None, run: LoggedRun | None = None) -> Output:
+             tracking_uri: str | None = None, run: LoggedRun | None = None,
+             trust_plugins: bool = False) -> Output:
     """Decode ``n`` draws of z ~ N(0, I) (seeded), vocode with each vocoder, write WAVs and PNGs.
 
     Layout (under ``out`` and/or the run's ``generated/``): ``seed_S/sample_II.png`` (one per z),
@@ -227,7 +245,7 @@ def generate(run_id: str, n: int = 8, vocoders=(), options=(), seed: int = 0, ou
     if n < 1:
         raise ConfigError(f"-n must be at least 1, got {n}")
     _check_destination(out, log)
-    run = run or open_run(run_id, tracking_uri)
+    run = run or open_run(run_id, tracking_uri, trust_plugins)
     vocs = build_vocoders(run, vocoders, options)
     z = sample_latent(n, run.latent_dim, seed)
     mel_db = run.denormalize(run.model.decode(z)[..., 0])
@@ -265,7 +283,8 @@ def load_test_clips(run: LoggedRun, indices, data=None) -> np.ndarray:
 
 
 def interpolate(run_id: str, clips=None, seeds=None, steps: int = 8, vocoders=(), options=(), data=None, out=None,
-                log: bool = True, tracking_uri: str | None = None, run: LoggedRun | None = None) -> Output:
+                log: bool = True, tracking_uri: str | None = None, run: LoggedRun | None = None,
+             trust_plugins: bool = False) -> Output:
     """A straight latent walk in ``steps`` points between two test clips (their z means) or two seeds' z.
 
     Layout: ``interpolate_clips_A_B/`` or ``interpolate_seeds_A_B/`` with ``strip.png`` (all steps in
@@ -279,7 +298,7 @@ def interpolate(run_id: str, clips=None, seeds=None, steps: int = 8, vocoders=()
     if steps < 2:
         raise ConfigError(f"--steps must be at least 2, got {steps}")
     _check_destination(out, log)
-    run = run or open_run(run_id, tracking_uri)
+    run = run or open_run(run_id, tracking_uri, trust_plugins)
     if clips is not None:
         x = load_test_clips(run, clips, data)
         ends, _ = run.model.encode(x[..., None])
@@ -318,7 +337,8 @@ def load_clip(path, audio: AudioParams) -> np.ndarray:
 
 
 def reconstruct(run_id: str, wav, vocoders=(), options=(), out=None, log: bool = False,
-                tracking_uri: str | None = None, run: LoggedRun | None = None) -> Output:
+                tracking_uri: str | None = None, run: LoggedRun | None = None,
+             trust_plugins: bool = False) -> Output:
     """Encode a real clip (prepared with the run's audio parameters), decode its z mean, vocode.
 
     Writes ``STEM.reconstructed.wav`` (``STEM.reconstructed.VOCODER.wav`` with several vocoders) and
@@ -332,7 +352,7 @@ def reconstruct(run_id: str, wav, vocoders=(), options=(), out=None, log: bool =
     wav = Path(wav)
     if not wav.is_file():  # before loading the model: a typo should cost no time
         raise DataError(f"{wav}: file not found")
-    run = run or open_run(run_id, tracking_uri)
+    run = run or open_run(run_id, tracking_uri, trust_plugins)
     y = load_clip(wav, run.audio)
     mel = waveforms_to_mel_db(y[None], run.audio)
     if tuple(mel.shape[1:]) != run.input_shape:

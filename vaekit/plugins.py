@@ -231,28 +231,58 @@ def plugin_files() -> list[str]:
             if (f := getattr(p, "__vaekit_plugin_file__", None))]
 
 
-def load_run_plugin_files(tags: dict) -> list[str]:
-    """Load the plugin files a run recorded in its ``vaekit.plugin_files`` tag; return those loaded.
-
-    For commands that rebuild a run's components in a new process (generate, interpolate…).
-    A recorded file that no longer exists is skipped when ``--plugin`` files were loaded
-    explicitly (a moved file's new copy), and otherwise is a :class:`PluginError` saying what to do.
-    """
+def recorded_plugin_files(tags: dict) -> list[str]:
+    """The plugin files a run recorded in its ``vaekit.plugin_files`` tag (a JSON list); nothing is loaded."""
     import json
 
-    explicit = bool(plugin_files())
-    loaded = []
-    for path in json.loads(tags.get("vaekit.plugin_files") or "[]"):
-        if not Path(path).is_file():
-            if explicit:
-                continue
-            raise PluginError(
-                f"plugin file {path} (recorded in the run's tag vaekit.plugin_files): no such file; "
-                "put it back, or load its new copy with --plugin FILE.py"
-            )
+    try:
+        files = json.loads(tags.get("vaekit.plugin_files") or "[]")
+    except ValueError:
+        return []
+    return [str(f) for f in files] if isinstance(files, list) else []
+
+
+def unloaded_plugin_files(tags: dict) -> list[str]:
+    """The files a run recorded that this process has not loaded (by path)."""
+    loaded = {str(Path(f).resolve()) for f in plugin_files()}
+    return [f for f in recorded_plugin_files(tags) if str(Path(f).resolve()) not in loaded]
+
+
+def announce_plugin_files(paths) -> None:
+    """Say on stderr, before importing them, which plugin files of a run are imported."""
+    print(f"importing the run's plugin files (--trust-run-plugins): {', '.join(paths)}", file=sys.stderr)
+
+
+def load_run_plugin_files(tags: dict, announce=announce_plugin_files) -> list[str]:
+    """Import the plugin files a run recorded, after ``announce(paths)`` has shown the user which ones.
+
+    Only for an explicit opt-in (``--trust-run-plugins``): a run's tags and artifacts can be written by
+    anyone with access to its store, so its files are never imported implicitly.  Files already
+    loaded (``--plugin``) are skipped; a recorded file that no longer exists is a
+    :class:`PluginError` saying what to do.
+    """
+    todo = unloaded_plugin_files(tags)
+    missing = [f for f in todo if not Path(f).is_file()]
+    if missing:
+        raise PluginError(
+            f"plugin file {missing[0]} (recorded in the run's tag vaekit.plugin_files): no such file; "
+            "put it back, or load its new copy with --plugin FILE.py"
+        )
+    if todo:
+        announce(todo)
+    for path in todo:
         load_plugin_file(path, source="plugin file recorded in the run's tag vaekit.plugin_files:")
-        loaded.append(path)
-    return loaded
+    return todo
+
+
+def plugin_hint(tags: dict) -> str:
+    """Why a component of a run may be missing: the run's plugin files this process did not load ("" if none)."""
+    todo = unloaded_plugin_files(tags)
+    if not todo:
+        return ""
+    return (f" (the run used plugin file{'s' * (len(todo) > 1)} {', '.join(todo)}, not loaded: name "
+            f"{'them' if len(todo) > 1 else 'it'} with --plugin FILE.py, or pass --trust-run-plugins to import "
+            "the recorded paths)")
 
 
 def reset_plugin_manager() -> None:
