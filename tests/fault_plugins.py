@@ -27,7 +27,7 @@ from vaekit.default_plugins.losses import build_mse_kl
 
 
 def build_slow(lambda_=500.0, slow_from_epoch=1, seconds=0.5):
-    import tensorflow as tf
+    import keras
 
     base = build_mse_kl(lambda_)
 
@@ -36,10 +36,21 @@ def build_slow(lambda_=500.0, slow_from_epoch=1, seconds=0.5):
             time.sleep(seconds)
         return np.float32(0.0)
 
+    # A host call inside the compiled step: each backend has its own.
+    if keras.backend.backend() == "jax":
+        import jax
+
+        def pause_for(epoch):
+            return jax.pure_callback(nap, jax.ShapeDtypeStruct((), np.float32), epoch)
+    else:
+        import tensorflow as tf
+
+        def pause_for(epoch):
+            return tf.ensure_shape(tf.py_function(nap, [epoch], tf.float32), ())
+
     def loss(x, x_hat, z_mean, z_log_var, epoch):
         terms = base(x, x_hat, z_mean, z_log_var)
-        pause = tf.ensure_shape(tf.py_function(nap, [epoch], tf.float32), ())
-        return {**terms, "loss": terms["loss"] + pause}
+        return {**terms, "loss": terms["loss"] + pause_for(epoch)}
 
     return loss
 

@@ -142,7 +142,7 @@ def test_settings_that_cannot_work_are_refused_with_the_flag_named():
 
 
 def test_validation_split_never_leaves_training_empty():
-    from vaekit.run import split_validation
+    from vaekit.training import split_validation
 
     x = np.arange(3 * 4, dtype="float32").reshape(3, 2, 2)
     train, val = split_validation(x, 0.9, seed=0)
@@ -159,3 +159,61 @@ def test_a_deleted_experiment_is_a_one_line_error_before_training(notebook_data,
     with pytest.raises(VaekitError, match=r"--experiment gone: deleted in .*mlflow experiments restore"):
         run(tiny_config(notebook_data, store, experiment="gone"), progress=False)
     assert client.search_runs([client.get_experiment_by_name("gone").experiment_id], run_view_type=3) == []
+
+
+def readme_logged_keys() -> dict[str, list[str]]:
+    """README's "What every run logs to MLflow": the backticked keys of each bullet, by bullet."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text.split("## What every run logs to MLflow", 1)[1].split("\n## ", 1)[0]
+    out = {}
+    for bullet in re.split(r"\n- ", section)[1:]:
+        what = re.match(r"\*\*([a-z ]+)\*\*", bullet).group(1)
+        out[what] = re.findall(r"`([^`]+)`", bullet)
+    return out
+
+
+def test_a_run_logs_exactly_the_keys_readme_lists(notebook_data, store):
+    """Every key a tiny run logged is in README's list, and every key README lists (bar those it says
+    are logged only by some runs) was logged."""
+    import re
+    from dataclasses import fields
+
+    import mlflow
+
+    from vaekit import kinds
+    from vaekit.config import RunConfig
+    from vaekit.run import run
+
+    result = run(tiny_config(notebook_data, store, epochs=2), progress=False)
+    client = MlflowClient(store)
+    logged = client.get_run(result.run_id)
+
+    def artifacts(path=None):
+        for f in client.list_artifacts(result.run_id, path):
+            yield from (artifacts(f.path) if f.is_dir else [f.path])
+
+    models = mlflow.search_logged_models(experiment_ids=[result.experiment_id], output_format="list")
+    got = {"params": set(logged.data.params), "metrics": set(logged.data.metrics),
+           "tags": {t for t in logged.data.tags if not t.startswith("mlflow.")},
+           "artifacts": set(artifacts()), "logged model": {m.name for m in models if m.source_run_id == result.run_id}}
+    placeholders = {
+        "SETTING": "|".join(f.name for f in fields(RunConfig) if f.name not in ("options", "tracking_uri")),
+        "KIND": "|".join(kinds.NAMES), "OPTION": r"[\w-]+", "TERM": "loss|mse|kl", "NN": r"\d\d",
+        "AUDIO": "|".join(AudioParams().to_dict()),
+    }
+    only_some_runs = {"vaekit.plugin_files", "vaekit.sweep.parent", "vaekit.sweep.point", "mlflow.parentRunId",
+                      "vaekit.resumed_from_epoch", "vaekit.error", "mlflow.*", "checkpoints/state.npz",
+                      "checkpoints/state.json", "error/traceback.txt"}
+    documented = readme_logged_keys()
+    assert set(documented) == set(got)
+    for what, keys in documented.items():
+        patterns = {key: re.compile(re.sub("|".join(placeholders), lambda m: f"({placeholders[m.group()]})",
+                                           re.escape(key).replace(r"\*", ".*")) + "$") for key in keys}
+        for key in got[what]:
+            assert any(p.match(key) for p in patterns.values()), f"{what} {key!r} is logged but not in README"
+        for key, pattern in patterns.items():
+            if key not in only_some_runs:
+                assert any(pattern.match(k) for k in got[what]), f"README lists {what} {key!r}; the run logged none"

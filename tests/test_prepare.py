@@ -192,12 +192,12 @@ def test_run_trains_on_prepared_data_and_vocodes_at_its_sample_rate(tmp_path, st
 
 
 def test_run_data_audio_folder_prepares_into_the_cache_once(tmp_path, vaekit_cache):
+    from vaekit.components import load_dataset, resolve
     from vaekit.config import RunConfig
-    from vaekit.run import load_dataset, resolve_components
 
     src = make_audio_tree(tmp_path / "audio", speakers=2, per_speaker=4)
     config = RunConfig(data=str(src), options={"dataset": {"progress": False}})
-    comps = resolve_components(config)
+    comps = resolve(config)
     assert comps.dataset.name == "audio-folder"
     ds = load_dataset(config, comps)
     where = Path(ds.source)

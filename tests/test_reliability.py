@@ -270,7 +270,7 @@ def test_plugin_code_comes_only_from_entry_points_and_named_files(tmp_path):
 
 
 def test_names_that_become_artifact_paths_are_sanitised():
-    from vaekit.run import safe_name
+    from vaekit.runlog import safe_name
 
     for evil in ("../../etc/passwd", "/abs/path", "a\\b", "..", "", "x/../../y", "name with spaces\n"):
         out = safe_name(evil)

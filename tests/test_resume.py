@@ -13,8 +13,17 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import run_cli
-from reliability_helpers import (first_epoch_logged, load_faults, only_run, signal_mid_training, slow_run_args,
-                                 small_config, start_cli, wait_for)
+from reliability_helpers import (
+    FAULTS,
+    first_epoch_logged,
+    load_faults,
+    only_run,
+    signal_mid_training,
+    slow_run_args,
+    small_config,
+    start_cli,
+    wait_for,
+)
 from vaekit.errors import ConfigError
 
 #: A resumed run's test metrics equal an uninterrupted run's to this relative tolerance on CPU
@@ -39,8 +48,11 @@ def test_sigterm_mid_training_then_resume_matches_an_uninterrupted_run(notebook_
     kept = history(client, run_id, "loss")
     assert kept and kept[0][0] == 0 and len(kept) < 3  # the epochs done so far, not the whole run
 
-    # No --plugin: the run's plugin files come back from its vaekit.plugin_files tag.
+    # Without the run's plugin file the resume refuses in one line naming it; --trust-run-plugins imports it.
     res = run_cli("run", "--resume", run_id, "--tracking-uri", store, "--quiet", cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"the run used plugin file {FAULTS}, not loaded" in res.stderr, res.stderr
+    res = run_cli("run", "--resume", run_id, "--tracking-uri", store, "--quiet", "--trust-run-plugins", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"run id:    {run_id}" in res.stdout
     resumed = client.get_run(run_id)

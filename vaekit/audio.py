@@ -44,7 +44,7 @@ class AudioParams:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "audio parameters") -> "AudioParams":
+    def from_dict(cls, data: dict, source: str = "audio parameters") -> AudioParams:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

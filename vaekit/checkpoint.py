@@ -17,7 +17,7 @@ Only a stop nothing can catch (SIGKILL, the OOM killer, a power cut) loses up to
 - ``state.json`` holds the number of completed epochs, that epoch's logged metrics and the
   SHA-256 of ``state.npz``, so a torn or swapped file is refused rather than half-restored.
 
-Training order is a function of (seed, epoch) (:func:`epoch_order`), not of how many epochs
+Training order is a function of (seed, epoch) (:func:`vaekit.training.epoch_order`), not of how many epochs
 this process has run, so a resumed run sees the same batches an uninterrupted one would.
 Together these make a resumed run reach the same test metrics as an uninterrupted one.
 
@@ -46,13 +46,8 @@ from vaekit.errors import ConfigError
 ARTIFACT_DIR = "checkpoints"
 STATE_FILE = "state.npz"
 META_FILE = "state.json"
-#: Statuses ``--resume`` continues; a RUNNING run whose process died (:func:`crashed`) too.
+#: Statuses ``--resume`` continues; a RUNNING run whose process died (:func:`vaekit.tracking.crashed`) too.
 RESUMABLE = ("KILLED", "FAILED")
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The order in which the ``n`` training examples are visited in ``epoch`` (0-based)."""
-    return np.random.default_rng([seed, epoch]).permutation(n)
 
 
 @contextlib.contextmanager
@@ -252,30 +247,6 @@ def _quiet_downloads() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
-def owner_tags() -> dict[str, str]:
-    """Tags naming the process that runs a run, so a run left RUNNING by a crash can be told apart."""
-    import os
-    import socket
-
-    return {"vaekit.host": socket.gethostname(), "vaekit.pid": str(os.getpid())}
-
-
-def crashed(run) -> bool:
-    """A RUNNING run whose process, on this host, no longer exists (SIGKILL, OOM killer, power cut)."""
-    import os
-
-    tags = run.data.tags
-    if run.info.status != "RUNNING" or tags.get("vaekit.host") != owner_tags()["vaekit.host"]:
-        return False
-    try:
-        os.kill(int(tags.get("vaekit.pid", "")), 0)
-    except ProcessLookupError:
-        return True
-    except (ValueError, PermissionError):
-        return False
-    return False
-
-
 def resume_config(run_id: str, tracking_uri: str | None, trust_plugins: bool = False):
     """The settings of run ``run_id`` (its ``config.toml`` artifact), checked to be resumable.
 
@@ -294,13 +265,9 @@ def resume_config(run_id: str, tracking_uri: str | None, trust_plugins: bool = F
         run = client.get_run(run_id)
     except Exception as exc:
         raise ConfigError(f"--resume {run_id}: no such run in {uri} ({str(exc).splitlines()[0]})") from None
-    if run.info.status not in RESUMABLE and not crashed(run):
+    if run.info.status not in RESUMABLE and not tracking.crashed(run):
         raise ConfigError(f"--resume {run_id}: the run is {run.info.status}; only KILLED or FAILED runs can be resumed"
                           + (" (or RUNNING ones whose process died)" if run.info.status == "RUNNING" else ""))
-    from vaekit.plugins import load_run_plugin_files, plugin_hint
-
-    if trust_plugins:
-        load_run_plugin_files(run.data.tags)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = client.download_artifacts(run_id, "config.toml", tmp)
@@ -308,11 +275,19 @@ def resume_config(run_id: str, tracking_uri: str | None, trust_plugins: bool = F
             raise ConfigError(f"--resume {run_id}: the run has no config.toml artifact") from None
         config = build_config(path)
     config.tracking_uri = uri
+    from vaekit import backend
+    from vaekit.components import resolve
     from vaekit.errors import PluginError
-    from vaekit.run import resolve_components
+    from vaekit.plugins import load_run_plugin_files, plugin_hint
+
+    # The run's own backend (its checkpoint's arrays fit any, but its settings say where it trained),
+    # chosen before a plugin file could import Keras.
+    config.backend = backend.select(config.backend)
+    if trust_plugins:
+        load_run_plugin_files(run.data.tags)
 
     try:
-        resolve_components(config)
+        resolve(config)
     except PluginError as exc:
         raise PluginError(f"--resume {run_id}: {exc}{plugin_hint(run.data.tags)}") from None
     return config

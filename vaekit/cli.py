@@ -13,6 +13,7 @@ import sys
 import click
 
 from vaekit import __version__
+from vaekit.backend import BACKENDS
 from vaekit.errors import VaekitError
 
 
@@ -69,45 +70,49 @@ def main():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def setting_options(fn):
+    """``vaekit run``'s flags, one per :class:`vaekit.config.RunConfig` field, help and default from the field."""
+    from dataclasses import MISSING, fields
+
+    from vaekit.config import RunConfig
+
+    for f in reversed(fields(RunConfig)):
+        meta, flag = f.metadata, dict(f.metadata["flag"])
+        default = f.default if f.default is not MISSING else None
+        shown = meta["shown"] if meta["shown"] is not None else default
+        help_text = meta["help"] + ("" if shown is None or shown is False else f" [{shown}]")
+        name = "--" + f.name.replace("_", "-")
+        if f.name == "options":
+            option = click.option("--option", "options", multiple=True, metavar="KIND.KEY=VALUE", help=help_text)
+        elif flag.pop("on_off", False):
+            option = click.option(f"{name}/--no-{name[2:]}", default=None, help=help_text)
+        elif flag.pop("is_flag", False):
+            option = click.option(name, is_flag=True, default=None, help=help_text)
+        elif "choices" in flag:
+            option = click.option(name, type=click.Choice(list(flag["choices"])), help=help_text)
+        elif flag.get("path"):
+            option = click.option(name, type=click.Path(), help=help_text)
+        else:
+            kind = type(default) if default is not None else str
+            option = click.option(name, type=kind, metavar="SECONDS" if f.name == "checkpoint_interval" else None,
+                                  help=help_text)
+        fn = option(fn)
+    return fn
+
+
 @main.command()
-@click.option("--data", type=click.Path(), help="Notebook-format directory or folder of audio (default: built-in synthetic voices).")
-@click.option("--dataset", help="Dataset component by name (overrides detection from --data).")
-@click.option("--encoder", help="Encoder component [conv2].")
-@click.option("--decoder", help="Decoder component [conv2].")
-@click.option("--loss", help="Loss component [mse-kl].")
-@click.option("--vocoder", help="Vocoder component [griffinlim].")
-@click.option("--epochs", type=int, help="Training epochs [10].")
-@click.option("--batch-size", type=int, help="Batch size [64].")
-@click.option("--latent-dim", type=int, help="Latent dimensions d [20].")
-@click.option("--learning-rate", type=float, help="Adam learning rate [0.001].")
-@click.option("--validation-split", type=float, help="Share of x_train held out for per-epoch validation [0.1].")
-@click.option("--samples", type=int, help="Sounds generated from z ~ N(0, I) after training [4].")
-@click.option("--seed", type=int, help="Random seed [0].")
-@click.option("--experiment", help="MLflow experiment name [vaekit].")
-@click.option("--run-name", help="MLflow run name.")
-@click.option("--tracking-uri", help="MLflow tracking URI or store directory [MLFLOW_TRACKING_URI, else ./mlflow.db].")
-@click.option("--option", "options", multiple=True, metavar="KIND.KEY=VALUE", help="A component option, e.g. loss.lambda=1000 (repeatable).")
+@setting_options
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with the same settings; flags win.")
-@click.option("--deterministic", is_flag=True, default=None, help="TensorFlow op determinism (slower).")
-@click.option("--checkpoint-interval", type=float, metavar="SECONDS",
-              help="Seconds of training between checkpoint writes; 0: after every epoch. Ctrl-C, SIGTERM and "
-                   "failures always write the last finished epoch [60].")
 @click.option("--resume", metavar="RUN_ID", help="Continue a KILLED or FAILED run from its last checkpoint, with its own settings.")
-@click.option("--precision", type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]),
-              help="Numeric precision: mixed_* pay on GPUs (float16 with loss scaling) [float32].")
-@click.option("--jit-compile/--no-jit-compile", default=None,
-              help="Force XLA compilation on/off [Keras auto: on for GPUs, off on CPU and with --strategy].")
-@click.option("--strategy", type=click.Choice(["mirrored", "multiworker"]),
-              help="Multi-device training: mirrored (GPUs of this machine), multiworker (TF_CONFIG) [one device].")
 @plugin_option
 @trust_option
 @click.option("--quiet", is_flag=True, help="No training progress.")
 @friendly_errors
 def run(config_file, options, plugin_files, trust_plugins, quiet, resume, **flags):
     """Train a VAE, evaluate it, generate sounds, and log everything to MLflow."""
+    from vaekit import backend
     from vaekit.config import build_config
 
-    load_plugin_files(plugin_files)
     if resume:
         from vaekit.checkpoint import resume_config
         from vaekit.errors import ConfigError
@@ -116,9 +121,13 @@ def run(config_file, options, plugin_files, trust_plugins, quiet, resume, **flag
         if given or options or config_file:
             names = [f"--{k.replace('_', '-')}" for k in given] + ["--option"] * bool(options) + ["--config"] * bool(config_file)
             raise ConfigError(f"--resume continues a run with its own settings; drop {', '.join(names)}")
+        load_plugin_files(plugin_files)
         config = resume_config(resume, flags["tracking_uri"], trust_plugins)
     else:
         config = build_config(config_file, options, **flags)
+        # Before any plugin file is imported: one may import Keras, which reads the backend once.
+        config.backend = backend.select(config.backend)
+        load_plugin_files(plugin_files)
     from vaekit.run import run as run_api
     from vaekit.tracking import ui_command
 
@@ -246,11 +255,22 @@ def _listen_options(fn):
         click.option("--option", "options", multiple=True, metavar="vocoder.KEY=VALUE",
                      help="A vocoder option, e.g. vocoder.n_iter=64 (repeatable)."),
         click.option("--tracking-uri", help="The run's tracking store [MLFLOW_TRACKING_URI, else ./mlflow.db]."),
+        click.option("--backend", type=click.Choice(list(BACKENDS)),
+                     help="Keras backend to load the model with (any: a model loads on every backend) "
+                          "[KERAS_BACKEND, else tensorflow]."),
         plugin_option,
         trust_option,
     ]):
         fn = deco(fn)
     return fn
+
+
+def _listen_setup(backend_name, plugin_files) -> None:
+    """Choose the backend (before a plugin file could import Keras), then load ``--plugin`` files."""
+    from vaekit import backend
+
+    backend.select(backend_name)
+    load_plugin_files(plugin_files)
 
 
 def _report(result) -> None:
@@ -273,9 +293,9 @@ def _report(result) -> None:
 @click.option("--log/--no-log", default=True, show_default=True, help="Log them back to the run under generated/.")
 @_listen_options
 @friendly_errors
-def generate(run_id, n, seed, out, log, vocoders, options, tracking_uri, plugin_files, trust_plugins):
+def generate(run_id, n, seed, out, log, vocoders, options, tracking_uri, backend, plugin_files, trust_plugins):
     """Generate sounds from a logged run: z ~ N(0, I) → decoder → vocoder(s)."""
-    load_plugin_files(plugin_files)
+    _listen_setup(backend, plugin_files)
     from vaekit.generate import generate as generate_api
 
     _report(generate_api(run_id, n=n, vocoders=vocoders, options=options, seed=seed, out=out, log=log,
@@ -292,10 +312,10 @@ def generate(run_id, n, seed, out, log, vocoders, options, tracking_uri, plugin_
 @click.option("--log/--no-log", default=True, show_default=True, help="Log them back to the run under generated/.")
 @_listen_options
 @friendly_errors
-def interpolate(run_id, clips, seeds, steps, data, out, log, vocoders, options, tracking_uri, plugin_files,
+def interpolate(run_id, clips, seeds, steps, data, out, log, vocoders, options, tracking_uri, backend, plugin_files,
                 trust_plugins):
     """A latent walk between two test clips or two seeds, as WAVs and one PNG strip."""
-    load_plugin_files(plugin_files)
+    _listen_setup(backend, plugin_files)
     from vaekit.generate import interpolate as interpolate_api
 
     if not clips and not seeds:
@@ -312,9 +332,9 @@ def interpolate(run_id, clips, seeds, steps, data, out, log, vocoders, options, 
 @click.option("--log/--no-log", default=False, show_default=True, help="Also log to the run under generated/.")
 @_listen_options
 @friendly_errors
-def reconstruct(run_id, wav, out, log, vocoders, options, tracking_uri, plugin_files, trust_plugins):
+def reconstruct(run_id, wav, out, log, vocoders, options, tracking_uri, backend, plugin_files, trust_plugins):
     """Encode and decode a real clip; write STEM.reconstructed.wav and .png beside it."""
-    load_plugin_files(plugin_files)
+    _listen_setup(backend, plugin_files)
     from vaekit.generate import reconstruct as reconstruct_api
 
     _report(reconstruct_api(run_id, wav, vocoders=vocoders, options=options, out=out, log=log,

@@ -23,28 +23,15 @@ from __future__ import annotations
 
 import inspect
 import keyword
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from vaekit.errors import PluginError, VaekitError, one_line
+from vaekit import kinds
+from vaekit.errors import DataError, PluginError, VaekitError, one_line
 
-KINDS = ("encoder", "decoder", "loss", "vocoder", "dataset")
-PLURALS = {"encoder": "encoders", "decoder": "decoders", "loss": "losses", "vocoder": "vocoders", "dataset": "datasets"}
-_HOOKS = {
-    "encoder": "register_encoders",
-    "decoder": "register_decoders",
-    "loss": "register_losses",
-    "vocoder": "register_vocoders",
-    "dataset": "register_datasets",
-}
-#: Positional parameters the core passes to each kind's build function; they are not options.
-CONTRACT_ARGS = {
-    "encoder": ("input_shape", "latent_dim"),
-    "decoder": ("latent_dim", "output_shape"),
-    "loss": (),
-    "vocoder": ("audio",),
-    "dataset": ("path", "audio"),
-}
+KINDS = kinds.NAMES
+PLURALS = {k.name: k.plural for k in kinds.KINDS}
 
 
 @dataclass
@@ -62,12 +49,12 @@ class Component:
     def options(self) -> dict[str, Any]:
         """Option name → default, read from the build function's parameters after the contract's.
 
-        The contract arguments (:data:`CONTRACT_ARGS`) are passed positionally, so they are the
+        The contract arguments (:attr:`vaekit.kinds.Kind.contract`) are passed positionally, so they are the
         first parameters whatever their names; ``*args``/``**kwargs`` are not options.
         """
         out = {}
         params = _parameters(self.build)
-        for p in params[len(CONTRACT_ARGS[self.kind]):]:
+        for p in params[len(kinds.get(self.kind).contract):]:
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 continue
             out[option_name(p.name)] = None if p.default is inspect.Parameter.empty else p.default
@@ -131,7 +118,7 @@ def _parameters(build) -> list[inspect.Parameter]:
 
 def check_build_signature(kind: str, name: str, build, plugin: str) -> None:
     """Raise :class:`PluginError` unless ``build`` can take the contract's positional arguments."""
-    contract = CONTRACT_ARGS[kind]
+    contract = kinds.get(kind).contract
     params = _parameters(build)
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     takes_varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
@@ -185,18 +172,17 @@ def all_components(kind: str) -> dict[str, Component]:
     """Every component of ``kind``, by name.  Two with one name is an error naming both plugins."""
     from vaekit.plugins import get_plugin_manager, plugin_origin
 
-    if kind not in KINDS:
-        raise PluginError(f"unknown component kind {kind!r}; kinds are: {', '.join(KINDS)}")
+    hook_name = kinds.get(kind).hook
     pm = get_plugin_manager()
     found: dict[str, Component] = {}
-    hook = getattr(pm.hook, _HOOKS[kind])
+    hook = getattr(pm.hook, hook_name)
     # Call each implementation on its own, so each registration knows its plugin.
     for impl in hook.get_hookimpls():
         plugin_name, version = plugin_origin(impl.plugin)
 
         def register(name, build, _p=plugin_name, _v=version, **meta):
             if not isinstance(name, str) or not name:
-                raise PluginError(f"{_p}: {_HOOKS[kind]} registered a name that is not a non-empty string: {name!r}")
+                raise PluginError(f"{_p}: {hook_name} registered a name that is not a non-empty string: {name!r}")
             if not callable(build):
                 raise PluginError(f"{_p}: {kind} {name!r} was registered with a build that is not callable")
             check_build_signature(kind, name, build, _p)
@@ -212,7 +198,7 @@ def all_components(kind: str) -> dict[str, Component]:
         except PluginError:
             raise
         except Exception as exc:
-            raise PluginError(f"{plugin_name}: {_HOOKS[kind]} failed: {one_line(exc)}") from None
+            raise PluginError(f"{plugin_name}: {hook_name} failed: {one_line(exc)}") from None
     return found
 
 
@@ -226,3 +212,83 @@ def get_component(kind: str, name: str) -> Component:
             "(`vaekit plugins` lists them; a plugin file is loaded with --plugin FILE.py)"
         )
     return components[name]
+
+
+def select_dataset(config) -> Component:
+    """``--dataset NAME``, else the dataset whose ``detect`` accepts ``--data PATH``, else ``synthetic``."""
+    from pathlib import Path
+
+    if config.dataset:
+        return get_component("dataset", config.dataset)
+    if config.data is None:
+        return get_component("dataset", "synthetic")
+    path = Path(config.data)
+    if not path.exists():
+        raise DataError(f"--data {path}: no such file or directory")
+    for comp in all_components("dataset").values():
+        detect = comp.meta.get("detect")
+        if detect is not None and detect(path):
+            return comp
+    raise DataError(
+        f"--data {path}: not a notebook-format directory (x_train.npy, x_test.npy, min_values.npy, "
+        "max_values.npy) nor a folder of audio files; name a dataset with --dataset"
+    )
+
+
+def resolve(config) -> dict[str, Component]:
+    """Every component a run of ``config`` uses, by kind, with its options checked (no backend needed)."""
+    comps = {kind: get_component(kind, getattr(config, kind)) for kind in KINDS if kind != "dataset"}
+    comps["dataset"] = select_dataset(config)
+    for kind in config.options:
+        comps[kind].check_options(config.option(kind))
+    return comps
+
+
+def load_dataset(config, comps: dict[str, Component]):
+    """Build the dataset component for ``config`` and check that it returned a :class:`vaekit.data.Dataset`."""
+    from vaekit.audio import AudioParams
+    from vaekit.data import Dataset
+
+    comp = comps["dataset"]
+    ds = comp.create(config.data, AudioParams(), **config.option("dataset"))
+    if not isinstance(ds, Dataset):
+        raise PluginError(f"dataset {comp.name!r} (from {comp.plugin}) must return a vaekit.data.Dataset, "
+                          f"got {type(ds).__name__}")
+    return ds
+
+
+def vocode(comp: Component, vocoder_fn, mel_db):
+    """Run a vocoder and check its output against the contract: (N, samples), finite."""
+    import numpy as np
+
+    try:
+        audio = np.asarray(vocoder_fn(mel_db), dtype=np.float32)
+    except Exception as exc:
+        raise PluginError(
+            f"vocoder {comp.name!r} (from {comp.plugin}) failed on mel spectrograms of shape {mel_db.shape}: "
+            f"{one_line(exc)}"
+        ) from None
+    if audio.ndim != 2 or audio.shape[0] != mel_db.shape[0]:
+        raise PluginError(
+            f"vocoder {comp.name!r} (from {comp.plugin}): expected waveforms of shape ({mel_db.shape[0]}, samples) "
+            f"for mel spectrograms of shape {mel_db.shape}, got {audio.shape}"
+        )
+    if not np.isfinite(audio).all():
+        raise PluginError(f"vocoder {comp.name!r} (from {comp.plugin}) returned NaN or Inf samples")
+    return audio
+
+
+def check_vocoder(comp: Component, vocoder_fn, ds) -> None:
+    """Pre-flight: vocode one dummy spectrogram, so a broken vocoder fails in seconds, before training.
+
+    The dummy has the data's shape (a vocoder may need the exact frame count) and a constant
+    level mid-way through the data's dB range: Griffin-Lim's NNLS converges on it at once,
+    where a real clip costs it seconds.
+    """
+    import numpy as np
+
+    mel_db = ds.denormalize(np.full((1, *ds.shape), 0.5, dtype=np.float32)).astype(np.float32)
+    try:
+        vocode(comp, vocoder_fn, mel_db)
+    except PluginError as exc:
+        raise PluginError(f"{exc} (pre-flight check on a dummy spectrogram, before training)") from None

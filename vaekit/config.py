@@ -20,8 +20,12 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from vaekit.components import KINDS
+from vaekit import kinds
+from vaekit.backend import BACKENDS
+from vaekit.distribute import PRECISIONS, STRATEGIES
 from vaekit.errors import ConfigError
+
+KINDS = kinds.NAMES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,35 +33,59 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+def _setting(default, help: str, shown: str | None = None, **flag):
+    """A RunConfig field: its default, the CLI's help and how ``--help`` shows the default (``shown``).
+
+    ``flag``: extra click option arguments (``type``, ``choices``…) where the default's type is not enough.
+    """
+    meta = {"help": help, "shown": shown, "flag": flag}
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class RunConfig:
-    """Everything that defines a run.  Defaults reproduce the notebook."""
+    """Everything that defines a run.  Defaults reproduce the notebook.
 
-    data: str | None = None
-    dataset: str | None = None
-    encoder: str = "conv2"
-    decoder: str = "conv2"
-    loss: str = "mse-kl"
-    vocoder: str = "griffinlim"
-    epochs: int = 10
-    batch_size: int = 64
-    latent_dim: int = 20
-    learning_rate: float = 0.001
-    validation_split: float = 0.1
-    samples: int = 4
-    seed: int = 0
-    experiment: str = "vaekit"
-    run_name: str | None = None
-    tracking_uri: str | None = None
-    #: TensorFlow op determinism (slower; same results on GPU too).  On CPU runs repeat without it.
-    deterministic: bool = False
-    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    The one source of defaults: ``vaekit run``'s flags, their ``--help`` and README's table are
+    derived from (and tested against) these fields.
+    """
+
+    data: str | None = _setting(None, "Notebook-format directory or folder of audio.", "built-in synthetic voices",
+                                path=True)
+    dataset: str | None = _setting(None, kinds.BY_NAME["dataset"].help, "detected from --data")
+    encoder: str = _setting("conv2", kinds.BY_NAME["encoder"].help)
+    decoder: str = _setting("conv2", kinds.BY_NAME["decoder"].help)
+    loss: str = _setting("mse-kl", kinds.BY_NAME["loss"].help)
+    vocoder: str = _setting("griffinlim", kinds.BY_NAME["vocoder"].help)
+    epochs: int = _setting(10, "Training epochs.")
+    batch_size: int = _setting(64, "Batch size (global: split over the replicas of --strategy).")
+    latent_dim: int = _setting(20, "Latent dimensions d.")
+    learning_rate: float = _setting(0.001, "Adam learning rate.")
+    validation_split: float = _setting(0.1, "Share of x_train held out for per-epoch validation.")
+    samples: int = _setting(4, "Sounds generated from z ~ N(0, I) after training.")
+    seed: int = _setting(0, "Random seed (data split and order, initial weights, sampling).")
+    experiment: str = _setting("vaekit", "MLflow experiment name.")
+    run_name: str | None = _setting(None, "MLflow run name.", "ENCODER-LOSS-λ-random suffix")
+    tracking_uri: str | None = _setting(None, "MLflow tracking URI or store directory.",
+                                        "MLFLOW_TRACKING_URI, else ./mlflow.db")
+    backend: str | None = _setting(None, "Keras backend.", "KERAS_BACKEND, else tensorflow",
+                                   choices=tuple(BACKENDS))
+    #: Deterministic kernels (slower; same results on GPU too).  On CPU runs repeat without it.
+    deterministic: bool = _setting(False, "Deterministic kernels (repeatable GPU runs; slower).", is_flag=True)
+    options: dict[str, dict[str, Any]] = _setting({}, "A component option, e.g. loss.lambda=1000 (repeatable).")
     # Performance and scale (see vaekit.distribute).
-    precision: str = "float32"
-    jit_compile: bool | None = None
-    strategy: str | None = None
+    precision: str = _setting("float32", "Numeric precision: mixed_* pay on GPUs (float16 with loss scaling).",
+                              choices=PRECISIONS)
+    jit_compile: bool | None = _setting(None, "Force XLA compilation on or off.", "Keras' choice", on_off=True)
+    steps_per_execution: int = _setting(1, "Training steps per compiled call: above 1 cuts the per-step overhead on "
+                                        "GPUs (the NaN check then sees every Nth batch).")
+    strategy: str | None = _setting(None, "Several devices: mirrored (this machine's), multiworker (several machines).",
+                                    "one device", choices=STRATEGIES)
     #: Seconds of training between checkpoint writes (0: every epoch); a stop always writes one.
-    checkpoint_interval: float = 60.0
+    checkpoint_interval: float = _setting(60.0, "Seconds of training between checkpoint writes; 0: after every "
+                                          "epoch. Ctrl-C, SIGTERM and failures always write the last finished epoch.")
 
     def option(self, kind: str) -> dict[str, Any]:
         """The options given for one component kind."""
@@ -80,7 +108,7 @@ class RunConfig:
                 lines.extend(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in sorted(opts.items()))
         return "\n".join(lines) + "\n"
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         checks = [
             ("epochs", self.epochs >= 1, "must be at least 1"),
             ("batch-size", self.batch_size >= 1, "must be at least 1"),
@@ -89,6 +117,7 @@ class RunConfig:
             ("learning-rate", self.learning_rate > 0, "must be positive"),
             ("validation-split", 0 <= self.validation_split < 1, "must be in [0, 1)"),
             ("checkpoint-interval", self.checkpoint_interval >= 0, "must be 0 or more (seconds)"),
+            ("steps-per-execution", self.steps_per_execution >= 1, "must be at least 1"),
         ]
         if not isinstance(self.deterministic, bool):
             raise ConfigError(f"deterministic: expected true or false, got {self.deterministic!r}")
@@ -97,9 +126,10 @@ class RunConfig:
         for flag, ok, what in checks:
             if not ok:
                 raise ConfigError(f"--{flag} {what}, got {getattr(self, flag.replace('-', '_'))!r}")
+        from vaekit.backend import resolve
         from vaekit.distribute import check
 
-        check(self.precision, self.strategy)
+        check(self.precision, self.strategy, resolve(self.backend))
         return self
 
 
@@ -161,6 +191,7 @@ def merge(base: RunConfig, **overrides) -> RunConfig:
 
 def _check_types(cfg: RunConfig) -> RunConfig:
     for f, cast in (("epochs", int), ("batch_size", int), ("latent_dim", int), ("samples", int), ("seed", int),
+                    ("steps_per_execution", int),
                     ("learning_rate", float), ("validation_split", float), ("checkpoint_interval", float)):
         value = getattr(cfg, f)
         if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)

@@ -9,6 +9,11 @@ import numpy as np
 from vaekit.audio import AudioParams
 
 
+def color_scale(min_values, max_values) -> tuple[float, float]:
+    """The fixed dB range every picture of a run uses: the dataset's normalisation range."""
+    return float(np.min(min_values)), float(np.max(max_values))
+
+
 def _pyplot():
     import matplotlib
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from vaekit.data import denormalize, normalize
 from vaekit.audio import AudioParams, mel_error_db, waveforms_to_mel_db
 from vaekit.config import RunConfig, load_toml, merge, parse_options
+from vaekit.data import denormalize, normalize
 from vaekit.errors import ConfigError, DataError, PluginError, VaekitError, one_line
-from vaekit.run import safe_name
+from vaekit.runlog import safe_name
 
 GENERATED_DIR = "generated"
 
@@ -59,7 +59,7 @@ class LoggedRun:
         return normalize(db, self.min_values, self.max_values)
 
     def color_scale(self) -> tuple[float, float]:
-        from vaekit.listen import color_scale
+        from vaekit.figures import color_scale
 
         return color_scale(self.min_values, self.max_values)
 
@@ -173,11 +173,11 @@ def build_vocoders(run: LoggedRun, names=(), options=()) -> dict:
 
 
 def _vocode_all(vocoders: dict, mel_db: np.ndarray, audio: AudioParams) -> tuple[dict, dict]:
-    from vaekit.run import vocode
+    from vaekit.components import vocode
 
     waves, errors = {}, {}
     for name, (comp, fn) in vocoders.items():
-        waves[name] = vocode(fn, mel_db, comp)
+        waves[name] = vocode(comp, fn, mel_db)
         errors[name] = mel_error_db(waves[name], mel_db, audio)
     return waves, errors
 
@@ -240,7 +240,7 @@ def generate(run_id: str, n: int = 8, vocoders=(), options=(), seed: int = 0, ou
     ``vocoder_mel_error_db.VOCODER`` (mean absolute dB difference after re-analysis).
     """
     from vaekit import figures
-    from vaekit.run import sample_latent
+    from vaekit.model import sample_latent
 
     if n < 1:
         raise ConfigError(f"-n must be at least 1, got {n}")
@@ -269,7 +269,7 @@ def load_test_clips(run: LoggedRun, indices, data=None) -> np.ndarray:
     """Test spectrograms (normalised) by index from the run's dataset (``data`` overrides its ``--data``)."""
     from dataclasses import replace
 
-    from vaekit.run import select_dataset
+    from vaekit.components import select_dataset
 
     config = replace(run.config, data=str(data) if data is not None else run.config.data)
     comp = select_dataset(config)
@@ -291,7 +291,7 @@ def interpolate(run_id: str, clips=None, seeds=None, steps: int = 8, vocoders=()
     one row) and ``VOCODER/step_II.wav``.
     """
     from vaekit import figures
-    from vaekit.run import sample_latent
+    from vaekit.model import sample_latent
 
     if (clips is None) == (seeds is None):
         raise ConfigError("interpolate needs exactly one of --clips A B or --seeds A B")

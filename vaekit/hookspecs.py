@@ -2,9 +2,11 @@
 
 Each hook receives a ``register`` callable; the plugin calls ``register(name, build)``
 once per component it provides.  ``build`` is called lazily, only for the component a
-run actually uses, so a plugin module should import heavy libraries (TensorFlow)
-inside ``build``, not at module level.  The contract of each kind's ``build`` is in
-:mod:`vaekit.components` and in README ("Component contracts").
+run actually uses, so a plugin module should import heavy libraries (Keras, a backend)
+inside ``build``, not at module level: Keras reads its backend once, when first imported.
+The contract of each kind's ``build`` is in :mod:`vaekit.components` and in README
+("Component contracts"); each hook here is one record of :data:`vaekit.kinds.KINDS` (a test
+checks they match one to one).
 """
 
 import pluggy

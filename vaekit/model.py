@@ -1,10 +1,16 @@
-"""The VAE model: encoder → Sampling → decoder, trained with a plugin loss.
+"""The VAE model: encoder → Sampling → decoder, trained with a plugin loss, on any Keras backend.
 
-Follows the keras.io VAE example: a serializable :class:`Sampling` layer (no ``Lambda``,
-so saved models load with ``safe_mode``) and a ``keras.Model`` subclass with its own
-``train_step``/``test_step`` and one ``Mean`` tracker per loss term.  The loss is not
-saved with the model: a loaded VAE can encode, sample and decode, not train (resuming
-re-attaches the loss, see :meth:`VAE.set_loss`).
+Backend-agnostic Keras 3: ``keras`` and ``keras.ops`` only.  A serializable :class:`Sampling`
+layer (no ``Lambda``, so saved models load with ``safe_mode``) draws ε with a
+``keras.random.SeedGenerator``; :meth:`VAE.compute_loss` runs the plugin loss on Keras' own
+``train_step``/``test_step`` of every backend.  The loss is not saved with the model: a loaded
+VAE can encode, sample and decode, not train (resuming re-attaches it, see :meth:`VAE.set_loss`).
+
+Reporting the loss's terms: ``loss`` goes through Keras' own loss tracker; every other term
+goes into one :class:`TermsMean`, a single variable ``[Σ term·n …, Σ n]`` updated once per step,
+rather than a ``keras.metrics.Mean`` (two variables) per term: on a GPU each metric variable is
+state threaded through every step (see ``benchmarks/gpu.sh``).  Epoch means are over samples,
+as Keras weights its loss.
 """
 
 from __future__ import annotations
@@ -13,10 +19,12 @@ import inspect
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
-from vaekit.errors import PluginError
+from vaekit import backend
+from vaekit.errors import PluginError, ShapeError, one_line
+
+backend.keep_tensorflow_out()
 
 
 @keras.saving.register_keras_serializable(package="vaekit")
@@ -37,12 +45,37 @@ class Sampling(keras.layers.Layer):
         return {**super().get_config(), "seed": self.seed}
 
 
+class TermsMean(keras.metrics.Metric):
+    """Sample-weighted running means of several scalars, kept in one variable ``[Σ v·n …, Σ n]``."""
+
+    def __init__(self, names, name="terms", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.names = list(names)
+        self.state = self.add_variable(shape=(len(self.names) + 1,), initializer="zeros", name="state",
+                                       dtype="float32")
+
+    def update_state(self, values, n):
+        n = ops.cast(n, "float32")
+        self.state.assign_add(ops.concatenate([ops.stack(values) * n, ops.reshape(n, (1,))]))
+
+    def result(self):
+        count = ops.maximum(self.state[-1], 1.0)
+        return {name: self.state[i] / count for i, name in enumerate(self.names)}
+
+    def reset_state(self):
+        self.state.assign(ops.zeros(self.state.shape, dtype="float32"))
+
+    def get_config(self):
+        return {"names": self.names, "name": self.name}
+
+
 @keras.saving.register_keras_serializable(package="vaekit")
 class VAE(keras.Model):
     """A variational autoencoder around a plugin encoder and decoder.
 
-    ``encoder`` maps x to ``(z_mean, z_log_var)``; ``decoder`` maps z to x̂.  Call
-    :meth:`set_loss` before ``compile``/``fit``.  Metrics are the loss's terms.
+    ``encoder`` maps x to ``(z_mean, z_log_var)``; ``decoder`` maps z to x̂.  ``VAE(x)`` is x̂
+    (z sampled); in training and evaluation :meth:`call` also returns the latent statistics the
+    loss needs.  Call :meth:`set_loss` before ``compile``/``fit``.  Metrics are the loss's terms.
     """
 
     def __init__(self, encoder, decoder, seed=None, **kwargs):
@@ -52,11 +85,15 @@ class VAE(keras.Model):
         self.seed = seed
         self.sampling = Sampling(seed=seed, name="sampling")
         self.latent_dim = int(decoder.inputs[0].shape[-1])
-        # Training progress for losses that schedule terms (e.g. KL warm-up); set per epoch.
-        self.epoch = tf.Variable(0.0, trainable=False, dtype="float32", name="epoch")
+        # Training progress for losses that schedule terms (e.g. KL warm-up); set per epoch.  A Keras
+        # variable, so it is state of the compiled step on every backend (a JAX step would bake in a constant).
+        self.epoch = self.add_weight(shape=(), initializer="zeros", trainable=False, name="epoch", dtype="float32")
         self.loss_fn = None
-        self._trackers: dict[str, keras.metrics.Mean] = {}
+        #: Multiplies the optimised loss: 1 / replicas under tf.distribute, which sums replicas' gradients.
+        self.loss_scale = 1.0
+        self.terms = None
         self._loss_takes_epoch = False
+        self._with_latents = False
 
     # -- contract --------------------------------------------------------------------
     def set_loss(self, loss_fn, sample_batch) -> list[str]:
@@ -70,20 +107,21 @@ class VAE(keras.Model):
             self._loss_takes_epoch = "epoch" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
         except (TypeError, ValueError):
             self._loss_takes_epoch = False
-        terms = self.compute_terms(ops.convert_to_tensor(sample_batch), training=False)
+        x = ops.convert_to_tensor(sample_batch)
+        z_mean, z_log_var = self.encoder(x, training=False)
+        terms = self.loss_terms(x, (self.decoder(self.sampling([z_mean, z_log_var])), z_mean, z_log_var))
         if not isinstance(terms, dict) or "loss" not in terms:
             got = sorted(terms) if isinstance(terms, dict) else type(terms).__name__
             raise PluginError(f"the loss must return a dict of scalar terms including 'loss', got {got}")
         for name, value in terms.items():
             if len(ops.shape(value)) != 0:
                 raise PluginError(f"loss term {name!r} must be a scalar, got shape {tuple(ops.shape(value))}")
-        self._trackers = {name: keras.metrics.Mean(name=name) for name in terms}
+        self.terms = TermsMean([name for name in terms if name != "loss"], name="terms")
         return list(terms)
 
-    def compute_terms(self, x, training=False):
-        z_mean, z_log_var = self.encoder(x, training=training)
-        z = self.sampling([z_mean, z_log_var])
-        x_hat = self.decoder(z, training=training)
+    def loss_terms(self, x, outputs) -> dict:
+        """The plugin loss's terms for a batch ``x`` and the model's ``(x̂, μ, log σ²)``, in float32."""
+        x_hat, z_mean, z_log_var = outputs
         # Under a mixed-precision policy the layers compute in float16/bfloat16; the loss is float32.
         x, x_hat, z_mean, z_log_var = (ops.cast(t, "float32") for t in (x, x_hat, z_mean, z_log_var))
         if self._loss_takes_epoch:
@@ -97,48 +135,43 @@ class VAE(keras.Model):
     # -- keras -----------------------------------------------------------------------
     def call(self, x, training=False):
         z_mean, z_log_var = self.encoder(x, training=training)
-        return self.decoder(self.sampling([z_mean, z_log_var]), training=training)
+        x_hat = self.decoder(self.sampling([z_mean, z_log_var]), training=training)
+        # fit/evaluate set _with_latents (a Python flag, fixed when the step is traced): the loss needs μ, log σ².
+        return (x_hat, z_mean, z_log_var) if self._with_latents else x_hat
 
-    @property
-    def metrics(self):
-        return list(self._trackers.values())
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        terms = self.loss_terms(x, y_pred)
+        others = [terms[name] for name in self.terms.names]
+        if others:
+            self.terms.update_state(others, ops.shape(x)[0])
+        return terms["loss"] * self.loss_scale
 
-    def train_step(self, data):
-        x = data[0] if isinstance(data, tuple) else data
-        with tf.GradientTape() as tape:
-            terms = self.compute_terms(x, training=True)
-            # Gradients are summed over replicas, so each replica takes its share.
-            loss = terms["loss"] / tf.distribute.get_strategy().num_replicas_in_sync
-            loss = self.optimizer.scale_loss(loss)
-        grads = tape.gradient(loss, self.trainable_weights)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
-        return self._update(terms)
+    def fit(self, *args, **kwargs):
+        with self._latents():
+            return super().fit(*args, **kwargs)
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras 3 reduces the first distributed batch with strategy.reduce here, which
-        # MultiWorkerMirroredStrategy rejects (keras-team/keras#20585).  The VAE is built before
-        # fit (vaekit.run.build_model calls it) and compiled without Keras losses or metrics,
-        # so the only thing left to build is the optimizer, which needs no batch.
-        strategy = getattr(self, "_distribute_strategy", None)
-        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and self.built:
-            with strategy.scope():
-                self._symbolic_build(data_batch=None)
+    def evaluate(self, *args, **kwargs):
+        with self._latents():
+            return super().evaluate(*args, **kwargs)
+
+    def _latents(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def scope():
+            self._with_latents = True
+            try:
+                yield
+            finally:
+                self._with_latents = False
+
+        return scope()
+
+    def load_own_variables(self, store):
+        # Models saved before the epoch variable existed have no variable of the VAE's own.
+        if len(store.keys()) == 0:
             return
-        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-
-    def test_step(self, data):
-        x = data[0] if isinstance(data, tuple) else data
-        return self._update(self.compute_terms(x, training=False))
-
-    def _update(self, terms):
-        for name, value in terms.items():
-            self._trackers[name].update_state(value)
-        results = {name: t.result() for name, t in self._trackers.items()}
-        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
-            # Keras 3 reduces a multi-worker step's logs with reduce("MEAN", axis=0), which fails on
-            # scalars (keras-team/keras#20585): give each a length-1 axis to take the mean over.
-            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
-        return results
+        super().load_own_variables(store)
 
     # -- generation ------------------------------------------------------------------
     def encode(self, x):
@@ -164,3 +197,70 @@ class VAE(keras.Model):
         encoder = keras.saving.deserialize_keras_object(config.pop("encoder"))
         decoder = keras.saving.deserialize_keras_object(config.pop("decoder"))
         return cls(encoder, decoder, **config)
+
+
+def sample_latent(n: int, latent_dim: int, seed: int) -> np.ndarray:
+    """z ~ N(0, I), seeded (the same draws on every backend)."""
+    return np.random.default_rng(seed).standard_normal((n, latent_dim)).astype("float32")
+
+
+def build_vae(config, comps, ds):
+    """Build encoder, decoder and loss for the data; check their shapes against the contract.
+
+    Returns ``(vae, term names)``; the VAE is built (it has its weights) but not compiled.
+    """
+    x_shape = (*ds.shape, 1)
+    d = config.latent_dim
+    encoder = _create_for_data(comps["encoder"], ds, x_shape, d, **config.option("encoder"))
+    decoder = _create_for_data(comps["decoder"], ds, d, x_shape, **config.option("decoder"))
+    check_model_shapes(encoder, decoder, comps, x_shape, d)
+    model = VAE(encoder, decoder, seed=config.seed, name="vae")
+    loss = comps["loss"]
+    loss_fn = loss.create(**config.option("loss"))
+    try:
+        terms = model.set_loss(loss_fn, ds.x_train[:2, ..., None])
+    except PluginError as exc:
+        raise PluginError(f"loss {loss.name!r} (from {loss.plugin}): {exc}") from None
+    except Exception as exc:
+        raise PluginError(f"loss {loss.name!r} (from {loss.plugin}) failed on a batch: {one_line(exc)}") from None
+    model(ds.x_train[:1, ..., None])  # build, so the saved model has its weights
+    return model, terms
+
+
+def _create_for_data(comp, ds, *args, **options):
+    """``comp.create``; a :class:`ShapeError` (the data's size does not fit) also names the data."""
+    try:
+        return comp.create(*args, **options)
+    except ShapeError as exc:
+        raise ShapeError(f"{ds.source or 'the dataset'}: {ds.shape[0]}×{ds.shape[1]} spectrograms do not fit "
+                         f"{comp.kind} {comp.name!r} (from {comp.plugin}): {exc}") from None
+
+
+def check_model_shapes(encoder, decoder, comps, x_shape, d: int) -> None:
+    """Raise :class:`PluginError` (expected vs got) if encoder or decoder break the contract."""
+    enc, dec = comps["encoder"], comps["decoder"]
+    for comp, model in ((enc, encoder), (dec, decoder)):
+        if not isinstance(model, keras.Model):
+            raise PluginError(f"{comp.kind} {comp.name!r} (from {comp.plugin}) must return a keras.Model, got {type(model).__name__}")
+    x = np.zeros((2, *x_shape), dtype="float32")
+    try:
+        out = encoder(x)
+    except Exception as exc:
+        raise PluginError(f"encoder {enc.name!r} (from {enc.plugin}) fails on input of shape {x.shape}: {one_line(exc)}; "
+                          "its keras.Input must have shape=input_shape") from None
+    got = [tuple(o.shape) for o in out] if isinstance(out, (list, tuple)) else [tuple(out.shape)]
+    if got != [(2, d), (2, d)]:
+        raise PluginError(
+            f"encoder {enc.name!r} (from {enc.plugin}): expected outputs (z_mean, z_log_var) "
+            f"of shapes [(batch, {d}), (batch, {d})], got {got} for a batch of 2"
+        )
+    try:
+        y = decoder(np.zeros((2, d), dtype="float32"))
+    except Exception as exc:
+        raise PluginError(f"decoder {dec.name!r} (from {dec.plugin}) fails on z of shape (2, {d}): {one_line(exc)}") from None
+    got_y = [tuple(o.shape) for o in y] if isinstance(y, (list, tuple)) else tuple(y.shape)
+    if got_y != (2, *x_shape):
+        raise PluginError(
+            f"decoder {dec.name!r} (from {dec.plugin}): expected output of shape "
+            f"(batch, {', '.join(map(str, x_shape))}), got {got_y} for a batch of 2"
+        )

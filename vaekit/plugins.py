@@ -38,7 +38,7 @@ DEFAULT_PLUGINS = (
 
 ENTRY_POINT_GROUP = "vaekit"
 
-_pm: "PluginManager | None" = None
+_pm: PluginManager | None = None
 #: plugin name → (distribution name, version), for plugins loaded from entry points.
 _DISTRIBUTIONS: dict[str, tuple[str, str]] = {}
 #: The argument every hook takes (see :mod:`vaekit.hookspecs`).

@@ -33,20 +33,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from vaekit.components import KINDS
+from vaekit.components import KINDS, resolve
 from vaekit.config import RunConfig, merge, parse_value
 from vaekit.errors import ConfigError, TrainingError
+from vaekit.runlog import ENV_TAGS
 
-#: Environment variable through which the sweep hands a child its tags (read by :func:`child_tags`).
-ENV_TAGS = "VAEKIT_SWEEP_TAGS"
 #: Settings a grid may not vary: they say where runs go, not what they are.
 _NOT_SWEPT = {"options", "tracking_uri", "experiment", "run_name"}
-
-
-def child_tags() -> dict[str, str]:
-    """Tags a sweep asked this run to carry (empty when not started by a sweep)."""
-    raw = os.environ.get(ENV_TAGS)
-    return {str(k): str(v) for k, v in json.loads(raw).items()} if raw else {}
 
 
 def parse_grid(items) -> list[tuple[str, list[Any]]]:
@@ -244,7 +237,6 @@ def sweep(base: RunConfig, grid_items, jobs: int = 1, plugin_files=(), echo=prin
     from mlflow.tracking import MlflowClient
 
     from vaekit import __version__, tracking
-    from vaekit.run import resolve_components
 
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
@@ -254,7 +246,7 @@ def sweep(base: RunConfig, grid_items, jobs: int = 1, plugin_files=(), echo=prin
     children = []
     for i, point in enumerate(points):
         cfg = point_config(replace(base, tracking_uri=uri, run_name=point_label(point)), point)
-        resolve_components(cfg)  # unknown components and option names fail here, before any run
+        resolve(cfg)  # unknown components and option names fail here, before any run
         children.append(Child(i, point, cfg))
     experiment_id = tracking.check_store(uri, base.experiment)
     client = MlflowClient(uri)

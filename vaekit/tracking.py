@@ -235,6 +235,30 @@ def _record_failure(exc: BaseException) -> None:
         mlflow.log_text("".join(traceback.format_exception(exc)), "error/traceback.txt")
 
 
+def owner_tags() -> dict[str, str]:
+    """Tags naming the process that runs a run, so a run left RUNNING by a crash can be told apart."""
+    import os
+    import socket
+
+    return {"vaekit.host": socket.gethostname(), "vaekit.pid": str(os.getpid())}
+
+
+def crashed(run) -> bool:
+    """A RUNNING run whose process, on this host, no longer exists (SIGKILL, OOM killer, power cut)."""
+    import os
+
+    tags = run.data.tags
+    if run.info.status != "RUNNING" or tags.get("vaekit.host") != owner_tags()["vaekit.host"]:
+        return False
+    try:
+        os.kill(int(tags.get("vaekit.pid", "")), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, PermissionError):
+        return False
+    return False
+
+
 def ui_command(uri: str) -> str:
     """The command that opens the MLflow UI on the store at ``uri``."""
     db = sqlite_path(uri)

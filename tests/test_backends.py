@@ -1,0 +1,183 @@
+"""The core on JAX (CPU), in real ``vaekit`` processes: train, resume, NaN stop, a plugin file, a sweep,
+several devices, and models that load on the other backend.
+
+JAX is installed by README's set-up (``.[test,jax]``); in CI a missing JAX fails these tests
+rather than skipping them.  Each test starts its own processes: Keras reads its backend once
+per process, and this test process runs on TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import run_cli
+from reliability_helpers import SMALL_ARGS, first_epoch_logged, only_run, slow_run_args, start_cli, wait_for
+
+if os.environ.get("CI") is None:
+    pytest.importorskip("jax", reason="JAX is not installed: pip install -e '.[jax]'")
+
+JAX = ["--backend", "jax"]
+#: dense VAE, 1 epoch, one sample: what JAX must do, fast.
+TINY = [*SMALL_ARGS, "--epochs", "1"]
+
+
+def run_id_of(res) -> str:
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout.split("run id:")[1].split()[0]
+
+
+def in_process(code: str, env=None) -> str:
+    """Run Python ``code`` in a fresh process (its own Keras backend); its stdout."""
+    res = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout
+
+
+def test_a_jax_run_trains_logs_its_backend_and_imports_no_tensorflow(notebook_data, store, tmp_path):
+    import jax
+
+    out = in_process(f"""
+        import sys
+        from vaekit.cli import main
+        try:
+            main({["run", *JAX, "--data", str(notebook_data), "--tracking-uri", store, *TINY]!r})
+        except SystemExit as e:
+            assert e.code in (0, None), e.code
+        print("TF", "tensorflow" in sys.modules)
+    """)
+    assert "TF False" in out
+    run = only_run(store)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["backend"] == "jax" and run.data.params["backend.version"] == jax.__version__
+    assert run.data.tags["vaekit.backend"] == "jax"
+    assert {"loss", "mse", "kl", "val_loss", "test_loss", "test_mse", "test_kl"} <= set(run.data.metrics)
+    assert np.isfinite(run.data.metrics["test_loss"])
+
+
+def test_models_load_on_the_other_backend_with_the_same_weights(notebook_data, store, tmp_path):
+    ids = {b: run_id_of(run_cli("run", "--backend", b, "--data", notebook_data, "--tracking-uri", store, *TINY,
+                                cwd=tmp_path)) for b in ("jax", "tensorflow")}
+    decoded = {}
+    for loader in ("jax", "tensorflow"):  # one process per backend loads both runs' models
+        out = tmp_path / f"on-{loader}.npz"
+        in_process(f"""
+            import numpy as np
+            from vaekit import backend
+            backend.select({loader!r})
+            from vaekit.generate import open_run
+            from vaekit.model import sample_latent
+            import keras
+            assert keras.backend.backend() == {loader!r}
+            z = sample_latent(3, 4, 7)
+            np.savez({str(out)!r}, **{{b: open_run(i, {store!r}).model.decode(z) for b, i in {ids!r}.items()}})
+        """)
+        with np.load(out) as npz:
+            decoded.update({(trained, loader): npz[trained] for trained in ids})
+    for trained in ids:
+        np.testing.assert_allclose(decoded[trained, "jax"], decoded[trained, "tensorflow"], atol=1e-5)
+    # And through the CLI: generate from the JAX run on TensorFlow.
+    res = run_cli("generate", ids["jax"], "-n", "1", "--backend", "tensorflow", "--no-log", "--out", tmp_path / "gen",
+                  "--tracking-uri", store, "--option", "vocoder.n_iter=2", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "gen").rglob("*.wav")) == ["sample_00.wav"]
+
+
+def test_sigterm_then_resume_on_jax_matches_an_uninterrupted_jax_run(notebook_data, store, tmp_path):
+    args = slow_run_args(notebook_data, store, 3)
+    proc = start_cli(*args, *JAX, "--checkpoint-interval", "0", cwd=tmp_path)
+    try:
+        run_id = wait_for(first_epoch_logged(store), proc=proc, what="the first epoch's metrics")
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    finally:
+        proc.kill() if proc.poll() is None else None
+    assert proc.returncode == 143
+    client = MlflowClient(store)
+    assert client.get_run(run_id).info.status == "KILLED"
+    res = run_cli("run", "--resume", run_id, "--tracking-uri", store, "--quiet", "--plugin", args[args.index("--plugin") + 1],
+                  cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    resumed = client.get_run(run_id)
+    assert resumed.info.status == "FINISHED" and resumed.data.params["backend"] == "jax"
+    # The same run, uninterrupted, in another store.
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    full = run_id_of(run_cli(*[other if a == store else a for a in args], *JAX, cwd=tmp_path))
+    client_run = MlflowClient(other).get_run(full)
+    for key in ("test_loss", "test_mse", "test_kl"):
+        assert resumed.data.metrics[key] == pytest.approx(client_run.data.metrics[key], rel=1e-4), key
+
+
+def test_nan_stop_on_jax_names_epoch_and_batch(notebook_data, store, tmp_path):
+    res = run_cli("run", *JAX, "--data", notebook_data, "--tracking-uri", store, *TINY, "--learning-rate", "1e9",
+                  cwd=tmp_path)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    [line] = [x for x in res.stderr.splitlines() if x.startswith("Error:")]
+    assert line.startswith("Error: the loss became ") and "at epoch 1, batch " in line, line
+    assert only_run(store).info.status == "FAILED"
+
+
+PLUGIN = '''
+    import vaekit
+
+
+    def build(input_shape, latent_dim, units=16):
+        """A one-layer encoder from a plugin file."""
+        import keras
+
+        inputs = keras.Input(shape=tuple(input_shape))
+        h = keras.layers.Dense(units, activation="relu")(keras.layers.Flatten()(inputs))
+        return keras.Model(inputs, [keras.layers.Dense(latent_dim)(h), keras.layers.Dense(latent_dim)(h)])
+
+
+    @vaekit.hookimpl
+    def register_encoders(register):
+        register("file-enc", build)
+'''
+
+
+def test_a_plugin_file_and_a_sweep_on_jax(notebook_data, store, tmp_path):
+    plugin = tmp_path / "enc.py"
+    plugin.write_text(textwrap.dedent(PLUGIN))
+    res = run_cli("sweep", *JAX, "--grid", "latent_dim=2,3", "--plugin", plugin, "--encoder", "file-enc",
+                  "--data", notebook_data, "--tracking-uri", store, *TINY, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    client = MlflowClient(store)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    children = [r for r in runs if "vaekit.sweep.point" in r.data.tags]
+    assert sorted(r.data.params["latent_dim"] for r in children) == ["2", "3"]
+    for r in children:
+        assert r.info.status == "FINISHED" and r.data.params["backend"] == "jax"
+        assert r.data.params["encoder"] == "file-enc" and json.loads(r.data.tags["vaekit.plugin_files"]) == [str(plugin)]
+
+
+def test_mirrored_on_two_jax_cpu_devices(notebook_data, store, tmp_path):
+    res = run_cli("run", *JAX, "--strategy", "mirrored", "--data", notebook_data, "--tracking-uri", store, *TINY,
+                  cwd=tmp_path, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    run = MlflowClient(store).get_run(run_id_of(res))
+    assert run.data.params["distribute.replicas"] == "2" and run.data.params["distribute.strategy"] == "DataParallel"
+    assert np.isfinite(run.data.metrics["test_loss"])
+
+
+def test_torch_refuses_strategies_and_a_missing_backend_names_its_extra(notebook_data, store, tmp_path):
+    res = run_cli("run", "--backend", "torch", "--strategy", "mirrored", "--data", notebook_data, "--tracking-uri", store,
+                  cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert ("Error: --strategy mirrored: the torch backend trains on one device; use --backend tensorflow or jax "
+            "for several") in res.stderr.splitlines()
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        res = run_cli("run", "--backend", "torch", "--data", notebook_data, "--tracking-uri", store, cwd=tmp_path)
+        assert res.returncode == 2
+        assert ('Error: --backend torch: torch is not installed; install it with pip install -e ".[torch]"'
+                in res.stderr.splitlines()), res.stderr

@@ -1,0 +1,49 @@
+"""The component kinds: one record per kind, from which hooks, listings, config and CLI derive.
+
+A kind's record names its hook (checked against :mod:`vaekit.hookspecs` by a test), the
+arguments the core passes to its ``build`` function (the contract; they are not options), the
+:class:`vaekit.config.RunConfig` field that selects it, and a line of help for ``vaekit plugins``
+and the CLI.  Adding a kind: a record here and its hook spec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str  #: singular, as in ``--option NAME.KEY=VALUE`` and error messages
+    plural: str  #: as ``vaekit plugins`` heads its list
+    contract: tuple[str, ...]  #: positional parameters of ``build``, passed by the core
+    help: str  #: what the selecting flag does (the CLI's help, README's row)
+
+    @property
+    def hook(self) -> str:
+        """The hook a plugin implements to register components of this kind."""
+        return f"register_{self.plural}"
+
+    @property
+    def flag(self) -> str:
+        """The ``vaekit run`` flag (and RunConfig field) that selects the component."""
+        return f"--{self.name}"
+
+
+KINDS: tuple[Kind, ...] = (
+    Kind("encoder", "encoders", ("input_shape", "latent_dim"), "Encoder component."),
+    Kind("decoder", "decoders", ("latent_dim", "output_shape"), "Decoder component."),
+    Kind("loss", "losses", (), "Loss component."),
+    Kind("vocoder", "vocoders", ("audio",), "Vocoder component (mel dB → waveform)."),
+    Kind("dataset", "datasets", ("path", "audio"), "Dataset component by name (overrides detection from --data)."),
+)
+BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS}
+NAMES: tuple[str, ...] = tuple(BY_NAME)
+
+
+def get(name: str) -> Kind:
+    """The kind called ``name``; :class:`vaekit.errors.PluginError` listing the kinds otherwise."""
+    from vaekit.errors import PluginError
+
+    if name not in BY_NAME:
+        raise PluginError(f"unknown component kind {name!r}; kinds are: {', '.join(NAMES)}")
+    return BY_NAME[name]

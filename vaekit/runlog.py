@@ -1,0 +1,219 @@
+"""What a run logs to MLflow — params, tags, metrics, artifacts — in one place.
+
+README's "What every run logs to MLflow" lists the same keys; a test compares a real run's
+logged keys with that list.  Every function here logs to the active run (started by
+:func:`vaekit.tracking.tracked_run`):
+
+- :func:`log_start`: params (resolved settings, components and their plugins, options with
+  defaults, audio parameters, data sizes, backend, placement), ``config.toml``, ``audio.json``;
+- per-epoch metrics come from :class:`vaekit.training.EpochLogger`;
+- :func:`log_results`: training time and throughput, test metrics;
+- :func:`log_samples`: ``samples/`` (WAV and PNG per z ~ N(0, I)) and ``vocoder_mel_error_db``;
+- :func:`log_extras`: ``data/min_values.npy``, ``data/max_values.npy`` (to denormalise what the
+  decoder makes) and ``figures/`` (reconstructions, a grid of samples, training curves);
+- :func:`log_model`: the VAE (MLflow's Keras flavour: a ``.keras`` file, loads with safe_mode).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from vaekit import __version__, tracking
+from vaekit.audio import AudioParams, mel_error_db
+from vaekit.components import KINDS
+
+#: Environment variable through which a sweep hands a child run its tags (read by :func:`run_tags`).
+ENV_TAGS = "VAEKIT_SWEEP_TAGS"
+DATA_DIR = "data"
+FIGURES_DIR = "figures"
+#: Spectrograms in the run's figures.
+N_RECONSTRUCTIONS = 4
+N_GRID = 16
+
+
+def safe_name(text: str) -> str:
+    """A string safe as one artifact path component."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "x"
+
+
+def run_name(config, comps) -> str:
+    """``--run-name``, else a readable name that tells runs apart: ``ENCODER-LOSS[-λ…]-SUFFIX``.
+
+    The suffix is random whatever the seed (MLflow's own names repeat when the seed does).
+    """
+    if config.run_name:
+        return config.run_name
+    parts = [comps["encoder"].name if comps["encoder"].name == comps["decoder"].name
+             else f"{comps['encoder'].name}+{comps['decoder'].name}", comps["loss"].name]
+    lam = comps["loss"].resolved_options(config.option("loss")).get("lambda")
+    if lam is not None:
+        parts.append(f"λ{lam:g}" if isinstance(lam, (int, float)) else f"λ{lam}")
+    return "-".join([*parts, secrets.token_hex(2)])
+
+
+def child_tags() -> dict[str, str]:
+    """Tags a sweep asked this run to carry (empty when not started by a sweep)."""
+    raw = os.environ.get(ENV_TAGS)
+    return {str(k): str(v) for k, v in json.loads(raw).items()} if raw else {}
+
+
+def run_tags(comps, backend: str) -> dict[str, str]:
+    """The tags a run starts with: versions, dataset, backend, owning process, plugin files, sweep."""
+    from vaekit.plugins import plugin_files
+
+    tags = {"vaekit.version": __version__, "vaekit.dataset": comps["dataset"].name, "vaekit.backend": backend,
+            **tracking.owner_tags()}
+    files = plugin_files()
+    if files:  # so a later process can name them again (--plugin) or, trusted, import them
+        tags["vaekit.plugin_files"] = json.dumps(files)
+    tags.update(child_tags())  # parent run and grid point when a sweep started this run
+    return tags
+
+
+def params(config, comps, ds, placement, backend_version: str) -> dict:
+    """Every resolved setting, component, option (defaults included), audio parameter and data size."""
+    out = {k: v for k, v in config.to_dict().items() if k not in ("options", "tracking_uri")}
+    for kind in KINDS:
+        comp = comps[kind]
+        out[kind] = comp.name
+        out[f"{kind}.plugin"] = comp.plugin
+        out[f"{kind}.plugin_version"] = comp.plugin_version
+        for key, value in comp.resolved_options(config.option(kind)).items():
+            out[f"{kind}.{key}"] = value
+    for key, value in ds.audio.to_dict().items():
+        out[f"audio.{key}"] = value
+    out["data.train"] = len(ds.x_train)
+    out["data.test"] = len(ds.x_test)
+    out["data.shape"] = "x".join(map(str, ds.shape))
+    out["backend.version"] = backend_version
+    out.update(placement.params)
+    return {k: ("None" if v is None else v) for k, v in out.items()}
+
+
+def log_start(config, comps, ds, placement, backend_version: str) -> None:
+    """Params, ``config.toml`` (which ``--config`` and ``--resume`` read back) and ``audio.json``."""
+    import mlflow
+
+    mlflow.log_params(params(config, comps, ds, placement, backend_version))
+    mlflow.log_text(config.to_toml(), "config.toml")
+    mlflow.log_dict(ds.audio.to_dict(), "audio.json")
+
+
+def log_results(metrics: dict[str, float]) -> None:
+    """Training time and throughput (``train_seconds``, ``train_samples_per_s``) and ``test_*`` metrics."""
+    import mlflow
+
+    mlflow.log_metrics(metrics)
+
+
+def log_vocoder_error(waveforms, mel_db, audio: AudioParams, key: str = "vocoder_mel_error_db") -> float:
+    """Re-analyse vocoded audio and log its mean absolute mel difference in dB."""
+    import mlflow
+
+    value = mel_error_db(waveforms, mel_db, audio)
+    mlflow.log_metric(key, value)
+    return value
+
+
+def log_samples(model, ds, vocoder, vocoder_fn, config) -> list[str]:
+    """Decode z ~ N(0, I), denormalise, vocode; log WAVs and PNGs under ``samples/``."""
+    import mlflow
+    import soundfile as sf
+
+    from vaekit.components import vocode
+    from vaekit.figures import color_scale, save_mel_png
+    from vaekit.model import sample_latent
+
+    if config.samples == 0:
+        return []
+    z = sample_latent(config.samples, config.latent_dim, config.seed)
+    mel_db = ds.denormalize(model.decode(z)[..., 0])
+    audio = vocode(vocoder, vocoder_fn, mel_db)
+    log_vocoder_error(audio, mel_db, ds.audio)
+    names = []
+    vmin, vmax = color_scale(ds.min_values, ds.max_values)
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (wave, mel) in enumerate(zip(audio, mel_db)):
+            wav = Path(tmp) / f"sample_{i:02d}.wav"
+            sf.write(wav, wave, ds.audio.sr)
+            save_mel_png(mel, Path(tmp) / f"sample_{i:02d}.png", ds.audio, title=f"sample {i}", vmin=vmin, vmax=vmax)
+            names.append(f"samples/{wav.name}")
+        mlflow.log_artifacts(tmp, "samples")
+    return names
+
+
+def log_extras(model, ds, config) -> None:
+    """Log the denormalisation arrays and the run's three figures."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / DATA_DIR
+        data_dir.mkdir()
+        np.save(data_dir / "min_values.npy", np.asarray(ds.min_values, dtype=np.float32))
+        np.save(data_dir / "max_values.npy", np.asarray(ds.max_values, dtype=np.float32))
+        mlflow.log_artifacts(str(data_dir), DATA_DIR)
+
+        fig_dir = Path(tmp) / FIGURES_DIR
+        fig_dir.mkdir()
+        draw_run_figures(model, ds, config, fig_dir, metric_history(mlflow.active_run().info.run_id, model))
+        mlflow.log_artifacts(str(fig_dir), FIGURES_DIR)
+
+
+def metric_history(run_id: str, model) -> dict[str, list[tuple[int, float]]]:
+    """The per-epoch values of the model's loss terms (and their ``val_`` twins) as logged to MLflow."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    out = {}
+    for term in ["loss", *model.terms.names]:
+        for key in (term, f"val_{term}"):
+            points = [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+            if points:
+                out[key] = points
+    return out
+
+
+def draw_run_figures(model, ds, config, directory: Path, history: dict) -> list[Path]:
+    """Write the run's figures into ``directory``; return their paths."""
+    from vaekit import figures
+    from vaekit.model import sample_latent
+
+    vmin, vmax = figures.color_scale(ds.min_values, ds.max_values)
+    paths = []
+    n = min(N_RECONSTRUCTIONS, len(ds.x_test))
+    x = ds.x_test[:n]
+    # The mean of q(z|x): the reconstruction the model stands for, without sampling noise.
+    z_mean, _ = model.encode(x[..., None])
+    x_hat = model.decode(z_mean)[..., 0]
+    paths.append(figures.save_reconstruction_figure(
+        ds.denormalize(x), ds.denormalize(x_hat), directory / "reconstructions.png", ds.audio, vmin, vmax,
+        labels=[f"test {i}" for i in range(n)]))
+    z = sample_latent(N_GRID, config.latent_dim, config.seed)
+    mels = ds.denormalize(model.decode(z)[..., 0])
+    paths.append(figures.save_mel_grid(mels, directory / "samples_grid.png", ds.audio, vmin, vmax,
+                                       titles=[f"sample {i}" for i in range(len(mels))],
+                                       suptitle=f"decoded z ~ N(0, I), seed {config.seed}"))
+    if history:
+        paths.append(figures.save_training_curves(history, directory / "training_curves.png"))
+    return paths
+
+
+def log_model(model) -> None:
+    """Log the trained VAE with MLflow's Keras flavour (a .keras file: loads with safe_mode, on any backend)."""
+    import keras
+    import mlflow
+
+    from vaekit import backend
+
+    name = keras.backend.backend()
+    # Explicit requirements: MLflow's inference re-imports the model and costs seconds.
+    requirements = [f"{backend.BACKENDS[name][0]}=={backend.version(name)}", f"keras=={keras.__version__}",
+                    f"vaekit=={__version__}"]
+    mlflow.keras.log_model(model, name="model", pip_requirements=requirements)

@@ -1,0 +1,164 @@
+"""Training: the data order of each epoch, the batches, callbacks, optimizer, fit and evaluate.
+
+Backend-agnostic: ``model.fit`` is fed a :class:`EpochBatches` (a ``keras.utils.PyDataset``) on
+JAX and PyTorch, and the same batches as a ``tf.data`` pipeline on TensorFlow
+(:func:`vaekit.tf_support.batches`).  Each epoch visits the examples in :func:`epoch_order`
+(a function of seed and epoch only), so a resumed run trains exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from functools import lru_cache
+
+import keras
+import numpy as np
+
+from vaekit import distribute
+from vaekit.errors import TrainingError
+from vaekit.model import build_vae
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order in which the ``n`` training examples are visited in ``epoch`` (0-based)."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def split_validation(x: np.ndarray, fraction: float, seed: int):
+    """A seeded random hold-out of ``fraction`` of the training set (none when 0)."""
+    if fraction <= 0 or len(x) < 2:
+        return x, None
+    n_val = min(max(1, int(round(len(x) * fraction))), len(x) - 1)  # never an empty training set
+    order = np.random.default_rng(seed).permutation(len(x))
+    return x[order[n_val:]], x[order[:n_val]]
+
+
+class EpochBatches(keras.utils.PyDataset):
+    """Batches of ``x`` for epochs ``first_epoch, first_epoch + 1, …`` without end, epoch ``e`` in ``order(e)``.
+
+    Batch ``i`` (counted from the first epoch this ``fit`` trains) is a pure function of ``i``, so
+    Keras may read ahead across an epoch's end.  An epoch's order is made when it is first needed
+    (one epoch and the next are kept), never for all epochs at once.  ``shard=(k, K)``: this process
+    feeds rows ``k/K … (k+1)/K`` of each global batch (multi-process data parallelism on JAX).
+    """
+
+    def __init__(self, x, order, first_epoch: int, batch_size: int, shard=(0, 1)):
+        super().__init__()
+        self.x, self.first_epoch, self.batch_size, self.shard = x, first_epoch, batch_size, shard
+        self.steps = -(-len(x) // batch_size)
+        self._order = lru_cache(maxsize=2)(order)
+
+    @property
+    def num_batches(self):
+        return None  # endless: fit(steps_per_epoch=...) counts the epochs
+
+    def __getitem__(self, i):
+        epoch, step = divmod(i, self.steps)
+        idx = self._order(self.first_epoch + epoch)[step * self.batch_size:(step + 1) * self.batch_size]
+        k, count = self.shard
+        if count > 1:
+            size = len(idx) // count
+            idx = idx[k * size:(k + 1) * size]
+        return (self.x[idx],)
+
+
+def batches(x: np.ndarray, seed: int, first_epoch: int, batch_size: int, shard=(0, 1)):
+    """The training batches for epochs from ``first_epoch`` on, for the current backend."""
+    def order(epoch):
+        return epoch_order(len(x), seed, epoch)
+
+    if keras.backend.backend() == "tensorflow":
+        from vaekit import tf_support
+
+        return tf_support.batches(x, order, first_epoch, batch_size)
+    return EpochBatches(x, order, first_epoch, batch_size, shard)
+
+
+def build(config, comps, ds, placement):
+    """The VAE for ``config``, built and compiled in the placement's scope, with its loss's term names.
+
+    Seeds Python, NumPy and the backend with ``config.seed`` first.  Model, optimizer and metric
+    variables are created in the scope (mirrored or sharded over the replicas), under the config's
+    precision policy.
+    """
+    keras.utils.set_random_seed(config.seed)
+    with distribute.precision_policy(config.precision), placement.scope():
+        model, terms = build_vae(config, comps, ds)
+        if keras.backend.backend() == "tensorflow":
+            model.loss_scale = 1.0 / placement.replicas  # tf.distribute sums the replicas' gradients
+        model.compile(**distribute.compile_options(config))
+    if placement.prepare is not None:
+        placement.prepare(model)
+    return model, terms
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Per-epoch MLflow metrics, the loss's epoch, and a stop at the first non-finite loss."""
+
+    # Keras then runs the batch hook in a worker thread: reading the loss there does not stall
+    # the training loop each batch (a NaN raised there re-raises in fit's thread).
+    async_safe = True
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.vae.epoch.assign(float(epoch))
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            raise TrainingError(
+                f"the loss became {float(loss)} at epoch {self.epoch + 1}, batch {batch + 1}; "
+                "try a lower --learning-rate or a smaller loss.lambda"
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        import mlflow
+
+        mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch)
+
+
+def fit(model, ds, config, progress: bool, initial_epoch: int = 0, checkpointer=None,
+        callbacks: list | None = None, shard=(0, 1)) -> dict[str, float]:
+    """Train ``model`` on the dataset from ``initial_epoch``; return training seconds and samples/s.
+
+    Each epoch visits the examples in the order :func:`epoch_order` gives, so a resumed run trains
+    as an uninterrupted one, and is handed to ``checkpointer`` (by default a
+    :class:`vaekit.checkpoint.Checkpointer` with ``config.checkpoint_interval``), which writes
+    checkpoints into the active run.  A write in flight is complete when this returns.
+    ``callbacks``: more Keras callbacks, called after vaekit's own.
+    """
+    from vaekit import checkpoint
+
+    x_train, x_val = split_validation(ds.x_train, config.validation_split, config.seed)
+    x_train = x_train[..., None]
+    verbose = (1 if sys.stdout.isatty() else 2) if progress else 0
+    # The checkpoint's snapshot is taken before the epoch's metrics are logged (it records them, so a
+    # resume re-logs metrics a stop in between lost); a due write overlaps the next epoch.
+    if checkpointer is None:
+        checkpointer = checkpoint.Checkpointer(model, config.checkpoint_interval)
+    callbacks = [checkpointer.keras_callback(), EpochLogger(model), *(callbacks or [])]
+    start = time.perf_counter()
+    if initial_epoch < config.epochs:
+        model.fit(batches(x_train, config.seed, initial_epoch, config.batch_size, shard),
+                  epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=-(-len(x_train) // config.batch_size),
+                  validation_data=x_val[..., None] if x_val is not None else None, shuffle=False, verbose=verbose,
+                  callbacks=callbacks)
+    checkpointer.wait()
+    seconds = time.perf_counter() - start
+    done = config.epochs - initial_epoch
+    out = {"train_seconds": seconds}
+    if done:
+        out["train_samples_per_s"] = len(x_train) * done / seconds
+    return out
+
+
+def evaluate(model, x: np.ndarray, batch_size: int) -> dict[str, float]:
+    """The loss terms on ``x`` (N, H, W), as ``test_<term>``: means over the clips."""
+    result = model.evaluate(x[..., None], batch_size=batch_size, verbose=0, return_dict=True)
+    return {f"test_{k}": float(v) for k, v in result.items()}
