@@ -33,14 +33,15 @@ def main() -> None:
 
     import keras
     import numpy as np
-
     from notebook_port import evaluate_port, notebook_vae
+
+    from vaekit.components import load_dataset, resolve
     from vaekit.config import RunConfig
-    from vaekit.run import load_dataset, resolve_components, run
+    from vaekit.run import run
 
     base = RunConfig(data=args.data, epochs=args.epochs, batch_size=args.batch_size, samples=0,
                      validation_split=0.0, experiment="parity")
-    ds = load_dataset(base, resolve_components(base))
+    ds = load_dataset(base, resolve(base))
     x_train, x_test = ds.x_train[..., None], ds.x_test[..., None]
     print(f"data: {ds.source or 'default'}  train {len(x_train)}  test {len(x_test)}  shape {ds.shape}  "
           f"epochs {args.epochs}  batch {args.batch_size}")
