@@ -26,6 +26,7 @@ def _grid(size: int, axis: str) -> int:
 
 
 def build_encoder(input_shape, latent_dim, filters1=40, filters2=25, dense1=800, dense2=60):
+    """The notebook's conv encoder: Conv2D(filters1) → pool → Conv2D(filters2) → pool → Dense(dense1, dense2) → μ, log σ²."""
     import keras
     from keras import layers
 
@@ -45,6 +46,7 @@ def build_encoder(input_shape, latent_dim, filters1=40, filters2=25, dense1=800,
 
 
 def build_decoder(latent_dim, output_shape, filters1=40, filters2=25, dense1=800, dense2=60):
+    """The encoder's mirror image: Dense(dense2, dense1) → reshape → upsample + Conv2DTranspose → x̂ (ReLU)."""
     import keras
     from keras import layers
 

@@ -4,6 +4,7 @@ import vaekit
 
 
 def build(audio, n_iter=32, momentum=0.99, random_state=0):
+    """The notebook's inversion, clip by clip: NNLS mel → power (librosa), then Griffin-Lim (seeded)."""
     import librosa
     import numpy as np
 

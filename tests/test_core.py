@@ -169,7 +169,8 @@ def readme_logged_keys() -> dict[str, list[str]]:
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = text.split("## What every run logs to MLflow", 1)[1].split("\n## ", 1)[0]
     out = {}
-    for bullet in re.split(r"\n- ", section)[1:]:
+    bullets = section[section.index("\n- "):].split("\n\n", 1)[0]  # the list ends at the first blank line
+    for bullet in re.split(r"\n- ", bullets)[1:]:
         what = re.match(r"\*\*([a-z ]+)\*\*", bullet).group(1)
         out[what] = re.findall(r"`([^`]+)`", bullet)
     return out

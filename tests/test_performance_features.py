@@ -91,9 +91,22 @@ def test_multiworker_needs_a_well_formed_tf_config(monkeypatch):
     from vaekit.distribute import is_chief
 
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}))
-    assert not is_chief("multiworker") and is_chief("mirrored")
+    assert not is_chief("multiworker", "tensorflow") and is_chief("mirrored", "tensorflow")
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}))
-    assert is_chief("multiworker")
+    assert is_chief("multiworker", "tensorflow")
+
+
+def test_multi_process_jax_reads_keras_distribution_variables(monkeypatch):
+    from vaekit.distribute import is_chief, process
+
+    assert process("multiworker", "jax") == (0, 1)  # no cluster: one process
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "2")
+    monkeypatch.setenv("KERAS_DISTRIBUTION_PROCESS_ID", "1")
+    assert process("multiworker", "jax") == (1, 2) and not is_chief("multiworker", "jax")
+    assert is_chief("mirrored", "jax")
+    monkeypatch.setenv("KERAS_DISTRIBUTION_PROCESS_ID", "2")
+    with pytest.raises(ConfigError, match="KERAS_DISTRIBUTION_NUM_PROCESSES, KERAS_DISTRIBUTION_PROCESS_ID: expected"):
+        RunConfig(strategy="multiworker", backend="jax").validate()
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +131,17 @@ def test_mixed_bfloat16_keeps_test_mse(notebook_data, store, float32_run):
     ref = float32_run.metrics
     assert result.metrics["test_mse"] == pytest.approx(ref["test_mse"], rel=0.05)
     assert result.metrics["test_loss"] == pytest.approx(500 * result.metrics["test_mse"] + result.metrics["test_kl"], rel=1e-3)
+
+
+def test_steps_per_execution_trains_the_same_batches(notebook_data, store, float32_run):
+    from vaekit.run import run
+
+    with pytest.raises(ConfigError, match="--steps-per-execution must be at least 1, got 0"):
+        RunConfig(steps_per_execution=0).validate()
+    result = run(tiny_config(notebook_data, store, samples=0, validation_split=0.0, steps_per_execution=3), progress=False)
+    assert MlflowClient(store).get_run(result.run_id).data.params["steps_per_execution"] == "3"
+    for key in ("test_loss", "test_mse", "test_kl"):
+        assert result.metrics[key] == pytest.approx(float32_run.metrics[key], rel=1e-4), key
 
 
 def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(notebook_data, store, tmp_path, float32_run):

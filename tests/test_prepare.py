@@ -198,7 +198,7 @@ def test_run_data_audio_folder_prepares_into_the_cache_once(tmp_path, vaekit_cac
     src = make_audio_tree(tmp_path / "audio", speakers=2, per_speaker=4)
     config = RunConfig(data=str(src), options={"dataset": {"progress": False}})
     comps = resolve(config)
-    assert comps.dataset.name == "audio-folder"
+    assert comps["dataset"].name == "audio-folder"
     ds = load_dataset(config, comps)
     where = Path(ds.source)
     assert where.parent == vaekit_cache / "prepared" and where.name.startswith("audio-")

@@ -92,7 +92,7 @@ def test_a_run_left_running_by_sigkill_is_resumable_once_its_process_is_gone(not
     client = MlflowClient(store)
     assert client.get_run(run_id).info.status == "RUNNING"
 
-    result = run(resume_config(run_id, store), progress=False, resume=run_id)  # loads the run's plugin file
+    result = run(resume_config(run_id, store, trust_plugins=True), progress=False, resume=run_id)  # imports its plugin file
     r = client.get_run(run_id)
     assert result.run_id == run_id and r.info.status == "FINISHED"
     assert [s for s, _ in history(client, run_id, "loss")] == [0, 1]
