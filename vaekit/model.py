@@ -125,7 +125,7 @@ class VAE(keras.Model):
         # Under a mixed-precision policy the layers compute in float16/bfloat16; the loss is float32.
         x, x_hat, z_mean, z_log_var = (ops.cast(t, "float32") for t in (x, x_hat, z_mean, z_log_var))
         if self._loss_takes_epoch:
-            terms = self.loss_fn(x, x_hat, z_mean, z_log_var, epoch=self.epoch)
+            terms = self.loss_fn(x, x_hat, z_mean, z_log_var, epoch=ops.convert_to_tensor(self.epoch))
         else:
             terms = self.loss_fn(x, x_hat, z_mean, z_log_var)
         if isinstance(terms, dict):
@@ -159,11 +159,12 @@ class VAE(keras.Model):
 
         @contextlib.contextmanager
         def scope():
-            self._with_latents = True
+            # Re-entrant: fit calls evaluate for the validation data, and must keep the flag after it.
+            previous, self._with_latents = self._with_latents, True
             try:
                 yield
             finally:
-                self._with_latents = False
+                self._with_latents = previous
 
         return scope()
 

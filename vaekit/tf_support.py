@@ -8,8 +8,8 @@ Imported only when the backend is TensorFlow (:mod:`vaekit.distribute`, :mod:`va
   ``multiworker`` → ``MultiWorkerMirroredStrategy`` with the cluster from ``TF_CONFIG``.
 - ``VAEKIT_CPU_DEVICES=N`` splits the CPU into N logical devices before TensorFlow initialises
   them, so ``--strategy mirrored`` can be exercised without GPUs.
-- :func:`batches`: the training batches as a ``tf.data`` pipeline (the order given by the
-  caller's function of the epoch), without tf.data's autotuner.
+- :func:`batches`: an epoch's training batches as a ``tf.data`` pipeline (the order read from the
+  caller when the epoch starts), without tf.data's autotuner.
 """
 
 from __future__ import annotations
@@ -101,24 +101,21 @@ def multiworker_workarounds(model) -> None:
     model.train_step, model.test_step = with_axis(train_step), with_axis(test_step)
 
 
-def batches(x: np.ndarray, order, first_epoch: int, batch_size: int):
-    """Batches of ``x`` for epochs ``first_epoch, first_epoch + 1, …``, epoch ``e`` in ``order(e)``.
+def batches(x: np.ndarray, current_order, batch_size: int):
+    """One epoch of batches of ``x`` in the order ``current_order()`` gives when the epoch starts.
 
-    One ``tf.data`` pipeline for all epochs (one ``fit`` call trains them all), gathering each batch
-    from ``x`` without a permuted copy of the data per epoch; an epoch's order is made only when the
-    pipeline reaches it.  No tf.data autotuning: a gather needs no tuning, and the autotuner's thread
-    made deleting the iterator at the end of fit wait up to ~7 s (seen with 3000 clips on 2 cores).
+    Keras iterates the dataset anew each epoch, which calls ``current_order`` again; each batch is
+    gathered from ``x`` without a permuted copy of the data.  Its cardinality is known, so the last
+    compiled call of an epoch (``steps_per_execution``) stops at the epoch's end.  No tf.data
+    autotuning: a gather needs no tuning, and the autotuner's thread made deleting the iterator at
+    the end of fit wait up to ~7 s (seen with 3000 clips on 2 cores).
     """
-    def orders():
-        epoch = first_epoch
-        while True:
-            yield order(epoch).astype(np.int64)
-            epoch += 1
-
+    steps = -(-len(x) // batch_size)
     data = tf.convert_to_tensor(x)
     index_batches = tf.data.Dataset.from_generator(
-        orders, output_signature=tf.TensorSpec([len(x)], tf.int64)).flat_map(
+        lambda: iter([current_order().astype(np.int64)]), output_signature=tf.TensorSpec([len(x)], tf.int64)).flat_map(
         lambda o: tf.data.Dataset.from_tensor_slices(o).batch(batch_size))
     options = tf.data.Options()
     options.autotune.enabled = False
-    return index_batches.map(lambda idx: tf.gather(data, idx)).prefetch(2).with_options(options)
+    pipeline = index_batches.map(lambda idx: tf.gather(data, idx)).prefetch(2).with_options(options)
+    return pipeline.apply(tf.data.experimental.assert_cardinality(steps))

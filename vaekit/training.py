@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 import time
-from functools import lru_cache
 
 import keras
 import numpy as np
@@ -34,28 +33,48 @@ def split_validation(x: np.ndarray, fraction: float, seed: int):
     return x[order[n_val:]], x[order[:n_val]]
 
 
-class EpochBatches(keras.utils.PyDataset):
-    """Batches of ``x`` for epochs ``first_epoch, first_epoch + 1, …`` without end, epoch ``e`` in ``order(e)``.
+class EpochOrder:
+    """The visiting order of the epoch being trained: :func:`epoch_order` of the epoch that
+    :meth:`callback`'s ``on_epoch_begin`` last announced (``first_epoch`` before training starts)."""
 
-    Batch ``i`` (counted from the first epoch this ``fit`` trains) is a pure function of ``i``, so
-    Keras may read ahead across an epoch's end.  An epoch's order is made when it is first needed
-    (one epoch and the next are kept), never for all epochs at once.  ``shard=(k, K)``: this process
-    feeds rows ``k/K … (k+1)/K`` of each global batch (multi-process data parallelism on JAX).
+    def __init__(self, n: int, seed: int, first_epoch: int):
+        self.n, self.seed, self.epoch = n, seed, first_epoch
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    def current(self) -> np.ndarray:
+        if self._cached is None or self._cached[0] != self.epoch:
+            self._cached = (self.epoch, epoch_order(self.n, self.seed, self.epoch))
+        return self._cached[1]
+
+    def callback(self) -> keras.callbacks.Callback:
+        """Sets the epoch; Keras calls it before it starts reading an epoch's batches."""
+        owner = self
+
+        class EpochOrderCallback(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                owner.epoch = epoch
+
+        return EpochOrderCallback()
+
+
+class EpochBatches(keras.utils.PyDataset):
+    """The batches of one epoch of ``x``, in ``order.current()``: Keras reads it anew each epoch.
+
+    One epoch, not an endless stream: with ``steps_per_execution`` > 1 the last compiled call of an
+    epoch then stops at the epoch's end instead of reading into the next.  ``shard=(k, K)``: this
+    process feeds rows ``k/K … (k+1)/K`` of each global batch (multi-process data parallelism on JAX).
     """
 
-    def __init__(self, x, order, first_epoch: int, batch_size: int, shard=(0, 1)):
+    def __init__(self, x, order: EpochOrder, batch_size: int, shard=(0, 1)):
         super().__init__()
-        self.x, self.first_epoch, self.batch_size, self.shard = x, first_epoch, batch_size, shard
-        self.steps = -(-len(x) // batch_size)
-        self._order = lru_cache(maxsize=2)(order)
+        self.x, self.order, self.batch_size, self.shard = x, order, batch_size, shard
 
     @property
     def num_batches(self):
-        return None  # endless: fit(steps_per_epoch=...) counts the epochs
+        return -(-len(self.x) // self.batch_size)
 
-    def __getitem__(self, i):
-        epoch, step = divmod(i, self.steps)
-        idx = self._order(self.first_epoch + epoch)[step * self.batch_size:(step + 1) * self.batch_size]
+    def __getitem__(self, step):
+        idx = self.order.current()[step * self.batch_size:(step + 1) * self.batch_size]
         k, count = self.shard
         if count > 1:
             size = len(idx) // count
@@ -63,16 +82,13 @@ class EpochBatches(keras.utils.PyDataset):
         return (self.x[idx],)
 
 
-def batches(x: np.ndarray, seed: int, first_epoch: int, batch_size: int, shard=(0, 1)):
-    """The training batches for epochs from ``first_epoch`` on, for the current backend."""
-    def order(epoch):
-        return epoch_order(len(x), seed, epoch)
-
+def batches(x: np.ndarray, order: EpochOrder, batch_size: int, shard=(0, 1)):
+    """One epoch of training batches in ``order``, for the current backend (read anew each epoch)."""
     if keras.backend.backend() == "tensorflow":
         from vaekit import tf_support
 
-        return tf_support.batches(x, order, first_epoch, batch_size)
-    return EpochBatches(x, order, first_epoch, batch_size, shard)
+        return tf_support.batches(x, order.current, batch_size)
+    return EpochBatches(x, order, batch_size, shard)
 
 
 def build(config, comps, ds, placement):
@@ -142,11 +158,11 @@ def fit(model, ds, config, progress: bool, initial_epoch: int = 0, checkpointer=
     # resume re-logs metrics a stop in between lost); a due write overlaps the next epoch.
     if checkpointer is None:
         checkpointer = checkpoint.Checkpointer(model, config.checkpoint_interval)
-    callbacks = [checkpointer.keras_callback(), EpochLogger(model), *(callbacks or [])]
+    order = EpochOrder(len(x_train), config.seed, initial_epoch)
+    callbacks = [order.callback(), checkpointer.keras_callback(), EpochLogger(model), *(callbacks or [])]
     start = time.perf_counter()
     if initial_epoch < config.epochs:
-        model.fit(batches(x_train, config.seed, initial_epoch, config.batch_size, shard),
-                  epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=-(-len(x_train) // config.batch_size),
+        model.fit(batches(x_train, order, config.batch_size, shard), epochs=config.epochs, initial_epoch=initial_epoch,
                   validation_data=x_val[..., None] if x_val is not None else None, shuffle=False, verbose=verbose,
                   callbacks=callbacks)
     checkpointer.wait()
