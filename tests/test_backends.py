@@ -148,8 +148,8 @@ PLUGIN = '''
 def test_a_plugin_file_and_a_sweep_on_jax(notebook_data, store, tmp_path):
     plugin = tmp_path / "enc.py"
     plugin.write_text(textwrap.dedent(PLUGIN))
-    res = run_cli("sweep", *JAX, "--grid", "latent_dim=2,3", "--plugin", plugin, "--encoder", "file-enc",
-                  "--data", notebook_data, "--tracking-uri", store, *TINY, cwd=tmp_path)
+    res = run_cli("sweep", *JAX, "--grid", "latent_dim=2,3", "--plugin", plugin, "--data", notebook_data,
+                  "--tracking-uri", store, *TINY, "--encoder", "file-enc", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     client = MlflowClient(store)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
@@ -160,12 +160,18 @@ def test_a_plugin_file_and_a_sweep_on_jax(notebook_data, store, tmp_path):
         assert r.data.params["encoder"] == "file-enc" and json.loads(r.data.tags["vaekit.plugin_files"]) == [str(plugin)]
 
 
-def test_mirrored_on_two_jax_cpu_devices(notebook_data, store, tmp_path):
-    res = run_cli("run", *JAX, "--strategy", "mirrored", "--data", notebook_data, "--tracking-uri", store, *TINY,
-                  cwd=tmp_path, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
-    run = MlflowClient(store).get_run(run_id_of(res))
+def test_mirrored_on_two_jax_cpu_devices_with_a_loss_that_follows_the_epoch(notebook_data, store, tmp_path):
+    """DataParallel over two CPU devices; kl-warmup's β reads the epoch, a variable set between epochs:
+    on JAX it must be state of the compiled step, not a constant traced into it."""
+    res = run_cli("run", *JAX, "--strategy", "mirrored", "--data", notebook_data, "--tracking-uri", store, *SMALL_ARGS,
+                  "--epochs", "2", "--loss", "kl-warmup", cwd=tmp_path,
+                  env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    client = MlflowClient(store)
+    run = client.get_run(run_id_of(res))
     assert run.data.params["distribute.replicas"] == "2" and run.data.params["distribute.strategy"] == "DataParallel"
     assert np.isfinite(run.data.metrics["test_loss"])
+    beta = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "beta")]
+    assert sorted(beta) == [(0, 0.0), (1, pytest.approx(0.2))]
 
 
 def test_torch_refuses_strategies_and_a_missing_backend_names_its_extra(notebook_data, store, tmp_path):
@@ -181,3 +187,13 @@ def test_torch_refuses_strategies_and_a_missing_backend_names_its_extra(notebook
         assert res.returncode == 2
         assert ('Error: --backend torch: torch is not installed; install it with pip install -e ".[torch]"'
                 in res.stderr.splitlines()), res.stderr
+
+
+def test_a_torch_run_where_torch_is_installed(notebook_data, store, tmp_path):
+    """PyTorch is supported where it is installed; README's set-up does not install it (its CPU build is
+    not what `pip install torch` picks on every machine), so this runs only where it is."""
+    pytest.importorskip("torch", reason="PyTorch is not installed: pip install -e '.[torch]'")
+    run = MlflowClient(store).get_run(run_id_of(run_cli("run", "--backend", "torch", "--data", notebook_data,
+                                                        "--tracking-uri", store, *TINY, cwd=tmp_path)))
+    assert run.info.status == "FINISHED" and run.data.params["backend"] == "torch"
+    assert np.isfinite(run.data.metrics["test_loss"])
