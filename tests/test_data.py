@@ -19,8 +19,10 @@ def tracked_store(tmp_path_factory) -> str:
     """One real store with its experiment already made, so 'no run was created' is checked on a live store."""
     from vaekit.tracking import check_store
 
-    uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
-    check_store(uri, "vaekit")
+    where = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{where / 'mlflow.db'}"
+    # Artifacts in tmp too: by default they would go to ./mlruns of wherever pytest was started.
+    check_store(uri, "vaekit", (where / "mlruns").as_uri())
     return uri
 
 
