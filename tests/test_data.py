@@ -62,6 +62,11 @@ CASES = [
      "x_train.npy", "holds Python objects"),
     ("pickled-dict", lambda d: np.save(d / "max_values.npy", {"max": 1.0}, allow_pickle=True), "max_values.npy",
      "holds Python objects"),
+    # Complex numbers: casting them to float32 would silently drop the imaginary part (and train on it).
+    ("complex", lambda d: np.save(d / "x_train.npy", _load(d, "x_train") * (1 + 0.5j)), "x_train.npy",
+     r"holds complex numbers \(complex64\); spectrograms must be real"),
+    ("complex-max", lambda d: np.save(d / "max_values.npy", np.complex64(_load(d, "max_values"))), "max_values.npy",
+     r"holds complex numbers \(complex64\)"),
     ("min-max-broadcast", lambda d: np.save(d / "min_values.npy", np.zeros(3, np.float32)), "min_values.npy",
      r"shape \(3,\) does not broadcast to the spectrogram size \(50, 50\)"),
     ("bad-dataset-json", lambda d: (d / "dataset.json").write_text("{not json"), "dataset.json", "not valid JSON"),

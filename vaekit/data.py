@@ -94,6 +94,7 @@ def validate(ds: Dataset, where: str) -> None:
         src = base / f"{name}.npy" if base.is_dir() else f"{where} {name}"
         if not isinstance(x, np.ndarray) or x.dtype == object or not np.issubdtype(x.dtype, np.number):
             raise DataError(f"{src}: expected a numeric array, got {getattr(x, 'dtype', type(x).__name__)}")
+        _refuse_complex(x, src)
         if x.ndim != 3:
             raise DataError(f"{src}: expected a 3-D array (N, height, width), got shape {x.shape}")
         if x.shape[0] == 0 or x.size == 0:
@@ -122,6 +123,7 @@ def validate(ds: Dataset, where: str) -> None:
         src = base / f"{name}.npy" if base.is_dir() else f"{where} {name}"
         if v.dtype == object or not np.issubdtype(v.dtype, np.number):
             raise DataError(f"{src}: expected numbers, got {v.dtype}")
+        _refuse_complex(v, src)
         try:
             np.broadcast_to(v, hw)
         except ValueError:
@@ -129,6 +131,13 @@ def validate(ds: Dataset, where: str) -> None:
         if not np.isfinite(v).all():
             raise DataError(f"{src}: holds NaN or Inf")
         setattr(ds, name, v.astype(np.float32))
+
+
+def _refuse_complex(x: np.ndarray, src) -> None:
+    # Casting to float32 would keep the real part and drop the rest without a word (NumPy only warns).
+    if np.iscomplexobj(x):
+        raise DataError(f"{src}: holds complex numbers ({x.dtype}); spectrograms must be real "
+                        "(save the magnitude or power, e.g. np.abs(x))")
 
 
 def read_meta(directory: Path) -> dict:
