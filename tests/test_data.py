@@ -67,6 +67,9 @@ CASES = [
      r"holds complex numbers \(complex64\); spectrograms must be real"),
     ("complex-max", lambda d: np.save(d / "max_values.npy", np.complex64(_load(d, "max_values"))), "max_values.npy",
      r"holds complex numbers \(complex64\)"),
+    # Bytes that are not a .npy at all (a download that went wrong, another format renamed).
+    ("random-bytes", lambda d: (d / "x_test.npy").write_bytes(np.random.default_rng(0).bytes(4096)), "x_test.npy",
+     r"not a valid \.npy file \(it does not start with the \.npy magic string"),
     ("min-max-broadcast", lambda d: np.save(d / "min_values.npy", np.zeros(3, np.float32)), "min_values.npy",
      r"shape \(3,\) does not broadcast to the spectrogram size \(50, 50\)"),
     ("bad-dataset-json", lambda d: (d / "dataset.json").write_text("{not json"), "dataset.json", "not valid JSON"),

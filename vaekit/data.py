@@ -73,9 +73,25 @@ def normalize(db: np.ndarray, min_values, max_values) -> np.ndarray:
     return (db - min_values) / span
 
 
+#: The first bytes of every .npy file (numpy.lib.format.MAGIC_PREFIX).
+NPY_MAGIC = b"\x93NUMPY"
+
+
 def _load_array(path: Path) -> np.ndarray:
+    """A numeric ``.npy`` array, never unpickled; :class:`DataError` naming ``path`` otherwise."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(NPY_MAGIC))
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if head != NPY_MAGIC:
+        # np.load hands anything without the magic string to pickle (refused, allow_pickle=False) and
+        # would call random bytes "pickled data": say what the file is not instead.
+        what = " (it is a .npz archive; save each array with np.save)" if head.startswith(b"PK\x03\x04") else ""
+        raise DataError(f"{path}: not a valid .npy file (it does not start with the .npy magic string "
+                        f"\\x93NUMPY){what}")
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as exc:
