@@ -153,6 +153,35 @@ def test_store_directory_without_write_permission_fails_before_training(notebook
         locked.chmod(0o700)
 
 
+def test_an_sqlite_database_that_is_not_an_mlflow_store_is_refused_untouched(notebook_data, tmp_path):
+    """Someone's own database given as the store (a typo, the wrong .db) must not get MLflow's tables."""
+    import sqlite3
+
+    from vaekit.tracking import check_store
+
+    db = tmp_path / "inventory.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE parts (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT)")
+        con.execute("INSERT INTO parts (name) VALUES ('bolt')")
+    con.close()
+    before = db.read_bytes()
+    for args in (["run", "--data", notebook_data, *SMALL_ARGS], ["generate", "0123456789abcdef"]):
+        res = run_cli(*args, "--tracking-uri", db, cwd=tmp_path, timeout=120)
+        assert res.returncode == 2, res.stderr[-3000:]
+        errors = [line for line in res.stderr.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1 and "Traceback" not in res.stderr, res.stderr[-3000:]
+        assert f"{db} is an sqlite database without MLflow's tables (it has: parts)" in errors[0], errors[0]
+        assert db.read_bytes() == before, args[0]  # not one table added, nothing else written beside it
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory.db"], args[0]
+    # An empty file is a new database: MLflow makes its store there.
+    empty = tmp_path / "new.db"
+    empty.touch()
+    check_store(f"sqlite:///{empty}", "vaekit", (tmp_path / "artifacts").as_uri())
+    with sqlite3.connect(empty) as con:
+        assert {"experiments", "runs", "alembic_version"} <= {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+    con.close()
+
+
 def test_unwritable_artifact_location_fails_before_any_run_exists(notebook_data, store, tmp_path):
     from vaekit.run import run
 

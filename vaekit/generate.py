@@ -91,6 +91,7 @@ def open_run(run_id: str, tracking_uri: str | None = None) -> LoggedRun:
     db = tracking.sqlite_path(uri)
     if db is not None and not db.exists():
         raise VaekitError(f"tracking store {uri}: no such database (name the store with --tracking-uri)")
+    tracking.check_sqlite_schema(uri)  # MlflowClient would add MLflow's tables to any other database
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient(uri)
     try:
