@@ -13,6 +13,7 @@ Everything that can fail (vocoding included) happens before the first file is wr
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -77,8 +78,6 @@ def open_run(run_id: str, tracking_uri: str | None = None) -> LoggedRun:
     Raises :class:`VaekitError` with one line for an unknown run, a run without a model
     (one that failed or was stopped before the end) or one logged before these artifacts existed.
     """
-    import os
-
     # Downloading four small artifacts needs no progress bars.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
@@ -169,7 +168,9 @@ def _vocode_all(vocoders: dict, mel_db: np.ndarray, audio: AudioParams) -> tuple
 def _emit(run: LoggedRun, build, subdir: str, out_dir, log: bool, metrics: dict) -> Output:
     """Write files with ``build(directory) -> [paths]`` into ``out_dir`` and/or log them under ``generated/subdir``.
 
-    Files are drawn in a staging directory first, so nothing lands in ``out_dir`` if drawing fails.
+    Files are drawn in a staging directory first, so nothing lands in ``out_dir`` if drawing fails,
+    nor if any destination inside ``out_dir`` is a symbolic link (refused: vaekit never writes
+    through a link).
     """
     import mlflow
 
@@ -177,15 +178,17 @@ def _emit(run: LoggedRun, build, subdir: str, out_dir, log: bool, metrics: dict)
     result = Output(metrics=dict(metrics))
     with tempfile.TemporaryDirectory() as tmp:
         staging = Path(tmp)
-        written = build(staging)
-        for path in written:
-            rel = path.relative_to(staging)
+        rels = [path.relative_to(staging) for path in build(staging)]
+        if out_dir is not None:
+            for rel in rels:
+                _refuse_links(Path(out_dir), rel)
+        for rel in rels:
             if log:
                 result.artifacts.append(f"{GENERATED_DIR}/{subdir}/{rel.as_posix()}")
             if out_dir is not None:
                 dest = Path(out_dir) / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, dest)
+                _replace_file(staging / rel, dest)
                 result.files.append(dest)
         if log:
             client = mlflow.MlflowClient(run.tracking_uri)
@@ -193,6 +196,32 @@ def _emit(run: LoggedRun, build, subdir: str, out_dir, log: bool, metrics: dict)
             for key, value in metrics.items():
                 client.log_metric(run.run_id, key, value)
     return result
+
+
+def _refuse_links(out_dir: Path, rel: Path) -> None:
+    """:class:`DataError` if ``out_dir/rel``, or a folder between it and ``out_dir``, is a symbolic link."""
+    where = out_dir
+    for part in rel.parts:
+        where = where / part
+        if where.is_symlink():
+            raise DataError(f"{where}: is a symbolic link (to {os.readlink(where)}); not writing through it: "
+                            "remove the link or choose another --out")
+
+
+def _replace_file(src: Path, dest: Path) -> None:
+    """Copy ``src`` to ``dest`` by renaming a finished copy over it.
+
+    The rename replaces whatever ``dest`` is, a link made since :func:`_refuse_links` looked included,
+    instead of writing into the file a link points to; and a stop midway leaves no half-written file.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name[:64]}.partial-", dir=dest.parent)
+    os.close(fd)
+    try:
+        shutil.copy2(src, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _check_destination(out, log: bool) -> None:
