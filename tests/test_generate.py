@@ -191,6 +191,23 @@ def test_reconstruct_never_writes_through_a_symlink_at_its_output(trained, tmp_p
     assert _client(uri).list_artifacts(run_id, "generated/reconstruct_clip") == []  # nor in the run
 
 
+def test_a_file_name_with_a_newline_never_becomes_an_artifact_name(trained, tmp_path):
+    """Local files keep the user's own name; what is logged into the run is made safe, folder and files."""
+    from vaekit.generate import reconstruct
+
+    run_id, uri = trained
+    wav = tmp_path / "take\n2.wav"
+    sf.write(wav, make_tones(1, AUDIO, seed=5)[0], 22050)
+    out = reconstruct(run_id, wav, options=["vocoder.n_iter=2"], out=tmp_path / "out", log=True, tracking_uri=uri)
+    assert sorted(out.artifacts) == ["generated/reconstruct_take_2/take_2.reconstructed.png",
+                                     "generated/reconstruct_take_2/take_2.reconstructed.wav"]
+    logged = {a.path for a in _client(uri).list_artifacts(run_id, "generated/reconstruct_take_2")}
+    assert logged == set(out.artifacts)
+    assert not any("\n" in a.path for a in _client(uri).list_artifacts(run_id, "generated"))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["take\n2.reconstructed.png",
+                                                                   "take\n2.reconstructed.wav"]
+
+
 def test_runs_without_a_model_or_unknown_ids_are_one_line_errors(trained, tmp_path):
     import mlflow
 

@@ -170,21 +170,26 @@ def _emit(run: LoggedRun, build, subdir: str, out_dir, log: bool, metrics: dict)
 
     Files are drawn in a staging directory first, so nothing lands in ``out_dir`` if drawing fails,
     nor if any destination inside ``out_dir`` is a symbolic link (refused: vaekit never writes
-    through a link).
+    through a link).  Local files keep the names ``build`` gave them; in the run, every path
+    component goes through :func:`safe_name` (a file name may hold a newline).
     """
     import mlflow
 
     _check_destination(out_dir, log)
     result = Output(metrics=dict(metrics))
     with tempfile.TemporaryDirectory() as tmp:
-        staging = Path(tmp)
+        staging, logged = Path(tmp) / "files", Path(tmp) / "logged"
+        staging.mkdir()
         rels = [path.relative_to(staging) for path in build(staging)]
         if out_dir is not None:
             for rel in rels:
                 _refuse_links(Path(out_dir), rel)
         for rel in rels:
             if log:
-                result.artifacts.append(f"{GENERATED_DIR}/{subdir}/{rel.as_posix()}")
+                safe = Path(*(safe_name(part) for part in rel.parts))
+                (logged / safe).parent.mkdir(parents=True, exist_ok=True)
+                _link_or_copy(staging / rel, logged / safe)
+                result.artifacts.append(f"{GENERATED_DIR}/{subdir}/{safe.as_posix()}")
             if out_dir is not None:
                 dest = Path(out_dir) / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -192,7 +197,7 @@ def _emit(run: LoggedRun, build, subdir: str, out_dir, log: bool, metrics: dict)
                 result.files.append(dest)
         if log:
             client = mlflow.MlflowClient(run.tracking_uri)
-            client.log_artifacts(run.run_id, str(staging), f"{GENERATED_DIR}/{subdir}")
+            client.log_artifacts(run.run_id, str(logged), f"{GENERATED_DIR}/{subdir}")
             for key, value in metrics.items():
                 client.log_metric(run.run_id, key, value)
     return result
@@ -206,6 +211,13 @@ def _refuse_links(out_dir: Path, rel: Path) -> None:
         if where.is_symlink():
             raise DataError(f"{where}: is a symbolic link (to {os.readlink(where)}); not writing through it: "
                             "remove the link or choose another --out")
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    try:
+        os.link(src, dest)  # both in one temporary directory: no second copy of every file
+    except OSError:
+        shutil.copy2(src, dest)
 
 
 def _replace_file(src: Path, dest: Path) -> None:
@@ -389,5 +401,5 @@ def reconstruct(run_id: str, wav, vocoders=(), options=(), out=None, log: bool =
             run.audio, vmin, vmax, labels=[stem]))
         return paths
 
-    return _emit(run, build, f"reconstruct_{stem}", Path(out) if out is not None else wav.parent, log,
+    return _emit(run, build, f"reconstruct_{safe_name(stem)}", Path(out) if out is not None else wav.parent, log,
                  {f"vocoder_mel_error_db.{k}": v for k, v in errors.items()})
