@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,6 +67,49 @@ def test_fastgl_is_no_worse_than_the_notebooks_inversion(mel_db):
     # Blocks of batch_size clips give the same audio as one block.
     blocked = get_component("vocoder", "fastgl").create(audio, batch_size=1)(mel_db)
     np.testing.assert_allclose(blocked, out, atol=1e-4)
+
+
+def _forced_openblas_haswell_problem() -> str | None:
+    """Why NumPy cannot be run with OpenBLAS's Haswell kernels forced here, else None."""
+    import platform
+
+    from threadpoolctl import threadpool_info
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return f"OpenBLAS's Haswell kernels are x86-64 code; this is {platform.machine()}"
+    flags = set(open("/proc/cpuinfo").read().split()) if Path("/proc/cpuinfo").exists() else set()
+    if not {"avx2", "fma"} <= flags:
+        return "this CPU has no AVX2/FMA, which the Haswell kernels need"
+    if not any(i.get("internal_api") == "openblas" for i in threadpool_info()):
+        return "NumPy's BLAS is not OpenBLAS (OPENBLAS_CORETYPE would choose nothing)"
+    return None
+
+
+def test_fastgl_audio_does_not_depend_on_the_batch_it_is_in_with_other_blas_kernels():
+    """The batched path is batch-invariant by construction (the NNLS warm start is one product of the
+    same shape per clip), so the same machine gives a clip the same audio whatever its batch.  Checked
+    with OpenBLAS's Haswell kernels forced, as on an AVX2 machine without AVX-512: there one product
+    for the whole batch rounded differently by batch shape (issue 16 saw 3.8e-4 on an AMD EPYC)."""
+    why = _forced_openblas_haswell_problem()
+    if why:
+        pytest.skip(why)
+    code = ("import sys, numpy as np\nfrom threadpoolctl import threadpool_info\n"
+            "sys.path.insert(0, 'tests')\nfrom conftest import make_tones\n"
+            "from vaekit.audio import AudioParams, waveforms_to_mel_db\n"
+            "from vaekit.components import get_component\n"
+            "audio = AudioParams()\nmel_db = waveforms_to_mel_db(make_tones(3, audio, seed=3), audio)\n"
+            "make = lambda **o: get_component('vocoder', 'fastgl').create(audio, n_iter=4, **o)\n"
+            "whole, one, two = make()(mel_db), make(batch_size=1)(mel_db), make(batch_size=2)(mel_db)\n"
+            "print(sorted({i.get('architecture') for i in threadpool_info() if i.get('internal_api') == 'openblas'}))\n"
+            "print(float(np.abs(one - whole).max()), float(np.abs(two - whole).max()))\n")
+    root = Path(__file__).parents[1]
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=root,
+                         env={**os.environ, "OPENBLAS_CORETYPE": "Haswell"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    kernels, diffs = res.stdout.strip().splitlines()[-2:]
+    if "Haswell" not in kernels:
+        pytest.skip(f"OPENBLAS_CORETYPE=Haswell was not taken up (kernels: {kernels})")
+    assert diffs == "0.0 0.0", f"max difference from one batch with batch_size=1, 2: {diffs}"
 
 
 def test_performance_settings_are_checked(tmp_path):
