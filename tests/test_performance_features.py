@@ -55,18 +55,31 @@ def test_batched_nnls_beats_the_clipped_pseudo_inverse(mel_db):
     np.testing.assert_allclose(nnls_mel_to_power(power[1:2], basis, 40)[0], solved[1], rtol=1e-4, atol=1e-6 * solved.max())
 
 
+#: How far fastgl's audio (peak ~1.7 here) may move when nothing but float32 rounding changes: another
+#: CPU's BLAS/FFT kernels, another batch shape.  Griffin-Lim's 32 momentum-0.99 iterations amplify
+#: rounding: nudging 1 % (or all) of the input mel values by one ulp moved the output by up to
+#: 8.1e-4 (1.3e-3) on an AMD EPYC; the old batched warm start under OpenBLAS's Haswell kernels
+#: (AVX2, no AVX-512) moved it by 3.8e-4 between batch_size=1 and one batch.  Four times the largest.
+ROUNDING_ATOL = 5e-3
+#: ... and the mel error (what the vocoder is judged by) by at most this (seen: under 1e-4 dB).
+ROUNDING_MEL_DB = 0.01
+
+
 def test_fastgl_is_no_worse_than_the_notebooks_inversion(mel_db):
+    """What a user relies on, on any CPU: seeded, at least as good as the notebook's inversion, and
+    batch_size (a memory knob) does not change the sound beyond float32 rounding."""
     audio = AudioParams()
     fast = get_component("vocoder", "fastgl").create(audio)
     slow = get_component("vocoder", "griffinlim").create(audio)  # the notebook's mel_to_audio, seeded
     mel_db = mel_db[:2]
     out = fast(mel_db)
     assert out.shape == (2, audio.samples) and out.dtype == np.float32 and np.isfinite(out).all()
-    np.testing.assert_array_equal(out, fast(mel_db))  # seeded
-    assert mel_error_db(out, mel_db, audio) <= mel_error_db(slow(mel_db), mel_db, audio)
-    # Blocks of batch_size clips give the same audio as one block.
+    np.testing.assert_array_equal(out, fast(mel_db))  # seeded: the same call on the same machine
+    error = mel_error_db(out, mel_db, audio)
+    assert error <= mel_error_db(slow(mel_db), mel_db, audio)
     blocked = get_component("vocoder", "fastgl").create(audio, batch_size=1)(mel_db)
-    np.testing.assert_allclose(blocked, out, atol=1e-4)
+    np.testing.assert_allclose(blocked, out, rtol=0, atol=ROUNDING_ATOL)
+    assert abs(mel_error_db(blocked, mel_db, audio) - error) <= ROUNDING_MEL_DB
 
 
 def _forced_openblas_haswell_problem() -> str | None:
