@@ -275,18 +275,23 @@ def test_arrays_never_unpickle(notebook_data, tmp_path):
                 assert "allow_pickle=False" in line, f"{path}: {line.strip()}"
 
 
-def test_models_load_with_safe_mode_refusing_code(store, tmp_path):
-    """A logged model holding a Lambda (arbitrary Python) does not load through MLflow's Keras flavour."""
-    import keras
-    import mlflow
+def test_models_load_with_safe_mode_refusing_code(notebook_data, store, tmp_path):
+    """A run whose logged model holds Python code (a Lambda layer) is refused by vaekit's own loader,
+    in one line, and the code does not run."""
+    from vaekit.errors import VaekitError
+    from vaekit.generate import load_model
+    from vaekit.run import run
 
-    inputs = keras.Input((2,))
-    model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs))
-    mlflow.set_tracking_uri(store)
-    with mlflow.start_run():
-        info = mlflow.keras.log_model(model, name="model", pip_requirements=["keras"])
-    with pytest.raises(ValueError, match="safe_mode"):
-        mlflow.keras.load_model(info.model_uri)
+    load_faults()
+    marker = tmp_path / "lambda-ran"
+    result = run(small_config(notebook_data, store, encoder="lambda", samples=0,
+                              options={"encoder": {"marker": str(marker)}}), progress=False)
+    assert marker.exists()  # the Lambda's code ran while training: the marker shows when it runs
+    marker.unlink()
+    with pytest.raises(VaekitError, match=rf"run {result.run_id}: its logged model holds Python code \(a Lambda "
+                                          r"layer\); vaekit loads models with Keras safe_mode"):
+        load_model(result.run_id, "FINISHED")
+    assert not marker.exists()
 
 
 def test_plugin_code_comes_only_from_entry_points_and_named_files(tmp_path):

@@ -121,7 +121,10 @@ def open_run(run_id: str, tracking_uri: str | None = None) -> LoggedRun:
 
 
 def load_model(run_id: str, status: str = ""):
-    """``runs:/RUN_ID/model`` with Keras ``safe_mode`` (no pickled code is run)."""
+    """``runs:/RUN_ID/model`` with Keras ``safe_mode`` (no pickled code is run).
+
+    A model holding code (a ``Lambda`` layer's bytecode) is a one-line :class:`VaekitError`.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -129,6 +132,12 @@ def load_model(run_id: str, status: str = ""):
 
     try:
         return mlflow.keras.load_model(f"runs:/{run_id}/model", load_model_kwargs={"safe_mode": True})
+    except ValueError as exc:
+        if "safe_mode" not in str(exc):
+            raise
+        # Keras refused to deserialise code (a Lambda's bytecode) before running any of it.
+        raise VaekitError(f"run {run_id}: its logged model holds Python code (a Lambda layer); vaekit loads models "
+                          "with Keras safe_mode and does not run code from a store") from None
     except (MlflowException, OSError) as exc:
         why = "it failed or was stopped before the end" if status != "FINISHED" else str(exc).splitlines()[0]
         raise VaekitError(f"run {run_id} has no logged model (status {status}: {why})") from None
