@@ -173,6 +173,15 @@ def test_mixed_bfloat16_keeps_test_mse(notebook_data, store, float32_run):
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the build
     r = MlflowClient(store).get_run(result.run_id)
     assert r.info.status == "FINISHED" and r.data.params["precision"] == "mixed_bfloat16"
+    # The model trained and logged under the policy: its layers compute in bfloat16 and keep float32
+    # weights (the param above is only the config, copied).
+    from vaekit.generate import load_model
+
+    model = load_model(result.run_id, "FINISHED")
+    weighted = [layer for part in (model.encoder, model.decoder) for layer in part.layers if layer.weights]
+    assert len(weighted) >= 4
+    assert {(layer.dtype_policy.name, layer.compute_dtype) for layer in weighted} == {("mixed_bfloat16", "bfloat16")}
+    assert {w.dtype for layer in weighted for w in layer.weights} == {"float32"}
     ref = float32_run.metrics
     assert result.metrics["test_mse"] == pytest.approx(ref["test_mse"], rel=0.05)
     assert result.metrics["test_loss"] == pytest.approx(500 * result.metrics["test_mse"] + result.metrics["test_kl"], rel=1e-3)
