@@ -191,6 +191,16 @@ def test_reconstruct_never_writes_through_a_symlink_at_its_output(trained, tmp_p
     assert _client(uri).list_artifacts(run_id, "generated/reconstruct_clip") == []  # nor in the run
 
 
+def test_reconstruct_calls_a_fifo_not_a_regular_file_before_loading_anything(tmp_path):
+    from vaekit.errors import DataError
+    from vaekit.generate import reconstruct
+
+    fifo = tmp_path / "live.wav"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match=f"^{fifo}: not a regular file$"):  # not "file not found"; never opened
+        reconstruct("0123456789abcdef", fifo, tracking_uri=f"sqlite:///{tmp_path / 'none.db'}")
+
+
 def test_a_file_name_with_a_newline_never_becomes_an_artifact_name(trained, tmp_path):
     """Local files keep the user's own name; what is logged into the run is made safe, folder and files."""
     from vaekit.generate import reconstruct

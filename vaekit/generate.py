@@ -382,7 +382,7 @@ def reconstruct(run_id: str, wav, vocoders=(), options=(), out=None, log: bool =
 
     wav = Path(wav)
     if not wav.is_file():  # before loading the model: a typo should cost no time
-        raise DataError(f"{wav}: file not found")
+        raise DataError(f"{wav}: not a regular file" if wav.exists() else f"{wav}: file not found")
     run = run or open_run(run_id, tracking_uri)
     y = load_clip(wav, run.audio)
     mel = waveforms_to_mel_db(y[None], run.audio)
