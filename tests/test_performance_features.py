@@ -90,8 +90,9 @@ def _forced_openblas_haswell_problem() -> str | None:
 
     if platform.machine() not in ("x86_64", "AMD64"):
         return f"OpenBLAS's Haswell kernels are x86-64 code; this is {platform.machine()}"
-    flags = set(open("/proc/cpuinfo").read().split()) if Path("/proc/cpuinfo").exists() else set()
-    if not {"avx2", "fma"} <= flags:
+    if not Path("/proc/cpuinfo").exists():
+        return "no /proc/cpuinfo to tell whether this CPU has the AVX2/FMA the Haswell kernels need"
+    if not {"avx2", "fma"} <= set(Path("/proc/cpuinfo").read_text().split()):
         return "this CPU has no AVX2/FMA, which the Haswell kernels need"
     if not any(i.get("internal_api") == "openblas" for i in threadpool_info()):
         return "NumPy's BLAS is not OpenBLAS (OPENBLAS_CORETYPE would choose nothing)"

@@ -123,9 +123,9 @@ def check_store(uri: str, experiment: str, artifact_location: str | None = None)
     return exp_id
 
 
-#: Tables an MLflow sqlite store has from the start of its schema migration on.  MLflow creates
-#: ``alembic_version`` first and ``experiments`` with the first revision, so a store that another
-#: process is creating at this moment already shows one of them.
+#: Tables that mark an MLflow sqlite store.  ``alembic_version`` is the first table MLflow creates
+#: (first in ``sqlite_master`` of a new store), so a store another process is creating at this moment
+#: already shows it; ``experiments`` is in every store MLflow has made.
 MLFLOW_MARKER_TABLES = ("alembic_version", "experiments")
 
 
