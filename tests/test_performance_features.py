@@ -159,8 +159,11 @@ def test_multiworker_needs_a_well_formed_tf_config(monkeypatch):
 def float32_run(notebook_data, tmp_path_factory):
     """One ordinary single-device run, the reference for the precision and strategy runs."""
     from vaekit.run import run
+    from vaekit.tracking import check_store
 
-    store = f"sqlite:///{tmp_path_factory.mktemp('ref') / 'mlflow.db'}"
+    where = tmp_path_factory.mktemp("ref")
+    store = f"sqlite:///{where / 'mlflow.db'}"
+    check_store(store, "vaekit", (where / "mlruns").as_uri())  # artifacts in tmp, not ./mlruns of the cwd
     return run(tiny_config(notebook_data, store, samples=0, validation_split=0.0), progress=False)
 
 

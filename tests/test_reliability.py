@@ -206,7 +206,7 @@ def test_four_concurrent_runs_on_one_sqlite_store_all_complete(notebook_data, tm
     if store_exists:
         from vaekit.tracking import check_store
 
-        check_store(store, "vaekit")
+        check_store(store, "vaekit", (tmp_path / "mlruns").as_uri())  # not ./mlruns of where pytest started
     # A checkpoint after every epoch (interval 0): each run writes one, so the empty checkpoints/ below
     # shows that FINISHED deletes it (checkpoint.discard), not that none was ever written.
     procs = [start_cli("run", "--data", notebook_data, "--tracking-uri", store, "--epochs", "2", "--seed", i,
