@@ -28,15 +28,23 @@ def nnls_mel_to_power(mel_power, basis, n_iter=60):
     ``(N, n_freq, frames)``.  Warm start: the clipped pseudo-inverse (as librosa's NNLS);
     then FISTA.  All clips' frames are columns of one matrix, and the mel basis is sparse
     (each frequency bin lies in at most two bands), so a step costs two sparse products.
+    A clip's result does not depend on the other clips in the batch: bit for bit on one machine
+    (given a BLAS that rounds the same for the same shapes, as OpenBLAS does).
     """
     import numpy as np
     import scipy.sparse
 
-    p = np.asarray(mel_power, dtype=np.float32)
+    p = np.ascontiguousarray(mel_power, dtype=np.float32)
     n, n_mels, frames = p.shape
     cols = np.ascontiguousarray(p.transpose(1, 0, 2).reshape(n_mels, n * frames))
     dense = np.asarray(basis, dtype=np.float64)
-    x = np.maximum(np.linalg.pinv(dense).astype(np.float32) @ cols, 0.0)
+    pinv = np.linalg.pinv(dense).astype(np.float32)
+    # The warm start clip by clip, each a product of the same shape: BLAS kernels round differently
+    # with the number of columns (OpenBLAS's Haswell sgemm: up to 3.8e-4 in the audio after
+    # Griffin-Lim between batch_size=1 and one batch), so one product for the batch would make a
+    # clip's audio depend on the batch it is in.  The sparse products below treat each column alone.
+    # (NumPy's matmul over a stack runs one BLAS product per clip.)
+    x = np.maximum(pinv @ p, 0.0).transpose(1, 0, 2).reshape(-1, n * frames)
     if n_iter > 0:
         m = scipy.sparse.csr_matrix(dense.astype(np.float32))
         mt = scipy.sparse.csr_matrix(m.T)

@@ -5,6 +5,8 @@
 - loss ``inf-at-batch``: mse-kl whose loss becomes +inf at training batch ``batch`` (1-based).
 - encoder ``unsaveable``: the dense encoder behind a custom layer that Keras cannot serialise,
   so training works and logging the model fails.
+- encoder ``lambda``: the dense encoder behind a ``keras.layers.Lambda`` whose Python code touches the
+  file ``marker`` when it runs; training and logging work, and the logged model holds code.
 - vocoder ``fails``: raises inside sample generation (after training).
 - vocoder ``fails-once``: raises the first time (a transient failure), marking the file ``marker``;
   returns silence once ``marker`` exists.
@@ -92,6 +94,19 @@ def build_unsaveable_encoder(input_shape, latent_dim):
     return keras.Model(inputs, [z_mean, z_log_var], name="unsaveable_encoder")
 
 
+def build_lambda_encoder(input_shape, latent_dim, marker="lambda-ran"):
+    import keras
+
+    from vaekit.default_plugins.dense import build_encoder
+
+    # A Python lambda: Keras saves its bytecode (a named function only by name).  The marker path is a
+    # constant in that code (eval), since Keras cannot load a lambda's default arguments back.
+    touch = keras.layers.Lambda(eval(f"lambda x: (__import__('pathlib').Path({str(marker)!r}).touch(), x)[1]"))
+    inputs = keras.Input(shape=tuple(input_shape))
+    z_mean, z_log_var = build_encoder(input_shape, latent_dim, units=64)(touch(inputs))
+    return keras.Model(inputs, [z_mean, z_log_var], name="lambda_encoder")
+
+
 def _preflight(mel_db, audio):
     """Silence for vaekit's pre-flight check, which happens before the run starts; None inside a run."""
     import mlflow
@@ -145,6 +160,7 @@ def register_losses(register):
 @vaekit.hookimpl
 def register_encoders(register):
     register("unsaveable", build_unsaveable_encoder)
+    register("lambda", build_lambda_encoder)
 
 
 @vaekit.hookimpl

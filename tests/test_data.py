@@ -19,8 +19,10 @@ def tracked_store(tmp_path_factory) -> str:
     """One real store with its experiment already made, so 'no run was created' is checked on a live store."""
     from vaekit.tracking import check_store
 
-    uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
-    check_store(uri, "vaekit")
+    where = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{where / 'mlflow.db'}"
+    # Artifacts in tmp too: by default they would go to ./mlruns of wherever pytest was started.
+    check_store(uri, "vaekit", (where / "mlruns").as_uri())
     return uri
 
 
@@ -60,6 +62,14 @@ CASES = [
      "x_train.npy", "holds Python objects"),
     ("pickled-dict", lambda d: np.save(d / "max_values.npy", {"max": 1.0}, allow_pickle=True), "max_values.npy",
      "holds Python objects"),
+    # Complex numbers: casting them to float32 would silently drop the imaginary part (and train on it).
+    ("complex", lambda d: np.save(d / "x_train.npy", _load(d, "x_train") * (1 + 0.5j)), "x_train.npy",
+     r"holds complex numbers \(complex64\); spectrograms must be real"),
+    ("complex-max", lambda d: np.save(d / "max_values.npy", np.complex64(_load(d, "max_values"))), "max_values.npy",
+     r"holds complex numbers \(complex64\)"),
+    # Bytes that are not a .npy at all (a download that went wrong, another format renamed).
+    ("random-bytes", lambda d: (d / "x_test.npy").write_bytes(np.random.default_rng(0).bytes(4096)), "x_test.npy",
+     r"not a valid \.npy file \(it does not start with the \.npy magic string"),
     ("min-max-broadcast", lambda d: np.save(d / "min_values.npy", np.zeros(3, np.float32)), "min_values.npy",
      r"shape \(3,\) does not broadcast to the spectrogram size \(50, 50\)"),
     ("bad-dataset-json", lambda d: (d / "dataset.json").write_text("{not json"), "dataset.json", "not valid JSON"),

@@ -10,6 +10,9 @@ import pytest
 import soundfile as sf
 
 from conftest import make_tones, run_cli, tiny_config
+from vaekit.audio import AudioParams
+
+AUDIO = AudioParams()
 
 SECOND_VOCODER = '''
 import vaekit
@@ -157,6 +160,62 @@ def test_reconstruct_a_real_clip_at_another_rate_in_stereo(trained, tmp_path):
     assert sr == 22050 and y.shape == (22050,) and np.isfinite(y).all()
     assert (tmp_path / "clip.reconstructed.png").stat().st_size > 1000
     assert out.metrics["vocoder_mel_error_db.griffinlim"] >= 0 and not out.artifacts
+
+
+def test_reconstruct_never_writes_through_a_symlink_at_its_output(trained, tmp_path):
+    """A link where STEM.reconstructed.wav goes (planted, or left from a tidy-up) must not make vaekit
+    overwrite the file it points to, nor create the file a dangling link names."""
+    from vaekit.errors import DataError
+    from vaekit.generate import reconstruct
+
+    run_id, uri = trained
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, make_tones(1, AUDIO, seed=4)[0], 22050)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "clip.reconstructed.wav").symlink_to(victim)
+    with pytest.raises(DataError, match=rf"{tmp_path / 'clip.reconstructed.wav'}: is a symbolic link \(to {victim}\); "
+                                        "not writing through it"):
+        reconstruct(run_id, wav, options=["vocoder.n_iter=2"], tracking_uri=uri)
+    assert victim.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.reconstructed.wav", "clip.wav", "victim.txt"]
+
+    (tmp_path / "clip.reconstructed.wav").unlink()
+    elsewhere = tmp_path / "elsewhere" / "new.png"
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "clip.reconstructed.png").symlink_to(elsewhere)  # dangling
+    with pytest.raises(DataError, match="clip.reconstructed.png: is a symbolic link"):
+        reconstruct(run_id, wav, options=["vocoder.n_iter=2"], out=tmp_path / "out", log=True, tracking_uri=uri)
+    assert not elsewhere.parent.exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip.reconstructed.png"]  # nothing else landed
+    assert _client(uri).list_artifacts(run_id, "generated/reconstruct_clip") == []  # nor in the run
+
+
+def test_reconstruct_calls_a_fifo_not_a_regular_file_before_loading_anything(tmp_path):
+    from vaekit.errors import DataError
+    from vaekit.generate import reconstruct
+
+    fifo = tmp_path / "live.wav"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match=f"^{fifo}: not a regular file$"):  # not "file not found"; never opened
+        reconstruct("0123456789abcdef", fifo, tracking_uri=f"sqlite:///{tmp_path / 'none.db'}")
+
+
+def test_a_file_name_with_a_newline_never_becomes_an_artifact_name(trained, tmp_path):
+    """Local files keep the user's own name; what is logged into the run is made safe, folder and files."""
+    from vaekit.generate import reconstruct
+
+    run_id, uri = trained
+    wav = tmp_path / "take\n2.wav"
+    sf.write(wav, make_tones(1, AUDIO, seed=5)[0], 22050)
+    out = reconstruct(run_id, wav, options=["vocoder.n_iter=2"], out=tmp_path / "out", log=True, tracking_uri=uri)
+    assert sorted(out.artifacts) == ["generated/reconstruct_take_2/take_2.reconstructed.png",
+                                     "generated/reconstruct_take_2/take_2.reconstructed.wav"]
+    logged = {a.path for a in _client(uri).list_artifacts(run_id, "generated/reconstruct_take_2")}
+    assert logged == set(out.artifacts)
+    assert not any("\n" in a.path for a in _client(uri).list_artifacts(run_id, "generated"))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["take\n2.reconstructed.png",
+                                                                   "take\n2.reconstructed.wav"]
 
 
 def test_runs_without_a_model_or_unknown_ids_are_one_line_errors(trained, tmp_path):

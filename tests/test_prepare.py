@@ -152,6 +152,22 @@ def test_cli_prepare_summary_force_and_refusals(tmp_path):
     assert not list(tmp_path.glob(".*partial*")) and not list(tmp_path.glob(".*old*"))
 
 
+def test_a_fifo_among_the_audio_is_skipped_as_not_a_regular_file_without_blocking(tmp_path):
+    """A named pipe called .wav: opening it to read would wait for a writer forever; its size (0) is no
+    reason to call it empty. A symlink to a real clip is still a clip."""
+    src = make_audio_tree(tmp_path / "audio", speakers=2, per_speaker=4, bad=False)
+    os.mkfifo(src / "01" / "live.wav")
+    os.symlink(next((src / "02").glob("*.wav")), src / "02" / "linked.wav")
+    out = tmp_path / "out"
+    res = run_cli("prepare", src, out, "--workers", "1", cwd=tmp_path, timeout=120)  # a block is a timeout
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "01/live.wav: not a regular file (a FIFO)" in res.stdout, res.stdout
+    assert "prepared 9 clips" in res.stdout and "skipped 1 file(s)" in res.stdout, res.stdout
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["skipped"] == [{"file": "01/live.wav", "reason": "not a regular file (a FIFO)"}]
+    assert "02/linked.wav" in meta["train_files"] + meta["test_files"]
+
+
 def test_interrupted_prepare_leaves_no_dataset(tmp_path):
     """Ctrl-C in the middle: exit 130, no OUT_DIR, no partial directory left, no traceback."""
     src = tmp_path / "audio"

@@ -122,11 +122,23 @@ def test_a_failed_run_resumes_after_its_last_epoch_and_finishes(notebook_data, s
                                                                                  "samples/sample_00.png"}
 
 
-def test_resume_refuses_what_it_cannot_continue(notebook_data, store, tmp_path):
+def test_resume_refuses_what_it_cannot_continue(notebook_data, store, tmp_path, monkeypatch):
+    from vaekit import checkpoint
     from vaekit.checkpoint import resume_config
     from vaekit.run import run
 
-    done = run(small_config(notebook_data, store, samples=0), progress=False)
+    # Checkpoints written after every epoch, and checkpoint.discard watched: the run below must have
+    # had a checkpoint for "a finished run's checkpoints are gone" to mean anything.
+    seen_by_discard = []
+
+    def discard(artifact_uri):
+        seen_by_discard.append(sorted(p.name for p in (Path(urlparse(artifact_uri).path) / "checkpoints").iterdir()))
+        real_discard(artifact_uri)
+
+    real_discard = checkpoint.discard
+    monkeypatch.setattr(checkpoint, "discard", discard)
+    done = run(small_config(notebook_data, store, samples=0, epochs=2, checkpoint_interval=0), progress=False)
+    monkeypatch.undo()
     client = MlflowClient(store)
     with pytest.raises(ConfigError, match=f"--resume {done.run_id}: the run is FINISHED; only KILLED or FAILED"):
         resume_config(done.run_id, store)
@@ -134,6 +146,7 @@ def test_resume_refuses_what_it_cannot_continue(notebook_data, store, tmp_path):
         resume_config("0123abcd", store)
 
     # A finished run's checkpoints are gone (only KILLED and FAILED runs are resumed) ...
+    assert seen_by_discard == [["state.json", "state.npz"]]  # there was one, and discard was called on it
     assert client.list_artifacts(done.run_id, "checkpoints") == []
     client.set_terminated(done.run_id, "KILLED")
     with pytest.raises(ConfigError, match="has no checkpoint"):

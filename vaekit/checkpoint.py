@@ -260,6 +260,7 @@ def resume_config(run_id: str, tracking_uri: str | None, trust_plugins: bool = F
     from vaekit.config import build_config
 
     uri = tracking.resolve_tracking_uri(tracking_uri)
+    tracking.check_sqlite_schema(uri)  # MlflowClient would add MLflow's tables to any other database
     client = MlflowClient(uri)
     try:
         run = client.get_run(run_id)

@@ -73,9 +73,25 @@ def normalize(db: np.ndarray, min_values, max_values) -> np.ndarray:
     return (db - min_values) / span
 
 
+#: The first bytes of every .npy file (numpy.lib.format.MAGIC_PREFIX).
+NPY_MAGIC = b"\x93NUMPY"
+
+
 def _load_array(path: Path) -> np.ndarray:
+    """A numeric ``.npy`` array, never unpickled; :class:`DataError` naming ``path`` otherwise."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(NPY_MAGIC))
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if head != NPY_MAGIC:
+        # np.load hands anything without the magic string to pickle (refused, allow_pickle=False) and
+        # would call random bytes "pickled data": say what the file is not instead.
+        what = " (it is a .npz archive; save each array with np.save)" if head.startswith(b"PK\x03\x04") else ""
+        raise DataError(f"{path}: not a valid .npy file (it does not start with the .npy magic string "
+                        f"\\x93NUMPY){what}")
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as exc:
@@ -94,6 +110,7 @@ def validate(ds: Dataset, where: str) -> None:
         src = base / f"{name}.npy" if base.is_dir() else f"{where} {name}"
         if not isinstance(x, np.ndarray) or x.dtype == object or not np.issubdtype(x.dtype, np.number):
             raise DataError(f"{src}: expected a numeric array, got {getattr(x, 'dtype', type(x).__name__)}")
+        _refuse_complex(x, src)
         if x.ndim != 3:
             raise DataError(f"{src}: expected a 3-D array (N, height, width), got shape {x.shape}")
         if x.shape[0] == 0 or x.size == 0:
@@ -122,6 +139,7 @@ def validate(ds: Dataset, where: str) -> None:
         src = base / f"{name}.npy" if base.is_dir() else f"{where} {name}"
         if v.dtype == object or not np.issubdtype(v.dtype, np.number):
             raise DataError(f"{src}: expected numbers, got {v.dtype}")
+        _refuse_complex(v, src)
         try:
             np.broadcast_to(v, hw)
         except ValueError:
@@ -129,6 +147,13 @@ def validate(ds: Dataset, where: str) -> None:
         if not np.isfinite(v).all():
             raise DataError(f"{src}: holds NaN or Inf")
         setattr(ds, name, v.astype(np.float32))
+
+
+def _refuse_complex(x: np.ndarray, src) -> None:
+    # Casting to float32 would keep the real part and drop the rest without a word (NumPy only warns).
+    if np.iscomplexobj(x):
+        raise DataError(f"{src}: holds complex numbers ({x.dtype}); spectrograms must be real "
+                        "(save the magnitude or power, e.g. np.abs(x))")
 
 
 def read_meta(directory: Path) -> dict:

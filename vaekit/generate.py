@@ -13,6 +13,7 @@ Everything that can fail (vocoding included) happens before the first file is wr
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -81,8 +82,6 @@ def open_run(run_id: str, tracking_uri: str | None = None, trust_plugins: bool =
     The plugin files the run recorded are imported only with ``trust_plugins`` (after their paths
     are printed); otherwise a component they provided is an error naming them.
     """
-    import os
-
     # Downloading four small artifacts needs no progress bars.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
@@ -95,6 +94,7 @@ def open_run(run_id: str, tracking_uri: str | None = None, trust_plugins: bool =
     db = tracking.sqlite_path(uri)
     if db is not None and not db.exists():
         raise VaekitError(f"tracking store {uri}: no such database (name the store with --tracking-uri)")
+    tracking.check_sqlite_schema(uri)  # MlflowClient would add MLflow's tables to any other database
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient(uri)
     try:
@@ -128,8 +128,9 @@ def open_run(run_id: str, tracking_uri: str | None = None, trust_plugins: bool =
 def load_model(run_id: str, status: str = "", plugin_hint: str = ""):
     """``runs:/RUN_ID/model`` with Keras ``safe_mode`` (no pickled code is run).
 
-    A model whose layers come from plugin files that were not loaded is a :class:`PluginError`
-    ending in ``plugin_hint`` (which files, and how to load them).
+    A model holding code (a ``Lambda`` layer's bytecode) is a one-line :class:`VaekitError`; one
+    whose layers come from plugin files that were not loaded is a :class:`PluginError` ending in
+    ``plugin_hint`` (which files, and how to load them).
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -142,10 +143,13 @@ def load_model(run_id: str, status: str = "", plugin_hint: str = ""):
         why = "it failed or was stopped before the end" if status != "FINISHED" else str(exc).splitlines()[0]
         raise VaekitError(f"run {run_id} has no logged model (status {status}: {why})") from None
     except Exception as exc:
+        if isinstance(exc, ValueError) and "safe_mode" in str(exc):
+            # Keras refused to deserialise code (a Lambda's bytecode) before running any of it.
+            raise VaekitError(f"run {run_id}: its logged model holds Python code (a Lambda layer); vaekit loads "
+                              "models with Keras safe_mode and does not run code from a store") from None
         if not plugin_hint:
             raise
         raise PluginError(f"run {run_id}: its model cannot be loaded ({one_line(exc, 200)}){plugin_hint}") from None
-
 
 
 def build_vocoders(run: LoggedRun, names=(), options=()) -> dict:
@@ -185,30 +189,72 @@ def _vocode_all(vocoders: dict, mel_db: np.ndarray, audio: AudioParams) -> tuple
 def _emit(run: LoggedRun, build, subdir: str, out_dir, log: bool, metrics: dict) -> Output:
     """Write files with ``build(directory) -> [paths]`` into ``out_dir`` and/or log them under ``generated/subdir``.
 
-    Files are drawn in a staging directory first, so nothing lands in ``out_dir`` if drawing fails.
+    Files are drawn in a staging directory first, so nothing lands in ``out_dir`` if drawing fails,
+    nor if any destination inside ``out_dir`` is a symbolic link (refused: vaekit never writes
+    through a link).  Local files keep the names ``build`` gave them; in the run, every path
+    component goes through :func:`safe_name` (a file name may hold a newline).
     """
     import mlflow
 
     _check_destination(out_dir, log)
     result = Output(metrics=dict(metrics))
     with tempfile.TemporaryDirectory() as tmp:
-        staging = Path(tmp)
-        written = build(staging)
-        for path in written:
-            rel = path.relative_to(staging)
+        staging, logged = Path(tmp) / "files", Path(tmp) / "logged"
+        staging.mkdir()
+        rels = [path.relative_to(staging) for path in build(staging)]
+        if out_dir is not None:
+            for rel in rels:
+                _refuse_links(Path(out_dir), rel)
+        for rel in rels:
             if log:
-                result.artifacts.append(f"{GENERATED_DIR}/{subdir}/{rel.as_posix()}")
+                safe = Path(*(safe_name(part) for part in rel.parts))
+                (logged / safe).parent.mkdir(parents=True, exist_ok=True)
+                _link_or_copy(staging / rel, logged / safe)
+                result.artifacts.append(f"{GENERATED_DIR}/{subdir}/{safe.as_posix()}")
             if out_dir is not None:
                 dest = Path(out_dir) / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, dest)
+                _replace_file(staging / rel, dest)
                 result.files.append(dest)
         if log:
             client = mlflow.MlflowClient(run.tracking_uri)
-            client.log_artifacts(run.run_id, str(staging), f"{GENERATED_DIR}/{subdir}")
+            client.log_artifacts(run.run_id, str(logged), f"{GENERATED_DIR}/{subdir}")
             for key, value in metrics.items():
                 client.log_metric(run.run_id, key, value)
     return result
+
+
+def _refuse_links(out_dir: Path, rel: Path) -> None:
+    """:class:`DataError` if ``out_dir/rel``, or a folder between it and ``out_dir``, is a symbolic link."""
+    where = out_dir
+    for part in rel.parts:
+        where = where / part
+        if where.is_symlink():
+            raise DataError(f"{where}: is a symbolic link (to {os.readlink(where)}); not writing through it: "
+                            "remove the link or choose another --out")
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    try:
+        os.link(src, dest)  # both in one temporary directory: no second copy of every file
+    except OSError:
+        shutil.copy2(src, dest)
+
+
+def _replace_file(src: Path, dest: Path) -> None:
+    """Copy ``src`` to ``dest`` by renaming a finished copy over it.
+
+    The rename replaces whatever ``dest`` is, a link made since :func:`_refuse_links` looked included,
+    instead of writing into the file a link points to; and a stop midway leaves no half-written file.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name[:64]}.partial-", dir=dest.parent)
+    os.close(fd)
+    try:
+        shutil.copy2(src, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _check_destination(out, log: bool) -> None:
@@ -351,7 +397,7 @@ def reconstruct(run_id: str, wav, vocoders=(), options=(), out=None, log: bool =
 
     wav = Path(wav)
     if not wav.is_file():  # before loading the model: a typo should cost no time
-        raise DataError(f"{wav}: file not found")
+        raise DataError(f"{wav}: not a regular file" if wav.exists() else f"{wav}: file not found")
     run = run or open_run(run_id, tracking_uri, trust_plugins)
     y = load_clip(wav, run.audio)
     mel = waveforms_to_mel_db(y[None], run.audio)
@@ -379,5 +425,5 @@ def reconstruct(run_id: str, wav, vocoders=(), options=(), out=None, log: bool =
             run.audio, vmin, vmax, labels=[stem]))
         return paths
 
-    return _emit(run, build, f"reconstruct_{stem}", Path(out) if out is not None else wav.parent, log,
+    return _emit(run, build, f"reconstruct_{safe_name(stem)}", Path(out) if out is not None else wav.parent, log,
                  {f"vocoder_mel_error_db.{k}": v for k, v in errors.items()})

@@ -106,15 +106,23 @@ def read_clip(path, audio: AudioParams) -> np.ndarray:
     """One file → mono float32 waveform at ``audio.sr``, exactly ``audio.samples`` long.
 
     Reads only the first ``duration`` seconds.  Raises :class:`ClipError` for a file that is
-    unreadable, corrupt, empty or not finite.
+    not a regular file (a FIFO, a device, ...: never opened, so a pipe cannot block), unreadable,
+    corrupt, empty or not finite.
     """
     import librosa
     import soundfile as sf
 
+    fd = None
     try:
-        if os.path.getsize(path) == 0:
+        _check_regular(os.stat(path).st_mode)  # before opening: opening some devices has effects
+        # Non-blocking, and checked again on the descriptor: a file swapped for a FIFO in between
+        # must not block the open (nor the read: libsndfile gets this very descriptor).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        st = os.fstat(fd)
+        _check_regular(st.st_mode)
+        if st.st_size == 0:
             raise ClipError("empty (0 bytes)")
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(fd, closefd=False) as f:
             sr = f.samplerate
             frames = f.frames
             want = int(math.ceil(audio.duration * sr)) + 1
@@ -122,8 +130,12 @@ def read_clip(path, audio: AudioParams) -> np.ndarray:
     except ClipError:
         raise
     except Exception as exc:  # libsndfile reports corrupt files in several exception types
-        why = " ".join(re.sub(r"^Error opening .*?: ", "", str(exc)).split()) or type(exc).__name__
+        why = (exc.strerror if isinstance(exc, OSError) and exc.strerror else
+               " ".join(re.sub(r"^Error opening .*?: ", "", str(exc)).split()) or type(exc).__name__)
         raise ClipError(f"unreadable ({why})") from None
+    finally:
+        if fd is not None:
+            os.close(fd)
     if y.shape[0] == 0:
         raise ClipError("empty (no samples)")
     y = y.mean(axis=1)
@@ -132,6 +144,17 @@ def read_clip(path, audio: AudioParams) -> np.ndarray:
     if sr != audio.sr:
         y = librosa.resample(y, orig_sr=sr, target_sr=audio.sr, res_type="soxr_hq")
     return fit_length(y, audio.samples).astype(np.float32, copy=False)
+
+
+def _check_regular(mode: int) -> None:
+    """:class:`ClipError` unless ``mode`` (of ``os.stat``, links followed) is a regular file's."""
+    import stat
+
+    if not stat.S_ISREG(mode):
+        kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a character device",
+                 stat.S_ISBLK: "a block device", stat.S_ISDIR: "a directory"}
+        kind = next((name for test, name in kinds.items() if test(mode)), "special")
+        raise ClipError(f"not a regular file ({kind})")
 
 
 def clips_to_mel_db(waveforms: np.ndarray, audio: AudioParams) -> np.ndarray:

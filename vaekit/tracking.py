@@ -91,6 +91,7 @@ def check_store(uri: str, experiment: str, artifact_location: str | None = None)
         problem = _write_problem(db.parent) or (_write_problem(db, probe_file=True) if db.exists() else None)
         if problem:
             raise VaekitError(f"--tracking-uri {uri}: {problem}")
+        check_sqlite_schema(uri)
         lock_file = db.with_name(db.name + ".lock")
         lock = lambda: _file_lock(lock_file)  # noqa: E731
     for attempt in range(4):
@@ -120,6 +121,36 @@ def check_store(uri: str, experiment: str, artifact_location: str | None = None)
     check_artifact_location(MlflowClient(uri).get_experiment(exp_id).artifact_location, experiment)
     mlflow.set_tracking_uri(uri)
     return exp_id
+
+
+#: Tables that mark an MLflow sqlite store.  ``alembic_version`` is the first table MLflow creates
+#: (first in ``sqlite_master`` of a new store), so a store another process is creating at this moment
+#: already shows it; ``experiments`` is in every store MLflow has made.
+MLFLOW_MARKER_TABLES = ("alembic_version", "experiments")
+
+
+def check_sqlite_schema(uri: str) -> None:
+    """Refuse a ``sqlite:///`` database that has tables but none of MLflow's, before MLflow opens it.
+
+    MLflow would otherwise add its ~65 tables to someone's own database (a wrong path, a typo)
+    without a word.  A missing or empty file is a new store and passes; so does any other URI.
+    The database is opened read-only: nothing is written, not even a lock file.
+    """
+    import sqlite3
+
+    db = sqlite_path(uri)
+    if db is None or not db.is_file() or db.stat().st_size == 0:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=20)) as con:
+            tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    except sqlite3.DatabaseError as exc:
+        raise VaekitError(f"--tracking-uri {uri}: {db} cannot be read as an sqlite database ({exc})") from None
+    tables = [t for t in tables if not t.startswith("sqlite_")]  # sqlite's own (sqlite_sequence, ...)
+    if tables and not set(MLFLOW_MARKER_TABLES) & set(tables):
+        shown = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+        raise VaekitError(f"--tracking-uri {uri}: {db} is an sqlite database without MLflow's tables (it has: "
+                          f"{shown}); not turning it into an MLflow store: name a new file or an MLflow store")
 
 
 def check_artifact_location(artifact_uri: str, experiment: str = "") -> None:
