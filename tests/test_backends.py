@@ -197,3 +197,28 @@ def test_a_torch_run_where_torch_is_installed(notebook_data, store, tmp_path):
                                                         "--tracking-uri", store, *TINY, cwd=tmp_path)))
     assert run.info.status == "FINISHED" and run.data.params["backend"] == "torch"
     assert np.isfinite(run.data.metrics["test_loss"])
+
+
+def test_multiworker_on_jax_two_processes_on_this_machine(notebook_data, store, tmp_path):
+    """keras.distribution.initialize from KERAS_DISTRIBUTION_* (Gloo between two CPU processes): one
+    global batch fed in halves, DataParallel over both processes' devices; only process 0 logs."""
+    from conftest import free_port
+
+    addresses = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "vaekit", "run", *JAX, "--strategy", "multiworker", "--data", str(notebook_data),
+         "--tracking-uri", store, *TINY, "--epochs", "2"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_DISTRIBUTION_JOB_ADDRESSES": addresses,
+                        "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": str(i)})
+        for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            p.kill() if p.poll() is None else None
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    run = only_run(store)  # process 1 logged to a throw-away store of its own
+    assert run.data.params["distribute.replicas"] == "2" and run.data.params["distribute.strategy"] == "DataParallel"
+    assert [m.step for m in MlflowClient(store).get_metric_history(run.info.run_id, "loss")] == [0, 1]
+    assert "vaekit-worker-" in outs[1][0]
