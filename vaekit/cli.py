@@ -35,8 +35,30 @@ def friendly_errors(fn):
         except RunTerminated as exc:
             click.echo(f"Stopped: {exc}.", err=True)
             sys.exit(128 + exc.signum)
+        except Exception as exc:
+            from vaekit.errors import save_traceback, write_failure
+            from vaekit.tracking import MLFLOW_TRACEBACKS
+
+            reason = write_failure(exc)
+            if reason is None:
+                raise  # a bug: its traceback is the report
+            saved = save_traceback(exc, MLFLOW_TRACEBACKS)
+            click.echo(f"Error: {_write_failure_line(exc, reason)}; traceback in {saved}", err=True)
+            sys.exit(1)
 
     return wrapper
+
+
+def _write_failure_line(exc: BaseException, reason: str) -> str:
+    """What a failure to write did to the run (see :func:`vaekit.tracking.tracked_run`)."""
+    unended, ended = getattr(exc, "vaekit_unended", None), getattr(exc, "vaekit_ended", None)
+    if unended:
+        run_id, why = unended
+        return (f"cannot write ({reason}); the tracking store could not be told either ({why}), so run {run_id} "
+                "is left RUNNING: free space, then end it (vaekit run --resume continues it)")
+    if ended:
+        return f"cannot write ({reason}); run {ended[0]} ended {ended[1]}, with nothing half-written kept"
+    return f"cannot write ({reason})"
 
 
 def load_plugin_files(paths) -> None:

@@ -16,6 +16,7 @@ logged keys with that list.  Every function here logs to the active run (started
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -102,8 +103,10 @@ def log_start(config, comps, ds, placement, backend_version: str) -> None:
     import mlflow
 
     mlflow.log_params(params(config, comps, ds, placement, backend_version))
-    mlflow.log_text(config.to_toml(), "config.toml")
-    mlflow.log_dict(ds.audio.to_dict(), "audio.json")
+    with tracking.all_or_nothing("config.toml"):
+        mlflow.log_text(config.to_toml(), "config.toml")
+    with tracking.all_or_nothing("audio.json"):
+        mlflow.log_dict(ds.audio.to_dict(), "audio.json")
 
 
 def log_results(metrics: dict[str, float]) -> None:
@@ -145,7 +148,8 @@ def log_samples(model, ds, vocoder, vocoder_fn, config) -> list[str]:
             sf.write(wav, wave, ds.audio.sr)
             save_mel_png(mel, Path(tmp) / f"sample_{i:02d}.png", ds.audio, title=f"sample {i}", vmin=vmin, vmax=vmax)
             names.append(f"samples/{wav.name}")
-        mlflow.log_artifacts(tmp, "samples")
+        with tracking.all_or_nothing("samples"):
+            mlflow.log_artifacts(tmp, "samples")
     return names
 
 
@@ -158,12 +162,14 @@ def log_extras(model, ds, config) -> None:
         data_dir.mkdir()
         np.save(data_dir / "min_values.npy", np.asarray(ds.min_values, dtype=np.float32))
         np.save(data_dir / "max_values.npy", np.asarray(ds.max_values, dtype=np.float32))
-        mlflow.log_artifacts(str(data_dir), DATA_DIR)
+        with tracking.all_or_nothing(DATA_DIR):
+            mlflow.log_artifacts(str(data_dir), DATA_DIR)
 
         fig_dir = Path(tmp) / FIGURES_DIR
         fig_dir.mkdir()
         draw_run_figures(model, ds, config, fig_dir, metric_history(mlflow.active_run().info.run_id, model))
-        mlflow.log_artifacts(str(fig_dir), FIGURES_DIR)
+        with tracking.all_or_nothing(FIGURES_DIR):
+            mlflow.log_artifacts(str(fig_dir), FIGURES_DIR)
 
 
 def metric_history(run_id: str, model) -> dict[str, list[tuple[int, float]]]:
@@ -216,4 +222,27 @@ def log_model(model) -> None:
     # Explicit requirements: MLflow's inference re-imports the model and costs seconds.
     requirements = [f"{backend.BACKENDS[name][0]}=={backend.version(name)}", f"keras=={keras.__version__}",
                     f"vaekit=={__version__}"]
-    mlflow.keras.log_model(model, name="model", pip_requirements=requirements)
+    try:
+        mlflow.keras.log_model(model, name="model", pip_requirements=requirements)
+    except BaseException:
+        _discard_unfinished_models(mlflow.active_run().info.run_id)
+        raise
+
+
+def _discard_unfinished_models(run_id: str) -> None:
+    """After a failed ``log_model``: delete the files of the run's models that are not READY (a full disk
+    leaves a truncated ``model.keras`` that looks whole) and mark them FAILED, where the store allows."""
+    import mlflow
+    from mlflow.entities import LoggedModelStatus
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    client = mlflow.MlflowClient()
+    with contextlib.suppress(Exception):
+        experiment = client.get_run(run_id).info.experiment_id
+        for model in client.search_logged_models([experiment], filter_string=f"source_run_id = '{run_id}'"):
+            if model.status == LoggedModelStatus.READY:
+                continue
+            with contextlib.suppress(Exception):
+                get_artifact_repository(model.artifact_location).delete_artifacts()
+            with contextlib.suppress(Exception):
+                client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)

@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from vaekit.errors import VaekitError
+from vaekit.errors import VaekitError, one_line, write_failure
 
 
 class RunTerminated(BaseException):
@@ -64,6 +64,32 @@ def _file_lock(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+#: MLflow's own error records that came with a traceback, kept off the console (see :func:`quiet_mlflow_tracebacks`).
+MLFLOW_TRACEBACKS: list[str] = []
+
+
+def quiet_mlflow_tracebacks() -> None:
+    """Keep MLflow's logged tracebacks (``logger.exception``: a full disk gives hundreds of lines) off the
+    console, in :data:`MLFLOW_TRACEBACKS`; the error they come with still ends the command with one line,
+    and the CLI saves them with its traceback file.  Other MLflow messages are untouched.
+    """
+    import logging
+
+    import mlflow  # noqa: F401  (configures MLflow's console handler)
+
+    class KeepTracebacks(logging.Filter):
+        def filter(self, record):
+            if not record.exc_info:
+                return True
+            if len(MLFLOW_TRACEBACKS) < 50:
+                MLFLOW_TRACEBACKS.append(logging.Formatter().format(record))
+            return False
+
+    for handler in logging.getLogger("mlflow").handlers:
+        if not any(type(f).__name__ == "KeepTracebacks" for f in handler.filters):  # once per handler
+            handler.addFilter(KeepTracebacks())
+
+
 def check_store(uri: str, experiment: str, artifact_location: str | None = None) -> str:
     """Make sure the store can be used before any training time is spent; return the experiment id.
 
@@ -73,6 +99,7 @@ def check_store(uri: str, experiment: str, artifact_location: str | None = None)
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    quiet_mlflow_tracebacks()
     parsed = urlparse(uri)
     if parsed.scheme in ("http", "https"):
         try:
@@ -226,7 +253,7 @@ def tracked_run(experiment_id: str, run_name: str | None = None, tags: dict | No
     with _sigterm_raises():
         run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
                                run_name=run_name, tags=tags)
-        status = "FAILED"
+        status, failure = "FAILED", None
         try:
             yield run
             status = "FINISHED"
@@ -234,6 +261,7 @@ def tracked_run(experiment_id: str, run_name: str | None = None, tags: dict | No
             status = "KILLED"
             raise
         except BaseException as exc:
+            failure = exc
             _record_failure(exc)
             raise
         finally:
@@ -243,9 +271,15 @@ def tracked_run(experiment_id: str, run_name: str | None = None, tags: dict | No
             signal.signal(signal.SIGTERM, signal.SIG_IGN) if _in_main_thread() else None
             try:
                 mlflow.end_run(status)
-            except Exception:
-                # A store that fails now cannot be told anything else; leave the error visible.
-                traceback.print_exc()
+                if failure is not None:
+                    failure.vaekit_ended = (run.info.run_id, status)
+            except Exception as end_error:
+                # The store cannot be written (a full disk): the run stays RUNNING (MLflow has taken it
+                # off this process's stack already).  Say so with the error that stopped the run, or as
+                # the error when the body had finished.
+                if failure is None:
+                    raise
+                failure.vaekit_unended = (run.info.run_id, write_failure(end_error) or one_line(end_error, 200))
             finally:
                 signal.signal(signal.SIGINT, sigint) if sigint is not None else None
 
@@ -256,13 +290,31 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+@contextlib.contextmanager
+def all_or_nothing(path: str):
+    """Artifacts the block logs under ``path`` of the active run are kept whole or not at all.
+
+    A failure while writing them (a full disk truncates the file being copied) deletes ``path``
+    where the artifact store allows, so no partial file is left looking complete.
+    """
+    try:
+        yield
+    except BaseException:
+        import mlflow
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        with contextlib.suppress(Exception):
+            get_artifact_repository(mlflow.get_artifact_uri()).delete_artifacts(path)
+        raise
+
+
 def _record_failure(exc: BaseException) -> None:
     import mlflow
 
     message = f"{type(exc).__name__}: {exc}"
     with contextlib.suppress(Exception):
         mlflow.set_tag("vaekit.error", message[:5000])
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(Exception), all_or_nothing("error/traceback.txt"):
         mlflow.log_text("".join(traceback.format_exception(exc)), "error/traceback.txt")
 
 
