@@ -218,3 +218,26 @@ def test_a_run_logs_exactly_the_keys_readme_lists(notebook_data, store):
         for key, pattern in patterns.items():
             if key not in only_some_runs:
                 assert any(pattern.match(k) for k in got[what]), f"README lists {what} {key!r}; the run logged none"
+
+
+def test_runs_get_readable_names_that_do_not_repeat_with_the_seed():
+    """Issue 16 item 5: every run was called the same because vaekit seeds Python's random before MLflow
+    draws a name.  vaekit names runs itself: encoder, loss, λ and a suffix that no seed fixes."""
+    import random
+
+    from vaekit.components import resolve
+    from vaekit.config import RunConfig
+    from vaekit.runlog import run_name
+
+    config = RunConfig()
+    comps = resolve(config)
+    names = []
+    for _ in range(3):
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        names.append(run_name(config, comps))
+    assert len(set(names)) == 3, names
+    assert all(n.startswith("conv2-mse-kl-λ500-") for n in names), names
+    other = RunConfig(encoder="dense", decoder="conv2", loss="kl-warmup", options={"loss": {"lambda": 1000}})
+    assert run_name(other, resolve(other)).startswith("dense+conv2-kl-warmup-λ1000-")
+    assert run_name(RunConfig(run_name="mine"), comps) == "mine"
