@@ -222,7 +222,7 @@ def test_a_dead_or_reused_pid_is_told_from_a_live_run_by_its_start_time(store, t
     assert res.returncode == 2 and "is on host another-host, not this one" in res.stderr and "--force" in res.stderr
     assert close("elsewhere", "--force").returncode == 0
     res = run_cli("runs", "close", "0123abcd", "--tracking-uri", store, cwd=tmp_path)
-    assert res.returncode == 2 and "Error: 0123abcd: no such run in " in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 2 and "Error: run 0123abcd: no such run in " in res.stderr and "Traceback" not in res.stderr
     assert {name: client.get_run(r).info.status for name, r in runs.items()} == {
         "live": "RUNNING", "reused": "KILLED", "old": "RUNNING", "zombie": "RUNNING", "elsewhere": "KILLED"}
 

@@ -356,7 +356,7 @@ def close(run_id, tracking_uri, force):
     """Mark RUN_ID KILLED if its process is gone (SIGKILL, OOM killer, power cut); --resume still takes it."""
     from vaekit import tracking
 
-    client, run = tracking.get_run(run_id, tracking_uri, what=run_id)
+    client, run = tracking.get_run(run_id, tracking_uri, what=f"run {run_id}")
     click.echo(tracking.close(client, run, force=force))
 
 
