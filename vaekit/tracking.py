@@ -7,7 +7,8 @@
 - ``FAILED`` on any other exception, with the message as the ``vaekit.error`` tag and the
   traceback as the artifact ``error/traceback.txt``.
 
-No path leaves a run ``RUNNING``.
+No path that can be caught leaves a run ``RUNNING``.  A stop that cannot (SIGKILL, the OOM killer, a
+power cut) can: :func:`owner_state` tells such a run by its owner tags, and :func:`close` ends it KILLED.
 """
 
 from __future__ import annotations
@@ -275,10 +276,7 @@ def process_start(pid: int) -> str | None:
     ``"psutil:<create time>"`` where psutil is installed (it is not a dependency).  None when the
     process does not exist, is a zombie (killed, not yet reaped: it runs nothing), or cannot be read.
     """
-    try:
-        stat = Path(f"/proc/{int(pid)}/stat").read_text()
-        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except (OSError, ValueError):
+    if not Path("/proc/self/stat").exists():  # not Linux (or no /proc): psutil, where installed
         try:
             import psutil
         except ImportError:
@@ -290,6 +288,11 @@ def process_start(pid: int) -> str | None:
             return f"psutil:{proc.create_time():.3f}"
         except (psutil.Error, ValueError):
             return None
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except (OSError, ValueError):
+        return None
     # The command name (field 2) is in parentheses and may hold spaces or ")": split after the last ")".
     fields = stat[stat.rindex(")") + 2:].split()
     if fields[0] == "Z":  # field 3, the state: a zombie has no start worth telling apart
@@ -352,6 +355,8 @@ def owner_state(run) -> tuple[str, str]:
         return ALIVE, (f"process {pid} on {host} is alive (the run has no vaekit.pid_start tag, from an older "
                        "vaekit: it may be another process that got the same pid)" if start is None
                        else f"process {pid} on {host} is alive (its start time cannot be read)")
+    if now.startswith("psutil:") != start.startswith("psutil:"):  # tagged one way, read another: cannot compare
+        return ALIVE, f"process {pid} on {host} is alive (its start time was recorded in another form)"
     if now != start:
         return GONE, f"its process (pid {pid} on {host}) is gone; pid {pid} now belongs to a later process"
     return ALIVE, f"its process (pid {pid} on {host}) is still running"
