@@ -163,7 +163,8 @@ def fit(model, ds, config, progress: bool, initial_epoch: int = 0, checkpointer=
     x_train = x_train[..., None]
     verbose = (1 if sys.stdout.isatty() else 2) if progress else 0
     # The checkpoint's snapshot is taken before the epoch's metrics are logged (it records them, so a
-    # resume re-logs metrics a stop in between lost); a due write overlaps the next epoch.
+    # resume re-logs metrics a stop in between lost).  A due write overlaps the next epoch, except with
+    # interval 0: then it completes first, so an epoch whose metrics are in the store has its checkpoint.
     if checkpointer is None:
         checkpointer = checkpoint.Checkpointer(model, config.checkpoint_interval)
     order = EpochOrder(len(x_train), config.seed, initial_epoch)
