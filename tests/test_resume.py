@@ -3,7 +3,10 @@ from its last completed epoch and ends where an uninterrupted run with the same 
 
 from __future__ import annotations
 
+import shutil
 import signal
+import socket
+import subprocess
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -18,6 +21,7 @@ from reliability_helpers import (
     first_epoch_logged,
     load_faults,
     only_run,
+    query_store,
     signal_mid_training,
     slow_run_args,
     small_config,
@@ -72,18 +76,94 @@ def test_sigterm_mid_training_then_resume_matches_an_uninterrupted_run(notebook_
         assert resumed.data.metrics[key] == pytest.approx(whole.metrics[key], rel=RESUME_RTOL), key
 
 
-def test_a_run_left_running_by_sigkill_is_resumable_once_its_process_is_gone(notebook_data, store, tmp_path):
-    """SIGKILL (the OOM killer, a power cut) cannot be caught: the run stays RUNNING. Its host and pid
-    tags tell that nobody runs it any more, so --resume takes it; a live run's id is refused."""
-    from vaekit.checkpoint import resume_config
-    from vaekit.run import run
+def artifact_dir(store, run_id) -> Path:
+    rows = query_store(store, f"SELECT artifact_uri FROM runs WHERE run_uuid = '{run_id}'")
+    return Path(urlparse(rows[0][0]).path)
 
-    # SIGKILL cannot be caught, so nothing is written at the stop: only checkpoints written during
-    # training survive it (every epoch here; by default every 60 s).
-    proc = start_cli(*slow_run_args(notebook_data, store, 2), "--checkpoint-interval", "0", cwd=tmp_path)
+
+def epochs_logged(store, n):
+    """A check for :func:`wait_for`: the run id once a run has logged ``n`` epochs' loss, else None."""
+
+    def check():
+        rows = query_store(store, "SELECT run_uuid, COUNT(DISTINCT step) FROM metrics WHERE key = 'loss' GROUP BY run_uuid")
+        return rows[0][0] if rows and rows[0][1] >= n else None
+
+    return check
+
+
+def test_sigkill_with_interval_0_keeps_every_logged_epoch_runs_close_ends_it_and_resume_logs_each_epoch_once(
+        notebook_data, store, tmp_path):
+    """``kill -9`` cannot be caught.  With --checkpoint-interval 0 an epoch's checkpoint is written
+    before its metrics are logged, so the moment they appear the checkpoint is there (the write
+    used to run in the background during the next epoch: a kill then found none).  ``vaekit runs
+    close`` refuses the live run and marks the dead one KILLED.  Resumed from an older checkpoint
+    than its last logged epoch (what a SIGKILL between interval writes leaves), the epoch trained
+    again is not logged a second time."""
+    from vaekit import tracking
+    from vaekit.checkpoint import load
+
+    # Wide layers: a ~60 MB checkpoint (conv2's size) whose write takes long enough to lose the race.
+    args = [*slow_run_args(notebook_data, store, 3), "--checkpoint-interval", "0",
+            "--option", "encoder.units=1024", "--option", "decoder.units=1024"]
+    proc = start_cli(*args, cwd=tmp_path)
     try:
         run_id = wait_for(first_epoch_logged(store), proc=proc, what="the first epoch's metrics")
-        with pytest.raises(ConfigError, match="the run is RUNNING; only KILLED or FAILED.*whose process died"):
+        meta = artifact_dir(store, run_id) / "checkpoints" / "state.json"
+        # Read at once, while the process trains epoch 2: epoch 1's checkpoint must already be whole.
+        assert meta.is_file(), "epoch 1's metrics are logged but its checkpoint is not written"
+        saved = tmp_path / "epoch-1"
+        shutil.copytree(meta.parent, saved)
+        assert load(run_id, store).epoch == 1
+        assert tracking.get_run(run_id, store, "t")[1].data.tags["vaekit.pid_start"] == tracking.process_start(proc.pid)
+
+        live = run_cli("runs", "close", run_id, "--tracking-uri", store, cwd=tmp_path)
+        assert live.returncode == 2 and "Traceback" not in live.stderr
+        assert f"run {run_id}: not closed: its process (pid {proc.pid} on " in live.stderr
+        assert f"is still running; stop it first (kill {proc.pid})" in live.stderr
+
+        wait_for(epochs_logged(store, 2), proc=proc, what="the second epoch's metrics")
+        proc.kill()  # SIGKILL
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill() if proc.poll() is None else None
+    client = MlflowClient(store)
+    assert client.get_run(run_id).info.status == "RUNNING"  # nothing could end it
+
+    closed = run_cli("runs", "close", run_id, "--tracking-uri", store, cwd=tmp_path)
+    assert closed.returncode == 0, closed.stderr[-3000:]
+    assert closed.stdout.strip() == f"run {run_id}: marked KILLED (its process (pid {proc.pid} on " \
+        f"{socket.gethostname()}) no longer exists)"
+    r = client.get_run(run_id)
+    assert r.info.status == "KILLED" and r.info.end_time is not None
+    assert "no longer exists" in r.data.tags["vaekit.closed"]
+    again = run_cli("runs", "close", run_id, "--tracking-uri", store, cwd=tmp_path)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert again.stderr.strip() == (f"Error: run {run_id}: the run is KILLED, not RUNNING; only a RUNNING run whose "
+                                    "process is gone can be closed")
+
+    # The checkpoint of epoch 1 while epochs 1 and 2 are logged: epoch 2 is trained again.
+    shutil.rmtree(meta.parent)
+    shutil.copytree(saved, meta.parent)
+    res = run_cli("run", "--resume", run_id, "--tracking-uri", store, "--quiet", "--trust-run-plugins", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for key in ("loss", "kl", "val_loss"):
+        assert [s for s, _ in history(client, run_id, key)] == [0, 1, 2], key  # each epoch once
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert f"run {run_id}: resuming from epoch 1 (checkpoint written 20" in res.stderr
+    assert "; epoch 2 logged after it will be trained again (their first metrics are kept)" in res.stderr
+
+
+def test_resume_closes_a_run_left_running_by_sigkill_and_says_why_it_has_no_checkpoint(
+        notebook_data, store, tmp_path):
+    """SIGKILL before the first checkpoint write (60 s by default): --resume marks the run KILLED
+    (it is no longer stuck RUNNING) and says truthfully why there is nothing to resume from; while
+    the process lives, --resume refuses the run."""
+    from vaekit.checkpoint import resume_config
+
+    proc = start_cli(*slow_run_args(notebook_data, store, 2), cwd=tmp_path)
+    try:
+        run_id = wait_for(first_epoch_logged(store), proc=proc, what="the first epoch's metrics")
+        with pytest.raises(ConfigError, match="the run is RUNNING.*only KILLED or FAILED runs.*whose process died"):
             resume_config(run_id, store)
         proc.kill()
         proc.communicate(timeout=60)
@@ -92,10 +172,59 @@ def test_a_run_left_running_by_sigkill_is_resumable_once_its_process_is_gone(not
     client = MlflowClient(store)
     assert client.get_run(run_id).info.status == "RUNNING"
 
-    result = run(resume_config(run_id, store, trust_plugins=True), progress=False, resume=run_id)  # imports its plugin file
-    r = client.get_run(run_id)
-    assert result.run_id == run_id and r.info.status == "FINISHED"
-    assert [s for s, _ in history(client, run_id, "loss")] == [0, 1]
+    res = run_cli("run", "--resume", run_id, "--tracking-uri", store, "--quiet", "--trust-run-plugins", cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert f"run {run_id}: marked KILLED (its process (pid {proc.pid} on" in res.stderr
+    assert (f"Error: --resume {run_id}: the run has no checkpoint (it logged 1 epoch(s) but stopped before its first "
+            "checkpoint write, due 60 s into training (--checkpoint-interval 60)") in res.stderr
+    assert client.get_run(run_id).info.status == "KILLED"
+
+
+def test_a_dead_or_reused_pid_is_told_from_a_live_run_by_its_start_time(store, tmp_path):
+    """Runs whose owner tags name: this (live) process; this pid with another start time (the pid
+    reused); this pid without a start-time tag (an older vaekit: the pid alone decides); a zombie;
+    another host.  Only the dead ones are closed without --force; a live one never is."""
+    from vaekit import tracking
+
+    client = MlflowClient(store)
+    experiment = client.create_experiment("owners")
+    me = tracking.owner_tags()
+    host, pid = me["vaekit.host"], me["vaekit.pid"]
+    zombie = subprocess.Popen(["sleep", "30"])
+    zombie.send_signal(signal.SIGKILL)
+    wait_for(lambda: tracking._zombie(zombie.pid), what="a zombie")
+    cases = {
+        "live": me,
+        "reused": {**me, "vaekit.pid_start": me["vaekit.pid_start"].rsplit(":", 1)[0] + ":1"},
+        "old": {"vaekit.host": host, "vaekit.pid": pid},
+        "zombie": {"vaekit.host": host, "vaekit.pid": str(zombie.pid),
+                   "vaekit.pid_start": me["vaekit.pid_start"]},
+        "elsewhere": {**me, "vaekit.host": "another-host"},
+    }
+    try:
+        runs = {name: client.create_run(experiment, tags=tags).info.run_id for name, tags in cases.items()}
+        states = {name: tracking.owner_state(client.get_run(r))[0] for name, r in runs.items()}
+    finally:
+        zombie.wait()
+    assert states == {"live": "alive", "reused": "gone", "old": "alive", "zombie": "gone", "elsewhere": "other host"}
+
+    def close(name, *flags):
+        return run_cli("runs", "close", runs[name], "--tracking-uri", store, *flags, cwd=tmp_path)
+
+    res = close("reused")
+    assert res.returncode == 0 and f"pid {pid} now belongs to a later process" in res.stdout, res.stderr
+    res = close("live", "--force")
+    assert res.returncode == 2 and f"is still running; stop it first (kill {pid})" in res.stderr
+    res = close("old")
+    assert res.returncode == 2 and "from an older vaekit: it may be another process" in res.stderr
+    assert "if it is not the run's, pass --force" in res.stderr
+    res = close("elsewhere")
+    assert res.returncode == 2 and "is on host another-host, not this one" in res.stderr and "--force" in res.stderr
+    assert close("elsewhere", "--force").returncode == 0
+    res = run_cli("runs", "close", "0123abcd", "--tracking-uri", store, cwd=tmp_path)
+    assert res.returncode == 2 and "Error: run 0123abcd: no such run in " in res.stderr and "Traceback" not in res.stderr
+    assert {name: client.get_run(r).info.status for name, r in runs.items()} == {
+        "live": "RUNNING", "reused": "KILLED", "old": "RUNNING", "zombie": "RUNNING", "elsewhere": "KILLED"}
 
 
 def test_a_failed_run_resumes_after_its_last_epoch_and_finishes(notebook_data, store, tmp_path):
@@ -219,6 +348,7 @@ def test_checkpoints_are_written_every_interval_and_always_at_a_stop(store, monk
 
         real_write = checkpoint.write
         monkeypatch.setattr(checkpoint, "write", slow_write)
+        ckpt.interval = 1e-9  # any interval > 0 writes in the background (0 writes in line)
         expected = {}
         for epoch in (3, 4):
             model.fit(x, x[:, :2], verbose=0)

@@ -21,7 +21,7 @@ Training order is a function of (seed, epoch) (:func:`vaekit.training.epoch_orde
 this process has run, so a resumed run sees the same batches an uninterrupted one would.
 Together these make a resumed run reach the same test metrics as an uninterrupted one.
 
-Writes due during training run in a background thread that is not a daemon: a process stopped
+Writes due during training (``checkpoint_interval`` > 0) run in a background thread that is not a daemon: a process stopped
 by Ctrl-C or SIGTERM finishes the write in flight before it exits, and ``state.json`` (written
 last) names the hash of ``state.npz``, so a torn pair is refused.  The write at a stop runs in
 line, with SIGINT/SIGTERM held back (:func:`deferred_signals`) meanwhile.
@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import posixpath
 import signal
 import tempfile
 import threading
@@ -112,7 +113,8 @@ def write(arrays: dict[str, np.ndarray], epochs_done: int, logs: dict | None, ru
         n_model = sum(k.startswith("m") for k in arrays)
         meta = {"epoch": int(epochs_done), "logs": {k: float(v) for k, v in (logs or {}).items()},
                 "model_variables": n_model, "optimizer_variables": len(arrays) - n_model,
-                "sha256": _sha256(state)}
+                "sha256": _sha256(state),
+                "written_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
         (Path(tmp) / META_FILE).write_text(json.dumps(meta, indent=1))
         with deferred_signals():
             # state.npz first: state.json names its hash, so a stop between the two is detected.
@@ -126,8 +128,9 @@ class Checkpointer:
     After every epoch (:meth:`submit`) the model and optimizer state is copied in memory, into
     arrays reused from epoch to epoch (:func:`snapshot`, ~0.012 s for conv2's 60 MB after the
     first: this part stops training).  It is written to the run's artifacts when ``interval``
-    seconds have passed since the last write began (``interval=0``: after every epoch), in a
-    background thread, one write in flight at a time.  Why not always every epoch: writing,
+    seconds have passed since the last write began, in a background thread, one write in flight at
+    a time.  ``interval=0``: after every epoch, in line, before the epoch's metrics are logged, so
+    a SIGKILL after an epoch's metrics appear still finds that epoch's checkpoint.  Why not always every epoch: writing,
     hashing and copying 60 MB takes ~0.2 s of CPU, 5–7 % of training on a 2-core machine when
     epochs last 1–2 s (benchmarks/train.py).
 
@@ -177,7 +180,12 @@ class Checkpointer:
             snapshot(self.model, into=arrays)
             self._pending = (arrays, epochs_done, dict(logs or {}), mlflow.active_run().info.run_id,
                              mlflow.get_tracking_uri())
-        if time.monotonic() - self._last_write >= self.interval:
+        if self.interval == 0:
+            # In line: the epoch's metrics are logged after this returns, so a run killed (SIGKILL)
+            # once they are in the store always has this epoch's checkpoint.  Costs the write's time
+            # every epoch (conv2: see README, Performance); that is what interval 0 asks for.
+            self.flush()
+        elif time.monotonic() - self._last_write >= self.interval:
             self.wait()
             args, self._pending = self._pending, None
             self._last_write = time.monotonic()
@@ -238,6 +246,7 @@ class Checkpoint:
     logs: dict
     model_arrays: list
     optimizer_arrays: list
+    written_at: str | None = None  #: when it was written (UTC, ISO 8601); None from an older vaekit
 
 
 def _quiet_downloads() -> None:
@@ -247,28 +256,32 @@ def _quiet_downloads() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
-def resume_config(run_id: str, tracking_uri: str | None, trust_plugins: bool = False):
+def resume_config(run_id: str, tracking_uri: str | None, trust_plugins: bool = False, echo=lambda line: None):
     """The settings of run ``run_id`` (its ``config.toml`` artifact), checked to be resumable.
+
+    A RUNNING run whose process is gone (:func:`vaekit.tracking.owner_state`) is marked KILLED
+    first (``echo`` gets the line saying so); a RUNNING run whose process lives is refused.
 
     Plugin files the run recorded (tag ``vaekit.plugin_files``) are imported only with
     ``trust_plugins``; otherwise a component only they provide is a :class:`PluginError` naming them.
     """
     _quiet_downloads()
-    from mlflow.tracking import MlflowClient
-
     from vaekit import tracking
     from vaekit.config import build_config
 
     uri = tracking.resolve_tracking_uri(tracking_uri)
-    tracking.check_sqlite_schema(uri)  # MlflowClient would add MLflow's tables to any other database
-    client = MlflowClient(uri)
-    try:
-        run = client.get_run(run_id)
-    except Exception as exc:
-        raise ConfigError(f"--resume {run_id}: no such run in {uri} ({str(exc).splitlines()[0]})") from None
-    if run.info.status not in RESUMABLE and not tracking.crashed(run):
-        raise ConfigError(f"--resume {run_id}: the run is {run.info.status}; only KILLED or FAILED runs can be resumed"
-                          + (" (or RUNNING ones whose process died)" if run.info.status == "RUNNING" else ""))
+    client, run = tracking.get_run(run_id, uri, what=f"--resume {run_id}")
+    if run.info.status == "RUNNING":
+        state, why = tracking.owner_state(run)
+        if state != tracking.GONE:
+            raise ConfigError(f"--resume {run_id}: the run is RUNNING and {why[0].lower() + why[1:]}; only KILLED or "
+                              "FAILED runs (or RUNNING ones whose process died) can be resumed"
+                              + ("; vaekit runs close --force RUN_ID marks it KILLED if you know it stopped"
+                                 if state in (tracking.OTHER_HOST, tracking.UNKNOWN) else ""))
+        # Closed first, so that the run is no longer stuck RUNNING even if its checkpoint turns out unusable.
+        echo(tracking.close(client, run))
+    elif run.info.status not in RESUMABLE:
+        raise ConfigError(f"--resume {run_id}: the run is {run.info.status}; only KILLED or FAILED runs can be resumed")
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = client.download_artifacts(run_id, "config.toml", tmp)
@@ -294,26 +307,69 @@ def resume_config(run_id: str, tracking_uri: str | None, trust_plugins: bool = F
     return config
 
 
-def load(run_id: str, tracking_uri: str) -> Checkpoint:
-    """The run's last checkpoint; :class:`ConfigError` if it has none or it does not check out."""
+def logged_epochs(client, run_id: str) -> list[int]:
+    """The steps (0-based epochs) at which the run logged its training ``loss``, in order, once each."""
+    return sorted({m.step for m in client.get_metric_history(run_id, "loss")})
+
+
+def load(run_id: str, tracking_uri: str, interval: float | None = None) -> Checkpoint:
+    """The run's last checkpoint; :class:`ConfigError` saying why if it has none or it does not check out.
+
+    Why, truthfully: no checkpoint was written (the run stopped before its first epoch ended, or
+    before its first write was due: ``interval`` is the run's ``--checkpoint-interval``), a write
+    was cut off (``state.json`` missing or unreadable: it is written last), or the pair does not
+    match (``state.npz`` missing, or not the file whose SHA-256 ``state.json`` names).
+    """
     _quiet_downloads()
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
+    prefix = f"--resume {run_id}"
+    files = {posixpath.basename(f.path) for f in client.list_artifacts(run_id, ARTIFACT_DIR)}
+    if not files:
+        epochs = logged_epochs(client, run_id)
+        if not epochs:
+            why = "it stopped before its first epoch ended"
+        elif interval:
+            why = (f"it logged {len(epochs)} epoch(s) but stopped before its first checkpoint write, due "
+                   f"{interval:g} s into training (--checkpoint-interval {interval:g}); a stop nothing can catch "
+                   "(SIGKILL, the OOM killer) writes nothing")
+        else:
+            why = f"it logged {len(epochs)} epoch(s), but its checkpoints were deleted or never written"
+        raise ConfigError(f"{prefix}: the run has no checkpoint ({why}); start it again with vaekit run")
+    if META_FILE not in files:
+        raise ConfigError(f"{prefix}: checkpoints/{META_FILE} is missing: the first checkpoint write was cut off "
+                          f"({STATE_FILE} is written first); start it again with vaekit run")
     with tempfile.TemporaryDirectory() as tmp:
+        local = Path(client.download_artifacts(run_id, ARTIFACT_DIR, tmp))
         try:
-            local = Path(client.download_artifacts(run_id, ARTIFACT_DIR, tmp))
             meta = json.loads((local / META_FILE).read_text())
-        except Exception:
-            raise ConfigError(f"--resume {run_id}: the run has no checkpoint (it stopped before its first epoch "
-                              "ended); start it again with vaekit run") from None
+            named = int(meta["epoch"])
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(f"{prefix}: checkpoints/{META_FILE} cannot be read (a write cut off, or a changed "
+                              "file)") from None
         state = local / STATE_FILE
-        if not state.is_file() or _sha256(state) != meta.get("sha256"):
-            raise ConfigError(f"--resume {run_id}: checkpoints/{STATE_FILE} does not match checkpoints/{META_FILE}")
+        if not state.is_file():
+            raise ConfigError(f"{prefix}: checkpoints/{STATE_FILE} is missing ({META_FILE} names epoch {named})")
+        if _sha256(state) != meta.get("sha256"):
+            raise ConfigError(f"{prefix}: checkpoints/{STATE_FILE} does not match checkpoints/{META_FILE} (its "
+                              f"SHA-256 differs from the one named for epoch {named}: a write cut off between the "
+                              "two files, or a changed file); start it again with vaekit run")
         with np.load(state, allow_pickle=False) as npz:
             model_arrays = [npz[f"m{i}"] for i in range(meta["model_variables"])]
             optimizer_arrays = [npz[f"o{i}"] for i in range(meta["optimizer_variables"])]
-    return Checkpoint(run_id, int(meta["epoch"]), meta.get("logs", {}), model_arrays, optimizer_arrays)
+    return Checkpoint(run_id, named, meta.get("logs", {}), model_arrays, optimizer_arrays, meta.get("written_at"))
+
+
+def describe(ckpt: Checkpoint, logged: list[int]) -> str:
+    """One line saying what a resume continues from, e.g. ``resuming from epoch 2 (checkpoint written …)``."""
+    when = f"checkpoint written {ckpt.written_at}" if ckpt.written_at else "checkpoint"
+    line = f"run {ckpt.run_id}: resuming from epoch {ckpt.epoch} ({when})"
+    later = [s + 1 for s in logged if s >= ckpt.epoch]
+    if later:
+        span = f"epoch {later[0]}" if len(later) == 1 else f"epochs {later[0]}-{later[-1]}"
+        line += f"; {span} logged after it will be trained again (their first metrics are kept)"
+    return line
 
 
 def restore(model, ckpt: Checkpoint) -> None:
@@ -328,8 +384,13 @@ def restore(model, ckpt: Checkpoint) -> None:
             v.assign(a)
 
 
-def mark_resumed(run_id: str, ckpt: Checkpoint) -> None:
-    """On the resumed (active) run: note where it resumed, drop the old error, fill a missing last-epoch metric."""
+def mark_resumed(run_id: str, ckpt: Checkpoint) -> dict[str, set[int]]:
+    """On the resumed (active) run: note where it resumed, drop the old error, fill a missing last-epoch metric.
+
+    Returns the steps each metric already has in the run's history: epochs logged after the
+    checkpoint (a SIGKILL between writes) are trained again, and the caller must not log them a
+    second time (:class:`vaekit.training.EpochLogger`), so that every epoch appears once per step.
+    """
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -338,9 +399,13 @@ def mark_resumed(run_id: str, ckpt: Checkpoint) -> None:
     if "vaekit.error" in run.data.tags:
         client.delete_tag(run_id, "vaekit.error")
     mlflow.set_tag("vaekit.resumed_from_epoch", str(ckpt.epoch))
+    logged = {key: {m.step for m in client.get_metric_history(run_id, key)}
+              for key in set(run.data.metrics) | set(ckpt.logs)}
     # The checkpoint is written before the epoch's metrics: a stop in between leaves them only here.
     step = ckpt.epoch - 1
-    missing = {k: v for k, v in ckpt.logs.items()
-               if not any(m.step == step for m in client.get_metric_history(run_id, k))}
+    missing = {k: v for k, v in ckpt.logs.items() if step not in logged[k]}
     if missing:
         mlflow.log_metrics(missing, step=step)
+        for key in missing:
+            logged[key].add(step)
+    return logged

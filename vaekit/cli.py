@@ -144,7 +144,7 @@ def run(config_file, options, plugin_files, trust_plugins, quiet, resume, **flag
             names = [f"--{k.replace('_', '-')}" for k in given] + ["--option"] * bool(options) + ["--config"] * bool(config_file)
             raise ConfigError(f"--resume continues a run with its own settings; drop {', '.join(names)}")
         load_plugin_files(plugin_files)
-        config = resume_config(resume, flags["tracking_uri"], trust_plugins)
+        config = resume_config(resume, flags["tracking_uri"], trust_plugins, echo=lambda line: click.echo(line, err=True))
     else:
         config = build_config(config_file, options, **flags)
         # Before any plugin file is imported: one may import Keras, which reads the backend once.
@@ -153,7 +153,7 @@ def run(config_file, options, plugin_files, trust_plugins, quiet, resume, **flag
     from vaekit.run import run as run_api
     from vaekit.tracking import ui_command
 
-    result = run_api(config, progress=not quiet, resume=resume)
+    result = run_api(config, progress=not quiet, resume=resume, echo=lambda line: click.echo(line, err=True))
     m = result.metrics
     click.echo(f"run id:    {result.run_id}")
     click.echo(f"test MSE:  {m['test_mse']:.4f}" if "test_mse" in m else "")
@@ -361,6 +361,25 @@ def reconstruct(run_id, wav, out, log, vocoders, options, tracking_uri, backend,
 
     _report(reconstruct_api(run_id, wav, vocoders=vocoders, options=options, out=out, log=log,
                             tracking_uri=tracking_uri, trust_plugins=trust_plugins))
+
+
+@main.group()
+def runs():
+    """Manage runs in a store: close one left RUNNING by a process that was killed."""
+
+
+@runs.command("close")
+@click.argument("run_id")
+@click.option("--tracking-uri", help="The run's tracking store [MLFLOW_TRACKING_URI, else ./mlflow.db].")
+@click.option("--force", is_flag=True,
+              help="Close it although vaekit cannot tell its process is gone (another host, no owner tags).")
+@friendly_errors
+def close(run_id, tracking_uri, force):
+    """Mark RUN_ID KILLED if its process is gone (SIGKILL, OOM killer, power cut); --resume still takes it."""
+    from vaekit import tracking
+
+    client, run = tracking.get_run(run_id, tracking_uri, what=f"run {run_id}")
+    click.echo(tracking.close(client, run, force=force))
 
 
 @main.command()

@@ -26,13 +26,13 @@ class RunResult:
     samples: list[str] = field(default_factory=list)
 
 
-def run(config: RunConfig, progress: bool = True, resume: str | None = None) -> RunResult:
+def run(config: RunConfig, progress: bool = True, resume: str | None = None, echo=lambda line: None) -> RunResult:
     """Train, evaluate, sample, vocode and log one run; return where it went.
 
     Raises :class:`vaekit.errors.VaekitError` subclasses for input the user can fix; these are
     raised before the MLflow run starts whenever they can be detected then.  With ``resume`` (a
     KILLED or FAILED run's id, ``config`` from :func:`vaekit.checkpoint.resume_config`) training
-    continues in that run from its last checkpoint.
+    continues in that run from its last checkpoint; ``echo`` gets a line saying from which epoch.
     """
     config = replace(config.validate(), backend=backend.select(config.backend))
     if config.data and Path(config.data).exists():
@@ -51,9 +51,12 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None) -> 
     model, _ = training.build(config, comps, ds, placement)
     vocoder_fn = comps["vocoder"].create(ds.audio, **config.option("vocoder"))
     components.check_vocoder(comps["vocoder"], vocoder_fn, ds)
-    ckpt = checkpoint.load(resume, uri) if resume else None
+    ckpt = checkpoint.load(resume, uri, config.checkpoint_interval) if resume else None
     if ckpt:
         checkpoint.restore(model, ckpt)
+        from mlflow.tracking import MlflowClient
+
+        echo(checkpoint.describe(ckpt, checkpoint.logged_epochs(MlflowClient(uri), resume)))
 
     # Training keeps the last completed epoch in memory; a stop anywhere in the run (Ctrl-C, SIGTERM,
     # an exception) writes it before tracked_run ends the run KILLED or FAILED, so --resume has it.
@@ -61,12 +64,13 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None) -> 
     with tracking.tracked_run(experiment_id, run_name=runlog.run_name(config, comps),
                               tags=runlog.run_tags(comps, config.backend), run_id=resume) as active, \
             checkpointer.kept_on_stop():
+        logged = None
         if ckpt:
-            checkpoint.mark_resumed(resume, ckpt)
+            logged = checkpoint.mark_resumed(resume, ckpt)
         else:
             runlog.log_start(config, comps, ds, placement, backend.version(config.backend))
         metrics = training.fit(model, ds, config, progress, initial_epoch=ckpt.epoch if ckpt else 0,
-                               checkpointer=checkpointer, shard=placement.shard)
+                               checkpointer=checkpointer, shard=placement.shard, logged=logged)
         metrics.update(training.evaluate(model, ds.x_test, config.batch_size))
         runlog.log_results(metrics)
         samples = runlog.log_samples(model, ds, comps["vocoder"], vocoder_fn, config)

@@ -7,7 +7,8 @@
 - ``FAILED`` on any other exception, with the message as the ``vaekit.error`` tag and the
   traceback as the artifact ``error/traceback.txt``.
 
-No path leaves a run ``RUNNING``.
+No path that can be caught leaves a run ``RUNNING``.  A stop that cannot (SIGKILL, the OOM killer, a
+power cut) can: :func:`owner_state` tells such a run by its owner tags, and :func:`close` ends it KILLED.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from vaekit.errors import VaekitError, one_line, write_failure
+from vaekit.errors import ConfigError, VaekitError, one_line, write_failure
 
 
 class RunTerminated(BaseException):
@@ -318,28 +319,152 @@ def _record_failure(exc: BaseException) -> None:
         mlflow.log_text("".join(traceback.format_exception(exc)), "error/traceback.txt")
 
 
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started, as a string that is the same for as long as that process lives.
+
+    Linux: ``"<boot id>:<ticks>"``, the boot's id (``/proc/sys/kernel/random/boot_id``) and field 22
+    of ``/proc/PID/stat`` (clock ticks from boot to the process's start): exact, and independent of
+    the wall clock, so a clock step never makes a live process look like another one.  Elsewhere
+    ``"psutil:<create time>"`` where psutil is installed (it is not a dependency).  None when the
+    process does not exist, is a zombie (killed, not yet reaped: it runs nothing), or cannot be read.
+    """
+    if not Path("/proc/self/stat").exists():  # not Linux (or no /proc): psutil, where installed
+        try:
+            import psutil
+        except ImportError:
+            return None
+        try:
+            proc = psutil.Process(int(pid))
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return f"psutil:{proc.create_time():.3f}"
+        except (psutil.Error, ValueError):
+            return None
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except (OSError, ValueError):
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces or ")": split after the last ")".
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] == "Z":  # field 3, the state: a zombie has no start worth telling apart
+        return None
+    return f"{boot_id}:{fields[19]}"  # field 22 is the 20th after the name
+
+
 def owner_tags() -> dict[str, str]:
-    """Tags naming the process that runs a run, so a run left RUNNING by a crash can be told apart."""
+    """Tags naming the process that runs a run, so a run left RUNNING by a crash can be told apart.
+
+    ``vaekit.pid_start`` (:func:`process_start`) tells this process from a later one given the same
+    pid; it is left out where the start time cannot be read.
+    """
     import os
     import socket
 
-    return {"vaekit.host": socket.gethostname(), "vaekit.pid": str(os.getpid())}
+    tags = {"vaekit.host": socket.gethostname(), "vaekit.pid": str(os.getpid())}
+    start = process_start(os.getpid())
+    if start is not None:
+        tags["vaekit.pid_start"] = start
+    return tags
+
+
+#: What :func:`owner_state` can say about a run's owning process.
+GONE, ALIVE, NOT_RUNNING, OTHER_HOST, UNKNOWN = "gone", "alive", "not running", "other host", "unknown"
+
+
+def owner_state(run) -> tuple[str, str]:
+    """Whether the process that runs ``run`` still exists: (one of the states above, why, in words).
+
+    ``GONE``: the run is RUNNING, was started on this host, and its pid is no process, a zombie, or a
+    process that started at another time than the one tagged (the pid was reused).  A run from a
+    vaekit without the ``vaekit.pid_start`` tag is judged by its pid alone: a live process with that
+    pid counts as ``ALIVE`` (it may be another process; the reason says so).  ``UNKNOWN``: no usable
+    host/pid tags (not a vaekit run, or a vaekit older than these tags).
+    """
+    import os
+    import socket
+
+    tags = run.data.tags
+    host, pid, start = tags.get("vaekit.host"), tags.get("vaekit.pid", ""), tags.get("vaekit.pid_start")
+    if run.info.status != "RUNNING":
+        return NOT_RUNNING, f"the run is {run.info.status}, not RUNNING"
+    if host is None or not pid.isdigit():
+        return UNKNOWN, "the run has no vaekit.host/vaekit.pid tags, so whether its process lives cannot be told"
+    if host != socket.gethostname():
+        return OTHER_HOST, f"the run's process (pid {pid}) is on host {host}, not this one ({socket.gethostname()})"
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return GONE, f"its process (pid {pid} on {host}) no longer exists"
+    except PermissionError:
+        pass  # a process of another user holds the pid: alive, whose it is the start time tells
+    except OverflowError:
+        return GONE, f"its process (pid {pid} on {host}) no longer exists"
+    if _zombie(int(pid)):
+        return GONE, f"its process (pid {pid} on {host}) was killed (a zombie, not yet reaped)"
+    now = process_start(int(pid))
+    if start is None or now is None:
+        return ALIVE, (f"process {pid} on {host} is alive (the run has no vaekit.pid_start tag, from an older "
+                       "vaekit: it may be another process that got the same pid)" if start is None
+                       else f"process {pid} on {host} is alive (its start time cannot be read)")
+    if now.startswith("psutil:") != start.startswith("psutil:"):  # tagged one way, read another: cannot compare
+        return ALIVE, f"process {pid} on {host} is alive (its start time was recorded in another form)"
+    if now != start:
+        return GONE, f"its process (pid {pid} on {host}) is gone; pid {pid} now belongs to a later process"
+    return ALIVE, f"its process (pid {pid} on {host}) is still running"
+
+
+def _zombie(pid: int) -> bool:
+    """Process ``pid`` was killed and waits to be reaped by its parent (Linux; False elsewhere)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:].split()[0] == "Z"
 
 
 def crashed(run) -> bool:
     """A RUNNING run whose process, on this host, no longer exists (SIGKILL, OOM killer, power cut)."""
-    import os
+    return owner_state(run)[0] == GONE
 
-    tags = run.data.tags
-    if run.info.status != "RUNNING" or tags.get("vaekit.host") != owner_tags()["vaekit.host"]:
-        return False
+
+def get_run(run_id: str, tracking_uri: str | None, what: str):
+    """(client, run) for ``run_id`` in the store; :class:`ConfigError` naming ``what`` if there is no such run."""
+    from mlflow.tracking import MlflowClient
+
+    uri = resolve_tracking_uri(tracking_uri)
+    check_sqlite_schema(uri)  # MlflowClient would add MLflow's tables to any other database
+    if sqlite_path(uri) is not None and not sqlite_path(uri).is_file():
+        raise ConfigError(f"{what}: no such run: {sqlite_path(uri)} does not exist (name the store with --tracking-uri)")
+    client = MlflowClient(uri)
     try:
-        os.kill(int(tags.get("vaekit.pid", "")), 0)
-    except ProcessLookupError:
-        return True
-    except (ValueError, PermissionError):
-        return False
-    return False
+        return client, client.get_run(run_id)
+    except Exception as exc:
+        raise ConfigError(f"{what}: no such run in {uri} ({str(exc).splitlines()[0]})") from None
+
+
+def close(client, run, force: bool = False) -> str:
+    """Mark a RUNNING run whose process is gone KILLED; return a line saying so.
+
+    Refused (:class:`ConfigError`) when the run is not RUNNING, or its process is alive with the
+    start time it was tagged with.  A run on another host, or without owner tags, or (older
+    runs) a pid that is alive but may have been reused, is closed only with ``force``.
+    """
+    state, why = owner_state(run)
+    run_id = run.info.run_id
+    # A live pid whose start time was never tagged may be a reused one: only the user can tell.
+    if state == GONE or (force and state in (OTHER_HOST, UNKNOWN)) or (
+            force and state == ALIVE and "vaekit.pid_start" not in run.data.tags):
+        client.set_tag(run_id, "vaekit.closed", f"marked KILLED by vaekit: {why}" + (" (--force)" if force else ""))
+        client.set_terminated(run_id, "KILLED")
+        return f"run {run_id}: marked KILLED ({why}{'; --force' if force and state != GONE else ''})"
+    if state == NOT_RUNNING:
+        raise ConfigError(f"run {run_id}: {why}; only a RUNNING run whose process is gone can be closed")
+    if state == ALIVE:
+        hint = ("; if it is not the run's, pass --force" if "vaekit.pid_start" not in run.data.tags
+                else f"; stop it first (kill {run.data.tags['vaekit.pid']})")
+        raise ConfigError(f"run {run_id}: not closed: {why}{hint}")
+    raise ConfigError(f"run {run_id}: not closed: {why}; pass --force if you know it stopped")
 
 
 def ui_command(uri: str) -> str:

@@ -110,16 +110,21 @@ def build(config, comps, ds, placement):
 
 
 class EpochLogger(keras.callbacks.Callback):
-    """Per-epoch MLflow metrics, the loss's epoch, and a stop at the first non-finite loss."""
+    """Per-epoch MLflow metrics, the loss's epoch, and a stop at the first non-finite loss.
+
+    ``logged`` (metric → steps the run already has, after a resume): those are not logged again,
+    so an epoch logged before a SIGKILL and trained again from an older checkpoint appears once.
+    """
 
     # Keras then runs the batch hook in a worker thread: reading the loss there does not stall
     # the training loop each batch (a NaN raised there re-raises in fit's thread).
     async_safe = True
 
-    def __init__(self, vae):
+    def __init__(self, vae, logged: dict[str, set[int]] | None = None):
         super().__init__()
         self.vae = vae
         self.epoch = 0
+        self.logged = logged or {}
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -136,18 +141,21 @@ class EpochLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         import mlflow
 
-        mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch)
+        new = {k: float(v) for k, v in (logs or {}).items() if epoch not in self.logged.get(k, ())}
+        if new:
+            mlflow.log_metrics(new, step=epoch)
 
 
 def fit(model, ds, config, progress: bool, initial_epoch: int = 0, checkpointer=None,
-        callbacks: list | None = None, shard=(0, 1)) -> dict[str, float]:
+        callbacks: list | None = None, shard=(0, 1), logged: dict[str, set[int]] | None = None) -> dict[str, float]:
     """Train ``model`` on the dataset from ``initial_epoch``; return training seconds and samples/s.
 
     Each epoch visits the examples in the order :func:`epoch_order` gives, so a resumed run trains
     as an uninterrupted one, and is handed to ``checkpointer`` (by default a
     :class:`vaekit.checkpoint.Checkpointer` with ``config.checkpoint_interval``), which writes
     checkpoints into the active run.  A write in flight is complete when this returns.
-    ``callbacks``: more Keras callbacks, called after vaekit's own.
+    ``callbacks``: more Keras callbacks, called after vaekit's own.  ``logged``: steps the run's
+    metrics already have (a resume), not logged again (:class:`EpochLogger`).
     """
     from vaekit import checkpoint
 
@@ -155,11 +163,12 @@ def fit(model, ds, config, progress: bool, initial_epoch: int = 0, checkpointer=
     x_train = x_train[..., None]
     verbose = (1 if sys.stdout.isatty() else 2) if progress else 0
     # The checkpoint's snapshot is taken before the epoch's metrics are logged (it records them, so a
-    # resume re-logs metrics a stop in between lost); a due write overlaps the next epoch.
+    # resume re-logs metrics a stop in between lost).  A due write overlaps the next epoch, except with
+    # interval 0: then it completes first, so an epoch whose metrics are in the store has its checkpoint.
     if checkpointer is None:
         checkpointer = checkpoint.Checkpointer(model, config.checkpoint_interval)
     order = EpochOrder(len(x_train), config.seed, initial_epoch)
-    callbacks = [order.callback(), checkpointer.keras_callback(), EpochLogger(model), *(callbacks or [])]
+    callbacks = [order.callback(), checkpointer.keras_callback(), EpochLogger(model, logged), *(callbacks or [])]
     start = time.perf_counter()
     if initial_epoch < config.epochs:
         model.fit(batches(x_train, order, config.batch_size, shard), epochs=config.epochs, initial_epoch=initial_epoch,
