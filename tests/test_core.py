@@ -205,7 +205,7 @@ def test_a_run_logs_exactly_the_keys_readme_lists(notebook_data, store):
         "KIND": "|".join(kinds.NAMES), "OPTION": r"[\w-]+", "TERM": "loss|mse|kl", "NN": r"\d\d",
         "AUDIO": "|".join(AudioParams().to_dict()),
     }
-    only_some_runs = {"vaekit.plugin_files", "vaekit.sweep.parent", "vaekit.sweep.point", "mlflow.parentRunId",
+    only_some_runs = {"vaekit.plugin_files", "vaekit.closed", "vaekit.sweep.parent", "vaekit.sweep.point", "mlflow.parentRunId",
                       "vaekit.resumed_from_epoch", "vaekit.error", "mlflow.*", "checkpoints/state.npz",
                       "checkpoints/state.json", "error/traceback.txt"}
     documented = readme_logged_keys()
