@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -199,3 +203,111 @@ def test_the_preflight_check_costs_the_same_whatever_n_iter(notebook_data):
 
     components.check_vocoder(comp, the_runs_instance, ds, {"n_iter": 10000})
     assert built == [{"n_iter": 1}]
+
+
+# -- memory that does not grow with what was asked for -------------------------------------------
+
+# fastgl at its cheapest: the subject is how many spectrograms are held, not the audio's quality.
+CHEAP_VOCODER = ["--vocoder", "fastgl", "--option", "vocoder.n_iter=1", "--option", "vocoder.nnls_iter=1"]
+MIB = 1024 * 1024
+
+
+# Runs ``python -m vaekit ARGS`` from a fresh interpreter and prints the child's peak resident memory
+# (ru_maxrss of its only child, in KiB): exact, and not mixed with other children pytest has reaped.
+MEASURE = """
+import resource, subprocess, sys
+proc = subprocess.run([sys.executable, "-m", "vaekit", *sys.argv[1:]], capture_output=True, text=True)
+if proc.returncode:
+    sys.exit(proc.stderr[-2000:])
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def peak_rss_mib(args, cwd) -> float:
+    """Peak resident memory of ``vaekit ARGS`` in MiB (the command must succeed)."""
+    res = subprocess.run([sys.executable, "-c", MEASURE, *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=600)
+    assert res.returncode == 0, res.stderr
+    return int(res.stdout.split()[-1]) / 1024
+
+
+def test_samples_are_decoded_vocoded_and_written_in_bounded_batches(notebook_data, store, tmp_path):
+    """``vaekit run --samples N`` and ``vaekit generate -n N``: peak memory does not grow with N.
+
+    Before, every spectrogram, waveform and re-analysed STFT of the N samples was held at once
+    (``--samples 100000`` reached 4 GB in 2 minutes).  Measured: N=16 against N=320 (five batches of
+    64), the same run otherwise; the output files are still one WAV and one PNG per sample.
+    """
+    from vaekit.generate import BATCH
+    from vaekit.runlog import SAMPLE_BATCH
+
+    assert SAMPLE_BATCH == BATCH == 64
+    small, large = 16, 5 * 64
+    common = ["run", "--data", notebook_data, "--tracking-uri", store, *FAST[:10], "--batch-size", "48", "--quiet",
+              *CHEAP_VOCODER]
+    run_small = peak_rss_mib([*common, "--samples", small], tmp_path)
+    run_large = peak_rss_mib([*common, "--samples", large], tmp_path)
+    first, second = sorted(runs_in(store), key=lambda r: r.info.start_time)
+    artifacts = {f.path for f in __import__("mlflow").MlflowClient(store).list_artifacts(second.info.run_id, "samples")}
+    assert artifacts == {f"samples/sample_{i:02d}.{ext}" for i in range(large) for ext in ("wav", "png")}
+
+    gen = ["generate", first.info.run_id, "--tracking-uri", store, "--no-log"]
+    gen_small = peak_rss_mib([*gen, "-n", small, "--out", tmp_path / "small"], tmp_path)
+    gen_large = peak_rss_mib([*gen, "-n", large, "--out", tmp_path / "large"], tmp_path)
+    wavs = sorted(p.name for p in (tmp_path / "large" / "seed_0" / "fastgl").glob("*.wav"))
+    assert wavs == [f"sample_{i:02d}.wav" for i in range(large)]
+
+    print(f"peak RSS, MiB: run --samples {small}: {run_small:.0f}, {large}: {run_large:.0f}; "
+          f"generate -n {small}: {gen_small:.0f}, {large}: {gen_large:.0f}")
+    # One batch's spectrograms, waveforms and STFTs are a few tens of MiB; holding all 320 was 100+ more.
+    assert run_large - run_small < 60, (run_small, run_large)
+    assert gen_large - gen_small < 60, (gen_small, gen_large)
+
+
+def test_a_huge_epochs_value_starts_training_at_once_with_bounded_memory(notebook_data, store, tmp_path):
+    """``--epochs 1000000000000`` is a legitimate "until I stop it": the first epoch must come, in little memory.
+
+    Before, every epoch's visiting order was built before training (6.5 GB resident, no epoch ran);
+    each epoch's order is now made when that epoch starts.  A real run is stopped with SIGTERM once
+    its first epoch's metrics are in the store; its peak memory (VmHWM) is read from /proc first.
+    """
+    args = ["run", "--data", notebook_data, "--tracking-uri", store, *FAST[:8], "--epochs", "1000000000000",
+            "--batch-size", "48", "--samples", "0", "--quiet", "--checkpoint-interval", "600"]
+    proc = subprocess.Popen([sys.executable, "-m", "vaekit", *map(str, args)], cwd=tmp_path,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300  # a generous bound for a loaded machine: the test waits on state
+        history = []
+        while not history and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            history = logged_losses(store)
+        status = Path(f"/proc/{proc.pid}/status").read_text() if proc.poll() is None else ""
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=120)
+    assert history, f"no epoch finished (exit {proc.returncode}): {err[-2000:]}"
+    assert history[0] == 0  # the first epoch (steps are 0-based epochs), not some later one
+    peak = int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.M).group(1)) / 1024
+    # A one-epoch run of this model peaks near 1.2 GiB here (TensorFlow itself); the orders of 10¹² epochs were 6.5 GB.
+    assert peak < 2500, f"peak RSS {peak:.0f} MiB"
+    assert proc.returncode == 143, err[-2000:]  # SIGTERM: the run ends KILLED, as for any long run stopped
+    [run] = runs_in(store)
+    assert run.info.status == "KILLED"
+
+
+def logged_losses(store: str) -> list[int]:
+    """The steps of every ``loss`` metric in the store, read-only: an MlflowClient here would race the
+    run's own creation of MLflow's tables (both would create them)."""
+    import sqlite3
+
+    from vaekit.tracking import sqlite_path
+
+    path = sqlite_path(store)
+    if not path.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+            return [step for (step,) in db.execute("SELECT step FROM metrics WHERE key = 'loss' ORDER BY step")]
+    except sqlite3.OperationalError:  # the tables are not there yet, or the store is locked a moment
+        return []
