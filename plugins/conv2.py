@@ -63,11 +63,17 @@ def build_decoder(latent_dim, output_shape, filters1=40, filters2=25, dense1=800
     return keras.Model(inputs, outputs, name="conv2_decoder")
 
 
+#: Layer widths: at least one unit; the upper bounds are far above any size that fits a GPU's memory
+#: at 50×50 (Dense(dense1) after the convolutions alone holds 3025·dense1 weights).
+CONV2_RANGES = {"filters1": {"min": 1, "max": 4096}, "filters2": {"min": 1, "max": 4096},
+                "dense1": {"min": 1, "max": 1_000_000}, "dense2": {"min": 1, "max": 1_000_000}}
+
+
 @vaekit.hookimpl
 def register_encoders(register):
-    register("conv2", build_encoder)
+    register("conv2", build_encoder, options=CONV2_RANGES)
 
 
 @vaekit.hookimpl
 def register_decoders(register):
-    register("conv2", build_decoder)
+    register("conv2", build_decoder, options=CONV2_RANGES)

@@ -78,6 +78,14 @@ def is_audio_folder(path):
 
 @vaekit.hookimpl
 def register_datasets(register):
-    register("synthetic", build_synthetic)
+    from vaekit.prepare import SPLITS
+
+    seed = {"min": 0, "max": 2**32 - 1}  # NumPy seeds
+    split = {"above": 0, "below": 1}  # both sides must keep a clip
+    register("synthetic", build_synthetic, options={
+        "clips": {"min": 2, "max": 10_000_000}, "seed": seed, "speakers": {"min": 1, "max": 1_000_000},
+        "test_fraction": split})
     register("notebook", build_notebook, detect=data.is_notebook_dir)
-    register("audio-folder", build_audio_folder, detect=is_audio_folder)
+    register("audio-folder", build_audio_folder, detect=is_audio_folder, options={
+        "split_by": {"choices": list(SPLITS)}, "test_fraction": split, "seed": seed,
+        "workers": {"min": 0, "max": 4096}})

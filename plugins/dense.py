@@ -32,11 +32,17 @@ def build_decoder(latent_dim, output_shape, units=512, layers=2, activation="rel
     return keras.Model(inputs, outputs, name="dense_decoder")
 
 
+#: ``layers=0`` is allowed (μ and log σ² straight from the flattened input); ``units`` halves per
+#: layer (never below latent_dim), so huge values only cost memory: bounded where a layer would
+#: no longer fit any accelerator.
+DENSE_RANGES = {"units": {"min": 1, "max": 1_000_000}, "layers": {"min": 0, "max": 64}}
+
+
 @vaekit.hookimpl
 def register_encoders(register):
-    register("dense", build_encoder)
+    register("dense", build_encoder, options=DENSE_RANGES)
 
 
 @vaekit.hookimpl
 def register_decoders(register):
-    register("dense", build_decoder)
+    register("dense", build_decoder, options=DENSE_RANGES)

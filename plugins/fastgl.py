@@ -19,6 +19,7 @@ Options: ``n_iter`` (Griffin-Lim iterations), ``momentum``, ``nnls_iter``, ``bat
 """
 
 import vaekit
+from vaekit.default_plugins.griffinlim import GRIFFIN_LIM_RANGES
 
 
 def nnls_mel_to_power(mel_power, basis, n_iter=60):
@@ -164,4 +165,6 @@ def build(audio, n_iter=32, momentum=0.99, nnls_iter=60, batch_size=64, random_s
 
 @vaekit.hookimpl
 def register_vocoders(register):
-    register("fastgl", build)
+    register("fastgl", build, options={**GRIFFIN_LIM_RANGES, "nnls_iter": {"min": 0, "max": 10_000},
+                                       "batch_size": {"min": 1, "max": 65_536}},
+             preflight={"n_iter": 1, "nnls_iter": 1})

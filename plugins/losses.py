@@ -39,5 +39,6 @@ def build_kl_warmup(lambda_=500.0, warmup_epochs=5):
 
 @vaekit.hookimpl
 def register_losses(register):
-    register("mse-kl", build_mse_kl)
-    register("kl-warmup", build_kl_warmup)
+    # λ weighs the MSE against the KL: negative would reward a bad reconstruction, NaN/inf fail at batch 1.
+    register("mse-kl", build_mse_kl, options={"lambda": {"min": 0}})
+    register("kl-warmup", build_kl_warmup, options={"lambda": {"min": 0}, "warmup_epochs": {"min": 0}})

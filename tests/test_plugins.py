@@ -182,8 +182,10 @@ def test_plugins_lists_every_kind_with_plugin_version_and_options(every_kind):
     for kind, name, options in [("encoder", "tiny", {"hidden": 16}), ("decoder", "tiny", {"hidden": 16}),
                                 ("loss", "l1-kl", {"weight": 2.0}), ("vocoder", "sine", {"freq": 440.0}),
                                 ("dataset", "npz-clips", {"test_share": 0.25})]:
+        # No declared ranges: a float option is still refused NaN and ±inf, and says so.
+        ranges = {k: {"finite": True} for k, v in options.items() if isinstance(v, float)}
         assert by_name[kind][name] == {"name": name, "plugin": "every-kind", "version": "9.9", "options": options,
-                                       "description": ""}
+                                       "ranges": ranges, "description": ""}
     text = cli("plugins")
     assert text.exit_code == 0
     for heading in ("encoders:", "decoders:", "losses:", "vocoders:", "datasets:"):

@@ -234,7 +234,8 @@ def prepare(audio_dir, out_dir, split_by, test_fraction, seed, sr, duration, n_m
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: {kind: [{name, plugin, version, options, description}]}.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: {kind: [{name, plugin, version, options, ranges, "
+                   "description}]} (ranges: {option: {min, max, above, below, finite, choices}}, the keys declared).")
 @plugin_option
 @friendly_errors
 def plugins(as_json, plugin_files):
@@ -251,11 +252,13 @@ def plugins(as_json, plugin_files):
     listing = {
         kind: [
             {"name": c.name, "plugin": c.plugin, "version": c.plugin_version, "options": c.options,
-             "description": c.description}
+             "ranges": {key: r.to_dict() for key, r in c.option_ranges.items()}, "description": c.description,
+             "_ranges_text": "; ".join(c.describe_range(key) for key in c.option_ranges)}
             for c in all_components(kind).values()
         ]
         for kind in KINDS
     }
+    texts = {(kind, c["name"]): c.pop("_ranges_text") for kind, comps in listing.items() for c in comps}
     if as_json:
         click.echo(json_module.dumps(listing, indent=2, default=repr))
         return
@@ -267,6 +270,8 @@ def plugins(as_json, plugin_files):
             if c["description"]:
                 click.echo(f"  {'':<14} {c['description']}")
             click.echo(f"  {'':<14} options: {opts}")
+            if texts[(kind, c["name"])]:
+                click.echo(f"  {'':<14} ranges: {texts[(kind, c['name'])]}")
 
 
 def _listen_options(fn):

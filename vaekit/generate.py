@@ -7,7 +7,9 @@ vocoder and its options, where the data was) and ``data/min_values.npy`` / ``dat
 ``generated/``; logging back uses :class:`mlflow.MlflowClient` calls, which never change the
 run's status (a FINISHED run stays FINISHED).
 
-Everything that can fail (vocoding included) happens before the first file is written.
+Everything that can fail (vocoding included) happens before the first file reaches ``--out`` or
+the run: files are drawn in a staging folder (``generate`` decodes and vocodes there batch by
+batch, so its memory does not grow with ``-n``) and moved into place once all are drawn.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ from vaekit.errors import ConfigError, DataError, PluginError, VaekitError, one_
 from vaekit.runlog import safe_name
 
 GENERATED_DIR = "generated"
+#: ``generate`` decodes, vocodes and writes this many samples at a time: its memory does not grow with ``-n``.
+BATCH = 64
+#: ``grid.png`` shows at most this many samples (8×8): a figure of every sample would grow with ``-n``.
+GRID_MAX = 64
 
 
 @dataclass
@@ -197,11 +203,12 @@ def _emit(run: LoggedRun, build, subdir: str, out_dir, log: bool, metrics: dict)
     import mlflow
 
     _check_destination(out_dir, log)
-    result = Output(metrics=dict(metrics))
+    result = Output()
     with tempfile.TemporaryDirectory() as tmp:
         staging, logged = Path(tmp) / "files", Path(tmp) / "logged"
         staging.mkdir()
         rels = [path.relative_to(staging) for path in build(staging)]
+        result.metrics = dict(metrics)  # read after build: a build that vocodes as it writes fills them in
         if out_dir is not None:
             for rel in rels:
                 _refuse_links(Path(out_dir), rel)
@@ -262,14 +269,15 @@ def _check_destination(out, log: bool) -> None:
         raise ConfigError("--no-log needs --out DIR: the output must go somewhere")
 
 
-def _write_waves(directory: Path, waves: dict, sr: int, stem: str) -> list[Path]:
+def _write_waves(directory: Path, waves: dict, sr: int, stem: str, start: int = 0) -> list[Path]:
+    """``VOCODER/STEM_II.wav`` for each vocoder's waveforms, numbered from ``start``."""
     import soundfile as sf
 
     paths = []
     for name, batch in waves.items():
         folder = directory / safe_name(name)  # a plugin's component name must not become "../x"
         folder.mkdir(exist_ok=True)
-        for i, wave in enumerate(batch):
+        for i, wave in enumerate(batch, start):
             path = folder / f"{stem}_{i:02d}.wav"
             sf.write(path, wave, sr)
             paths.append(path)
@@ -282,8 +290,12 @@ def generate(run_id: str, n: int = 8, vocoders=(), options=(), seed: int = 0, ou
     """Decode ``n`` draws of z ~ N(0, I) (seeded), vocode with each vocoder, write WAVs and PNGs.
 
     Layout (under ``out`` and/or the run's ``generated/``): ``seed_S/sample_II.png`` (one per z),
-    ``seed_S/VOCODER/sample_II.wav`` (one per z and vocoder), ``seed_S/grid.png``.  Metrics
-    ``vocoder_mel_error_db.VOCODER`` (mean absolute dB difference after re-analysis).
+    ``seed_S/VOCODER/sample_II.wav`` (one per z and vocoder), ``seed_S/grid.png`` (the first
+    :data:`GRID_MAX` samples).  Metrics ``vocoder_mel_error_db.VOCODER`` (mean absolute dB
+    difference after re-analysis, over all ``n``).
+
+    Decodes, vocodes and writes :data:`BATCH` samples at a time into the staging folder, so memory
+    does not grow with ``n``; nothing reaches ``out`` or the run unless every batch succeeded.
     """
     from vaekit import figures
     from vaekit.model import sample_latent
@@ -293,21 +305,29 @@ def generate(run_id: str, n: int = 8, vocoders=(), options=(), seed: int = 0, ou
     _check_destination(out, log)
     run = run or open_run(run_id, tracking_uri, trust_plugins)
     vocs = build_vocoders(run, vocoders, options)
-    z = sample_latent(n, run.latent_dim, seed)
-    mel_db = run.denormalize(run.model.decode(z)[..., 0])
-    waves, errors = _vocode_all(vocs, mel_db, run.audio)
+    z = sample_latent(n, run.latent_dim, seed)  # all at once (n × latent_dim, small): the same draws as ever
     vmin, vmax = run.color_scale()
+    errors = dict.fromkeys(vocs, 0.0)
+    metrics = {}
 
     def build(directory: Path) -> list[Path]:
-        paths = _write_waves(directory, waves, run.audio.sr, "sample")
-        for i, mel in enumerate(mel_db):
-            paths.append(figures.save_mel_png(mel, directory / f"sample_{i:02d}.png", run.audio,
-                                              title=f"seed {seed}, sample {i}", vmin=vmin, vmax=vmax))
-        paths.append(figures.save_mel_grid(mel_db, directory / "grid.png", run.audio, vmin, vmax,
-                                           titles=[f"sample {i}" for i in range(n)], suptitle=f"seed {seed}"))
+        paths, grid = [], []
+        for start in range(0, n, BATCH):
+            mel_db = run.denormalize(run.model.decode(z[start:start + BATCH])[..., 0])
+            waves, batch_errors = _vocode_all(vocs, mel_db, run.audio)
+            for name, value in batch_errors.items():
+                errors[name] += value * len(mel_db)  # a mean over all n, as when vocoded in one go
+            paths += _write_waves(directory, waves, run.audio.sr, "sample", start)
+            for i, mel in enumerate(mel_db, start):
+                paths.append(figures.save_mel_png(mel, directory / f"sample_{i:02d}.png", run.audio,
+                                                  title=f"seed {seed}, sample {i}", vmin=vmin, vmax=vmax))
+            grid.extend(mel_db[:max(0, GRID_MAX - len(grid))])
+            del mel_db, waves  # before the next batch: at most one batch held
+        paths.append(figures.save_mel_grid(np.stack(grid), directory / "grid.png", run.audio, vmin, vmax,
+                                           titles=[f"sample {i}" for i in range(len(grid))], suptitle=f"seed {seed}"))
+        metrics.update({f"vocoder_mel_error_db.{name}": total / n for name, total in errors.items()})
         return paths
 
-    metrics = {f"vocoder_mel_error_db.{name}": value for name, value in errors.items()}
     return _emit(run, build, f"seed_{seed}", Path(out) / f"seed_{seed}" if out is not None else None, log, metrics)
 
 

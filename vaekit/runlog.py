@@ -125,8 +125,18 @@ def log_vocoder_error(waveforms, mel_db, audio: AudioParams, key: str = "vocoder
     return value
 
 
+#: Samples decoded, vocoded and written at a time: peak memory depends on this, not on ``--samples``.
+SAMPLE_BATCH = 64
+
+
 def log_samples(model, ds, vocoder, vocoder_fn, config) -> list[str]:
-    """Decode z ~ N(0, I), denormalise, vocode; log WAVs and PNGs under ``samples/``."""
+    """Decode z ~ N(0, I), denormalise, vocode; log WAVs and PNGs under ``samples/``.
+
+    Works in batches of :data:`SAMPLE_BATCH`: each batch is decoded, vocoded and written to a
+    temporary folder before the next one is decoded, so memory does not grow with ``--samples``
+    (the files wait on disk and are logged once at the end).  ``vocoder_mel_error_db`` is the mean
+    over every sample, as before (each batch's mean weighted by its size).
+    """
     import mlflow
     import soundfile as sf
 
@@ -136,18 +146,24 @@ def log_samples(model, ds, vocoder, vocoder_fn, config) -> list[str]:
 
     if config.samples == 0:
         return []
+    # All z at once (samples × latent_dim floats, small): the same draws whatever the batch size.
     z = sample_latent(config.samples, config.latent_dim, config.seed)
-    mel_db = ds.denormalize(model.decode(z)[..., 0])
-    audio = vocode(vocoder, vocoder_fn, mel_db)
-    log_vocoder_error(audio, mel_db, ds.audio)
     names = []
+    error_sum = 0.0
     vmin, vmax = color_scale(ds.min_values, ds.max_values)
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (wave, mel) in enumerate(zip(audio, mel_db)):
-            wav = Path(tmp) / f"sample_{i:02d}.wav"
-            sf.write(wav, wave, ds.audio.sr)
-            save_mel_png(mel, Path(tmp) / f"sample_{i:02d}.png", ds.audio, title=f"sample {i}", vmin=vmin, vmax=vmax)
-            names.append(f"samples/{wav.name}")
+        for start in range(0, len(z), SAMPLE_BATCH):
+            mel_db = ds.denormalize(model.decode(z[start:start + SAMPLE_BATCH])[..., 0])
+            audio = vocode(vocoder, vocoder_fn, mel_db)
+            error_sum += mel_error_db(audio, mel_db, ds.audio) * len(mel_db)
+            for i, (wave, mel) in enumerate(zip(audio, mel_db), start):
+                wav = Path(tmp) / f"sample_{i:02d}.wav"
+                sf.write(wav, wave, ds.audio.sr)
+                save_mel_png(mel, Path(tmp) / f"sample_{i:02d}.png", ds.audio, title=f"sample {i}", vmin=vmin,
+                             vmax=vmax)
+                names.append(f"samples/{wav.name}")
+            del mel_db, audio  # before the next batch is decoded: at most one batch held
+        mlflow.log_metric("vocoder_mel_error_db", error_sum / len(z))
         with tracking.all_or_nothing("samples"):
             mlflow.log_artifacts(tmp, "samples")
     return names
