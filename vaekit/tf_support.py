@@ -117,5 +117,8 @@ def batches(x: np.ndarray, current_order, batch_size: int):
         lambda o: tf.data.Dataset.from_tensor_slices(o).batch(batch_size))
     options = tf.data.Options()
     options.autotune.enabled = False
+    # MultiWorkerMirroredStrategy shards datasets; AUTO would look for files to split (there are none:
+    # the source is a generator) and fail, so each worker takes its share of the elements.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     pipeline = index_batches.map(lambda idx: tf.gather(data, idx)).prefetch(2).with_options(options)
     return pipeline.apply(tf.data.experimental.assert_cardinality(steps))
