@@ -101,19 +101,19 @@ def multiworker_workarounds(model) -> None:
     model.train_step, model.test_step = with_axis(train_step), with_axis(test_step)
 
 
-def batches(x: np.ndarray, current_order, batch_size: int):
-    """One epoch of batches of ``x`` in the order ``current_order()`` gives when the epoch starts.
+def batches(x: np.ndarray, orders, batch_size: int, steps: int | None = None):
+    """Batches of ``x`` visiting, in turn, each index order of the iterator ``orders()`` returns.
 
-    Keras iterates the dataset anew each epoch, which calls ``current_order`` again; each batch is
-    gathered from ``x`` without a permuted copy of the data.  Its cardinality is known, so the last
-    compiled call of an epoch (``steps_per_execution``) stops at the epoch's end.  No tf.data
-    autotuning: a gather needs no tuning, and the autotuner's thread made deleting the iterator at
-    the end of fit wait up to ~7 s (seen with 3000 clips on 2 cores).
+    Keras calls ``orders()`` each time it iterates the dataset: once per epoch when ``steps`` (the
+    cardinality of one epoch, so the last compiled call of ``steps_per_execution`` stops at the
+    epoch's end) is given, once per ``fit`` for an endless pipeline.  Each batch is gathered from ``x``
+    without a permuted copy of the data.  No tf.data autotuning: a gather needs no tuning, and the
+    autotuner's thread made deleting the iterator at the end of fit wait up to ~7 s (seen with 3000
+    clips on 2 cores).
     """
-    steps = -(-len(x) // batch_size)
     data = tf.convert_to_tensor(x)
     index_batches = tf.data.Dataset.from_generator(
-        lambda: iter([current_order().astype(np.int64)]), output_signature=tf.TensorSpec([len(x)], tf.int64)).flat_map(
+        lambda: (o.astype(np.int64) for o in orders()), output_signature=tf.TensorSpec([len(x)], tf.int64)).flat_map(
         lambda o: tf.data.Dataset.from_tensor_slices(o).batch(batch_size))
     options = tf.data.Options()
     options.autotune.enabled = False
@@ -121,4 +121,4 @@ def batches(x: np.ndarray, current_order, batch_size: int):
     # the source is a generator) and fail, so each worker takes its share of the elements.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     pipeline = index_batches.map(lambda idx: tf.gather(data, idx)).prefetch(2).with_options(options)
-    return pipeline.apply(tf.data.experimental.assert_cardinality(steps))
+    return pipeline if steps is None else pipeline.apply(tf.data.experimental.assert_cardinality(steps))

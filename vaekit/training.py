@@ -42,8 +42,11 @@ class EpochOrder:
         self._cached: tuple[int, np.ndarray] | None = None
 
     def current(self) -> np.ndarray:
-        if self._cached is None or self._cached[0] != self.epoch:
-            self._cached = (self.epoch, epoch_order(self.n, self.seed, self.epoch))
+        return self.at(self.epoch)
+
+    def at(self, epoch: int) -> np.ndarray:
+        if self._cached is None or self._cached[0] != epoch:
+            self._cached = (epoch, epoch_order(self.n, self.seed, epoch))
         return self._cached[1]
 
     def callback(self) -> keras.callbacks.Callback:
@@ -82,12 +85,22 @@ class EpochBatches(keras.utils.PyDataset):
         return (self.x[idx],)
 
 
-def batches(x: np.ndarray, order: EpochOrder, batch_size: int, shard=(0, 1)):
-    """One epoch of training batches in ``order``, for the current backend (read anew each epoch)."""
+def batches(x: np.ndarray, order: EpochOrder, batch_size: int, shard=(0, 1), endless: bool = False):
+    """Training batches in ``order`` for the current backend: one epoch, read anew each epoch; or, with
+    ``endless`` (TensorFlow only), every epoch from ``order.epoch`` on in one ``tf.data`` pipeline.
+
+    Endless saves re-creating the pipeline each epoch (~75 ms of CPU an epoch on 2 cores: 3.5 % of
+    conv2's training at 1024 clips) but needs ``fit(steps_per_epoch=...)`` and one step per compiled
+    call: with ``steps_per_execution`` > 1 the last call of an epoch would read into the next.
+    """
     if keras.backend.backend() == "tensorflow":
+        import itertools
+
         from vaekit import tf_support
 
-        return tf_support.batches(x, order.current, batch_size)
+        if endless:
+            return tf_support.batches(x, lambda: (order.at(e) for e in itertools.count(order.epoch)), batch_size)
+        return tf_support.batches(x, lambda: iter([order.current()]), batch_size, -(-len(x) // batch_size))
     return EpochBatches(x, order, batch_size, shard)
 
 
@@ -170,8 +183,11 @@ def fit(model, ds, config, progress: bool, initial_epoch: int = 0, checkpointer=
     order = EpochOrder(len(x_train), config.seed, initial_epoch)
     callbacks = [order.callback(), checkpointer.keras_callback(), EpochLogger(model, logged), *(callbacks or [])]
     start = time.perf_counter()
+    endless = keras.backend.backend() == "tensorflow" and config.steps_per_execution == 1
+    steps = -(-len(x_train) // config.batch_size) if endless else None
     if initial_epoch < config.epochs:
-        model.fit(batches(x_train, order, config.batch_size, shard), epochs=config.epochs, initial_epoch=initial_epoch,
+        model.fit(batches(x_train, order, config.batch_size, shard, endless), epochs=config.epochs,
+                  initial_epoch=initial_epoch, steps_per_epoch=steps,
                   validation_data=x_val[..., None] if x_val is not None else None, shuffle=False, verbose=verbose,
                   callbacks=callbacks)
     checkpointer.wait()
