@@ -116,6 +116,16 @@ def _preflight(mel_db, audio):
     return None
 
 
+def build_picky_encoder(input_shape, latent_dim, units=32):
+    """The dense encoder, refusing an odd ``units`` when it is built: a check no declared range expresses,
+    so the value passes option checking and the run fails in its own process."""
+    if units % 2:
+        raise ValueError(f"units must be even, got {units}")
+    from vaekit.default_plugins.dense import build_encoder
+
+    return build_encoder(input_shape, latent_dim, units=units)
+
+
 def build_failing_vocoder(audio):
     def vocode(mel_db):
         if (silence := _preflight(mel_db, audio)) is not None:
@@ -161,6 +171,7 @@ def register_losses(register):
 def register_encoders(register):
     register("unsaveable", build_unsaveable_encoder)
     register("lambda", build_lambda_encoder)
+    register("picky", build_picky_encoder)
 
 
 @vaekit.hookimpl

@@ -6,6 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import run_cli
+from reliability_helpers import FAULTS
 from vaekit.config import RunConfig
 from vaekit.errors import ConfigError, PluginError
 from vaekit.sweep import grid_points, parse_grid
@@ -36,11 +37,12 @@ def test_sweep_rejects_bad_points_before_any_run(notebook_data, store):
 
 
 def test_sweep_runs_children_in_parallel_under_a_parent_and_survives_a_failed_child(notebook_data, store, tmp_path):
-    # filters1=0 passes option checking (an int) but Conv2D rejects it when the encoder is built,
-    # so that child fails inside its own process, before its MLflow run starts.
-    res = run_cli("sweep", "--grid", "encoder.filters1=0,4", "--jobs", "2", "--data", notebook_data,
+    # units=3 passes option checking (an int, no declared range) but the picky encoder rejects it when
+    # it is built, so that child fails inside its own process, before its MLflow run starts.
+    res = run_cli("sweep", "--grid", "encoder.units=3,4", "--jobs", "2", "--data", notebook_data,
                   "--tracking-uri", store, "--epochs", "1", "--batch-size", "32", "--samples", "1",
-                  "--vocoder", "fastgl", "--option", "vocoder.n_iter=2", "--option", "decoder.filters1=4",
+                  "--plugin", FAULTS, "--encoder", "picky", "--decoder", "dense", "--option", "decoder.units=4",
+                  "--vocoder", "fastgl", "--option", "vocoder.n_iter=2",
                   "--latent-dim", "4", "--validation-split", "0", cwd=tmp_path)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "Error: 1 of 2 runs failed" in res.stderr
@@ -50,21 +52,21 @@ def test_sweep_runs_children_in_parallel_under_a_parent_and_survives_a_failed_ch
     parents = [r for r in runs if r.data.tags.get("vaekit.sweep") == "parent"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0]
-    assert parent.data.params["sweep.grid.encoder.filters1"] == "0,4"
+    assert parent.data.params["sweep.grid.encoder.units"] == "3,4"
     assert parent.data.metrics["sweep.finished"] == 1 and parent.data.metrics["sweep.failed"] == 1
     children = {r.data.tags["vaekit.sweep.point"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     assert set(children) == {"0", "1"}
     failed, ok = children["0"], children["1"]
-    assert failed.info.status == "FAILED" and "filters" in failed.data.tags["vaekit.error"]
-    assert failed.data.params["encoder.filters1"] == "0"
-    assert ok.info.status == "FINISHED" and ok.data.params["encoder.filters1"] == "4"
+    assert failed.info.status == "FAILED" and "units must be even" in failed.data.tags["vaekit.error"]
+    assert failed.data.params["encoder.units"] == "3"
+    assert ok.info.status == "FINISHED" and ok.data.params["encoder.units"] == "4"
     assert ok.data.params["latent_dim"] == "4" and ok.data.params["vocoder"] == "fastgl"
     assert ok.data.metrics["test_mse"] >= 0
     # The table: a header with the grid key and metrics, one row per child.
     lines = res.stdout.splitlines()
     header = next(line for line in lines if line.startswith("#"))
-    assert "encoder.filters1" in header and "status" in header and "test_mse" in header
-    assert any(line.split()[:3] == ["0", "0", "FAILED"] for line in lines)
+    assert "encoder.units" in header and "status" in header and "test_mse" in header
+    assert any(line.split()[:3] == ["0", "3", "FAILED"] for line in lines)
     assert any(line.split()[:3] == ["1", "4", "FINISHED"] and ok.info.run_id in line for line in lines)
     assert f"parent run: {parent.info.run_id}" in res.stdout
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"sweep.txt", "children", "config.toml"}
@@ -112,16 +114,17 @@ def test_a_second_ctrl_c_stops_the_children_at_once_and_none_outlives_the_sweep(
 
 
 def test_a_sweep_whose_children_all_fail_prints_their_table_even_when_quiet(notebook_data, store, tmp_path):
-    # filters1=0 passes option checking but Conv2D rejects it: both children fail in their own process.
-    res = run_cli("sweep", "--grid", "seed=0,1", "--option", "encoder.filters1=0", "--data", notebook_data,
-                  "--tracking-uri", store, "--epochs", "1", "--samples", "0", "--quiet", cwd=tmp_path)
+    # units=3 passes option checking but the picky encoder rejects it: both children fail in their own process.
+    res = run_cli("sweep", "--grid", "seed=0,1", "--option", "encoder.units=3", "--plugin", FAULTS, "--encoder", "picky",
+                  "--decoder", "dense", "--data", notebook_data, "--tracking-uri", store, "--epochs", "1", "--samples", "0",
+                  "--quiet", cwd=tmp_path)
     assert res.returncode == 1, res.stdout + res.stderr
     client = MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("vaekit").experiment_id])
     parent = next(r for r in runs if r.data.tags.get("vaekit.sweep") == "parent")
     assert parent.info.status == "FAILED"
     assert f"Error: all 2 runs of sweep {parent.info.run_id} failed; first error:" in res.stderr
-    assert "filters" in res.stderr and "Traceback" not in res.stderr
+    assert "units must be even" in res.stderr and "Traceback" not in res.stderr
     rows = [line.split() for line in res.stdout.splitlines()]
     assert ["#", "seed", "status", "run", "id"] == rows[0]
     assert [r[:3] for r in rows[2:]] == [["0", "0", "FAILED"], ["1", "1", "FAILED"]]
