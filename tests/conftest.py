@@ -93,6 +93,30 @@ def run_cli(*args, cwd=None, env=None, timeout=600, **kwargs) -> subprocess.Comp
                           capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
+def error_line(result) -> str:
+    """The one ``Error:`` line of a failed command, checking it failed cleanly (no traceback)."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert isinstance(result.exception, SystemExit), result.exception  # not an uncaught exception
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, result.stderr
+    assert result.stderr.endswith(lines[0] + "\n"), result.stderr  # the message is one line, and the last
+    return lines[0]
+
+
+def runs_in(store: str) -> list:
+    """Every run in the store, any experiment ([] when the store was never created)."""
+    from mlflow.tracking import MlflowClient
+
+    from vaekit.tracking import sqlite_path
+
+    if not sqlite_path(store).exists():
+        return []
+    client = MlflowClient(store)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(ids) if ids else []
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     import socket

@@ -20,6 +20,7 @@ import mlflow
 import pytest
 from click.testing import CliRunner
 
+from conftest import error_line, runs_in
 from vaekit.cli import main
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -36,29 +37,6 @@ def restore_vaekit_plugins(monkeypatch):
 
 def cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def error_line(result) -> str:
-    """The one ``Error:`` line of a command that failed cleanly: exit 2, no traceback, nothing after it."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    assert isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(lines) == 1, result.stderr
-    assert result.stderr.endswith(lines[0] + "\n"), result.stderr
-    return lines[0]
-
-
-def runs_in(store: str) -> list:
-    from mlflow.tracking import MlflowClient
-
-    from vaekit.tracking import sqlite_path
-
-    if not sqlite_path(store).exists():
-        return []
-    client = MlflowClient(store)
-    ids = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(ids) if ids else []
 
 
 # -- option ranges -------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 import vaekit
-from conftest import run_cli
+from conftest import error_line, run_cli, runs_in
 from vaekit import hookspecs
 from vaekit.cli import main
 from vaekit.errors import PluginError
@@ -43,30 +43,6 @@ def restore_vaekit_plugins(monkeypatch):
 def cli(*args, env=None):
     """Invoke ``vaekit ARGS`` in-process; returns click's Result (output = stdout + stderr)."""
     return CliRunner().invoke(main, [str(a) for a in args], env=env)
-
-
-def error_line(result) -> str:
-    """The one ``Error:`` line of a failed command, checking it failed cleanly (no traceback)."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    assert isinstance(result.exception, SystemExit), result.exception  # not an uncaught exception
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(lines) == 1, result.stderr
-    assert result.stderr.endswith(lines[0] + "\n"), result.stderr  # the message is one line, and the last
-    return lines[0]
-
-
-def runs_in(store: str) -> list:
-    """Every run in the store, any experiment ([] when the store was never created)."""
-    from mlflow.tracking import MlflowClient
-
-    from vaekit.tracking import sqlite_path
-
-    if not sqlite_path(store).exists():
-        return []
-    client = MlflowClient(store)
-    ids = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(ids) if ids else []
 
 
 def write(path: Path, code: str) -> Path:
