@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from vaekit import __version__, tracking
-from vaekit.audio import AudioParams, mel_error_db
+from vaekit.audio import mel_error_db
 from vaekit.components import KINDS
 
 #: Environment variable through which a sweep hands a child run its tags (read by :func:`run_tags`).
@@ -114,15 +114,6 @@ def log_results(metrics: dict[str, float]) -> None:
     import mlflow
 
     mlflow.log_metrics(metrics)
-
-
-def log_vocoder_error(waveforms, mel_db, audio: AudioParams, key: str = "vocoder_mel_error_db") -> float:
-    """Re-analyse vocoded audio and log its mean absolute mel difference in dB."""
-    import mlflow
-
-    value = mel_error_db(waveforms, mel_db, audio)
-    mlflow.log_metric(key, value)
-    return value
 
 
 #: Samples decoded, vocoded and written at a time: peak memory depends on this, not on ``--samples``.
