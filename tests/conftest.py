@@ -15,6 +15,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from vaekit.audio import AudioParams, waveforms_to_mel_db  # noqa: E402
 from vaekit.config import RunConfig  # noqa: E402
 
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def docs_page(name: str) -> str:
+    """The Markdown of ``docs/NAME``: the reference pages that doc-drift tests hold to the code."""
+    return (DOCS / name).read_text()
+
 
 def make_tones(n: int, audio: AudioParams, seed: int = 0) -> np.ndarray:
     """Decaying tones with a little noise: real audio with structure a VAE can learn."""

@@ -14,7 +14,7 @@ from vaekit import hookspecs, kinds
 from vaekit.config import RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+FLAGS_PAGE = ROOT / "docs" / "usage.md"  # holds the "`vaekit run` flags" table
 
 
 def modules() -> dict[str, Path]:
@@ -102,23 +102,23 @@ def test_kinds_and_hook_specs_match_one_to_one():
     assert [line[:-1] for line in listing.splitlines() if not line.startswith(" ")] == [k.plural for k in kinds.KINDS]
 
 
-def readme_table_flags() -> set[str]:
-    section = README.read_text().split("`vaekit run` flags", 1)[1].split("\n\n", 2)[1]
+def documented_flags() -> set[str]:
+    section = FLAGS_PAGE.read_text().split("`vaekit run` flags", 1)[1].split("\n\n", 2)[1]
     return set(re.findall(r"`(--[a-z-]+)", section))
 
 
-def test_every_setting_has_a_flag_with_its_default_in_help_and_a_readme_row():
+def test_every_setting_has_a_flag_with_its_default_in_help_and_a_docs_row():
     from click.testing import CliRunner
 
     from vaekit.cli import main, run
 
     flags = {opt for p in run.params for opt in p.opts}
-    documented = readme_table_flags()
+    documented = documented_flags()
     help_text = " ".join(CliRunner().invoke(main, ["run", "--help"], terminal_width=10_000).output.split())
     for f in fields(RunConfig):
         flag = "--option" if f.name == "options" else "--" + f.name.replace("_", "-")
         assert flag in flags, flag
-        assert flag in documented, f"README's flags table has no row for {flag}"
+        assert flag in documented, f"docs/usage.md's flags table has no row for {flag}"
         shown = f.metadata["shown"] if f.metadata["shown"] is not None else f.default
         if isinstance(shown, (str, int, float)) and not isinstance(shown, bool):
             assert f"[{shown}]" in help_text, (flag, shown)

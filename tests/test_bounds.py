@@ -20,10 +20,9 @@ import mlflow
 import pytest
 from click.testing import CliRunner
 
-from conftest import error_line, runs_in
+from conftest import docs_page, error_line, runs_in
 from vaekit.cli import main
 
-README = Path(__file__).resolve().parent.parent / "README.md"
 FAST = ["--encoder", "dense", "--decoder", "dense", "--option", "encoder.units=32", "--option", "decoder.units=32",
         "--epochs", "1", "--samples", "1", "--batch-size", "48", "--quiet"]
 
@@ -85,17 +84,16 @@ def test_out_of_range_vocoder_option_is_refused_by_generate_too(notebook_data, s
     assert not out.exists()
 
 
-def readme_tutorial() -> tuple[str, str, str]:
-    """The README's tutorial plugin (file name, code) and the error line its example shows."""
-    text = README.read_text()
-    section = text[text.index("\n## Write a plugin\n"):]
+def docs_tutorial() -> tuple[str, str, str]:
+    """The tutorial plugin of docs/plugins.md (file name, code) and the error line its example shows."""
+    section = docs_page("plugins.md")
     filename, code = re.search(r"<!-- tutorial: (\S+) -->\n```python\n(.*?)```", section, re.S).groups()
     shown = re.search(r"--option encoder.units=0\n# (Error: .*)\n", section).group(1)
     return filename, code, shown
 
 
-def test_a_plugin_file_declares_ranges_as_the_readme_shows(notebook_data, store, tmp_path):
-    filename, code, shown = readme_tutorial()
+def test_a_plugin_file_declares_ranges_as_the_docs_show(notebook_data, store, tmp_path):
+    filename, code, shown = docs_tutorial()
     assert 'options={"units": {"min": 1, "max": 4096}}' in code
     plugin = tmp_path / filename
     plugin.write_text(code)

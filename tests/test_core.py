@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import run_cli, tiny_config
+from conftest import docs_page, run_cli, tiny_config
 from vaekit.audio import AudioParams
 from vaekit.components import get_component
 from vaekit.errors import PluginError
@@ -161,13 +161,11 @@ def test_a_deleted_experiment_is_a_one_line_error_before_training(notebook_data,
     assert client.search_runs([client.get_experiment_by_name("gone").experiment_id], run_view_type=3) == []
 
 
-def readme_logged_keys() -> dict[str, list[str]]:
-    """README's "What every run logs to MLflow": the backticked keys of each bullet, by bullet."""
+def documented_logged_keys() -> dict[str, list[str]]:
+    """docs/logged.md, "What every run logs to MLflow": the backticked keys of each bullet, by bullet."""
     import re
-    from pathlib import Path
 
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = text.split("## What every run logs to MLflow", 1)[1].split("\n## ", 1)[0]
+    section = docs_page("logged.md").split("# What every run logs to MLflow", 1)[1].split("\n## ", 1)[0]
     out = {}
     bullets = section[section.index("\n- "):].split("\n\n", 1)[0]  # the list ends at the first blank line
     for bullet in re.split(r"\n- ", bullets)[1:]:
@@ -176,8 +174,8 @@ def readme_logged_keys() -> dict[str, list[str]]:
     return out
 
 
-def test_a_run_logs_exactly_the_keys_readme_lists(notebook_data, store):
-    """Every key a tiny run logged is in README's list, and every key README lists (bar those it says
+def test_a_run_logs_exactly_the_keys_the_docs_list(notebook_data, store):
+    """Every key a tiny run logged is in docs/logged.md's list, and every key it lists (bar those it says
     are logged only by some runs) was logged."""
     import re
     from dataclasses import fields
@@ -208,16 +206,16 @@ def test_a_run_logs_exactly_the_keys_readme_lists(notebook_data, store):
     only_some_runs = {"vaekit.plugin_files", "vaekit.closed", "vaekit.sweep.parent", "vaekit.sweep.point", "mlflow.parentRunId",
                       "vaekit.resumed_from_epoch", "vaekit.error", "mlflow.*", "checkpoints/state.npz",
                       "checkpoints/state.json", "error/traceback.txt"}
-    documented = readme_logged_keys()
+    documented = documented_logged_keys()
     assert set(documented) == set(got)
     for what, keys in documented.items():
         patterns = {key: re.compile(re.sub("|".join(placeholders), lambda m: f"({placeholders[m.group()]})",
                                            re.escape(key).replace(r"\*", ".*")) + "$") for key in keys}
         for key in got[what]:
-            assert any(p.match(key) for p in patterns.values()), f"{what} {key!r} is logged but not in README"
+            assert any(p.match(key) for p in patterns.values()), f"{what} {key!r} is logged but not in docs/logged.md"
         for key, pattern in patterns.items():
             if key not in only_some_runs:
-                assert any(pattern.match(k) for k in got[what]), f"README lists {what} {key!r}; the run logged none"
+                assert any(pattern.match(k) for k in got[what]), f"docs/logged.md lists {what} {key!r}; the run logged none"
 
 
 def test_runs_get_readable_names_that_do_not_repeat_with_the_seed():

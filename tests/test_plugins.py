@@ -21,12 +21,11 @@ import pytest
 from click.testing import CliRunner
 
 import vaekit
-from conftest import error_line, run_cli, runs_in
+from conftest import docs_page, error_line, run_cli, runs_in
 from vaekit import hookspecs
 from vaekit.cli import main
 from vaekit.errors import PluginError
 
-README = Path(__file__).resolve().parent.parent / "README.md"
 # Small, fast components for runs whose subject is not the network.
 FAST = ["--encoder", "dense", "--decoder", "dense", "--option", "encoder.units=32", "--option", "decoder.units=32",
         "--epochs", "1", "--samples", "1", "--batch-size", "48", "--quiet"]
@@ -531,17 +530,10 @@ def test_kl_warmup_logs_beta_rising_per_epoch_from_the_models_own_epoch(notebook
     assert run.data.params["loss.warmup_epochs"] == "2" and run.data.params["loss.lambda"] == "100.0"
 
 
-# -- README: the tutorial runs as written, and every hook is documented ----------------------------
+# -- Docs: the tutorial runs as written, and every hook is documented ------------------------------
 
-def readme_section(title: str) -> str:
-    text = README.read_text()
-    start = text.index(f"\n## {title}\n")
-    end = text.find("\n## ", start + 1)
-    return text[start:end if end > 0 else None]
-
-
-def test_readme_tutorial_encoder_runs_as_written(notebook_data, store, tmp_path):
-    section = readme_section("Write a plugin")
+def test_docs_tutorial_encoder_runs_as_written(notebook_data, store, tmp_path):
+    section = docs_page("plugins.md")
     match = re.search(r"<!-- tutorial: (\S+) -->\n```python\n(.*?)```", section, re.S)
     filename, code = match.groups()
     assert len(code.splitlines()) < 30, "the tutorial promises a complete encoder in under 30 lines"
@@ -562,13 +554,13 @@ def test_readme_tutorial_encoder_runs_as_written(notebook_data, store, tmp_path)
     assert json.loads(run.data.tags["vaekit.plugin_files"]) == [str(plugin.resolve())]
 
 
-def test_every_hook_is_documented_in_readme():
-    section = readme_section("Write a plugin")
+def test_every_hook_is_documented():
+    section = docs_page("plugins.md")
     hooks = {n for n in dir(hookspecs) if n.startswith("register_")}
     documented = set(re.findall(r"^\| `(register_\w+)\(register\)` \|", section, re.M))
     assert documented == hooks
     for hook in hooks:  # and each has a contract row in "Component contracts"
-        assert f"`{hook}(register)`" in readme_section("Component contracts"), hook
+        assert f"`{hook}(register)`" in docs_page("components.md"), hook
 
 
 def test_a_run_s_plugin_files_load_only_when_asked_and_after_being_announced(tmp_path):

@@ -183,7 +183,7 @@ class Checkpointer:
         if self.interval == 0:
             # In line: the epoch's metrics are logged after this returns, so a run killed (SIGKILL)
             # once they are in the store always has this epoch's checkpoint.  Costs the write's time
-            # every epoch (conv2: see README, Performance); that is what interval 0 asks for.
+            # every epoch (conv2: see docs/benchmarks.md); that is what interval 0 asks for.
             self.flush()
         elif time.monotonic() - self._last_write >= self.interval:
             self.wait()

@@ -48,7 +48,7 @@ def _setting(default, help: str, shown: str | None = None, **flag):
 class RunConfig:
     """Everything that defines a run.  Defaults reproduce the notebook.
 
-    The one source of defaults: ``vaekit run``'s flags, their ``--help`` and README's table are
+    The one source of defaults: ``vaekit run``'s flags, their ``--help`` and docs/usage.md's table are
     derived from (and tested against) these fields.
     """
 

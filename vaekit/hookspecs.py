@@ -4,8 +4,8 @@ Each hook receives a ``register`` callable; the plugin calls ``register(name, bu
 once per component it provides.  ``build`` is called lazily, only for the component a
 run actually uses, so a plugin module should import heavy libraries (Keras, a backend)
 inside ``build``, not at module level: Keras reads its backend once, when first imported.
-The contract of each kind's ``build`` is in :mod:`vaekit.components` and in README
-("Component contracts"); each hook here is one record of :data:`vaekit.kinds.KINDS` (a test
+The contract of each kind's ``build`` is in :mod:`vaekit.components` and in
+docs/components.md; each hook here is one record of :data:`vaekit.kinds.KINDS` (a test
 checks they match one to one).
 """
 

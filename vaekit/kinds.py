@@ -16,7 +16,7 @@ class Kind:
     name: str  #: singular, as in ``--option NAME.KEY=VALUE`` and error messages
     plural: str  #: as ``vaekit plugins`` heads its list
     contract: tuple[str, ...]  #: positional parameters of ``build``, passed by the core
-    help: str  #: what the selecting flag does (the CLI's help, README's row)
+    help: str  #: what the selecting flag does (the CLI's help, the docs' flags row)
 
     @property
     def hook(self) -> str:

@@ -1,6 +1,6 @@
 """What a run logs to MLflow — params, tags, metrics, artifacts — in one place.
 
-README's "What every run logs to MLflow" lists the same keys; a test compares a real run's
+docs/logged.md ("What every run logs to MLflow") lists the same keys; a test compares a real run's
 logged keys with that list.  Every function here logs to the active run (started by
 :func:`vaekit.tracking.tracked_run`):
 
