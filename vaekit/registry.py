@@ -135,23 +135,38 @@ def register(client, ref: str, name: str, alias: str | None = None) -> dict[str,
         raise VaekitError(f"run {run_id}: its model is not a logged model of this MLflow (re-run it to register it)")
     names = {"vae": name, "generator": name + GENERATOR_SUFFIX}
     out: dict[str, object] = {"vae": None, "generator": None}
-    for key in ("vae", "generator"):
-        if uris[key] is None:
-            continue
-        try:
+    created: list[tuple[str, object]] = []  # (name, version or None for a new registered model): undone on failure
+    try:
+        for key in ("vae", "generator"):
+            if uris[key] is None:
+                continue
             try:
                 client.get_registered_model(names[key])
             except MlflowException:
                 client.create_registered_model(names[key], description=f"vaekit {'generator' if key == 'generator' else 'VAE'}")
+                created.append((names[key], None))
             model_id = uris[key].removeprefix("models:/")
             version = client.create_model_version(names[key], uris[key], run_id=run_id, model_id=model_id)
+            created.append((names[key], version.version))
             _link_version(client, model_id, version)
             if alias is not None:
                 client.set_registered_model_alias(names[key], alias, version.version)
-        except MlflowException as exc:
-            raise VaekitError(f"cannot register {names[key]!r}: {exc.message.splitlines()[0]}") from None
-        out[key] = version
+            out[key] = version
+    except MlflowException as exc:
+        _undo(client, created)  # both or neither: no VAE registered without its generator
+        raise VaekitError(f"cannot register {names[key]!r}: {exc.message.splitlines()[0]}") from None
     return out
+
+
+def _undo(client, created) -> None:
+    import contextlib
+
+    for name, version in reversed(created):
+        with contextlib.suppress(Exception):
+            if version is None:
+                client.delete_registered_model(name)
+            else:
+                client.delete_model_version(name, version)
 
 
 def _link_version(client, model_id: str, version) -> None:
