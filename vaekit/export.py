@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -112,8 +113,10 @@ def _write(run, directory: Path, fmt: str) -> None:
 
     encoder, decoder = _named(run.model)
     if fmt == "onnx":
-        decoder.export(str(directory / "decoder.onnx"), format="onnx", verbose=False)
-        encoder.export(str(directory / "encoder.onnx"), format="onnx", verbose=False)
+        with warnings.catch_warnings():  # Keras patches np.object back in for tf2onnx; NumPy warns about it
+            warnings.filterwarnings("ignore", message="In the future `np.object`", category=FutureWarning)
+            decoder.export(str(directory / "decoder.onnx"), format="onnx", verbose=False)
+            encoder.export(str(directory / "encoder.onnx"), format="onnx", verbose=False)
     else:
         if keras.backend.backend() == "torch":
             raise ConfigError("--format saved_model needs the tensorflow or jax backend (--backend tensorflow)")

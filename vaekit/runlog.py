@@ -263,7 +263,9 @@ def log_generator(model, ds, config) -> str:
         artifacts = serving.save_artifacts(model.decoder, ds.audio, ds.min_values, ds.max_values, config.vocoder,
                                            config.option("vocoder"), Path(tmp))
         try:
-            with warnings.catch_warnings():  # z is checked by the generator itself, with its own messages
+            # MLflow "downloads" each local artifact into the model, one progress bar each; z is checked by
+            # the generator itself, with its own messages (no input example needed).
+            with _environment(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
                 info = mlflow.pyfunc.log_model(name="generator", python_model=serving.write_code(tmp), artifacts=artifacts,
                                                pip_requirements=requirements,
@@ -273,6 +275,21 @@ def log_generator(model, ds, config) -> str:
             raise
     mlflow.set_tag(registry.GENERATOR_TAG, info.model_uri)
     return info.model_uri
+
+
+@contextlib.contextmanager
+def _environment(**variables):
+    """Set environment variables for the block; restore them after."""
+    saved = {key: os.environ.get(key) for key in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _discard_unfinished_models(run_id: str) -> None:
