@@ -87,7 +87,7 @@ def test_the_run_tags_both_logged_models_and_loads_the_vae_through_its_models_ur
     import mlflow
 
     from vaekit import registry
-    from vaekit.generate import open_run
+    from vaekit.generate import find_run, open_run
 
     run_id, uri = trained
     client = mlflow.MlflowClient(uri)
@@ -98,6 +98,8 @@ def test_the_run_tags_both_logged_models_and_loads_the_vae_through_its_models_ur
         logged = client.get_logged_model(tags[key].removeprefix("models:/"))
         assert logged.source_run_id == run_id and logged.name == name and logged.status == "READY"
     assert registry.model_uri(client, run) == tags["vaekit.model_uri"]
+    # A logged model's own URI stands for the run that logged it, as a registered version's does.
+    assert find_run(tags["vaekit.generator_uri"], uri)[1].info.run_id == run_id
     z = np.random.default_rng(0).standard_normal((2, LATENT), dtype=np.float32)
     decoded = open_run(run_id, uri).model.decode(z)
 
