@@ -265,3 +265,21 @@ def test_export_onnx_matches_keras_and_never_leaves_half_an_export(trained, logg
     loaded = tf.saved_model.load(str(out / "decoder"))  # held: its functions need the object alive
     np.testing.assert_allclose(loaded.serve(z).numpy(), run.model.decode(z), atol=1e-4)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exported"]  # no staging folder, no typo/ left behind
+
+
+def test_export_onto_a_full_disk_fails_in_one_line_and_leaves_nothing(trained, tmp_path):
+    """A real mid-write failure: the disk (a tmpfs of 64 kB) fills while decoder.onnx is written."""
+    import re
+    from pathlib import Path
+
+    from test_full_disk import tmpfs
+
+    run_id, uri = trained
+    with tmpfs(tmp_path / "disk", "64k") as disk:
+        result = cli("export", run_id, disk / "out", "--tracking-uri", uri)
+        assert result.exit_code == 1, result.output
+        lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+        assert len(lines) == 1 and "Traceback" not in result.output, result.output
+        assert re.match(r"Error: cannot write \(No space left on device\); traceback in (\S+)$", lines[0]), lines[0]
+        Path(lines[0].rsplit(" ", 1)[1]).unlink()
+        assert list(disk.iterdir()) == []  # no OUT, no staging folder
