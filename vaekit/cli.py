@@ -313,7 +313,7 @@ def _report(result) -> None:
 
 
 @main.command()
-@click.argument("run_id")
+@click.argument("run_id", metavar="RUN_OR_URI")
 @click.option("-n", "n", type=int, default=8, show_default=True, help="Sounds to generate.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for z ~ N(0, I).")
 @click.option("--out", type=click.Path(file_okay=False), help="Also write WAVs and PNGs to this directory.")
@@ -321,7 +321,10 @@ def _report(result) -> None:
 @_listen_options
 @friendly_errors
 def generate(run_id, n, seed, out, log, vocoders, options, tracking_uri, backend, plugin_files, trust_plugins):
-    """Generate sounds from a logged run: z ~ N(0, I) → decoder → vocoder(s)."""
+    """Generate sounds from a logged run: z ~ N(0, I) → decoder → vocoder(s).
+
+    RUN_OR_URI is a run id, models:/NAME/VERSION or models:/NAME@ALIAS (a registered model: its run).
+    """
     _listen_setup(backend, plugin_files)
     from vaekit.generate import generate as generate_api
 
@@ -330,7 +333,7 @@ def generate(run_id, n, seed, out, log, vocoders, options, tracking_uri, backend
 
 
 @main.command()
-@click.argument("run_id")
+@click.argument("run_id", metavar="RUN_OR_URI")
 @click.option("--clips", type=int, nargs=2, metavar="A B", help="Walk between test clips A and B (needs the run's data).")
 @click.option("--seeds", type=int, nargs=2, metavar="A B", help="Walk between the z of seeds A and B [0 1 unless --clips].")
 @click.option("--steps", type=int, default=8, show_default=True, help="Points on the walk, ends included.")
@@ -341,7 +344,10 @@ def generate(run_id, n, seed, out, log, vocoders, options, tracking_uri, backend
 @friendly_errors
 def interpolate(run_id, clips, seeds, steps, data, out, log, vocoders, options, tracking_uri, backend, plugin_files,
                 trust_plugins):
-    """A latent walk between two test clips or two seeds, as WAVs and one PNG strip."""
+    """A latent walk between two test clips or two seeds, as WAVs and one PNG strip.
+
+    RUN_OR_URI is a run id, models:/NAME/VERSION or models:/NAME@ALIAS (a registered model: its run).
+    """
     _listen_setup(backend, plugin_files)
     from vaekit.generate import interpolate as interpolate_api
 
@@ -353,19 +359,75 @@ def interpolate(run_id, clips, seeds, steps, data, out, log, vocoders, options, 
 
 
 @main.command()
-@click.argument("run_id")
+@click.argument("run_id", metavar="RUN_OR_URI")
 @click.argument("wav", type=click.Path())
 @click.option("--out", type=click.Path(file_okay=False), help="Write here instead of beside the original.")
 @click.option("--log/--no-log", default=False, show_default=True, help="Also log to the run under generated/.")
 @_listen_options
 @friendly_errors
 def reconstruct(run_id, wav, out, log, vocoders, options, tracking_uri, backend, plugin_files, trust_plugins):
-    """Encode and decode a real clip; write STEM.reconstructed.wav and .png beside it."""
+    """Encode and decode a real clip; write STEM.reconstructed.wav and .png beside it.
+
+    RUN_OR_URI is a run id, models:/NAME/VERSION or models:/NAME@ALIAS (a registered model: its run).
+    """
     _listen_setup(backend, plugin_files)
     from vaekit.generate import reconstruct as reconstruct_api
 
     _report(reconstruct_api(run_id, wav, vocoders=vocoders, options=options, out=out, log=log,
                             tracking_uri=tracking_uri, trust_plugins=trust_plugins))
+
+
+@main.command()
+@click.argument("run_id", metavar="RUN_OR_URI")
+@click.argument("name")
+@click.option("--alias", help="Also point this alias (e.g. champion) at both new versions.")
+@click.option("--tracking-uri", help="The run's tracking store [MLFLOW_TRACKING_URI, else ./mlflow.db].")
+@friendly_errors
+def register(run_id, name, alias, tracking_uri):
+    """Register a finished run's VAE as NAME and its generator as NAME-generator in the model registry.
+
+    Prints the new versions' URIs (models:/NAME/VERSION), which generate, interpolate, reconstruct,
+    export and `mlflow models serve` take.
+    """
+    from vaekit.generate import find_run
+    from vaekit.registry import register as register_api
+
+    client, run = find_run(run_id, tracking_uri)
+    versions = register_api(client, run.info.run_id, name, alias)
+    for what, version in (("VAE", versions["vae"]), ("generator", versions["generator"])):
+        if version is None:
+            click.echo(f"generator: none (run {run.info.run_id} was logged before vaekit logged generators)")
+            continue
+        uri = f"models:/{version.name}/{version.version}"
+        click.echo(f"{what + ':':<10} {uri}" + (f"  (models:/{version.name}@{alias})" if alias else ""))
+
+
+@main.command()
+@click.argument("run_id", metavar="RUN_OR_URI")
+@click.argument("out", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["onnx", "saved_model"]), default="onnx", show_default=True,
+              help="onnx: decoder.onnx and encoder.onnx (needs tf2onnx and onnx: pip install 'vaekit[export]'); "
+                   "saved_model: TensorFlow SavedModel folders decoder/ and encoder/.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists (once the new export is complete).")
+@click.option("--tracking-uri", help="The run's tracking store [MLFLOW_TRACKING_URI, else ./mlflow.db].")
+@click.option("--backend", type=click.Choice(list(BACKENDS)),
+              help="Keras backend to export with [KERAS_BACKEND, else tensorflow; tensorflow is the tested one].")
+@plugin_option
+@trust_option
+@friendly_errors
+def export(run_id, out, fmt, force, tracking_uri, backend, plugin_files, trust_plugins):
+    """Write a run's decoder and encoder for use outside vaekit, with what turns their output into sound.
+
+    OUT gets decoder (z → mel in [0, 1]) and encoder (mel → z_mean, z_log_var), audio.json,
+    min_values.npy, max_values.npy (dB = x · (max − min) + min) and a README.txt.
+    RUN_OR_URI is a run id, models:/NAME/VERSION or models:/NAME@ALIAS.
+    """
+    _listen_setup(backend, plugin_files)
+    from vaekit.export import export as export_api
+
+    files = export_api(run_id, out, fmt, tracking_uri=tracking_uri, force=force, trust_plugins=trust_plugins)
+    total = sum(f.stat().st_size for f in files)
+    click.echo(f"wrote {len(files)} files ({total / 1e6:.1f} MB) to {out}; {out}/README.txt says how to use them")
 
 
 @main.group()

@@ -1,7 +1,8 @@
 """Listening to a logged run: ``vaekit generate``, ``vaekit interpolate`` and ``vaekit reconstruct``.
 
-Everything comes from the run itself: the model (``mlflow.keras.load_model`` with Keras
-``safe_mode``), ``audio.json`` (how mel spectrograms become sound), ``config.toml`` (latent size,
+Everything comes from the run itself (given by its id or a ``models:/`` URI, see
+:mod:`vaekit.registry`): the model (its logged model's ``models:/`` URI, ``mlflow.keras.load_model``
+with Keras ``safe_mode``), ``audio.json`` (how mel spectrograms become sound), ``config.toml`` (latent size,
 vocoder and its options, where the data was) and ``data/min_values.npy`` / ``data/max_values.npy``
 (decoder output [0, 1] → dB).  Output goes to ``--out DIR`` and/or back into the run under
 ``generated/``; logging back uses :class:`mlflow.MlflowClient` calls, which never change the
@@ -83,30 +84,21 @@ class Output:
 def open_run(run_id: str, tracking_uri: str | None = None, trust_plugins: bool = False) -> LoggedRun:
     """Load a run's model, audio parameters, settings and denormalisation arrays.
 
-    Raises :class:`VaekitError` with one line for an unknown run, a run without a model
+    ``run_id`` is a run reference (:mod:`vaekit.registry`): a run id, ``models:/NAME/VERSION``,
+    ``models:/NAME@ALIAS`` or ``models:/MODEL_ID``, standing for the run that logged that model.
+    Raises :class:`VaekitError` with one line for an unknown run or model, a run without a model
     (one that failed or was stopped before the end) or one logged before these artifacts existed.
     The plugin files the run recorded are imported only with ``trust_plugins`` (after their paths
     are printed); otherwise a component they provided is an error naming them.
     """
     # Downloading four small artifacts needs no progress bars.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    import mlflow
     from mlflow.exceptions import MlflowException
 
-    from vaekit import tracking
     from vaekit.plugins import load_run_plugin_files, plugin_hint
 
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    db = tracking.sqlite_path(uri)
-    if db is not None and not db.exists():
-        raise VaekitError(f"tracking store {uri}: no such database (name the store with --tracking-uri)")
-    tracking.check_sqlite_schema(uri)  # MlflowClient would add MLflow's tables to any other database
-    mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient(uri)
-    try:
-        run = client.get_run(run_id)
-    except MlflowException:
-        raise VaekitError(f"run {run_id}: not found in the tracking store {uri}") from None
+    client, run = find_run(run_id, tracking_uri)
+    uri, run_id = client.tracking_uri, run.info.run_id
     if trust_plugins:
         load_run_plugin_files(run.data.tags)
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,14 +118,38 @@ def open_run(run_id: str, tracking_uri: str | None = None, trust_plugins: bool =
             ) from None
         audio = AudioParams.from_dict(json.loads(audio_file.read_text()), source=f"run {run_id} audio.json")
         config = merge(RunConfig(), **load_toml(config_file))
-    model = load_model(run_id, run.info.status, plugin_hint(run.data.tags))
+    model = load_model(run_id, run.info.status, plugin_hint(run.data.tags), run=run, client=client)
     return LoggedRun(run_id, uri, model, audio, min_values.astype(np.float32), max_values.astype(np.float32), config,
                      plugin_hint(run.data.tags))
 
 
-def load_model(run_id: str, status: str = "", plugin_hint: str = ""):
-    """``runs:/RUN_ID/model`` with Keras ``safe_mode`` (no pickled code is run).
+def find_run(run_or_uri: str, tracking_uri: str | None = None):
+    """``(MlflowClient, Run)`` for a run reference (a run id or a ``models:/`` URI, see :mod:`vaekit.registry`).
 
+    Checks the store first (a missing sqlite file is an error, not a new empty store); sets it as
+    MLflow's tracking URI for the calls that follow.  One-line :class:`VaekitError` for an unknown
+    run or model.
+    """
+    import mlflow
+
+    from vaekit import registry, tracking
+
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    db = tracking.sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise VaekitError(f"tracking store {uri}: no such database (name the store with --tracking-uri)")
+    tracking.check_sqlite_schema(uri)  # MlflowClient would add MLflow's tables to any other database
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    return client, registry.resolve_run(client, run_or_uri)
+
+
+def load_model(run_id: str, status: str = "", plugin_hint: str = "", run=None, client=None):
+    """The run's VAE, from its logged model's ``models:/MODEL_ID`` URI, with Keras ``safe_mode`` (no pickled code is run).
+
+    The URI comes from :func:`vaekit.registry.model_uri` (the run's tag, else a search of its
+    logged models, else ``runs:/RUN_ID/model`` for runs older than MLflow 3); ``run`` and ``client``
+    spare looking the run up again (without them, MLflow's current tracking URI is used).
     A model holding code (a ``Lambda`` layer's bytecode) is a one-line :class:`VaekitError`; one
     whose layers come from plugin files that were not loaded is a :class:`PluginError` ending in
     ``plugin_hint`` (which files, and how to load them).
@@ -142,9 +158,13 @@ def load_model(run_id: str, status: str = "", plugin_hint: str = ""):
     from mlflow.exceptions import MlflowException
 
     import vaekit.model  # noqa: F401  (registers the custom Keras classes)
+    from vaekit import registry
 
     try:
-        return mlflow.keras.load_model(f"runs:/{run_id}/model", load_model_kwargs={"safe_mode": True})
+        client = client or mlflow.MlflowClient()
+        run = run or client.get_run(run_id)
+        uri = registry.model_uri(client, run)
+        return mlflow.keras.load_model(uri, load_model_kwargs={"safe_mode": True})
     except (MlflowException, OSError) as exc:
         why = "it failed or was stopped before the end" if status != "FINISHED" else str(exc).splitlines()[0]
         raise VaekitError(f"run {run_id} has no logged model (status {status}: {why})") from None

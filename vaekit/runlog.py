@@ -11,7 +11,9 @@ logged keys with that list.  Every function here logs to the active run (started
 - :func:`log_samples`: ``samples/`` (WAV and PNG per z ~ N(0, I)) and ``vocoder_mel_error_db``;
 - :func:`log_extras`: ``data/min_values.npy``, ``data/max_values.npy`` (to denormalise what the
   decoder makes) and ``figures/`` (reconstructions, a grid of samples, training curves);
-- :func:`log_model`: the VAE (MLflow's Keras flavour: a ``.keras`` file, loads with safe_mode).
+- :func:`log_model`: the VAE (MLflow's Keras flavour: a ``.keras`` file, loads with safe_mode);
+- :func:`log_generator`: the generator (a pyfunc model, see :mod:`vaekit.serving`) and the tags
+  ``vaekit.model_uri`` / ``vaekit.generator_uri`` (the two models' ``models:/`` URIs).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import re
 import secrets
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -234,6 +237,59 @@ def log_model(model) -> None:
     except BaseException:
         _discard_unfinished_models(mlflow.active_run().info.run_id)
         raise
+
+
+def log_generator(model, ds, config) -> str:
+    """Log the servable generator beside the VAE just logged by :func:`log_model`; tag both URIs; return the generator's.
+
+    The generator (:class:`vaekit.serving.Generator`) holds the decoder, ``audio.json``, the
+    denormalisation arrays and the run's vocoder (name and options); its requirements are given, not
+    inferred (MLflow's inference imports the model again).
+    """
+    import keras
+    import mlflow
+
+    from vaekit import backend, registry, serving
+
+    run_id = mlflow.active_run().info.run_id
+    vae = mlflow.last_logged_model()
+    if vae is None or vae.source_run_id != run_id or vae.name != registry.MODEL_NAME:
+        raise RuntimeError("log_generator must follow log_model in the same run")  # a bug, not bad input
+    mlflow.set_tag(registry.MODEL_TAG, f"models:/{vae.model_id}")
+    name = keras.backend.backend()
+    requirements = [f"{backend.BACKENDS[name][0]}=={backend.version(name)}", f"keras=={keras.__version__}",
+                    f"vaekit=={__version__}", f"mlflow=={mlflow.__version__}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = serving.save_artifacts(model.decoder, ds.audio, ds.min_values, ds.max_values, config.vocoder,
+                                           config.option("vocoder"), Path(tmp))
+        try:
+            # MLflow "downloads" each local artifact into the model, one progress bar each; z is checked by
+            # the generator itself, with its own messages (no input example needed).
+            with _environment(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
+                info = mlflow.pyfunc.log_model(name="generator", python_model=serving.write_code(tmp), artifacts=artifacts,
+                                               pip_requirements=requirements,
+                                               metadata=serving.metadata(model.latent_dim, ds.audio))
+        except BaseException:
+            _discard_unfinished_models(run_id)
+            raise
+    mlflow.set_tag(registry.GENERATOR_TAG, info.model_uri)
+    return info.model_uri
+
+
+@contextlib.contextmanager
+def _environment(**variables):
+    """Set environment variables for the block; restore them after."""
+    saved = {key: os.environ.get(key) for key in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _discard_unfinished_models(run_id: str) -> None:
