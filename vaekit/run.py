@@ -88,12 +88,11 @@ def _check_store(config: RunConfig) -> tuple[str, str]:
     alike) into a scratch folder removed when the process exits.
     """
     uri = tracking.resolve_tracking_uri(config.tracking_uri)
-    artifact_location = None
     if not distribute.is_chief(config.strategy, config.backend):
         import atexit
         import shutil
 
         scratch = Path(tempfile.mkdtemp(prefix="vaekit-worker-"))
         atexit.register(shutil.rmtree, scratch, True)
-        uri, artifact_location = f"sqlite:///{scratch}/mlflow.db", (scratch / "artifacts").as_uri()
-    return uri, tracking.check_store(uri, config.experiment, artifact_location)
+        uri = f"sqlite:///{scratch}/mlflow.db"  # its artifacts go beside it, like any sqlite store's
+    return uri, tracking.check_store(uri, config.experiment)

@@ -95,7 +95,9 @@ def check_store(uri: str, experiment: str, artifact_location: str | None = None)
     """Make sure the store can be used before any training time is spent; return the experiment id.
 
     A sqlite store that does not exist yet is created under a file lock, because processes
-    that create one at the same moment race in MLflow's schema migration.
+    that create one at the same moment race in MLflow's schema migration.  An experiment this
+    creates keeps its artifacts at ``artifact_location``, by default (sqlite stores) beside the
+    database (see :func:`store_artifact_root`); an existing experiment keeps its own location.
     """
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -120,12 +122,13 @@ def check_store(uri: str, experiment: str, artifact_location: str | None = None)
         if problem:
             raise VaekitError(f"--tracking-uri {uri}: {problem}")
         check_sqlite_schema(uri)
+        follow_moved_store(uri)
         lock_file = db.with_name(db.name + ".lock")
         lock = lambda: _file_lock(lock_file)  # noqa: E731
     for attempt in range(4):
         try:
             with lock():
-                client = MlflowClient(uri)
+                client = _experiment_store(uri, artifact_location)
                 exp = client.get_experiment_by_name(experiment)
                 if exp is not None and exp.lifecycle_stage == "deleted":
                     raise VaekitError(
@@ -149,6 +152,91 @@ def check_store(uri: str, experiment: str, artifact_location: str | None = None)
     check_artifact_location(MlflowClient(uri).get_experiment(exp_id).artifact_location, experiment)
     mlflow.set_tracking_uri(uri)
     return exp_id
+
+
+#: Where a sqlite store's artifacts live, relative to the folder of its database: the folder
+#: ``vaekit ui`` serves (``mlflow server --artifacts-destination``), so experiments created by
+#: vaekit (``artifacts/<experiment id>``) and from the UI (``mlflow-artifacts:/<experiment id>``) share it.
+ARTIFACTS_DIR = "artifacts"
+
+
+def store_artifact_root(uri: str) -> str | None:
+    """The artifact root of experiments vaekit creates in the store at ``uri``: ``DIR/artifacts`` beside
+    a sqlite database ``DIR/*.db`` (as a ``file://`` URI), so the store folder holds everything; None
+    (MLflow's default) for other stores."""
+    db = sqlite_path(uri)
+    return (db.resolve().parent / ARTIFACTS_DIR).as_uri() if db is not None else None
+
+
+#: Columns of an MLflow sqlite store that hold artifact locations (table, column).
+_LOCATION_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                     ("logged_models", "artifact_location"), ("model_versions", "source"),
+                     ("model_versions", "storage_location"))
+
+
+def follow_moved_store(uri: str) -> int:
+    """After a store folder was moved or copied whole: point its locations at the folder it is in now.
+
+    Experiments vaekit created record ``file://OLD/artifacts/<id>``; when ``OLD`` is not the
+    database's folder and the database's own ``artifacts/<id>`` exists, every
+    location under ``file://OLD/artifacts`` (experiments, runs, logged and registered models) is
+    rewritten to this store's folder.  Returns the number of experiments moved; 0 and no write for
+    a store that did not move, a URI that is not sqlite, or a database that cannot be written.
+    """
+    import sqlite3
+    from urllib.parse import unquote
+
+    db = sqlite_path(uri)
+    if db is None or not db.is_file():
+        return 0
+    here = (db.resolve().parent / ARTIFACTS_DIR).as_uri()
+    moved = 0
+    try:
+        with contextlib.closing(sqlite3.connect(db, timeout=20)) as con:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "experiments" not in tables:
+                return 0
+            for exp_id, location in con.execute("SELECT experiment_id, artifact_location FROM experiments").fetchall():
+                suffix = f"/{ARTIFACTS_DIR}/{exp_id}"
+                if not (location or "").startswith("file://") or not location.endswith(suffix):
+                    continue
+                old = location[:-len(f"/{exp_id}")]  # file://OLD/artifacts
+                # A copy is pointed at its own folder too: deleting runs there must not delete the original's files.
+                if old == here or not (Path(unquote(urlparse(here).path)) / str(exp_id)).exists():
+                    continue
+                with con:
+                    for table, column in _LOCATION_COLUMNS:
+                        if table in tables:
+                            con.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                                        f"WHERE {column} = ? OR {column} LIKE ? ESCAPE '\\'",
+                                        (here, len(old) + 1, old, _like_prefix(old + "/")))
+                moved += 1
+    except sqlite3.Error:
+        return 0  # read-only media, a locked database: the locations stay as they were
+    return moved
+
+
+def _like_prefix(text: str) -> str:
+    """A LIKE pattern matching strings that start with ``text``."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _experiment_store(uri: str, artifact_location: str | None = None):
+    """A store to look experiments up in and create them with ``create_experiment(name, artifact_location)``:
+    for sqlite without ``artifact_location``, MLflow's own SQLAlchemy store with :func:`store_artifact_root`
+    as its root, so a new experiment lies at ``ROOT/<experiment id>`` (and a new database's ``Default``
+    experiment beside it too, not in the working directory); else an :class:`MlflowClient`.
+
+    The one place vaekit creates experiments: runs, sweeps and their children all go through :func:`check_store`.
+    """
+    from mlflow.tracking import MlflowClient
+
+    root = store_artifact_root(uri)
+    if artifact_location is None and root is not None:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        return SqlAlchemyStore(uri, root)
+    return MlflowClient(uri)
 
 
 #: Tables that mark an MLflow sqlite store.  ``alembic_version`` is the first table MLflow creates
@@ -436,6 +524,7 @@ def get_run(run_id: str, tracking_uri: str | None, what: str):
     check_sqlite_schema(uri)  # MlflowClient would add MLflow's tables to any other database
     if sqlite_path(uri) is not None and not sqlite_path(uri).is_file():
         raise ConfigError(f"{what}: no such run: {sqlite_path(uri)} does not exist (name the store with --tracking-uri)")
+    follow_moved_store(uri)
     client = MlflowClient(uri)
     try:
         return client, client.get_run(run_id)
