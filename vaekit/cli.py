@@ -161,7 +161,13 @@ def run(config_file, options, plugin_files, trust_plugins, quiet, verbose, resum
     click.echo(f"test KL:   {m['test_kl']:.4f}" if "test_kl" in m else "")
     click.echo(f"test loss: {m['test_loss']:.4f}")
     if result.samples:
-        click.echo(f"samples:   {result.artifact_uri.rstrip('/')}/samples/")
+        where = result.artifact_uri
+        if where.startswith("file:"):  # a local store's artifacts: show the folder
+            from urllib.parse import urlparse
+            from urllib.request import url2pathname
+
+            where = url2pathname(urlparse(where).path)
+        click.echo(f"samples:   {where.rstrip('/')}/samples/")
     click.echo(f"MLflow UI: {ui_command(result.tracking_uri)}")
 
 

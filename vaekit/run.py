@@ -62,7 +62,8 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None, ech
     # an exception) writes it before tracked_run ends the run KILLED or FAILED, so --resume has it.
     checkpointer = checkpoint.Checkpointer(model, config.checkpoint_interval)
     with tracking.tracked_run(experiment_id, run_name=runlog.run_name(config, comps),
-                              tags=runlog.run_tags(comps, config.backend), run_id=resume) as active, \
+                              tags=runlog.run_tags(comps, config.backend), run_id=resume,
+                              system_metrics=config.system_metrics) as active, \
             checkpointer.kept_on_stop():
         logged = None
         if ckpt:

@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from vaekit.errors import ConfigError, VaekitError, one_line, write_failure
 
@@ -162,10 +163,10 @@ ARTIFACTS_DIR = "artifacts"
 
 def store_artifact_root(uri: str) -> str | None:
     """The artifact root of experiments vaekit creates in the store at ``uri``: ``DIR/artifacts`` beside
-    a sqlite database ``DIR/*.db`` (as a ``file://`` URI), so the store folder holds everything; None
-    (MLflow's default) for other stores."""
+    a sqlite database ``DIR/*.db`` (an absolute path, the form MLflow records local locations in), so
+    the store folder holds everything; None (MLflow's default) for other stores."""
     db = sqlite_path(uri)
-    return (db.resolve().parent / ARTIFACTS_DIR).as_uri() if db is not None else None
+    return str(db.resolve().parent / ARTIFACTS_DIR) if db is not None else None
 
 
 #: Columns of an MLflow sqlite store that hold artifact locations (table, column).
@@ -177,19 +178,18 @@ _LOCATION_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_ur
 def follow_moved_store(uri: str) -> int:
     """After a store folder was moved or copied whole: point its locations at the folder it is in now.
 
-    Experiments vaekit created record ``file://OLD/artifacts/<id>``; when ``OLD`` is not the
-    database's folder and the database's own ``artifacts/<id>`` exists, every
-    location under ``file://OLD/artifacts`` (experiments, runs, logged and registered models) is
+    Experiments vaekit created record ``OLD/artifacts/<id>``; when ``OLD`` is not the database's
+    folder and the database's own ``artifacts/<id>`` exists, every location under
+    ``OLD/artifacts`` (plain or as ``file://``; experiments, runs, logged and registered models) is
     rewritten to this store's folder.  Returns the number of experiments moved; 0 and no write for
     a store that did not move, a URI that is not sqlite, or a database that cannot be written.
     """
     import sqlite3
-    from urllib.parse import unquote
 
     db = sqlite_path(uri)
     if db is None or not db.is_file():
         return 0
-    here = (db.resolve().parent / ARTIFACTS_DIR).as_uri()
+    here = store_artifact_root(uri)
     moved = 0
     try:
         with contextlib.closing(sqlite3.connect(db, timeout=20)) as con:
@@ -197,19 +197,21 @@ def follow_moved_store(uri: str) -> int:
             if "experiments" not in tables:
                 return 0
             for exp_id, location in con.execute("SELECT experiment_id, artifact_location FROM experiments").fetchall():
-                suffix = f"/{ARTIFACTS_DIR}/{exp_id}"
-                if not (location or "").startswith("file://") or not location.endswith(suffix):
+                location = url2pathname(urlparse(location).path) if (location or "").startswith("file:") else location
+                if not (location or "").startswith("/") or not location.endswith(f"/{ARTIFACTS_DIR}/{exp_id}"):
                     continue
-                old = location[:-len(f"/{exp_id}")]  # file://OLD/artifacts
+                old = location[:-len(f"/{exp_id}")]  # OLD/artifacts
                 # A copy is pointed at its own folder too: deleting runs there must not delete the original's files.
-                if old == here or not (Path(unquote(urlparse(here).path)) / str(exp_id)).exists():
+                if old == here or not (Path(here) / str(exp_id)).exists():
                     continue
                 with con:
                     for table, column in _LOCATION_COLUMNS:
-                        if table in tables:
+                        if table not in tables:
+                            continue
+                        for before, after in ((old, here), (Path(old).as_uri(), Path(here).as_uri())):
                             con.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
                                         f"WHERE {column} = ? OR {column} LIKE ? ESCAPE '\\'",
-                                        (here, len(old) + 1, old, _like_prefix(old + "/")))
+                                        (after, len(before) + 1, before, _like_prefix(before + "/")))
                 moved += 1
     except sqlite3.Error:
         return 0  # read-only media, a locked database: the locations stay as they were
@@ -279,7 +281,7 @@ def check_artifact_location(artifact_uri: str, experiment: str = "") -> None:
     parsed = urlparse(artifact_uri)
     if parsed.scheme not in ("", "file"):
         return
-    path = Path(parsed.path if parsed.scheme else artifact_uri)
+    path = Path(url2pathname(parsed.path) if parsed.scheme else artifact_uri)
     where = f"experiment {experiment!r} artifact location {artifact_uri}" if experiment else f"artifact location {artifact_uri}"
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -335,13 +337,18 @@ def _sigterm_raises():
 
 @contextlib.contextmanager
 def tracked_run(experiment_id: str, run_name: str | None = None, tags: dict | None = None,
-                run_id: str | None = None):
-    """Start (or, with ``run_id``, resume) an MLflow run and end it FINISHED, KILLED or FAILED."""
+                run_id: str | None = None, system_metrics: bool = False):
+    """Start (or, with ``run_id``, resume) an MLflow run and end it FINISHED, KILLED or FAILED.
+
+    ``system_metrics``: MLflow samples CPU, memory (and GPU) use into ``system/*`` metrics while the
+    run lasts (every ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` seconds, 10 by default); without it
+    MLflow's own switch (``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING``) decides.
+    """
     import mlflow
 
     with _sigterm_raises():
         run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
-                               run_name=run_name, tags=tags)
+                               run_name=run_name, tags=tags, log_system_metrics=True if system_metrics else None)
         status, failure = "FAILED", None
         try:
             yield run
