@@ -286,8 +286,8 @@ def log_model(model) -> None:
     with its signature (:func:`model_signature`).
 
     No input example: MLflow 3.17's Keras flavour writes one before it creates the model's folder
-    (``mlflow/keras/save.py``, ``save_model``), so any example fails the log; the signature gives
-    the shapes an example would show.
+    (``mlflow/keras/save.py``, ``save_model``; mlflow/mlflow#16183, open), so any example fails the
+    log; the signature gives the shapes an example would show.
     """
     import keras
     import mlflow
