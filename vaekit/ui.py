@@ -56,15 +56,15 @@ def resolve_store(store: str | None = None) -> Store:
     tracking.check_sqlite_schema(f"sqlite:///{db}")
     tracking.follow_moved_store(f"sqlite:///{db}")  # a store folder moved whole still shows its artifacts
     served = db.parent / ARTIFACTS_DIR
-    # Stores written by a plain `vaekit run` keep artifacts in ./mlruns with absolute paths; new
-    # experiments created from the UI then land beside them.
+    # Stores written by an older vaekit (or plain MLflow) keep artifacts in ./mlruns of where the run
+    # was started, by absolute path; experiments created from the UI then land in the store's mlruns/.
     destination = served if served.is_dir() else db.parent / "mlruns"
     return Store(f"sqlite:///{db}", str(destination))
 
 
 #: The environment ``mlflow server`` runs in: no job execution (MLflow 3 would otherwise start a job
-#: runner and seven huey consumer processes for features vaekit never uses, and stopping them is what
-#: kept the server ~20 s from exiting after SIGTERM or Ctrl-C).
+#: runner and seven huey consumer processes for features vaekit never uses; on SIGTERM some of them
+#: outlived the server).
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 #: Seconds uvicorn lets open requests (a browser's keep-alive connections) finish when asked to stop.
 GRACEFUL_STOP_S = 1
