@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from vaekit import __version__
+from vaekit import __version__, console
 from vaekit.backend import BACKENDS
 from vaekit.errors import VaekitError
 
@@ -88,8 +88,7 @@ trust_option = click.option(
 @click.version_option(__version__, prog_name="vaekit")
 def main():
     """vaekit: variational autoencoders on mel spectrograms, as plugins, tracked in MLflow."""
-    # TensorFlow's C++ start-up chatter is noise for users; keep warnings and errors.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Each command that imports a backend or MLflow quiets the console first (vaekit.console).
 
 
 def setting_options(fn):
@@ -129,9 +128,11 @@ def setting_options(fn):
 @plugin_option
 @trust_option
 @click.option("--quiet", is_flag=True, help="No training progress.")
+@click.option("--verbose", is_flag=True, help="Show every library's log lines too (TensorFlow, absl, CUDA, MLflow INFO).")
 @friendly_errors
-def run(config_file, options, plugin_files, trust_plugins, quiet, resume, **flags):
+def run(config_file, options, plugin_files, trust_plugins, quiet, verbose, resume, **flags):
     """Train a VAE, evaluate it, generate sounds, and log everything to MLflow."""
+    console.configure(verbose)
     from vaekit import backend
     from vaekit.config import build_config
 
@@ -160,7 +161,13 @@ def run(config_file, options, plugin_files, trust_plugins, quiet, resume, **flag
     click.echo(f"test KL:   {m['test_kl']:.4f}" if "test_kl" in m else "")
     click.echo(f"test loss: {m['test_loss']:.4f}")
     if result.samples:
-        click.echo(f"samples:   {result.artifact_uri.rstrip('/')}/samples/")
+        where = result.artifact_uri
+        if where.startswith("file:"):  # a local store's artifacts: show the folder
+            from urllib.parse import urlparse
+            from urllib.request import url2pathname
+
+            where = url2pathname(urlparse(where).path)
+        click.echo(f"samples:   {where.rstrip('/')}/samples/")
     click.echo(f"MLflow UI: {ui_command(result.tracking_uri)}")
 
 
@@ -169,11 +176,12 @@ def run(config_file, options, plugin_files, trust_plugins, quiet, resume, **flag
               help="Values to sweep: a component option (loss.lambda=100,500) or a setting (latent_dim=8,20); repeatable.")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Runs at a time, each in its own process.")
 @friendly_errors
-def sweep(grid, jobs, config_file, options, plugin_files, quiet, **flags):
+def sweep(grid, jobs, config_file, options, plugin_files, quiet, verbose, **flags):
     """Run every combination of --grid values as child runs of one parent run (takes run's flags too).
 
     Prints a table of the children's test metrics; exits 1 if any child failed.
     """
+    console.configure(verbose)  # children inherit the environment it sets; --verbose is passed on to them
     from vaekit.config import build_config
 
     load_plugin_files(plugin_files)
@@ -182,7 +190,7 @@ def sweep(grid, jobs, config_file, options, plugin_files, quiet, **flags):
 
     echo = (lambda *a: None) if quiet else click.echo
     try:
-        result = sweep_api(config, grid, jobs=jobs, plugin_files=plugin_files, echo=echo)
+        result = sweep_api(config, grid, jobs=jobs, plugin_files=plugin_files, echo=echo, verbose=verbose)
     except VaekitError as exc:
         if getattr(exc, "table", None):  # every child failed: their table, then the one-line error
             click.echo(exc.table)
@@ -248,6 +256,7 @@ def plugins(as_json, plugin_files):
 
     from vaekit.components import KINDS, PLURALS, all_components
 
+    console.configure()  # a plugin file may import a backend
     load_plugin_files(plugin_files)
     listing = {
         kind: [
@@ -293,8 +302,10 @@ def _listen_options(fn):
 
 
 def _listen_setup(backend_name, plugin_files) -> None:
-    """Choose the backend (before a plugin file could import Keras), then load ``--plugin`` files."""
+    """Quiet the console and choose the backend (before a plugin file could import Keras), then load ``--plugin`` files."""
     from vaekit import backend
+
+    console.configure()
 
     backend.select(backend_name)
     load_plugin_files(plugin_files)
@@ -459,7 +470,7 @@ def ui(store, port, host):
     """Open the MLflow UI on a store (default ./mlflow.db; a directory, a .db file or a URI), WAVs playable."""
     from vaekit.ui import serve
 
-    serve(store, port=port, host=host)
+    sys.exit(serve(store, port=port, host=host))
 
 
 if __name__ == "__main__":  # pragma: no cover

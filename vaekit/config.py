@@ -87,6 +87,10 @@ class RunConfig:
     checkpoint_interval: float = _setting(60.0, "Seconds of training between checkpoint writes; 0: after every "
                                           "epoch. Ctrl-C, SIGTERM and failures always write the last finished epoch.")
 
+    #: MLflow's own system metrics (CPU, memory, disk, network; GPU where pynvml finds one) under system/.
+    system_metrics: bool = _setting(False, "Log CPU, memory and GPU use under system/ while the run lasts "
+                                    "(MLflow's system metrics; GPU needs pynvml).", is_flag=True)
+
     def option(self, kind: str) -> dict[str, Any]:
         """The options given for one component kind."""
         return dict(self.options.get(kind, {}))
@@ -119,8 +123,9 @@ class RunConfig:
             ("checkpoint-interval", self.checkpoint_interval >= 0, "must be 0 or more (seconds)"),
             ("steps-per-execution", self.steps_per_execution >= 1, "must be at least 1"),
         ]
-        if not isinstance(self.deterministic, bool):
-            raise ConfigError(f"deterministic: expected true or false, got {self.deterministic!r}")
+        for name in ("deterministic", "system_metrics"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
         if self.jit_compile not in (None, True, False):
             raise ConfigError(f"jit_compile: expected true or false, got {self.jit_compile!r}")
         for flag, ok, what in checks:

@@ -62,7 +62,8 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None, ech
     # an exception) writes it before tracked_run ends the run KILLED or FAILED, so --resume has it.
     checkpointer = checkpoint.Checkpointer(model, config.checkpoint_interval)
     with tracking.tracked_run(experiment_id, run_name=runlog.run_name(config, comps),
-                              tags=runlog.run_tags(comps, config.backend), run_id=resume) as active, \
+                              tags=runlog.run_tags(comps, config.backend), run_id=resume,
+                              system_metrics=config.system_metrics) as active, \
             checkpointer.kept_on_stop():
         logged = None
         if ckpt:
@@ -89,12 +90,11 @@ def _check_store(config: RunConfig) -> tuple[str, str]:
     alike) into a scratch folder removed when the process exits.
     """
     uri = tracking.resolve_tracking_uri(config.tracking_uri)
-    artifact_location = None
     if not distribute.is_chief(config.strategy, config.backend):
         import atexit
         import shutil
 
         scratch = Path(tempfile.mkdtemp(prefix="vaekit-worker-"))
         atexit.register(shutil.rmtree, scratch, True)
-        uri, artifact_location = f"sqlite:///{scratch}/mlflow.db", (scratch / "artifacts").as_uri()
-    return uri, tracking.check_store(uri, config.experiment, artifact_location)
+        uri = f"sqlite:///{scratch}/mlflow.db"  # its artifacts go beside it, like any sqlite store's
+    return uri, tracking.check_store(uri, config.experiment)

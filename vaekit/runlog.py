@@ -11,7 +11,9 @@ logged keys with that list.  Every function here logs to the active run (started
 - :func:`log_samples`: ``samples/`` (WAV and PNG per z ~ N(0, I)) and ``vocoder_mel_error_db``;
 - :func:`log_extras`: ``data/min_values.npy``, ``data/max_values.npy`` (to denormalise what the
   decoder makes) and ``figures/`` (reconstructions, a grid of samples, training curves);
-- :func:`log_model`: the VAE (MLflow's Keras flavour: a ``.keras`` file, loads with safe_mode);
+- :func:`log_datasets` (from :func:`log_start`): the training and test data as MLflow datasets;
+- :func:`log_model`: the VAE (MLflow's Keras flavour: a ``.keras`` file, loads with safe_mode), with
+  its signature;
 - :func:`log_generator`: the generator (a pyfunc model, see :mod:`vaekit.serving`) and the tags
   ``vaekit.model_uri`` / ``vaekit.generator_uri`` (the two models' ``models:/`` URIs).
 """
@@ -106,10 +108,71 @@ def log_start(config, comps, ds, placement, backend_version: str) -> None:
     import mlflow
 
     mlflow.log_params(params(config, comps, ds, placement, backend_version))
+    log_datasets(comps["dataset"].name, ds)
     with tracking.all_or_nothing("config.toml"):
         mlflow.log_text(config.to_toml(), "config.toml")
     with tracking.all_or_nothing("audio.json"):
         mlflow.log_dict(ds.audio.to_dict(), "audio.json")
+
+
+def data_digest(x) -> str:
+    """A digest of every number of ``x`` (its shape and dtype too): MLflow's own digests only the first
+    10,000 elements, so two datasets that differ in one later clip would look the same."""
+    import hashlib
+
+    x = np.ascontiguousarray(x)
+    h = hashlib.sha256(f"{x.dtype.str}{x.shape}".encode())
+    h.update(memoryview(x).cast("B"))
+    return h.hexdigest()[:20]
+
+
+def datasets(dataset_name: str, ds) -> dict:
+    """``{context: MLflow dataset}`` for the run's training and test data: named ``COMPONENT:SOURCE``
+    (the dataset component and its source, e.g. ``notebook:nb`` for a folder ``/data/nb``, recorded
+    whole as the dataset's source), with a digest over all of
+    the data (:func:`data_digest`) and the audio parameters in the profile (``audio.sr``, …)."""
+    from mlflow.data.numpy_dataset import NumpyDataset
+
+    class AudioDataset(NumpyDataset):
+        """A NumPy dataset whose profile also says what the spectrograms are of."""
+
+        def __init__(self, features, source, name, digest, audio):
+            self._audio = {f"audio.{k}": v for k, v in audio.to_dict().items()}
+            super().__init__(features=features, source=source, name=name, digest=digest)
+
+        @property
+        def profile(self):
+            return {**(super().profile or {}), **self._audio}
+
+    source = _dataset_source(ds.source or dataset_name)
+    shown = Path(ds.source).name if ds.source and Path(ds.source).exists() else ds.source  # the full path is the source
+    name = f"{dataset_name}:{shown}" if shown else dataset_name
+    return {context: AudioDataset(x, source, name, data_digest(x), ds.audio)
+            for context, x in (("training", ds.x_train), ("test", ds.x_test))}
+
+
+def _dataset_source(where: str):
+    """A path that exists is a local source (MLflow records its URI); anything else (a built-in dataset's
+    name) a code source that names it."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    if Path(where).exists():
+        import warnings
+
+        with warnings.catch_warnings():  # MLflow registers the local source twice, and says so for every path
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+            return resolve_dataset_source(str(Path(where).resolve()))
+    return CodeDatasetSource({"vaekit.dataset": where})
+
+
+def log_datasets(dataset_name: str, ds) -> None:
+    """Log the training and test data as the run's inputs (contexts ``training`` and ``test``), which
+    fills the MLflow UI's Dataset column and filter (see :func:`datasets`)."""
+    import mlflow
+
+    for context, dataset in datasets(dataset_name, ds).items():
+        mlflow.log_input(dataset, context=context)
 
 
 def log_results(metrics: dict[str, float]) -> None:
@@ -222,7 +285,13 @@ def draw_run_figures(model, ds, config, directory: Path, history: dict) -> list[
 
 
 def log_model(model) -> None:
-    """Log the trained VAE with MLflow's Keras flavour (a .keras file: loads with safe_mode, on any backend)."""
+    """Log the trained VAE with MLflow's Keras flavour (a .keras file: loads with safe_mode, on any backend),
+    with its signature (:func:`model_signature`).
+
+    No input example: MLflow 3.17's Keras flavour writes one before it creates the model's folder
+    (``mlflow/keras/save.py``, ``save_model``; mlflow/mlflow#16183, open), so any example fails the
+    log; the signature gives the shapes an example would show.
+    """
     import keras
     import mlflow
 
@@ -233,10 +302,20 @@ def log_model(model) -> None:
     requirements = [f"{backend.BACKENDS[name][0]}=={backend.version(name)}", f"keras=={keras.__version__}",
                     f"vaekit=={__version__}"]
     try:
-        mlflow.keras.log_model(model, name="model", pip_requirements=requirements)
+        mlflow.keras.log_model(model, name="model", pip_requirements=requirements, signature=model_signature(model))
     except BaseException:
         _discard_unfinished_models(mlflow.active_run().info.run_id)
         raise
+
+
+def model_signature(model):
+    """The VAE's MLflow signature: a batch of spectrograms in, their reconstructions out (tensors, float32)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    shape = (-1, *tuple(model.encoder.input_shape[1:]))
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), shape, "mel")]),
+                          outputs=Schema([TensorSpec(np.dtype(np.float32), shape, "reconstruction")]))
 
 
 def log_generator(model, ds, config) -> str:

@@ -127,8 +127,8 @@ class SweepResult:
 class _Launcher:
     """Runs children as ``python -m vaekit run`` processes; stops them all on request."""
 
-    def __init__(self, workdir: Path, plugin_files, echo):
-        self.workdir, self.plugin_files, self.echo = workdir, list(plugin_files), echo
+    def __init__(self, workdir: Path, plugin_files, echo, verbose: bool = False):
+        self.workdir, self.plugin_files, self.echo, self.verbose = workdir, list(plugin_files), echo, verbose
         self.procs: set[subprocess.Popen] = set()
         self.lock = threading.Lock()
         self.stopping = False
@@ -137,12 +137,12 @@ class _Launcher:
         cfg_path = self.workdir / f"child_{child.index:03d}.toml"
         cfg_path.write_text(child.config.to_toml())
         log_path = self.workdir / f"child_{child.index:03d}.log"
-        cmd = [sys.executable, "-m", "vaekit", "run", "--config", str(cfg_path), "--quiet"]
+        cmd = [sys.executable, "-m", "vaekit", "run", "--config", str(cfg_path), "--quiet"] + ["--verbose"] * self.verbose
         for plugin in self.plugin_files:
             cmd += ["--plugin", str(plugin)]
         tags = {"mlflow.parentRunId": parent_id, "vaekit.sweep.parent": parent_id,
                 "vaekit.sweep.point": str(child.index)}
-        env = {**os.environ, ENV_TAGS: json.dumps(tags), "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        env = {**os.environ, ENV_TAGS: json.dumps(tags)}  # the child's own vaekit.console quiets it (unless --verbose)
         with self.lock:
             if self.stopping:
                 child.status, child.error = "KILLED", "sweep stopped before this child started"
@@ -230,7 +230,7 @@ def format_table(grid, children: list[Child]) -> str:
     return "\n".join(lines)
 
 
-def sweep(base: RunConfig, grid_items, jobs: int = 1, plugin_files=(), echo=print) -> SweepResult:
+def sweep(base: RunConfig, grid_items, jobs: int = 1, plugin_files=(), echo=print, verbose: bool = False) -> SweepResult:
     """Run the grid; return the children and the table.  Raises :class:`TrainingError` if all failed
     (its ``table`` attribute holds the children's table)."""
     import mlflow
@@ -258,7 +258,7 @@ def sweep(base: RunConfig, grid_items, jobs: int = 1, plugin_files=(), echo=prin
         mlflow.log_params({f"sweep.grid.{k}": ",".join(map(str, v)) for k, v in grid})
         mlflow.log_params({"sweep.children": len(children), "sweep.jobs": jobs})
         mlflow.log_text(base.to_toml(), "config.toml")
-        launcher = _Launcher(Path(tmp), plugin_files, echo)
+        launcher = _Launcher(Path(tmp), plugin_files, echo, verbose)
         echo(f"sweep {parent_id}: {len(children)} runs, {jobs} at a time")
         pool = ThreadPoolExecutor(max_workers=jobs)
         try:

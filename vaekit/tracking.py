@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from vaekit.errors import ConfigError, VaekitError, one_line, write_failure
 
@@ -95,7 +96,9 @@ def check_store(uri: str, experiment: str, artifact_location: str | None = None)
     """Make sure the store can be used before any training time is spent; return the experiment id.
 
     A sqlite store that does not exist yet is created under a file lock, because processes
-    that create one at the same moment race in MLflow's schema migration.
+    that create one at the same moment race in MLflow's schema migration.  An experiment this
+    creates keeps its artifacts at ``artifact_location``, by default (sqlite stores) beside the
+    database (see :func:`store_artifact_root`); an existing experiment keeps its own location.
     """
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -120,12 +123,13 @@ def check_store(uri: str, experiment: str, artifact_location: str | None = None)
         if problem:
             raise VaekitError(f"--tracking-uri {uri}: {problem}")
         check_sqlite_schema(uri)
+        follow_moved_store(uri)
         lock_file = db.with_name(db.name + ".lock")
         lock = lambda: _file_lock(lock_file)  # noqa: E731
     for attempt in range(4):
         try:
             with lock():
-                client = MlflowClient(uri)
+                client = _experiment_store(uri, artifact_location)
                 exp = client.get_experiment_by_name(experiment)
                 if exp is not None and exp.lifecycle_stage == "deleted":
                     raise VaekitError(
@@ -149,6 +153,92 @@ def check_store(uri: str, experiment: str, artifact_location: str | None = None)
     check_artifact_location(MlflowClient(uri).get_experiment(exp_id).artifact_location, experiment)
     mlflow.set_tracking_uri(uri)
     return exp_id
+
+
+#: Where a sqlite store's artifacts live, relative to the folder of its database: the folder
+#: ``vaekit ui`` serves (``mlflow server --artifacts-destination``), so experiments created by
+#: vaekit (``artifacts/<experiment id>``) and from the UI (``mlflow-artifacts:/<experiment id>``) share it.
+ARTIFACTS_DIR = "artifacts"
+
+
+def store_artifact_root(uri: str) -> str | None:
+    """The artifact root of experiments vaekit creates in the store at ``uri``: ``DIR/artifacts`` beside
+    a sqlite database ``DIR/*.db`` (an absolute path, the form MLflow records local locations in), so
+    the store folder holds everything; None (MLflow's default) for other stores."""
+    db = sqlite_path(uri)
+    return str(db.resolve().parent / ARTIFACTS_DIR) if db is not None else None
+
+
+#: Columns of an MLflow sqlite store that hold artifact locations (table, column).
+_LOCATION_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                     ("logged_models", "artifact_location"), ("model_versions", "source"),
+                     ("model_versions", "storage_location"))
+
+
+def follow_moved_store(uri: str) -> int:
+    """After a store folder was moved or copied whole: point its locations at the folder it is in now.
+
+    Experiments vaekit created record ``OLD/artifacts/<id>``; when ``OLD`` is not the database's
+    folder and the database's own ``artifacts/<id>`` exists, every location under
+    ``OLD/artifacts`` (plain or as ``file://``; experiments, runs, logged and registered models) is
+    rewritten to this store's folder.  Returns the number of experiments moved; 0 and no write for
+    a store that did not move, a URI that is not sqlite, or a database that cannot be written.
+    """
+    import sqlite3
+
+    db = sqlite_path(uri)
+    if db is None or not db.is_file():
+        return 0
+    here = store_artifact_root(uri)
+    moved = 0
+    try:
+        with contextlib.closing(sqlite3.connect(db, timeout=20)) as con:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "experiments" not in tables:
+                return 0
+            for exp_id, location in con.execute("SELECT experiment_id, artifact_location FROM experiments").fetchall():
+                location = url2pathname(urlparse(location).path) if (location or "").startswith("file:") else location
+                if not (location or "").startswith("/") or not location.endswith(f"/{ARTIFACTS_DIR}/{exp_id}"):
+                    continue
+                old = location[:-len(f"/{exp_id}")]  # OLD/artifacts
+                # A copy is pointed at its own folder too: deleting runs there must not delete the original's files.
+                if old == here or not (Path(here) / str(exp_id)).exists():
+                    continue
+                with con:
+                    for table, column in _LOCATION_COLUMNS:
+                        if table not in tables:
+                            continue
+                        for before, after in ((old, here), (Path(old).as_uri(), Path(here).as_uri())):
+                            con.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                                        f"WHERE {column} = ? OR {column} LIKE ? ESCAPE '\\'",
+                                        (after, len(before) + 1, before, _like_prefix(before + "/")))
+                moved += 1
+    except sqlite3.Error:
+        return 0  # read-only media, a locked database: the locations stay as they were
+    return moved
+
+
+def _like_prefix(text: str) -> str:
+    """A LIKE pattern matching strings that start with ``text``."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _experiment_store(uri: str, artifact_location: str | None = None):
+    """A store to look experiments up in and create them with ``create_experiment(name, artifact_location)``:
+    for sqlite without ``artifact_location``, MLflow's own SQLAlchemy store with :func:`store_artifact_root`
+    as its root, so a new experiment lies at ``ROOT/<experiment id>`` (and a new database's ``Default``
+    experiment beside it too, not in the working directory); else an :class:`MlflowClient`.
+
+    The one place vaekit creates experiments: runs, sweeps and their children all go through :func:`check_store`.
+    """
+    from mlflow.tracking import MlflowClient
+
+    root = store_artifact_root(uri)
+    if artifact_location is None and root is not None:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        return SqlAlchemyStore(uri, root)
+    return MlflowClient(uri)
 
 
 #: Tables that mark an MLflow sqlite store.  ``alembic_version`` is the first table MLflow creates
@@ -191,7 +281,7 @@ def check_artifact_location(artifact_uri: str, experiment: str = "") -> None:
     parsed = urlparse(artifact_uri)
     if parsed.scheme not in ("", "file"):
         return
-    path = Path(parsed.path if parsed.scheme else artifact_uri)
+    path = Path(url2pathname(parsed.path) if parsed.scheme else artifact_uri)
     where = f"experiment {experiment!r} artifact location {artifact_uri}" if experiment else f"artifact location {artifact_uri}"
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -247,13 +337,18 @@ def _sigterm_raises():
 
 @contextlib.contextmanager
 def tracked_run(experiment_id: str, run_name: str | None = None, tags: dict | None = None,
-                run_id: str | None = None):
-    """Start (or, with ``run_id``, resume) an MLflow run and end it FINISHED, KILLED or FAILED."""
+                run_id: str | None = None, system_metrics: bool = False):
+    """Start (or, with ``run_id``, resume) an MLflow run and end it FINISHED, KILLED or FAILED.
+
+    ``system_metrics``: MLflow samples CPU, memory (and GPU) use into ``system/*`` metrics while the
+    run lasts (every ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` seconds, 10 by default); without it
+    MLflow's own switch (``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING``) decides.
+    """
     import mlflow
 
     with _sigterm_raises():
         run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
-                               run_name=run_name, tags=tags)
+                               run_name=run_name, tags=tags, log_system_metrics=True if system_metrics else None)
         status, failure = "FAILED", None
         try:
             yield run
@@ -436,6 +531,7 @@ def get_run(run_id: str, tracking_uri: str | None, what: str):
     check_sqlite_schema(uri)  # MlflowClient would add MLflow's tables to any other database
     if sqlite_path(uri) is not None and not sqlite_path(uri).is_file():
         raise ConfigError(f"{what}: no such run: {sqlite_path(uri)} does not exist (name the store with --tracking-uri)")
+    follow_moved_store(uri)
     client = MlflowClient(uri)
     try:
         return client, client.get_run(run_id)
