@@ -170,11 +170,10 @@ class Explorer:
         return self.decode_mels(z[None])[0]
 
     def decode_mels(self, z: np.ndarray) -> np.ndarray:
-        from keras import ops
-
         with self.lock:
-            # The decoder called directly: Model.predict builds a data pipeline per call (tens of ms).
-            out = ops.convert_to_numpy(self.run.model.decoder(np.asarray(z, dtype=np.float32), training=False))
+            # predict_on_batch runs the backend's compiled predict step: Model.predict builds a data pipeline
+            # per call and an eager call runs op by op (each tens of ms for one z; this a few ms).
+            out = np.asarray(self.run.model.decoder.predict_on_batch(np.asarray(z, dtype=np.float32)))
         return self.run.denormalize(np.asarray(out, dtype=np.float32)[..., 0] if out.ndim == 4 else out)
 
     def vocode(self, mel_db: np.ndarray) -> np.ndarray:
