@@ -301,18 +301,26 @@ def test_the_page_in_chromium(server, tmp_path):
             page.wait_for_selector("body[data-ready=true]", timeout=30_000)
             marks = page.locator("#map circle.pt")
             assert marks.count() == N_TEST
-            assert marks.nth(5).locator("title").text_content() == NAMES[5]  # the hover name
+            # Points a click reaches (the topmost at their centre; points may overlap), in test-set order.
+            free = page.evaluate("() => [...document.querySelectorAll('#map circle.pt')].filter((c) => {"
+                                 " const r = c.getBoundingClientRect();"
+                                 " return document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2) === c;"
+                                 " }).map((c) => Number(c.dataset.index))")
+            a, b, hover = free[0], free[1], free[-1]
+            mark = lambda i: page.locator(f"#map circle.pt[data-index='{i}']")
+            assert mark(a).locator("title").text_content() == NAMES[a]  # the hover name
 
-            with page.expect_response(lambda r: r.url.endswith("/api/clip/5/original.wav")) as original:
-                marks.nth(5).click()
+            with page.expect_response(lambda r: r.url.endswith(f"/api/clip/{a}/original.wav")) as original:
+                mark(a).click()
             assert original.value.headers["content-type"] == "audio/wav"
             for part in ("original", "reconstruction"):
                 page.wait_for_function(f"document.getElementById('audio-{part}').readyState >= 1")
                 riff, kind, seconds = page.evaluate(wav_head, f"audio-{part}")
                 assert (riff, kind) == ("RIFF", "WAVE") and seconds == pytest.approx(1.0, abs=0.01)
-            assert page.locator("#clip-name").text_content() == NAMES[5]
+            assert page.locator("#clip-name").text_content() == NAMES[a]
 
-            marks.nth(9).click(modifiers=["Shift"])  # the other end of an interpolation
+            mark(b).click(modifiers=["Shift"])  # the other end of an interpolation
+            assert page.locator("#end-b").text_content() == NAMES[b]
             page.locator("#sliders input").first.focus()
             with page.expect_response(lambda r: r.url.endswith("/api/decode")) as decoded:
                 page.keyboard.press("ArrowRight")
@@ -324,7 +332,8 @@ def test_the_page_in_chromium(server, tmp_path):
             assert (riff, kind) == ("RIFF", "WAVE") and seconds == pytest.approx(1.0, abs=0.01)
             assert page.evaluate("document.getElementById('download').href").startswith("blob:")
 
-            page.locator("#map circle.pt").nth(12).hover()
+            mark(hover).hover()
+            assert page.locator("#tooltip").text_content().startswith(NAMES[hover])
             shot = tmp_path / "explore.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 20_000  # a drawn page, not a blank one

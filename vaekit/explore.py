@@ -84,13 +84,14 @@ class Explorer:
     pc_mean: np.ndarray = field(init=False)
     pcs: np.ndarray = field(init=False)
     pc_std: np.ndarray = field(init=False)
+    pc_share: np.ndarray = field(init=False)
     xy: np.ndarray = field(init=False)
     lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _row: dict = field(init=False)
     _kept: int = field(default=0, init=False)
 
     def __post_init__(self):
-        self.pc_mean, self.pcs, self.pc_std, self.xy = principal_components(self.mu, max(2, SLIDER_PCS))
+        self.pc_mean, self.pcs, self.pc_std, self.pc_share, self.xy = principal_components(self.mu, max(2, SLIDER_PCS))
         self._row = {int(i): row for row, i in enumerate(self.indices)}
 
     @property
@@ -112,7 +113,7 @@ class Explorer:
             "db_range": [lo, hi],
             "dims": {"low": _floats(dims_lo), "high": _floats(dims_hi)},
             "pcs": {"mean": _floats(self.pc_mean), "directions": [_floats(p) for p in self.pcs[:k]],
-                    "std": _floats(self.pc_std[:k])},
+                    "std": _floats(self.pc_std[:k]), "variance_share": _floats(self.pc_share[:k])},
             "limits": {"z": Z_LIMIT, "steps": [MIN_STEPS, MAX_STEPS]},
         }
 
@@ -243,7 +244,8 @@ class Explorer:
 
 
 def principal_components(mu: np.ndarray, k: int):
-    """(mean, top-``k`` directions (k', d), their standard deviations, 2-D coordinates (N, 2)) of ``mu``.
+    """(mean, top-``k`` directions (k', d), their standard deviations and shares of the variance, 2-D coordinates
+    (N, 2)) of ``mu``.
 
     Directions have unit length and a fixed sign (the largest entry positive), so a run maps the same
     way every time.  With fewer than 2 dimensions or points, missing coordinates are 0.
@@ -257,7 +259,8 @@ def principal_components(mu: np.ndarray, k: int):
     xy = np.zeros((len(mu), 2))
     xy[:, :coords.shape[1]] = coords
     std = s / math.sqrt(max(len(mu) - 1, 1))
-    return mean.astype(np.float32), vt[:k].astype(np.float32), std[:k].astype(np.float32), xy
+    share = s**2 / max(float(np.sum(s**2)), 1e-30)
+    return mean.astype(np.float32), vt[:k].astype(np.float32), std[:k].astype(np.float32), share[:k], xy
 
 
 def clip_labels(names: list[str] | None, errors_db: np.ndarray) -> tuple[dict[str, list], str]:

@@ -3,7 +3,7 @@
 
 const $ = (id) => document.getElementById(id);
 const SVG_NS = "http://www.w3.org/2000/svg";
-const MAP_SIZE = 600, MAP_PAD = 16, MAX_DIM_SLIDERS = 64;
+const MAP_SIZE = 600, MAP_PAD = 10, AXIS_ROOM = 14, MAX_DIM_SLIDERS = 64;
 // Tableau 10 and a few more: categories beyond them get hues spaced by the golden angle.
 const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
                  "#9c755f", "#bab0ac", "#1f77b4", "#17becf"];
@@ -73,20 +73,32 @@ function drawMap() {
   const pts = state.points.points;
   const xs = pts.map((p) => p.x), ys = pts.map((p) => p.y);
   const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
-  // One scale for both axes: distances on the map are distances in the PCA plane.
-  const scale = (MAP_SIZE - 2 * MAP_PAD) / Math.max(x1 - x0, y1 - y0, 1e-9);
-  const ox = (MAP_SIZE - scale * (x1 - x0)) / 2, oy = (MAP_SIZE - scale * (y1 - y0)) / 2;
+  // Each axis fills the map (PC1 often spreads far wider than PC2); the axis labels say each one's share.
+  const inner = MAP_SIZE - 2 * MAP_PAD - AXIS_ROOM;
+  const sx = inner / Math.max(x1 - x0, 1e-9), sy = inner / Math.max(y1 - y0, 1e-9);
+  const ox = MAP_PAD + AXIS_ROOM + (x1 > x0 ? 0 : inner / 2), oy = MAP_PAD + AXIS_ROOM + (y1 > y0 ? 0 : inner / 2);
   const radius = pts.length > 1500 ? 2.5 : pts.length > 300 ? 3.5 : 5;
   const frame = document.createElementNS(SVG_NS, "rect");
   frame.setAttribute("class", "frame");
   frame.setAttribute("width", MAP_SIZE);
   frame.setAttribute("height", MAP_SIZE);
   svg.append(frame);
+  const share = state.info.pcs.variance_share;
+  for (const [k, x, y, rotate] of [[0, MAP_SIZE / 2, MAP_SIZE - 4, false], [1, 12, MAP_SIZE / 2, true]]) {
+    const label = document.createElementNS(SVG_NS, "text");
+    label.setAttribute("class", "axis");
+    label.setAttribute("x", x);
+    label.setAttribute("y", y);
+    label.setAttribute("text-anchor", "middle");
+    if (rotate) label.setAttribute("transform", `rotate(-90 ${x} ${y})`);
+    label.textContent = share.length > k ? `PC${k + 1} of μ (${(100 * share[k]).toFixed(share[k] < 0.1 ? 1 : 0)} % of the variance)` : "";
+    svg.append(label);
+  }
   for (const p of pts) {
     const c = document.createElementNS(SVG_NS, "circle");
     c.setAttribute("class", "pt");
-    c.setAttribute("cx", (ox + scale * (p.x - x0)).toFixed(2));
-    c.setAttribute("cy", (MAP_SIZE - oy - scale * (p.y - y0)).toFixed(2));
+    c.setAttribute("cx", (ox + sx * (p.x - x0)).toFixed(2));
+    c.setAttribute("cy", (MAP_SIZE - oy - sy * (p.y - y0)).toFixed(2));
     c.setAttribute("r", radius);
     c.dataset.index = p.index;
     const title = document.createElementNS(SVG_NS, "title");
@@ -171,7 +183,9 @@ async function selectClip(index) {
   } catch (e) { status(e.message, true); return; }
   if (state.selected !== null) state.byIndex.get(state.selected).element.classList.remove("selected");
   state.selected = index;
-  state.byIndex.get(index).element.classList.add("selected");
+  const mark = state.byIndex.get(index).element;
+  mark.classList.add("selected");
+  mark.parentNode.append(mark);  // drawn last: on top of its neighbours
   $("clip-name").textContent = clip.name;
   $("clip-meta").textContent = `test clip ${clip.index} · ${state.points.label_kind}: ${clip.label} · `
     + `reconstruction error ${clip.error_db.toFixed(2)} dB`;
