@@ -342,7 +342,7 @@ def test_the_page_in_chromium(server, tmp_path):
             browser.close()
 
 
-def test_sigterm_stops_the_server_at_once(server):
+def test_ctrl_c_stops_the_server_at_once(server, started):
     """Last in this module: it stops the module's server (with a browser-like connection kept open)."""
     import socket
 
@@ -352,7 +352,8 @@ def test_sigterm_stops_the_server_at_once(server):
         kept_alive.sendall(b"GET /api/info HTTP/1.1\r\nHost: x\r\n\r\n")
         kept_alive.recv(100)
         start = time.monotonic()
-        os.kill(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, signal.SIGINT)
         proc.wait(timeout=10)
-    assert time.monotonic() - start < 3
-    assert proc.returncode in (-signal.SIGTERM, 128 + signal.SIGTERM)
+    assert time.monotonic() - start < 3  # no wait for the open connection, nor for TensorFlow's teardown
+    assert proc.returncode == 130
+    assert (started.where / "stderr").read_text().endswith("Interrupted.\n")

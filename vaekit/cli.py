@@ -496,8 +496,18 @@ def explore(run_id, port, host, data, vocoder, options, tracking_uri, backend, p
     _listen_setup(backend, plugin_files)
     from vaekit.explore import serve
 
-    serve(run_id, port=port, host=host, data=data, vocoder=vocoder, options=options, tracking_uri=tracking_uri,
-          trust_plugins=trust_plugins, echo=click.echo)
+    try:
+        serve(run_id, port=port, host=host, data=data, vocoder=vocoder, options=options, tracking_uri=tracking_uri,
+              trust_plugins=trust_plugins, echo=click.echo)
+        code = 0  # stopped by a signal that uvicorn did not raise again (SIGTERM is raised again: exit 143)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        code = 130
+    # The server has stopped and nothing is left to write (a kept sound is logged within its request); the
+    # interpreter's own teardown of TensorFlow would hold the terminal for seconds more (7 s measured).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
