@@ -37,10 +37,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 SR, SAMPLES = 22050, 22050  # the notebook's audio parameters: 1 s at 22050 Hz
 
 
-def request(url: str, body=None, method=None, raw: bytes | None = None, timeout: float = 60):
+def request(url: str, body=None, method=None, raw: bytes | None = None, timeout: float = 60, headers=None):
     """(status, content type, bytes) of one HTTP request; 4xx/5xx answers are returned, not raised."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, resp.headers.get("Content-Type", ""), resp.read()
@@ -252,9 +252,16 @@ BAD_REQUESTS = [
 
 def test_bad_requests_are_4xx_with_a_one_line_json_error(server):
     base, proc, _ = server
-    for method, path, body, status, words in BAD_REQUESTS:
+    # What a page on another site could send through the user's browser: a "simple" cross-site POST
+    # (text/plain, no CORS preflight), and any request after a DNS rebinding (its own name in Host).
+    cross_site = [("POST", "/api/keep", {"z": [0] * 20}, 415, "Content-Type must be application/json, got text/plain",
+                   {"Content-Type": "text/plain"}),
+                  ("GET", "/api/points", None, 421, "Host 'evil.example:80': this server answers only",
+                   {"Host": "evil.example:80"})]
+    for method, path, body, status, words, *headers in [*BAD_REQUESTS, *cross_site]:
         raw = body if isinstance(body, bytes) else None
-        got, kind, answer = request(base + path, None if raw else body, method=method, raw=raw)
+        got, kind, answer = request(base + path, None if raw else body, method=method, raw=raw,
+                                    headers=headers[0] if headers else None)
         assert (got, kind) == (status, "application/json"), (path, body, got, answer[:200])
         error = json.loads(answer)["error"]
         assert words in error and "\n" not in error, (path, error)

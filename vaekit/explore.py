@@ -363,8 +363,17 @@ def _shown(value) -> str:
 
 # -- the ASGI app -------------------------------------------------------------------
 
-def create_app(explorer: Explorer):
-    """The Starlette app: the page (``/``, ``/static/…``) and the JSON API (``/api/…``, see docs/explore.md)."""
+#: Host headers a server on a loopback address answers (any other is a page elsewhere reaching it through DNS rebinding).
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+def create_app(explorer: Explorer, loopback_only: bool = True):
+    """The Starlette app: the page (``/``, ``/static/…``) and the JSON API (``/api/…``, see docs/explore.md).
+
+    Web pages elsewhere cannot use it through the user's browser: a POST must be ``application/json``
+    (which a cross-site page cannot send without a CORS preflight, never granted here), and with
+    ``loopback_only`` a request's ``Host`` must name this machine (127.0.0.1, localhost, [::1]).
+    """
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
@@ -380,6 +389,9 @@ def create_app(explorer: Explorer):
         return Response(wav_bytes(wave_, sr), media_type="audio/wav", headers={"Cache-Control": "no-store"})
 
     async def body_of(request) -> dict:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            raise RequestError(f"request body: Content-Type must be application/json, got {kind or 'none'}", status=415)
         if int(request.headers.get("content-length") or 0) > MAX_BODY:
             raise RequestError(f"request body: larger than {MAX_BODY} bytes", status=413)
         raw = b""
@@ -460,8 +472,27 @@ def create_app(explorer: Explorer):
         Route("/api/keep", keep, methods=["POST"]),
         Route("/static/{name}", static),
     ]
-    return Starlette(routes=routes, exception_handlers={RequestError: refused, HTTPException: http_error,
-                                                        VaekitError: failed, Exception: failed})
+    app = Starlette(routes=routes, exception_handlers={RequestError: refused, HTTPException: http_error,
+                                                       VaekitError: failed, Exception: failed})
+    if not loopback_only:
+        return app
+
+    async def this_machine_only(scope, receive, send):
+        if scope["type"] == "http":
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if host_name(host) not in LOOPBACK_NAMES:
+                refusal = error(f"Host {host!r}: this server answers only 127.0.0.1, localhost and [::1]", 421)
+                return await refusal(scope, receive, send)
+        await app(scope, receive, send)
+
+    return this_machine_only
+
+
+def host_name(header: str) -> str:
+    """The name in a ``Host`` header without its port: ``127.0.0.1:8765`` → ``127.0.0.1``, ``[::1]:80`` → ``[::1]``."""
+    if header.startswith("["):
+        return header.split("]", 1)[0] + "]"
+    return header.rsplit(":", 1)[0]
 
 
 # -- the command --------------------------------------------------------------------
@@ -517,7 +548,7 @@ def serve(run_ref: str, port: int = 8765, host: str = "127.0.0.1", data=None, vo
             print(f"warning: --host {host} makes the run's model and data reachable from other machines",
                   file=sys.stderr, flush=True)
         explorer = load_explorer(run_ref, data, vocoder, options, tracking_uri, trust_plugins)
-        app = create_app(explorer)
+        app = create_app(explorer, loopback_only=is_loopback(host))
         echo(f"exploring run {explorer.run.run_id}: {len(explorer.indices)} of {explorer.test_clips} test clips, "
              f"latent_dim {explorer.latent_dim}, vocoder {explorer.vocoder}, labels: {explorer.label_kind}")
         echo(f"open {page_url(host, port)}  (Ctrl-C stops)")
