@@ -89,6 +89,7 @@ class Explorer:
     lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _row: dict = field(init=False)
     _kept: int = field(default=0, init=False)
+    _threadpools: object = field(default=None, init=False)
 
     def __post_init__(self):
         self.pc_mean, self.pcs, self.pc_std, self.pc_share, self.xy = principal_components(self.mu, max(2, SLIDER_PCS))
@@ -181,8 +182,17 @@ class Explorer:
         """Mel spectrograms in dB (N, n_mels, frames) → waveforms (N, samples) with the explorer's vocoder."""
         from vaekit.components import vocode
 
-        with self.lock:
+        # One BLAS thread: for one clip's small products a second thread mostly spins (benchmarks/explore.py:
+        # 105 → 56 CPU-ms a decode on the 2-core machine).
+        with self.lock, self._blas().limit(limits=1, user_api="blas"):
             return vocode(self.vocoder_comp, self.vocode_fn, mel_db)
+
+    def _blas(self):
+        from threadpoolctl import ThreadpoolController
+
+        if self._threadpools is None:
+            self._threadpools = ThreadpoolController()  # finds the loaded BLAS libraries once (tens of ms)
+        return self._threadpools
 
     def decode(self, z) -> np.ndarray:
         """A request's z → one clip's waveform."""
