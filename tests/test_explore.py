@@ -349,6 +349,21 @@ def test_the_page_in_chromium(server, tmp_path):
             browser.close()
 
 
+def test_labels_come_from_dataset_json_names_else_the_reconstruction_error():
+    from vaekit.explore import clip_labels, test_names
+
+    errors = np.array([1.0, 2.5, 3.0, 0.5])
+    assert clip_labels(None, errors) == ({"reconstruction error": [1.0, 2.5, 3.0, 0.5]}, "reconstruction error")
+    audiomnist = ["0_01_0.wav", "7_01_3.wav", "0_02_1.wav", "7_02_9.wav"]  # flat: no speaker folders
+    labels, kind = clip_labels(audiomnist, errors)
+    assert (kind, labels["name field"], "speaker" in labels) == ("name field", ["0", "7", "0", "7"], False)
+    synthetic = ["speaker00/clip00001", "speaker01/clip00002", "speaker00/clip00005", "speaker01/clip00006"]
+    labels, kind = clip_labels(synthetic, errors)  # unique file names group nothing: no name field
+    assert (kind, labels["speaker"], list(labels)) == ("speaker", ["speaker00", "speaker01"] * 2, ["speaker", "reconstruction error"])
+    assert test_names({"test_files": ["a", "b"]}, 3) is None  # names only when one per test clip
+    assert test_names({"test_files": ["a", "b", "c"]}, 3) == ["a", "b", "c"]
+
+
 def test_ctrl_c_stops_the_server_at_once(server, started):
     """Last in this module: it stops the module's server (with a browser-like connection kept open)."""
     import socket
