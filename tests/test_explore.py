@@ -87,14 +87,14 @@ def trained(data_dir, tmp_path_factory) -> tuple[str, str, Path]:
 
 
 class Server:
-    """A real ``vaekit explore RUN_ID`` process, started at once; :meth:`ready` waits for its page."""
+    """A real ``vaekit explore REF`` process, started at once; :meth:`ready` waits for its page."""
 
-    def __init__(self, run_id: str, uri: str, where: Path):
+    def __init__(self, ref: str, uri: str, where: Path):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.where = where
         self.out, self.err = open(where / "stdout", "w+"), open(where / "stderr", "w+")
-        cmd = [sys.executable, "-m", "vaekit", "explore", run_id, "--tracking-uri", uri, "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "vaekit", "explore", ref, "--tracking-uri", uri, "--port", str(self.port)]
         self.proc = subprocess.Popen(cmd, cwd=where, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, stdout=self.out,
                                      stderr=self.err, start_new_session=True)
         self.stdout = None
@@ -124,8 +124,19 @@ class Server:
 
 @pytest.fixture(scope="module")
 def started(trained, tmp_path_factory):
-    """The module's explore server, starting (tests that need no page yet can run while it loads)."""
-    server = Server(trained[0], trained[1], tmp_path_factory.mktemp("explore-server"))
+    """The module's explore server, starting (tests that need no page yet can run while it loads).
+
+    It is given the run's logged model as a ``models:/MODEL_ID`` URI, as the listening commands take it
+    (the plugin-model test gives a run id)."""
+    import mlflow
+
+    from vaekit.registry import model_uri
+
+    run_id, uri, _ = trained
+    client = mlflow.MlflowClient(uri)
+    ref = model_uri(client, client.get_run(run_id))
+    assert ref.startswith("models:/m-"), ref
+    server = Server(ref, uri, tmp_path_factory.mktemp("explore-server"))
     try:
         yield server
     finally:
@@ -178,7 +189,7 @@ def test_a_plugin_model_explores_like_a_built_in(data_dir, trained, started):
         assert request(f"{base}/api/clip/3/reconstruction.wav")[1] == "audio/wav"
 
 
-def test_the_map_has_every_test_clip_labelled_by_speaker_from_dataset_json(server):
+def test_the_map_has_every_test_clip_labelled_by_speaker_from_dataset_json(server, trained):
     base, _, stdout = server
     assert "vocoder fastgl" in stdout  # the run's griffinlim, played by its batched stand-in
     status, kind, body = request(f"{base}/api/points")
@@ -195,6 +206,7 @@ def test_the_map_has_every_test_clip_labelled_by_speaker_from_dataset_json(serve
     assert np.isfinite(xy).all() and xy.std(axis=0).min() > 0  # a spread map, not one spot
     info = json.loads(request(f"{base}/api/info")[2])
     assert (info["latent_dim"], info["sample_rate"], info["points"], info["vocoder"]) == (20, SR, N_TEST, "fastgl")
+    assert info["run_id"] == trained[0]  # the models:/ URI the server was given, resolved to its run
     directions = np.array(info["pcs"]["directions"])
     np.testing.assert_allclose(directions @ directions.T, np.eye(len(directions)), atol=1e-4)
 

@@ -491,7 +491,8 @@ def ui(store, port, host):
 def explore(run_id, port, host, data, vocoder, options, tracking_uri, backend, plugin_files, trust_plugins):
     """See and hear a run's latent space in the browser: a map of the test set, sliders, interpolation.
 
-    Prints the page's URL; Ctrl-C or SIGTERM stops it.  The JSON API under the page is in docs/explore.md.
+    RUN_ID is a run id or a models:/ URI of its model.  Prints the page's URL; Ctrl-C or SIGTERM stops
+    it.  The JSON API under the page is in docs/explore.md.
     """
     _listen_setup(backend, plugin_files)
     from vaekit.explore import serve
