@@ -473,5 +473,43 @@ def ui(store, port, host):
     sys.exit(serve(store, port=port, host=host))
 
 
+@main.command()
+@click.argument("run_id")
+@click.option("--port", type=int, default=8765, show_default=True, help="Port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind; anything but 127.0.0.1 exposes the run's model and data to the network.")
+@click.option("--data", type=click.Path(), help="The run's data, if it moved [the run's --data].")
+@click.option("--vocoder", metavar="NAME", help="Vocoder for every sound [the run's, with its options].")
+@click.option("--option", "options", multiple=True, metavar="vocoder.KEY=VALUE",
+              help="A vocoder option, e.g. vocoder.n_iter=16 (repeatable).")
+@click.option("--tracking-uri", help="The run's tracking store [MLFLOW_TRACKING_URI, else ./mlflow.db].")
+@click.option("--backend", type=click.Choice(list(BACKENDS)),
+              help="Keras backend to load the model with [KERAS_BACKEND, else tensorflow].")
+@plugin_option
+@trust_option
+@friendly_errors
+def explore(run_id, port, host, data, vocoder, options, tracking_uri, backend, plugin_files, trust_plugins):
+    """See and hear a run's latent space in the browser: a map of the test set, sliders, interpolation.
+
+    RUN_ID is a run id or a models:/ URI of its model.  Prints the page's URL; Ctrl-C or SIGTERM stops
+    it.  The JSON API under the page is in docs/explore.md.
+    """
+    _listen_setup(backend, plugin_files)
+    from vaekit.explore import serve
+
+    try:
+        serve(run_id, port=port, host=host, data=data, vocoder=vocoder, options=options, tracking_uri=tracking_uri,
+              trust_plugins=trust_plugins, echo=click.echo)
+        code = 0  # stopped by a signal that uvicorn did not raise again (SIGTERM is raised again: exit 143)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        code = 130
+    # The server has stopped and nothing is left to write (a kept sound is logged within its request); the
+    # interpreter's own teardown of TensorFlow would hold the terminal for seconds more (7 s measured).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

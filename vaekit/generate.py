@@ -351,8 +351,11 @@ def generate(run_id: str, n: int = 8, vocoders=(), options=(), seed: int = 0, ou
     return _emit(run, build, f"seed_{seed}", Path(out) / f"seed_{seed}" if out is not None else None, log, metrics)
 
 
-def load_test_clips(run: LoggedRun, indices, data=None) -> np.ndarray:
-    """Test spectrograms (normalised) by index from the run's dataset (``data`` overrides its ``--data``)."""
+def load_test_set(run: LoggedRun, data=None):
+    """The run's dataset (``data`` overrides its ``--data``), checked against the model's input shape.
+
+    Returns the :class:`vaekit.data.Dataset` (``x_test`` normalised; ``info`` is its ``dataset.json``, if any).
+    """
     from dataclasses import replace
 
     from vaekit.components import select_dataset
@@ -360,11 +363,17 @@ def load_test_clips(run: LoggedRun, indices, data=None) -> np.ndarray:
     config = replace(run.config, data=str(data) if data is not None else run.config.data)
     comp = select_dataset(config)
     ds = comp.create(config.data, run.audio, **config.option("dataset"))
+    if tuple(ds.shape) != run.input_shape:
+        raise DataError(f"{config.data}: spectrograms are {ds.shape}, the run's model takes {run.input_shape}")
+    return ds
+
+
+def load_test_clips(run: LoggedRun, indices, data=None) -> np.ndarray:
+    """Test spectrograms (normalised) by index from the run's dataset (``data`` overrides its ``--data``)."""
+    ds = load_test_set(run, data)
     for i in indices:
         if not -len(ds.x_test) <= i < len(ds.x_test):
             raise ConfigError(f"--clips: test clip {i} out of range; the dataset has {len(ds.x_test)} test clips")
-    if tuple(ds.shape) != run.input_shape:
-        raise DataError(f"{config.data}: spectrograms are {ds.shape}, the run's model takes {run.input_shape}")
     return ds.x_test[list(indices)]
 
 

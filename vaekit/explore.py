@@ -1,0 +1,570 @@
+"""``vaekit explore``: a local page to see and hear one logged run's latent space, and the JSON API under it.
+
+At start-up the run's model and vocoder (``--vocoder``, else the run's own, with its options) and its
+test set (``--data``, else the run's ``--data``) are loaded once.  The test clips (all of them, or
+:data:`MAX_POINTS` evenly spaced ones) are encoded; the map is the first two principal components of
+their latent means μ.  Each point has a label: the clip's speaker (its parent folder) or the first
+``_``-separated field of its file name, where the dataset's ``dataset.json`` lists the test files
+(``vaekit prepare``, the synthetic voices), else its reconstruction error in dB.
+
+Every request's values are checked before any model call: a bad one is a 4xx answer whose JSON body
+is ``{"error": "one line"}``.  No request value ever becomes a file path: the page's files are a fixed
+set, and sounds kept in the run get names made here (``generated/explore/keep_…``).  The model and the
+vocoder are called under one lock from Starlette's thread pool, so requests never share them at once
+and the event loop never waits on them.
+
+The "original" sound of a clip is its test spectrogram vocoded with the same vocoder as the
+reconstruction (a dataset holds spectrograms, not audio), so the two differ only by the model.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import threading
+import time
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from vaekit.errors import VaekitError
+
+#: At most this many test clips are mapped (evenly spaced over the test set when it has more).
+MAX_POINTS = 4000
+#: Sliders along principal directions (the page shows at most this many).
+SLIDER_PCS = 8
+#: Largest |z| value a request may ask to decode (the prior is N(0, I); this only keeps numbers finite).
+Z_LIMIT = 1000.0
+#: Points an interpolation may have, ends included.
+MIN_STEPS, MAX_STEPS = 2, 32
+#: Silence between the steps of an interpolation sequence, in seconds.
+STEP_GAP = 0.15
+#: Largest JSON request body, in bytes (a z of a few thousand numbers fits).
+MAX_BODY = 256 * 1024
+#: Clip parts ``GET /api/clip/INDEX/PART.wav`` serves.
+PARTS = ("original", "reconstruction")
+#: Where "keep" logs sounds in the run.
+KEEP_DIR = "generated/explore"
+#: A run's vocoder too slow to play as a slider moves (librosa's Griffin-Lim takes seconds a clip) → the same
+#: algorithm batched and vectorised, used with the run's options unless ``--vocoder`` names one.
+STAND_INS = {"griffinlim": "fastgl"}
+STATIC_DIR = Path(__file__).with_name("explore_static")
+#: The page's files (the only files the server reads after start-up) and their media types.
+STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
+
+
+class RequestError(VaekitError):
+    """A request the API refuses: ``status`` (4xx) and a one-line message."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Explorer:
+    """One run's model, vocoder and mapped test clips, and everything the API computes from them."""
+
+    run: object  # vaekit.generate.LoggedRun
+    vocoder: str
+    vocode_fn: object
+    vocoder_comp: object
+    #: Test-set index of each mapped clip, and the clips (normalised, (N, n_mels, frames)).
+    indices: np.ndarray
+    x: np.ndarray
+    mu: np.ndarray
+    errors_db: np.ndarray
+    names: list[str] | None
+    labels: dict[str, list]
+    label_kind: str
+    test_clips: int
+    pc_mean: np.ndarray = field(init=False)
+    pcs: np.ndarray = field(init=False)
+    pc_std: np.ndarray = field(init=False)
+    pc_share: np.ndarray = field(init=False)
+    xy: np.ndarray = field(init=False)
+    lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _row: dict = field(init=False)
+    _kept: int = field(default=0, init=False)
+    _threadpools: object = field(default=None, init=False)
+
+    def __post_init__(self):
+        self.pc_mean, self.pcs, self.pc_std, self.pc_share, self.xy = principal_components(self.mu, max(2, SLIDER_PCS))
+        self._row = {int(i): row for row, i in enumerate(self.indices)}
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.mu.shape[1])
+
+    # -- what the page reads -------------------------------------------------------
+    def info(self) -> dict:
+        lo, hi = self.run.color_scale()
+        dims_lo = np.minimum(-3.0, self.mu.min(axis=0) - 0.5)
+        dims_hi = np.maximum(3.0, self.mu.max(axis=0) + 0.5)
+        k = min(SLIDER_PCS, len(self.pcs))
+        return {
+            "run_id": self.run.run_id, "vocoder": self.vocoder, "latent_dim": self.latent_dim,
+            "sample_rate": self.run.audio.sr, "duration": self.run.audio.duration,
+            "n_mels": int(self.x.shape[1]), "frames": int(self.x.shape[2]),
+            "points": len(self.indices), "test_clips": self.test_clips,
+            "label_kind": self.label_kind, "label_kinds": list(self.labels),
+            "db_range": [lo, hi],
+            "dims": {"low": _floats(dims_lo), "high": _floats(dims_hi)},
+            "pcs": {"mean": _floats(self.pc_mean), "directions": [_floats(p) for p in self.pcs[:k]],
+                    "std": _floats(self.pc_std[:k]), "variance_share": _floats(self.pc_share[:k])},
+            "limits": {"z": Z_LIMIT, "steps": [MIN_STEPS, MAX_STEPS]},
+        }
+
+    def points(self) -> dict:
+        points = []
+        for row, index in enumerate(self.indices):
+            point = {"x": round(float(self.xy[row, 0]), 5), "y": round(float(self.xy[row, 1]), 5),
+                     "index": int(index), "label": self.labels[self.label_kind][row],
+                     "name": self.names[row] if self.names else f"test clip {int(index)}",
+                     "error_db": round(float(self.errors_db[row]), 3)}
+            for kind, values in self.labels.items():
+                if kind != self.label_kind:
+                    point.setdefault("labels", {})[kind] = values[row]
+            points.append(point)
+        return {"label_kind": self.label_kind, "label_kinds": list(self.labels), "points": points}
+
+    def clip(self, index: int) -> dict:
+        """A mapped clip: its name, label, μ, and both spectrograms in dB (n_mels rows, low bands first)."""
+        row = self.row(index)
+        original = self.run.denormalize(self.x[row])
+        recon = self.decode_mel(self.mu[row])
+        return {
+            "index": int(index), "name": self.names[row] if self.names else f"test clip {int(index)}",
+            "label": self.labels[self.label_kind][row], "error_db": round(float(self.errors_db[row]), 3),
+            "z": _floats(self.mu[row]),
+            "wav": {part: f"/api/clip/{int(index)}/{part}.wav" for part in PARTS},
+            "spectrogram": {"original": _db_rows(original), "reconstruction": _db_rows(recon)},
+        }
+
+    # -- sounds --------------------------------------------------------------------
+    def row(self, index) -> int:
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise RequestError(f"index: expected an integer, got {_shown(index)}")
+        if index not in self._row:
+            raise RequestError(f"index {index}: no such clip on the map (test clips 0-{self.test_clips - 1}, "
+                               f"{len(self.indices)} of them mapped)", status=404)
+        return self._row[index]
+
+    def check_z(self, value, name: str = "z") -> np.ndarray:
+        if not isinstance(value, list):
+            raise RequestError(f"{name}: expected a list of {self.latent_dim} numbers, got {_shown(value)}")
+        if len(value) != self.latent_dim:
+            raise RequestError(f"{name}: expected {self.latent_dim} numbers (the run's latent_dim), got {len(value)}")
+        for i, v in enumerate(value):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise RequestError(f"{name}[{i}]: expected a number, got {_shown(v)}")
+            if not math.isfinite(v):
+                raise RequestError(f"{name}[{i}]: must be finite, got {v}")
+            if abs(v) > Z_LIMIT:
+                raise RequestError(f"{name}[{i}]: must be within ±{Z_LIMIT:g}, got {v:g}")
+        return np.asarray(value, dtype=np.float32)
+
+    def decode_mel(self, z: np.ndarray) -> np.ndarray:
+        """One z (d,) → the decoded mel spectrogram in dB (n_mels, frames)."""
+        return self.decode_mels(z[None])[0]
+
+    def decode_mels(self, z: np.ndarray) -> np.ndarray:
+        with self.lock:
+            # predict_on_batch runs the backend's compiled predict step: Model.predict builds a data pipeline
+            # per call and an eager call runs op by op (each tens of ms for one z; this a few ms).
+            out = np.asarray(self.run.model.decoder.predict_on_batch(np.asarray(z, dtype=np.float32)))
+        return self.run.denormalize(np.asarray(out, dtype=np.float32)[..., 0] if out.ndim == 4 else out)
+
+    def vocode(self, mel_db: np.ndarray) -> np.ndarray:
+        """Mel spectrograms in dB (N, n_mels, frames) → waveforms (N, samples) with the explorer's vocoder."""
+        from vaekit.components import vocode
+
+        # One BLAS thread: for one clip's small products a second thread mostly spins (benchmarks/explore.py:
+        # 105 → 56 CPU-ms a decode on the 2-core machine).
+        with self.lock, self._blas().limit(limits=1, user_api="blas"):
+            return vocode(self.vocoder_comp, self.vocode_fn, mel_db)
+
+    def _blas(self):
+        from threadpoolctl import ThreadpoolController
+
+        if self._threadpools is None:
+            self._threadpools = ThreadpoolController()  # finds the loaded BLAS libraries once (tens of ms)
+        return self._threadpools
+
+    def decode(self, z) -> np.ndarray:
+        """A request's z → one clip's waveform."""
+        return self.vocode(self.decode_mel(self.check_z(z))[None])[0]
+
+    def clip_wave(self, index, part: str) -> np.ndarray:
+        row = self.row(index)
+        if part not in PARTS:
+            raise RequestError(f"part {_shown(part)}: expected one of {', '.join(PARTS)}")
+        mel = self.run.denormalize(self.x[row]) if part == "original" else self.decode_mel(self.mu[row])
+        return self.vocode(mel[None])[0]
+
+    def interpolation_ends(self, body: dict) -> tuple[np.ndarray, np.ndarray, int]:
+        steps = body.get("steps", 8)
+        if isinstance(steps, bool) or not isinstance(steps, int) or not MIN_STEPS <= steps <= MAX_STEPS:
+            raise RequestError(f"steps: expected an integer from {MIN_STEPS} to {MAX_STEPS}, got {_shown(steps)}")
+        by_index, by_z = {"a", "b"} & set(body), {"z_a", "z_b"} & set(body)
+        if by_index == {"a", "b"} and not by_z:
+            return self.mu[self.row(body["a"])], self.mu[self.row(body["b"])], steps
+        if by_z == {"z_a", "z_b"} and not by_index:
+            return self.check_z(body["z_a"], "z_a"), self.check_z(body["z_b"], "z_b"), steps
+        raise RequestError('expected {"a": INDEX, "b": INDEX} or {"z_a": [...], "z_b": [...]}, and optionally "steps"')
+
+    def interpolate(self, body: dict) -> np.ndarray:
+        """The straight latent walk between two ends, ``steps`` clips one after another with short gaps."""
+        za, zb, steps = self.interpolation_ends(body)
+        t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+        waves = self.vocode(self.decode_mels((1 - t) * za + t * zb))
+        gap = np.zeros(int(round(STEP_GAP * self.run.audio.sr)), dtype=np.float32)
+        return np.concatenate([part for w in waves for part in (w, gap)][:-1])
+
+    def render(self, body: dict) -> tuple[np.ndarray, dict]:
+        """What "keep" logs: a decoded z, an interpolation, or a clip's original or reconstruction."""
+        if "z" in body:
+            return self.decode(body["z"]), {"z": _floats(self.check_z(body["z"]))}
+        if "clip" in body:
+            part = body.get("part", "reconstruction")
+            return self.clip_wave(body["clip"], part), {"clip": body["clip"], "part": part}
+        za, zb, steps = self.interpolation_ends(body)
+        return self.interpolate(body), {"interpolate": {"z_a": _floats(za), "z_b": _floats(zb), "steps": steps,
+                                                        **{k: body[k] for k in ("a", "b") if k in body}}}
+
+    def keep(self, body: dict) -> dict:
+        """Log the sound ``body`` describes into the run: ``generated/explore/keep_TIME_N.wav`` and its ``.json``."""
+        import tempfile
+
+        import mlflow
+
+        wave_, what = self.render(body)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        with self.lock:
+            self._kept += 1
+            stem = f"keep_{stamp}_{self._kept:03d}"
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / f"{stem}.wav").write_bytes(wav_bytes(wave_, self.run.audio.sr))
+            (Path(tmp) / f"{stem}.json").write_text(json.dumps({"vocoder": self.vocoder, **what}, indent=1))
+            mlflow.MlflowClient(self.run.tracking_uri).log_artifacts(self.run.run_id, tmp, KEEP_DIR)
+        return {"run_id": self.run.run_id, "artifacts": [f"{KEEP_DIR}/{stem}.wav", f"{KEEP_DIR}/{stem}.json"]}
+
+
+def principal_components(mu: np.ndarray, k: int):
+    """(mean, top-``k`` directions (k', d), their standard deviations and shares of the variance, 2-D coordinates
+    (N, 2)) of ``mu``.
+
+    Directions have unit length and a fixed sign (the largest entry positive), so a run maps the same
+    way every time.  With fewer than 2 dimensions or points, missing coordinates are 0.
+    """
+    mean = mu.mean(axis=0)
+    centred = (mu - mean).astype(np.float64)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    signs = np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(axis=1)])
+    vt = vt * np.where(signs == 0, 1, signs)[:, None]
+    coords = centred @ vt[:2].T
+    xy = np.zeros((len(mu), 2))
+    xy[:, :coords.shape[1]] = coords
+    std = s / math.sqrt(max(len(mu) - 1, 1))
+    share = s**2 / max(float(np.sum(s**2)), 1e-30)
+    return mean.astype(np.float32), vt[:k].astype(np.float32), std[:k].astype(np.float32), share[:k], xy
+
+
+def clip_labels(names: list[str] | None, errors_db: np.ndarray) -> tuple[dict[str, list], str]:
+    """Each clip's labels by kind, and the kind the map is coloured by at first.
+
+    ``speaker``: the parent folder, where the clips are in more than one; ``name field``: a file
+    name's first ``_``-separated field, where that groups clips (AudioMNIST's ``7_01_3.wav`` → ``7``);
+    ``reconstruction error``: always (dB).
+    """
+    labels: dict[str, list] = {}
+    if names:
+        paths = [PurePosixPath(n) for n in names]
+        parents = [p.parent.as_posix() if p.parent != PurePosixPath(".") else "" for p in paths]
+        if len(set(parents)) > 1:
+            labels["speaker"] = parents
+        if all("_" in p.stem for p in paths):
+            fields = [p.stem.split("_", 1)[0] for p in paths]
+            if 1 < len(set(fields)) < len(fields):
+                labels["name field"] = fields
+    labels["reconstruction error"] = [round(float(e), 3) for e in errors_db]
+    return labels, next(iter(labels))
+
+
+def test_names(info: dict, n: int) -> list[str] | None:
+    """The test clips' file names from ``dataset.json`` (``test_files``), when it lists one per clip."""
+    files = info.get("test_files") if isinstance(info, dict) else None
+    if isinstance(files, list) and len(files) == n and all(isinstance(f, str) for f in files):
+        return files
+    return None
+
+
+def load_explorer(run_ref: str, data=None, vocoder: str | None = None, options=(), tracking_uri: str | None = None,
+                  trust_plugins: bool = False, max_points: int = MAX_POINTS, run=None) -> Explorer:
+    """Load a run (``open_run`` takes ``run_ref``), its vocoder and test set; encode and map the test clips."""
+    from vaekit.generate import load_test_set, open_run
+
+    run = run or open_run(run_ref, tracking_uri, trust_plugins)
+    name, comp, fn = pick_vocoder(run, vocoder, options)
+    ds = load_test_set(run, data)
+    n = len(ds.x_test)
+    indices = np.arange(n) if n <= max_points else np.unique(np.linspace(0, n - 1, max_points).round().astype(int))
+    x = ds.x_test[indices]
+    names = test_names(ds.info, n)
+    names = [names[i] for i in indices] if names else None
+    mu, _ = run.model.encode(x[..., None])
+    mel_hat = run.denormalize(run.model.decode(mu)[..., 0])
+    errors_db = np.abs(mel_hat - run.denormalize(x)).mean(axis=(1, 2))
+    labels, kind = clip_labels(names, errors_db)
+    explorer = Explorer(run, name, fn, comp, indices, x, mu, errors_db, names, labels, kind, n)
+    explorer.vocode(mel_hat[:1])  # a vocoder that fails does so now, before the URL is printed
+    return explorer
+
+
+def pick_vocoder(run, name: str | None = None, options=()) -> tuple[str, object, object]:
+    """(name, component, vocode function): ``name``, else the run's vocoder or its :data:`STAND_INS` stand-in.
+
+    The run's vocoder options carry over to its stand-in where the stand-in has them; ``options``
+    (``vocoder.KEY=VALUE``) apply last.
+    """
+    from vaekit.components import get_component
+    from vaekit.errors import PluginError
+    from vaekit.generate import build_vocoders
+
+    if name is None and run.config.vocoder in STAND_INS:
+        name = STAND_INS[run.config.vocoder]
+        try:
+            accepted = get_component("vocoder", name).options
+        except PluginError as exc:
+            raise PluginError(f"{exc}{run.plugin_hint}") from None
+        carried = [f"vocoder.{k}={json.dumps(v)}" for k, v in run.config.option("vocoder").items() if k in accepted]
+        options = [*carried, *options]
+    ((name, (comp, fn)),) = build_vocoders(run, [name] if name else (), options).items()
+    return name, comp, fn
+
+
+def wav_bytes(wave_: np.ndarray, sr: int) -> bytes:
+    """A mono 16-bit PCM WAV file of ``wave_`` (clipped to [-1, 1])."""
+    pcm = (np.clip(np.nan_to_num(wave_), -1.0, 1.0) * 32767).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(sr))
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
+def _floats(values) -> list[float]:
+    return [round(float(v), 6) for v in np.asarray(values).ravel()]
+
+
+def _db_rows(mel_db: np.ndarray) -> list[list[float]]:
+    return np.round(np.asarray(mel_db, dtype=np.float64), 1).tolist()
+
+
+def _shown(value) -> str:
+    text = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else str(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+# -- the ASGI app -------------------------------------------------------------------
+
+#: Host headers a server on a loopback address answers (any other is a page elsewhere reaching it through DNS rebinding).
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+def create_app(explorer: Explorer, loopback_only: bool = True):
+    """The Starlette app: the page (``/``, ``/static/…``) and the JSON API (``/api/…``, see docs/explore.md).
+
+    Web pages elsewhere cannot use it through the user's browser: a POST must be ``application/json``
+    (which a cross-site page cannot send without a CORS preflight, never granted here), and with
+    ``loopback_only`` a request's ``Host`` must name this machine (127.0.0.1, localhost, [::1]).
+    """
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+    from starlette.responses import FileResponse, JSONResponse, Response
+    from starlette.routing import Route
+
+    sr = explorer.run.audio.sr
+
+    def error(message: str, status: int) -> JSONResponse:
+        return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
+
+    def wav(wave_) -> Response:
+        return Response(wav_bytes(wave_, sr), media_type="audio/wav", headers={"Cache-Control": "no-store"})
+
+    async def body_of(request) -> dict:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            raise RequestError(f"request body: Content-Type must be application/json, got {kind or 'none'}", status=415)
+        if int(request.headers.get("content-length") or 0) > MAX_BODY:
+            raise RequestError(f"request body: larger than {MAX_BODY} bytes", status=413)
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY:
+                raise RequestError(f"request body: larger than {MAX_BODY} bytes", status=413)
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RequestError(f"request body: not valid JSON ({exc})") from None
+        if not isinstance(body, dict):
+            raise RequestError(f"request body: expected a JSON object, got {_shown(body)}")
+        return body
+
+    def index_of(text: str) -> int:
+        if not text.isdigit() or len(text) > 12:
+            raise RequestError(f"index {text!r}: expected a non-negative integer")
+        return int(text)
+
+    async def index(request):
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-store"})
+
+    async def static(request):
+        name = request.path_params["name"]
+        if name not in STATIC_FILES:  # a fixed set: a request never names a file
+            raise HTTPException(404)
+        return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name], headers={"Cache-Control": "no-store"})
+
+    async def info(request):
+        return JSONResponse(explorer.info())
+
+    async def points(request):
+        return JSONResponse(explorer.points())
+
+    async def clip(request):
+        return JSONResponse(await run_in_threadpool(explorer.clip, index_of(request.path_params["index"])))
+
+    async def clip_wav(request):
+        part = request.path_params["part"]
+        if not part.endswith(".wav") or part[:-4] not in PARTS:
+            raise RequestError(f"{part}: expected one of {', '.join(p + '.wav' for p in PARTS)}", status=404)
+        return wav(await run_in_threadpool(explorer.clip_wave, index_of(request.path_params["index"]), part[:-4]))
+
+    async def decode(request):
+        body = await body_of(request)
+        if set(body) != {"z"}:
+            raise RequestError('expected {"z": [' + f'{explorer.latent_dim} numbers]}}')
+        return wav(await run_in_threadpool(explorer.decode, body["z"]))
+
+    async def interpolate(request):
+        return wav(await run_in_threadpool(explorer.interpolate, await body_of(request)))
+
+    async def keep(request):
+        return JSONResponse(await run_in_threadpool(explorer.keep, await body_of(request)))
+
+    async def refused(request, exc: RequestError):
+        return error(str(exc), exc.status)
+
+    async def http_error(request, exc: HTTPException):
+        what = {404: "no such page or API endpoint", 405: f"method {request.method} not allowed here"}
+        return error(f"{request.url.path}: {what.get(exc.status_code, exc.detail)}", exc.status_code)
+
+    async def failed(request, exc: Exception):
+        # A plugin's vocoder or model failing on a request: the page shows the line; the server stays up.
+        from vaekit.errors import one_line
+
+        return error(str(exc) if isinstance(exc, VaekitError) else one_line(exc), 500)
+
+    routes = [
+        Route("/", index),
+        Route("/api/info", info),
+        Route("/api/points", points),
+        Route("/api/clip/{index}", clip),
+        Route("/api/clip/{index}/{part}", clip_wav),
+        Route("/api/decode", decode, methods=["POST"]),
+        Route("/api/interpolate", interpolate, methods=["POST"]),
+        Route("/api/keep", keep, methods=["POST"]),
+        Route("/static/{name}", static),
+    ]
+    app = Starlette(routes=routes, exception_handlers={RequestError: refused, HTTPException: http_error,
+                                                       VaekitError: failed, Exception: failed})
+    if not loopback_only:
+        return app
+
+    async def this_machine_only(scope, receive, send):
+        if scope["type"] == "http":
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if host_name(host) not in LOOPBACK_NAMES:
+                refusal = error(f"Host {host!r}: this server answers only 127.0.0.1, localhost and [::1]", 421)
+                return await refusal(scope, receive, send)
+        await app(scope, receive, send)
+
+    return this_machine_only
+
+
+def host_name(header: str) -> str:
+    """The name in a ``Host`` header without its port: ``127.0.0.1:8765`` → ``127.0.0.1``, ``[::1]:80`` → ``[::1]``."""
+    if header.startswith("["):
+        return header.split("]", 1)[0] + "]"
+    return header.rsplit(":", 1)[0]
+
+
+# -- the command --------------------------------------------------------------------
+
+def listen_socket(host: str, port: int):
+    """A socket bound to ``host:port`` (uvicorn listens on it); one-line :class:`VaekitError` if it cannot be."""
+    import socket
+
+    if not 0 < port < 65536:
+        raise VaekitError(f"--port {port}: must be between 1 and 65535")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise VaekitError(f"--host {host}: cannot be resolved ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise VaekitError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    return sock
+
+
+def page_url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{f'[{shown}]' if ':' in shown else shown}:{port}/"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (127.0.0.0/8, ::1, localhost): nothing else can reach it."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(run_ref: str, port: int = 8765, host: str = "127.0.0.1", data=None, vocoder: str | None = None,
+          options=(), tracking_uri: str | None = None, trust_plugins: bool = False, echo=print) -> None:
+    """Load the run, print the page's URL, serve until Ctrl-C or SIGTERM (which stop it at once)."""
+    import sys
+
+    import uvicorn
+
+    sock = listen_socket(host, port)  # before loading anything: a taken port should cost no time
+    try:
+        if not is_loopback(host):
+            print(f"warning: --host {host} makes the run's model and data reachable from other machines",
+                  file=sys.stderr, flush=True)
+        explorer = load_explorer(run_ref, data, vocoder, options, tracking_uri, trust_plugins)
+        app = create_app(explorer, loopback_only=is_loopback(host))
+        echo(f"exploring run {explorer.run.run_id}: {len(explorer.indices)} of {explorer.test_clips} test clips, "
+             f"latent_dim {explorer.latent_dim}, vocoder {explorer.vocoder}, labels: {explorer.label_kind}")
+        echo(f"open {page_url(host, port)}  (Ctrl-C stops)")
+        # No graceful wait for open connections (a browser keeps one alive): a stop is at once.
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=0.5,
+                                access_log=False)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
