@@ -116,8 +116,8 @@ def setting_options(fn):
             option = click.option(name, type=click.Path(), help=help_text)
         else:
             kind = type(default) if default is not None else str
-            option = click.option(name, type=kind, metavar="SECONDS" if f.name == "checkpoint_interval" else None,
-                                  help=help_text)
+            option = click.option(name, type=kind, metavar=flag.get("metavar", "SECONDS" if f.name == "checkpoint_interval"
+                                                                     else None), help=help_text)
         fn = option(fn)
     return fn
 
@@ -354,18 +354,33 @@ def interpolate(run_id, clips, seeds, steps, data, out, log, vocoders, options, 
 
 @main.command()
 @click.argument("run_id")
-@click.argument("wav", type=click.Path())
-@click.option("--out", type=click.Path(file_okay=False), help="Write here instead of beside the original.")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(), metavar="FILE_OR_DIR...")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Write here (folder structure kept) instead of beside the original; needed for folders and several files.")
 @click.option("--log/--no-log", default=False, show_default=True, help="Also log to the run under generated/.")
 @_listen_options
 @friendly_errors
-def reconstruct(run_id, wav, out, log, vocoders, options, tracking_uri, backend, plugin_files, trust_plugins):
-    """Encode and decode a real clip; write STEM.reconstructed.wav and .png beside it."""
+def reconstruct(run_id, inputs, out, log, vocoders, options, tracking_uri, backend, plugin_files, trust_plugins):
+    """Encode and decode real clips (files, or folders searched recursively): STEM.reconstructed.wav each, a figure
+    per 16, and the metrics over all of them."""
     _listen_setup(backend, plugin_files)
     from vaekit.generate import reconstruct as reconstruct_api
 
-    _report(reconstruct_api(run_id, wav, vocoders=vocoders, options=options, out=out, log=log,
-                            tracking_uri=tracking_uri, trust_plugins=trust_plugins))
+    result = reconstruct_api(run_id, inputs[0] if len(inputs) == 1 and not os.path.isdir(inputs[0]) else list(inputs),
+                             vocoders=vocoders, options=options, out=out, log=log, tracking_uri=tracking_uri,
+                             trust_plugins=trust_plugins)
+    _report(result)
+    _list_skipped(result.skipped)
+
+
+def _list_skipped(skipped: list[dict]) -> None:
+    """As `vaekit prepare` lists them: the first 20, then how many more."""
+    if skipped:
+        click.echo(f"skipped {len(skipped)} file(s):")
+        for item in skipped[:20]:
+            click.echo(f"  {item['file']}: {item['reason']}")
+        if len(skipped) > 20:
+            click.echo(f"  … and {len(skipped) - 20} more")
 
 
 @main.group()
