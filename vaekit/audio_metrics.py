@@ -163,3 +163,38 @@ def evaluate(model, ds, comps, vocoder_fn, config) -> dict:
     sampled = ds.denormalize(np.concatenate([model.decode(z[i:i + 256])[..., 0] for i in range(0, len(z), 256)]))
     vocoded = Vocoded(lambda mel_db: vocode(comps["vocoder"], vocoder_fn, mel_db), reconstructed)
     return compute(comps["metrics"], original, reconstructed, sampled, ds.audio, vocoded, config.option("metrics"))
+
+
+def for_generated(run, sampled_db: np.ndarray, vocoder) -> dict:
+    """``vaekit generate``'s metrics: the run's ``--metrics`` on its samples, against the run's test set.
+
+    ``run``: a :class:`vaekit.generate.LoggedRun`; ``vocoder``: ``(component, vocode_fn)``.  Returns
+    ``generate.NAME`` for every metric that is not a ``test_*`` one (those are the run's own figures,
+    which generating does not change); ``{}`` when the run's data cannot be loaded here (moved, or
+    a plugin dataset not loaded).
+    """
+    from dataclasses import replace
+
+    from vaekit.components import select_dataset, select_metrics, vocode
+    from vaekit.errors import VaekitError
+
+    comps = select_metrics(run.config.metrics)
+    if not comps:
+        return {}
+    try:
+        config = replace(run.config, options={**run.config.options, "dataset": {**run.config.option("dataset"),
+                                                                                 "progress": False}})
+        comp = select_dataset(config)
+        opts = {k: v for k, v in config.option("dataset").items() if k in comp.options}
+        ds = comp.create(config.data, run.audio, **opts)
+    except (VaekitError, OSError):
+        return {}
+    if tuple(ds.shape) != run.input_shape:
+        return {}
+    x = ds.x_test[:1000]  # a bounded reference: the statistics settle long before
+    original = run.denormalize(x)
+    reconstructed = run.denormalize(reconstructions(run.model, x))
+    vocoded = Vocoded(lambda mel_db: vocode(vocoder[0], vocoder[1], mel_db), reconstructed)
+    values = compute([c for c in comps if not c.name.startswith("test_")], original, reconstructed, sampled_db,
+                     run.audio, vocoded, run.config.option("metrics"))
+    return {f"generate.{k}": v for k, v in values.items() if not k.startswith("test_")}

@@ -294,12 +294,14 @@ def generate(run_id: str, n: int = 8, vocoders=(), options=(), seed: int = 0, ou
     Layout (under ``out`` and/or the run's ``generated/``): ``seed_S/sample_II.png`` (one per z),
     ``seed_S/VOCODER/sample_II.wav`` (one per z and vocoder), ``seed_S/grid.png`` (the first
     :data:`GRID_MAX` samples).  Metrics ``vocoder_mel_error_db.VOCODER`` (mean absolute dB
-    difference after re-analysis, over all ``n``).
+    difference after re-analysis, over all ``n``) and ``generate.NAME``, the run's sample metrics
+    (``sample_fd``, ``sample_diversity``, …) on the first 256 samples against the run's test set,
+    when its data can be loaded (:func:`vaekit.audio_metrics.for_generated`).
 
     Decodes, vocodes and writes :data:`BATCH` samples at a time into the staging folder, so memory
     does not grow with ``n``; nothing reaches ``out`` or the run unless every batch succeeded.
     """
-    from vaekit import figures
+    from vaekit import audio_metrics, figures
     from vaekit.model import sample_latent
 
     if n < 1:
@@ -313,7 +315,7 @@ def generate(run_id: str, n: int = 8, vocoders=(), options=(), seed: int = 0, ou
     metrics = {}
 
     def build(directory: Path) -> list[Path]:
-        paths, grid = [], []
+        paths, grid, kept = [], [], []
         for start in range(0, n, BATCH):
             mel_db = run.denormalize(run.model.decode(z[start:start + BATCH])[..., 0])
             waves, batch_errors = _vocode_all(vocs, mel_db, run.audio)
@@ -324,10 +326,12 @@ def generate(run_id: str, n: int = 8, vocoders=(), options=(), seed: int = 0, ou
                 paths.append(figures.save_mel_png(mel, directory / f"sample_{i:02d}.png", run.audio,
                                                   title=f"seed {seed}, sample {i}", vmin=vmin, vmax=vmax))
             grid.extend(mel_db[:max(0, GRID_MAX - len(grid))])
+            kept.extend(mel_db[:max(0, audio_metrics.SAMPLE_DRAWS - len(kept))])  # for the sample metrics
             del mel_db, waves  # before the next batch: at most one batch held
         paths.append(figures.save_mel_grid(np.stack(grid), directory / "grid.png", run.audio, vmin, vmax,
                                            titles=[f"sample {i}" for i in range(len(grid))], suptitle=f"seed {seed}"))
         metrics.update({f"vocoder_mel_error_db.{name}": total / n for name, total in errors.items()})
+        metrics.update(audio_metrics.for_generated(run, np.stack(kept), next(iter(vocs.values()))))
         return paths
 
     return _emit(run, build, f"seed_{seed}", Path(out) / f"seed_{seed}" if out is not None else None, log, metrics)
