@@ -49,7 +49,47 @@ def train_once(name: str, options: dict, config_kwargs: dict, ds, store: str) ->
         cpu = time.process_time() - cpu
     recon = audio_metrics.reconstructions(model, ds.x_test)
     mel_db = audio_metrics.recon_mel_db(ds.denormalize(ds.x_test), ds.denormalize(recon))
-    return {"recon": mel_db, "wall": fit["train_seconds"], "cpu": cpu, "params": model.count_params()}
+    return {"recon": mel_db, "wall": fit["train_seconds"], "cpu": cpu, "params": model.count_params(),
+            "model": model, "comps": comps, "config": config}
+
+
+def all_metrics(r: dict, ds) -> dict:
+    """Every built-in metric of a trained model, as ``vaekit run`` computes them."""
+    from vaekit import audio_metrics
+
+    vocoder = r["comps"]["vocoder"]
+    return audio_metrics.evaluate(r["model"], ds, r["comps"], vocoder.create(ds.audio), r["config"])
+
+
+def side_by_side(results: dict, ds, path: str, n: int = 6) -> None:
+    """Rows: n test clips, then each model's reconstruction with its per-clip mean |dB| error."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vaekit import audio_metrics
+    from vaekit.figures import _mel_axes, color_scale
+
+    vmin, vmax = color_scale(ds.min_values, ds.max_values)
+    original = ds.denormalize(ds.x_test[:n])
+    rows = [("original", original, None)]
+    for name, r in results.items():
+        recon = ds.denormalize(audio_metrics.reconstructions(r[-1]["model"], ds.x_test[:n]))
+        rows.append((name, recon, audio_metrics.per_clip_mel_db(original, recon)))
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.9 * n + 1.0, 1.8 * len(rows) + 0.4), dpi=100, squeeze=False)
+    for r, (name, mels, errors) in enumerate(rows):
+        for i in range(n):
+            im = _mel_axes(axes[r, i], mels[i], ds.audio, vmin, vmax,
+                           f"test {i}" if errors is None else f"{name}: {errors[i]:.2f} dB", labels=False)
+        axes[r, 0].set_ylabel(f"{name}\nmel bin", fontsize=7)
+    fig.tight_layout()
+    fig.colorbar(im, ax=axes.ravel().tolist(), label="dB", shrink=0.8)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+METRICS = ("test_recon_mel_db", "test_recon_mcd_db", "test_vocoded_mel_db", "sample_fd", "sample_diversity")
 
 
 def main(argv=None) -> None:
@@ -62,6 +102,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--figure", metavar="PNG", help="also draw test clips and each model's reconstructions "
+                        "(the last repeat's) side by side, and print every built-in metric of each model")
     args = parser.parse_args(argv)
 
     from vaekit import backend
@@ -90,6 +132,13 @@ def main(argv=None) -> None:
                 results[m].append(r)
                 print(f"  repeat {repeat + 1} {m}: test_recon_mel_db {r['recon']:.3f} dB, train {r['wall']:.1f} s wall, "
                       f"{r['cpu']:.1f} CPU-s, {r['params']:,} parameters; load {os.getloadavg()[0]:.1f}", flush=True)
+        if args.figure:
+            side_by_side(results, ds, args.figure)
+            print(f"\nfigure: {args.figure}\n\n| model | " + " | ".join(METRICS) + " |")
+            print("| --- |" + " --- |" * len(METRICS))
+            for m in models:
+                values = all_metrics(results[m][-1], ds)
+                print(f"| {m} | " + " | ".join(f"{values[k]:.3f}" for k in METRICS) + " |")
     med = {m: {k: statistics.median(r[k] for r in rs) for k in ("recon", "wall", "cpu")} for m, rs in results.items()}
     ref = models[0]
     print("\n| model | test_recon_mel_db | train wall s | train CPU-s | recon ratio | wall ratio | CPU ratio |")
