@@ -8,9 +8,9 @@ A metric component (kind ``metrics``, hook ``register_metrics``) is ``build(**op
 - ``sampled``: decoded z ~ N(0, I), in dB, (M, n_mels, frames), or ``None`` where there are no
   samples (``vaekit reconstruct``): a metric of samples then returns ``{}``;
 - ``audio``: the :class:`vaekit.audio.AudioParams`;
-- ``vocoded``: a function without arguments returning the run's vocoder's waveforms (K, samples) of
-  ``reconstructed[:K]`` (K ≤ N: a bounded subset, see :data:`VOCODED_CLIPS`), vocoded once on the
-  first call and shared by every metric.
+- ``vocoded``: ``vocoded(n=VOCODED_CLIPS)`` returns the run's vocoder's waveforms (K, samples) of
+  ``reconstructed[:K]``, K = min(n, N) (a bounded subset: vocoding is the costly part), each clip
+  vocoded once and shared by every metric.
 
 The formulas are in docs/metrics.md; each built-in is checked against a hand computation.
 """
@@ -21,9 +21,9 @@ import math
 
 import numpy as np
 
-#: Clips ``vocoded()`` vocodes at most (the first of the test set): vocoding all of a large test set
-#: with Griffin-Lim would cost minutes per run.
-VOCODED_CLIPS = 16
+#: Clips ``vocoded()`` vocodes by default (the first of the test set): Griffin-Lim at its default 32
+#: iterations costs about 2 CPU-s a clip on a 2-core machine, so a whole test set would cost minutes per run.
+VOCODED_CLIPS = 4
 #: Draws of z ~ N(0, I) the sample metrics see (decoding is cheap; the first ``--samples`` are the run's samples).
 SAMPLE_DRAWS = 256
 #: Clips compared pairwise by ``sample_diversity`` (pairs grow as the square).
@@ -106,16 +106,22 @@ def reconstructions(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
 
 
 class Vocoded:
-    """``vocoded()`` for the metrics: the first ``limit`` reconstructions vocoded once, on first call."""
+    """``vocoded(n=VOCODED_CLIPS)`` for the metrics: the first ``n`` reconstructions, vocoded once each.
 
-    def __init__(self, vocode_fn, reconstructed: np.ndarray, limit: int = VOCODED_CLIPS, waves=None):
-        self.vocode_fn, self.reconstructed, self.limit = vocode_fn, reconstructed, limit
-        self.waves = waves
+    Clips already vocoded are reused (several metrics, or a larger ``n`` later, pay only for new ones);
+    ``waves`` given up front are all there is (``vocode_fn`` None: nothing more can be vocoded).
+    """
 
-    def __call__(self) -> np.ndarray:
-        if self.waves is None:
-            self.waves = np.asarray(self.vocode_fn(self.reconstructed[:self.limit]), dtype=np.float32)
-        return self.waves
+    def __init__(self, vocode_fn, reconstructed: np.ndarray, waves=None):
+        self.vocode_fn, self.reconstructed = vocode_fn, reconstructed
+        self.waves = np.zeros((0, 0), np.float32) if waves is None else np.asarray(waves, np.float32)
+
+    def __call__(self, n: int = VOCODED_CLIPS) -> np.ndarray:
+        n = min(int(n), len(self.reconstructed))
+        if len(self.waves) < n and self.vocode_fn is not None:
+            more = np.asarray(self.vocode_fn(self.reconstructed[len(self.waves):n]), dtype=np.float32)
+            self.waves = np.concatenate([self.waves, more]) if len(self.waves) else more
+        return self.waves[:n]
 
 
 def compute(metric_comps, original, reconstructed, sampled, audio, vocoded, options: dict | None = None) -> dict:

@@ -532,10 +532,12 @@ def reconstruct(run_id: str, inputs, vocoders=(), options=(), out=None, log: boo
         n = sum(len(o) for o in originals)
         metrics.update({f"vocoder_mel_error_db.{name}": total / n for name, total in errors.items()})
         original, reconstructed = np.concatenate(originals), np.concatenate(recons)
-        vocoded = audio_metrics.Vocoded(None, reconstructed, waves=np.stack(kept_waves))
+        vocoded = audio_metrics.Vocoded(None, reconstructed, waves=np.stack(kept_waves))  # all there is: no more vocoding
         # Prefixed: logged back into the run, they must not overwrite its own test metrics.
         metrics.update({f"reconstruct.{k}": v for k, v in audio_metrics.compute(
-            metric_comps, original, reconstructed, None, run.audio, vocoded, run.config.option("metrics")).items()})
+            metric_comps, original, reconstructed, None, run.audio, vocoded,
+            # Every clip was vocoded anyway: test_vocoded_mel_db over all that were kept.
+            {**run.config.option("metrics"), "clips": len(kept_waves)}).items()})
         return paths
 
     subdir = f"reconstruct_{safe_name(items[0][0].stem)}" if single else "reconstruct"
