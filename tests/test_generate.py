@@ -62,7 +62,8 @@ def test_every_run_logs_figures_denormalisation_arrays_and_vocoder_error(trained
     err = run.data.metrics["vocoder_mel_error_db"]
     assert np.isfinite(err) and err >= 0
     figures = {a.path for a in client.list_artifacts(run_id, "figures")}
-    assert figures == {"figures/reconstructions.png", "figures/samples_grid.png", "figures/training_curves.png"}
+    assert figures == {"figures/reconstructions.png", "figures/reconstruction_grid.png", "figures/samples_grid.png",
+                       "figures/training_curves.png"}
     local = Path(client.download_artifacts(run_id, "", str(tmp_path)))
     for name in figures:
         img = matplotlib.image.imread(local / name)

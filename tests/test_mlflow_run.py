@@ -116,7 +116,7 @@ def test_the_model_has_a_signature_and_no_warning_was_printed(tiny_run):
     from mlflow.models import Model
 
     _, _, _, client, run, out = tiny_run
-    [model] = [m for m in client.search_logged_models([run.info.experiment_id]) if m.source_run_id == run.info.run_id]
+    [model] = [m for m in client.search_logged_models([run.info.experiment_id]) if m.source_run_id == run.info.run_id and m.name == "model"]
     signature = Model.load(model.artifact_location).signature
     assert "without specifying model signature" not in out.stderr
     assert signature is not None

@@ -147,7 +147,7 @@ def test_plugins_lists_every_kind_with_plugin_version_and_options(every_kind):
     res = cli("plugins", "--json")
     assert res.exit_code == 0, res.output
     listing = json.loads(res.stdout)
-    assert list(listing) == ["encoder", "decoder", "loss", "vocoder", "dataset"]
+    assert list(listing) == ["encoder", "decoder", "loss", "vocoder", "dataset", "metrics"]
     by_name = {kind: {c["name"]: c for c in comps} for kind, comps in listing.items()}
     assert by_name["encoder"]["dense"]["options"] == {"units": 512, "layers": 2, "activation": "relu"}
     assert by_name["encoder"]["dense"]["plugin"] == "vaekit.default_plugins.dense"

@@ -102,19 +102,27 @@ def snapshot(model, into: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return into
 
 
-def write(arrays: dict[str, np.ndarray], epochs_done: int, logs: dict | None, run_id: str, tracking_uri: str) -> None:
-    """Write a snapshot as ``checkpoints/state.npz`` + ``state.json`` into run ``run_id``'s artifacts."""
+def write(arrays: dict[str, np.ndarray], epochs_done: int, logs: dict | None, run_id: str, tracking_uri: str,
+          early_stop: tuple | None = None) -> None:
+    """Write a snapshot as ``checkpoints/state.npz`` + ``state.json`` into run ``run_id``'s artifacts.
+
+    ``early_stop``: ``(state, best_weights)`` of a :class:`vaekit.training.EarlyStopping`, kept as
+    ``b0, b1, ...`` in ``state.npz`` and ``"early_stop"`` in ``state.json``.
+    """
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
+    state_dict, best = early_stop if early_stop else (None, None)
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / STATE_FILE
-        np.savez(state, **arrays)
+        np.savez(state, **arrays, **{f"b{i}": w for i, w in enumerate(best or [])})
         n_model = sum(k.startswith("m") for k in arrays)
         meta = {"epoch": int(epochs_done), "logs": {k: float(v) for k, v in (logs or {}).items()},
                 "model_variables": n_model, "optimizer_variables": len(arrays) - n_model,
                 "sha256": _sha256(state),
                 "written_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+        if state_dict is not None:
+            meta["early_stop"] = {**state_dict, "best_variables": len(best or [])}
         (Path(tmp) / META_FILE).write_text(json.dumps(meta, indent=1))
         with deferred_signals():
             # state.npz first: state.json names its hash, so a stop between the two is detected.
@@ -151,6 +159,8 @@ class Checkpointer:
         self._last_write = time.monotonic()  # training starts now: the first write is due an interval on
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        #: A :class:`vaekit.training.EarlyStopping` whose state each checkpoint keeps (set by training.fit).
+        self.early_stop = None
 
     def keras_callback(self):
         import keras
@@ -178,8 +188,10 @@ class Checkpointer:
         self._pending = None
         with deferred_signals():
             snapshot(self.model, into=arrays)
+            # The stopper's best weights are fresh arrays per improvement, never changed after: no copy needed.
+            early = (self.early_stop.state(), self.early_stop.best_weights) if self.early_stop is not None else None
             self._pending = (arrays, epochs_done, dict(logs or {}), mlflow.active_run().info.run_id,
-                             mlflow.get_tracking_uri())
+                             mlflow.get_tracking_uri(), early)
         if self.interval == 0:
             # In line: the epoch's metrics are logged after this returns, so a run killed (SIGKILL)
             # once they are in the store always has this epoch's checkpoint.  Costs the write's time
@@ -247,6 +259,8 @@ class Checkpoint:
     model_arrays: list
     optimizer_arrays: list
     written_at: str | None = None  #: when it was written (UTC, ISO 8601); None from an older vaekit
+    #: ``(state, best_weights)`` of the run's early stopping (``--early-stop``), else None.
+    early_stop: tuple | None = None
 
 
 def _quiet_downloads() -> None:
@@ -358,7 +372,12 @@ def load(run_id: str, tracking_uri: str, interval: float | None = None) -> Check
         with np.load(state, allow_pickle=False) as npz:
             model_arrays = [npz[f"m{i}"] for i in range(meta["model_variables"])]
             optimizer_arrays = [npz[f"o{i}"] for i in range(meta["optimizer_variables"])]
-    return Checkpoint(run_id, named, meta.get("logs", {}), model_arrays, optimizer_arrays, meta.get("written_at"))
+            early = meta.get("early_stop")
+            if early is not None:
+                best = [npz[f"b{i}"] for i in range(early.pop("best_variables", 0))]
+                early = (early, best or None)
+    return Checkpoint(run_id, named, meta.get("logs", {}), model_arrays, optimizer_arrays, meta.get("written_at"),
+                      early)
 
 
 def describe(ckpt: Checkpoint, logged: list[int]) -> str:

@@ -115,8 +115,8 @@ def setting_options(fn):
             option = click.option(name, type=click.Path(), help=help_text)
         else:
             kind = type(default) if default is not None else str
-            option = click.option(name, type=kind, metavar="SECONDS" if f.name == "checkpoint_interval" else None,
-                                  help=help_text)
+            option = click.option(name, type=kind, metavar=flag.get("metavar", "SECONDS" if f.name == "checkpoint_interval"
+                                                                     else None), help=help_text)
         fn = option(fn)
     return fn
 
@@ -160,6 +160,11 @@ def run(config_file, options, plugin_files, trust_plugins, quiet, verbose, resum
     click.echo(f"test MSE:  {m['test_mse']:.4f}" if "test_mse" in m else "")
     click.echo(f"test KL:   {m['test_kl']:.4f}" if "test_kl" in m else "")
     click.echo(f"test loss: {m['test_loss']:.4f}")
+    audio = [f"{k} {v:.3f}" for k, v in m.items() if k.startswith(("test_recon", "test_vocoded", "sample_"))]
+    if audio:
+        click.echo(f"metrics:   {', '.join(audio)}")
+    if m.get("stopped_epoch"):
+        click.echo(f"stopped:   after epoch {m['stopped_epoch']:.0f}; kept epoch {m['best_epoch']:.0f}'s weights")
     if result.samples:
         where = result.artifact_uri
         if where.startswith("file:"):  # a local store's artifacts: show the folder
@@ -371,21 +376,36 @@ def interpolate(run_id, clips, seeds, steps, data, out, log, vocoders, options, 
 
 @main.command()
 @click.argument("run_id", metavar="RUN_OR_URI")
-@click.argument("wav", type=click.Path())
-@click.option("--out", type=click.Path(file_okay=False), help="Write here instead of beside the original.")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(), metavar="FILE_OR_DIR...")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Write here (folder structure kept) instead of beside the original; needed for folders and several files.")
 @click.option("--log/--no-log", default=False, show_default=True, help="Also log to the run under generated/.")
 @_listen_options
 @friendly_errors
-def reconstruct(run_id, wav, out, log, vocoders, options, tracking_uri, backend, plugin_files, trust_plugins):
-    """Encode and decode a real clip; write STEM.reconstructed.wav and .png beside it.
+def reconstruct(run_id, inputs, out, log, vocoders, options, tracking_uri, backend, plugin_files, trust_plugins):
+    """Encode and decode real clips (files, or folders searched recursively): STEM.reconstructed.wav each, a figure
+    per 16, and the metrics over all of them.
 
     RUN_OR_URI is a run id, models:/NAME/VERSION or models:/NAME@ALIAS (a registered model: its run).
     """
     _listen_setup(backend, plugin_files)
     from vaekit.generate import reconstruct as reconstruct_api
 
-    _report(reconstruct_api(run_id, wav, vocoders=vocoders, options=options, out=out, log=log,
-                            tracking_uri=tracking_uri, trust_plugins=trust_plugins))
+    result = reconstruct_api(run_id, inputs[0] if len(inputs) == 1 and not os.path.isdir(inputs[0]) else list(inputs),
+                             vocoders=vocoders, options=options, out=out, log=log, tracking_uri=tracking_uri,
+                             trust_plugins=trust_plugins)
+    _report(result)
+    _list_skipped(result.skipped)
+
+
+def _list_skipped(skipped: list[dict]) -> None:
+    """As `vaekit prepare` lists them: the first 20, then how many more."""
+    if skipped:
+        click.echo(f"skipped {len(skipped)} file(s):")
+        for item in skipped[:20]:
+            click.echo(f"  {item['file']}: {item['reason']}")
+        if len(skipped) > 20:
+            click.echo(f"  … and {len(skipped) - 20} more")
 
 
 @main.command()

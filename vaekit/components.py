@@ -1,6 +1,6 @@
 """Components: what plugins register, looked up by kind and name, built with checked options.
 
-The five kinds and the contract of each ``build`` function:
+The kinds and the contract of each ``build`` function:
 
 - ``encoder``: ``build(input_shape, latent_dim, **options)`` → a ``keras.Model`` that maps
   x of shape ``(batch, *input_shape)`` to ``(z_mean, z_log_var)``, each ``(batch, latent_dim)``.
@@ -14,6 +14,8 @@ The five kinds and the contract of each ``build`` function:
   ``(N, n_mels, frames)``, into waveforms ``(N, samples)`` at ``audio.sr``.
 - ``dataset``: ``build(path, audio, **options)`` → a :class:`vaekit.data.Dataset`.  A dataset
   may register ``detect=fn(path) -> bool`` so ``--data PATH`` can pick it.
+- ``metrics``: ``build(**options)`` → a callable ``(original, reconstructed, sampled, audio, vocoded)``
+  → dict of named numbers (see :mod:`vaekit.audio_metrics`); a run uses several (``--metrics A,B``).
 
 ``options`` are keyword arguments with defaults; their names and default values are the
 component's options (``vaekit plugins`` lists them, ``--option KIND.KEY=VALUE`` sets them).
@@ -398,13 +400,52 @@ def select_dataset(config) -> Component:
     )
 
 
-def resolve(config) -> dict[str, Component]:
-    """Every component a run of ``config`` uses, by kind, with its options checked (no backend needed)."""
-    comps = {kind: get_component(kind, getattr(config, kind)) for kind in KINDS if kind != "dataset"}
+def resolve(config) -> dict:
+    """Every component a run of ``config`` uses, by kind, with its options checked (no backend needed).
+
+    ``comps["metrics"]`` is a list (:func:`select_metrics`); every other kind maps to one :class:`Component`.
+    """
+    comps = {kind: get_component(kind, getattr(config, kind)) for kind in KINDS if kind not in ("dataset", "metrics")}
     comps["dataset"] = select_dataset(config)
+    comps["metrics"] = select_metrics(config.metrics)
     for kind in config.options:
-        comps[kind].check_options(config.option(kind))
+        if kind == "metrics":
+            check_metric_options(comps["metrics"], config.option(kind))
+        else:
+            comps[kind].check_options(config.option(kind))
     return comps
+
+
+#: The plugin whose metrics run when ``--metrics`` is not given.
+BUILT_IN_METRICS_PLUGIN = "vaekit.default_plugins.metrics"
+
+
+def select_metrics(names: str | None) -> list[Component]:
+    """``--metrics NAME,...`` as components, in that order; all the built-in metrics when ``names`` is None.
+
+    An empty string selects none.  An unknown name is an error listing the metrics available.
+    """
+    if names is None:
+        return [c for c in all_components("metrics").values() if c.plugin == BUILT_IN_METRICS_PLUGIN]
+    wanted = [n.strip() for n in str(names).split(",") if n.strip()]
+    available = all_components("metrics")
+    for name in wanted:
+        if name not in available:
+            raise PluginError(f"--metrics: unknown metric {name!r}; available: {', '.join(sorted(available)) or 'none'} "
+                              "(a plugin file is loaded with --plugin FILE.py)")
+    return [available[n] for n in dict.fromkeys(wanted)]
+
+
+def check_metric_options(metrics: list[Component], options: dict) -> None:
+    """``--option metrics.KEY=VALUE`` goes to every selected metric with that option; one none has is an error."""
+    for key, value in options.items():
+        takers = [m for m in metrics if key in m.options]
+        if not takers:
+            names = sorted({k for m in metrics for k in m.options}) or ["none"]
+            raise PluginError(f"--option metrics.{key}: no selected metric has an option {key!r}; "
+                              f"their options are: {', '.join(names)}")
+        for m in takers:
+            m.check_options({key: value})
 
 
 def load_dataset(config, comps: dict[str, Component]):

@@ -64,6 +64,10 @@ class RunConfig:
     latent_dim: int = _setting(20, "Latent dimensions d.")
     learning_rate: float = _setting(0.001, "Adam learning rate.")
     validation_split: float = _setting(0.1, "Share of x_train held out for per-epoch validation.")
+    metrics: str | None = _setting(None, kinds.BY_NAME["metrics"].help, "all built-ins")
+    early_stop: int = _setting(0, "Stop once --monitor has not improved for this many epochs (0: never); the best "
+                               "epoch's weights are kept. --epochs stays the upper bound.", metavar="PATIENCE")
+    monitor: str = _setting("val_loss", "The epoch metric --early-stop watches (lower is better).")
     samples: int = _setting(4, "Sounds generated from z ~ N(0, I) after training.")
     seed: int = _setting(0, "Random seed (data split and order, initial weights, sampling).")
     experiment: str = _setting("vaekit", "MLflow experiment name.")
@@ -118,6 +122,7 @@ class RunConfig:
             ("batch-size", self.batch_size >= 1, "must be at least 1"),
             ("latent-dim", self.latent_dim >= 1, "must be at least 1"),
             ("samples", self.samples >= 0, "must be 0 or more"),
+            ("early-stop", self.early_stop >= 0, "must be 0 (never) or more epochs"),
             ("learning-rate", self.learning_rate > 0, "must be positive"),
             ("validation-split", 0 <= self.validation_split < 1, "must be in [0, 1)"),
             ("checkpoint-interval", self.checkpoint_interval >= 0, "must be 0 or more (seconds)"),
@@ -196,7 +201,7 @@ def merge(base: RunConfig, **overrides) -> RunConfig:
 
 def _check_types(cfg: RunConfig) -> RunConfig:
     for f, cast in (("epochs", int), ("batch_size", int), ("latent_dim", int), ("samples", int), ("seed", int),
-                    ("steps_per_execution", int),
+                    ("steps_per_execution", int), ("early_stop", int),
                     ("learning_rate", float), ("validation_split", float), ("checkpoint_interval", float)):
         value = getattr(cfg, f)
         if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)

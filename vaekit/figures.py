@@ -128,3 +128,39 @@ def save_training_curves(history: dict[str, list[tuple[int, float]]], path) -> P
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def save_reconstruction_grid(originals, reconstructions, path, audio: AudioParams, vmin: float, vmax: float,
+                             labels=None, suptitle: str = "") -> Path:
+    """Rows: original, reconstruction, |difference|; one column per clip, titled with its mean |dB| error.
+
+    Originals and reconstructions share the colour scale [vmin, vmax]; differences have their own
+    (0 … the largest difference shown), so small errors stay visible.
+    """
+    plt = _pyplot()
+    originals, reconstructions = np.asarray(originals), np.asarray(reconstructions)
+    diff = np.abs(originals - reconstructions)
+    errors = diff.reshape(len(diff), -1).mean(axis=1)
+    n = len(originals)
+    fig, axes = plt.subplots(3, n, figsize=(1.9 * n + 1.2, 5.4), dpi=100, squeeze=False)
+    top = float(diff.max()) if diff.size else 1.0
+    im = im_diff = None
+    for i in range(n):
+        label = labels[i] if labels else f"{i}"
+        im = _mel_axes(axes[0, i], originals[i], audio, vmin, vmax, f"{label}", labels=False)
+        _mel_axes(axes[1, i], reconstructions[i], audio, vmin, vmax, "reconstruction", labels=False)
+        seconds = diff.shape[2] * audio.hop_length / audio.sr
+        im_diff = axes[2, i].imshow(diff[i], origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=top or 1.0,
+                                    extent=(0, seconds, 0, diff.shape[1]))
+        axes[2, i].set_title(f"|error| {errors[i]:.2f} dB", fontsize=8)
+        axes[2, i].tick_params(labelsize=6)
+        axes[2, i].set_xlabel("time (s)", fontsize=7)
+    for row, name in enumerate(("original", "reconstruction", "|difference|")):
+        axes[row, 0].set_ylabel(f"{name}\nmel bin", fontsize=7)
+    fig.suptitle(suptitle or f"mean |error| {errors.mean():.2f} dB over these {n} clips", fontsize=9)
+    fig.tight_layout()
+    fig.colorbar(im, ax=axes[:2].ravel().tolist(), label="dB", shrink=0.9)
+    fig.colorbar(im_diff, ax=axes[2].ravel().tolist(), label="|dB|", shrink=0.9)
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

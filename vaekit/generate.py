@@ -79,6 +79,8 @@ class Output:
     files: list[Path] = field(default_factory=list)
     artifacts: list[str] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
+    #: Inputs that could not be read (``reconstruct``): ``{"file", "reason"}`` each.
+    skipped: list[dict] = field(default_factory=list)
 
 
 def open_run(run_id: str, tracking_uri: str | None = None, trust_plugins: bool = False) -> LoggedRun:
@@ -312,12 +314,14 @@ def generate(run_id: str, n: int = 8, vocoders=(), options=(), seed: int = 0, ou
     Layout (under ``out`` and/or the run's ``generated/``): ``seed_S/sample_II.png`` (one per z),
     ``seed_S/VOCODER/sample_II.wav`` (one per z and vocoder), ``seed_S/grid.png`` (the first
     :data:`GRID_MAX` samples).  Metrics ``vocoder_mel_error_db.VOCODER`` (mean absolute dB
-    difference after re-analysis, over all ``n``).
+    difference after re-analysis, over all ``n``) and ``generate.NAME``, the run's sample metrics
+    (``sample_fd``, ``sample_diversity``, …) on the first 256 samples against the run's test set,
+    when its data can be loaded (:func:`vaekit.audio_metrics.for_generated`).
 
     Decodes, vocodes and writes :data:`BATCH` samples at a time into the staging folder, so memory
     does not grow with ``n``; nothing reaches ``out`` or the run unless every batch succeeded.
     """
-    from vaekit import figures
+    from vaekit import audio_metrics, figures
     from vaekit.model import sample_latent
 
     if n < 1:
@@ -331,7 +335,7 @@ def generate(run_id: str, n: int = 8, vocoders=(), options=(), seed: int = 0, ou
     metrics = {}
 
     def build(directory: Path) -> list[Path]:
-        paths, grid = [], []
+        paths, grid, kept = [], [], []
         for start in range(0, n, BATCH):
             mel_db = run.denormalize(run.model.decode(z[start:start + BATCH])[..., 0])
             waves, batch_errors = _vocode_all(vocs, mel_db, run.audio)
@@ -342,10 +346,12 @@ def generate(run_id: str, n: int = 8, vocoders=(), options=(), seed: int = 0, ou
                 paths.append(figures.save_mel_png(mel, directory / f"sample_{i:02d}.png", run.audio,
                                                   title=f"seed {seed}, sample {i}", vmin=vmin, vmax=vmax))
             grid.extend(mel_db[:max(0, GRID_MAX - len(grid))])
+            kept.extend(mel_db[:max(0, audio_metrics.SAMPLE_DRAWS - len(kept))])  # for the sample metrics
             del mel_db, waves  # before the next batch: at most one batch held
         paths.append(figures.save_mel_grid(np.stack(grid), directory / "grid.png", run.audio, vmin, vmax,
                                            titles=[f"sample {i}" for i in range(len(grid))], suptitle=f"seed {seed}"))
         metrics.update({f"vocoder_mel_error_db.{name}": total / n for name, total in errors.items()})
+        metrics.update(audio_metrics.for_generated(run, np.stack(kept), next(iter(vocs.values()))))
         return paths
 
     return _emit(run, build, f"seed_{seed}", Path(out) / f"seed_{seed}" if out is not None else None, log, metrics)
@@ -431,48 +437,140 @@ def load_clip(path, audio: AudioParams) -> np.ndarray:
         raise DataError(f"{path}: {exc}") from None
 
 
-def reconstruct(run_id: str, wav, vocoders=(), options=(), out=None, log: bool = False,
-                tracking_uri: str | None = None, run: LoggedRun | None = None,
-             trust_plugins: bool = False) -> Output:
-    """Encode a real clip (prepared with the run's audio parameters), decode its z mean, vocode.
+#: ``reconstruct`` reads, encodes, vocodes and draws this many clips at a time (one figure per batch).
+RECONSTRUCT_BATCH = 16
+#: ``reconstruct`` keeps the run's vocoder's audio of at most this many clips for ``test_vocoded_mel_db``
+#: (the first ones): its memory must not grow with the number of inputs.
+RECONSTRUCT_VOCODED = 256
 
-    Writes ``STEM.reconstructed.wav`` (``STEM.reconstructed.VOCODER.wav`` with several vocoders) and
-    ``STEM.reconstructed.png`` (original above reconstruction) beside the original, or into ``out``;
-    with ``log`` also under the run's ``generated/reconstruct_STEM/``.
+
+def reconstruct_inputs(paths) -> list[tuple[Path, Path]]:
+    """``(file, relative output path)`` for each audio file named or found (recursively) in the folders named.
+
+    One argument: a file maps to its own name, a folder's files to their paths inside it.  Several
+    arguments: each one's outputs go under a folder named after it.  A path that is neither a
+    regular file nor a folder is a :class:`DataError`; so is a folder without audio files.
+    """
+    from vaekit.prepare import AUDIO_EXTENSIONS, find_audio
+
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ConfigError("reconstruct needs at least one audio file or folder")
+    items: list[tuple[Path, Path]] = []
+    for p in paths:
+        base = Path(safe_name(p.resolve().name)) if len(paths) > 1 else Path()
+        if p.is_dir():
+            files = find_audio(p)
+            if not files:
+                raise DataError(f"{p}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder tree")
+            items += [(f, base / f.relative_to(p)) for f in files]
+        elif p.is_file():
+            items.append((p, base / p.name))
+        else:  # before loading the model: a typo should cost no time
+            raise DataError(f"{p}: not a regular file" if p.exists() else f"{p}: file not found")
+    seen: dict[Path, Path] = {}
+    for f, rel in items:
+        if rel in seen:
+            raise DataError(f"{f} and {seen[rel]} would both be written as {rel}; reconstruct them separately")
+        seen[rel] = f
+    return items
+
+
+def reconstruct(run_id: str, inputs, vocoders=(), options=(), out=None, log: bool = False,
+                tracking_uri: str | None = None, run: LoggedRun | None = None,
+                trust_plugins: bool = False) -> Output:
+    """Encode real clips (prepared with the run's audio parameters), decode their z means, vocode.
+
+    ``inputs``: a file, or a list of files and folders (searched recursively for .wav/.flac/.ogg).
+    The model is loaded once; clips are read, reconstructed, vocoded and drawn in batches of
+    :data:`RECONSTRUCT_BATCH`.  For each input ``REL/STEM.EXT`` it writes ``REL/STEM.reconstructed.wav``
+    (``STEM.reconstructed.VOCODER.wav`` with several vocoders), folder structure kept, and per batch a
+    figure of originals, reconstructions and their differences with each clip's error:
+    ``STEM.reconstructed.png`` for a single file, ``reconstructions_NNN.png`` otherwise.  A single file's
+    output goes beside it unless ``out``; folders and several files need ``out``.  With ``log``, also
+    under the run's ``generated/reconstruct_STEM/`` (``generated/reconstruct/`` for several).
+
+    Metrics over all clips: ``vocoder_mel_error_db.VOCODER`` and, as ``reconstruct.NAME``, the run's
+    ``--metrics`` that need no samples (``test_recon_mel_db`` …, their original being the input clip; ``test_vocoded_mel_db`` over
+    the first :data:`RECONSTRUCT_VOCODED`, with the first vocoder).  Files that cannot be read are
+    skipped and listed in ``Output.skipped`` (all unreadable, or a single file: a :class:`DataError`).
     """
     import soundfile as sf
 
-    from vaekit import figures
+    from vaekit import audio_metrics, figures
+    from vaekit.components import select_metrics
+    from vaekit.prepare import ClipError, read_clip
 
-    wav = Path(wav)
-    if not wav.is_file():  # before loading the model: a typo should cost no time
-        raise DataError(f"{wav}: not a regular file" if wav.exists() else f"{wav}: file not found")
+    single = not isinstance(inputs, (list, tuple))
+    items = reconstruct_inputs([inputs] if single else inputs)
+    single = single or (len(inputs) == 1 and Path(inputs[0]).is_file())
+    if not single and out is None:
+        raise ConfigError("reconstructing a folder or several files needs --out DIR (the folder structure is kept there)")
     run = run or open_run(run_id, tracking_uri, trust_plugins)
-    y = load_clip(wav, run.audio)
-    mel = waveforms_to_mel_db(y[None], run.audio)
-    if tuple(mel.shape[1:]) != run.input_shape:
-        raise DataError(f"{wav}: makes a {mel.shape[1]}×{mel.shape[2]} spectrogram with the run's audio parameters, "
-                        f"the model takes {run.input_shape[0]}×{run.input_shape[1]}")
-    # Clip to the training range: the model never saw values outside [0, 1].
-    x = np.clip(run.normalize(mel), 0.0, 1.0).astype(np.float32)
-    z_mean, _ = run.model.encode(x[..., None])
-    mel_hat = run.denormalize(run.model.decode(z_mean)[..., 0])
     vocs = build_vocoders(run, vocoders, options)
-    waves, errors = _vocode_all(vocs, mel_hat, run.audio)
+    try:
+        metric_comps = select_metrics(run.config.metrics)
+    except PluginError as exc:
+        raise PluginError(f"{exc}{run.plugin_hint}") from None
     vmin, vmax = run.color_scale()
-    stem = wav.stem
+    result_extra = {"skipped": []}
+    metrics: dict[str, float] = {}
 
     def build(directory: Path) -> list[Path]:
-        paths = []
-        for name, batch in waves.items():
-            suffix = f".reconstructed.{safe_name(name)}.wav" if len(waves) > 1 else ".reconstructed.wav"
-            path = directory / f"{stem}{suffix}"
-            sf.write(path, batch[0], run.audio.sr)
-            paths.append(path)
-        paths.append(figures.save_reconstruction_figure(
-            mel, mel_hat, directory / f"{stem}.reconstructed.png",
-            run.audio, vmin, vmax, labels=[stem]))
+        paths, originals, recons, kept_waves = [], [], [], []
+        errors = dict.fromkeys(vocs, 0.0)
+        for number, start in enumerate(range(0, len(items), RECONSTRUCT_BATCH)):
+            ok, ys = [], []
+            for path, rel in items[start:start + RECONSTRUCT_BATCH]:
+                try:
+                    ys.append(read_clip(path, run.audio))
+                    ok.append(rel)
+                except ClipError as exc:
+                    if single:
+                        raise DataError(f"{path}: {exc}") from None
+                    result_extra["skipped"].append({"file": str(path), "reason": str(exc)})
+            if not ok:
+                continue
+            mel = waveforms_to_mel_db(np.stack(ys), run.audio)
+            if tuple(mel.shape[1:]) != run.input_shape:
+                raise DataError(f"{items[start][0]}: makes a {mel.shape[1]}×{mel.shape[2]} spectrogram with the run's "
+                                f"audio parameters, the model takes {run.input_shape[0]}×{run.input_shape[1]}")
+            # Clip to the training range: the model never saw values outside [0, 1].
+            x = np.clip(run.normalize(mel), 0.0, 1.0).astype(np.float32)
+            mel_hat = run.denormalize(audio_metrics.reconstructions(run.model, x))
+            waves, batch_errors = _vocode_all(vocs, mel_hat, run.audio)
+            for name, value in batch_errors.items():
+                errors[name] += value * len(ok)
+            for name, batch in waves.items():
+                suffix = f".reconstructed.{safe_name(name)}.wav" if len(waves) > 1 else ".reconstructed.wav"
+                for rel, wave in zip(ok, batch):
+                    target = directory / rel.parent / f"{rel.stem}{suffix}"
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    sf.write(target, wave, run.audio.sr)
+                    paths.append(target)
+            figure = directory / (f"{ok[0].stem}.reconstructed.png" if single else f"reconstructions_{number:03d}.png")
+            paths.append(figures.save_reconstruction_grid(mel, mel_hat, figure, run.audio, vmin, vmax,
+                                                          labels=[rel.as_posix() for rel in ok]))
+            originals.append(mel)
+            recons.append(mel_hat)
+            first = next(iter(waves.values()))
+            kept_waves.extend(first[:max(0, RECONSTRUCT_VOCODED - len(kept_waves))])
+        if not originals:
+            raise DataError(f"none of the {len(items)} audio files could be read (e.g. {result_extra['skipped'][0]['file']}: "
+                            f"{result_extra['skipped'][0]['reason']})")
+        n = sum(len(o) for o in originals)
+        metrics.update({f"vocoder_mel_error_db.{name}": total / n for name, total in errors.items()})
+        original, reconstructed = np.concatenate(originals), np.concatenate(recons)
+        vocoded = audio_metrics.Vocoded(None, reconstructed, waves=np.stack(kept_waves))  # all there is: no more vocoding
+        # Prefixed: logged back into the run, they must not overwrite its own test metrics.
+        metrics.update({f"reconstruct.{k}": v for k, v in audio_metrics.compute(
+            metric_comps, original, reconstructed, None, run.audio, vocoded,
+            # Every clip was vocoded anyway: test_vocoded_mel_db over all that were kept.
+            {**run.config.option("metrics"), "clips": len(kept_waves)}).items()})
         return paths
 
-    return _emit(run, build, f"reconstruct_{safe_name(stem)}", Path(out) if out is not None else wav.parent, log,
-                 {f"vocoder_mel_error_db.{k}": v for k, v in errors.items()})
+    subdir = f"reconstruct_{safe_name(items[0][0].stem)}" if single else "reconstruct"
+    target = Path(out) if out is not None else items[0][0].parent
+    result = _emit(run, build, subdir, target, log, metrics)
+    result.skipped = result_extra["skipped"]
+    return result

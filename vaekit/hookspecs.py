@@ -37,3 +37,11 @@ def register_vocoders(register):
 @hookspec
 def register_datasets(register):
     """Register datasets: ``build(path, audio, **options)`` → :class:`vaekit.data.Dataset`; optional ``detect=fn(path)``."""
+
+
+@hookspec
+def register_metrics(register):
+    """Register metrics: ``build(**options)`` → callable (original, reconstructed, sampled, audio, vocoded) → dict of named numbers.
+
+    See :mod:`vaekit.audio_metrics` for what each argument holds.
+    """

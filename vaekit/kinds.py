@@ -35,6 +35,8 @@ KINDS: tuple[Kind, ...] = (
     Kind("loss", "losses", (), "Loss component."),
     Kind("vocoder", "vocoders", ("audio",), "Vocoder component (mel dB → waveform)."),
     Kind("dataset", "datasets", ("path", "audio"), "Dataset component by name (overrides detection from --data)."),
+    # Several at once: a comma-separated list of names (RunConfig.metrics), so name and plural are one word.
+    Kind("metrics", "metrics", (), "Audio metrics to compute at the end of the run, comma-separated."),
 )
 BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS}
 NAMES: tuple[str, ...] = tuple(BY_NAME)

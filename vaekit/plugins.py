@@ -29,11 +29,13 @@ from vaekit.errors import PluginError, one_line
 
 DEFAULT_PLUGINS = (
     "vaekit.default_plugins.conv2",
+    "vaekit.default_plugins.resconv",
     "vaekit.default_plugins.dense",
     "vaekit.default_plugins.losses",
     "vaekit.default_plugins.griffinlim",
     "vaekit.default_plugins.fastgl",
     "vaekit.default_plugins.datasets",
+    "vaekit.default_plugins.metrics",
 )
 
 ENTRY_POINT_GROUP = "vaekit"

@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from vaekit import backend, checkpoint, components, distribute, runlog, tracking
+from vaekit import audio_metrics, backend, checkpoint, components, distribute, runlog, tracking
 from vaekit.config import RunConfig
 
 
@@ -71,8 +71,10 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None, ech
         else:
             runlog.log_start(config, comps, ds, placement, backend.version(config.backend))
         metrics = training.fit(model, ds, config, progress, initial_epoch=ckpt.epoch if ckpt else 0,
-                               checkpointer=checkpointer, shard=placement.shard, logged=logged)
+                               checkpointer=checkpointer, shard=placement.shard, logged=logged,
+                               early_state=ckpt.early_stop if ckpt else None)
         metrics.update(training.evaluate(model, ds.x_test, config.batch_size))
+        metrics.update(audio_metrics.evaluate(model, ds, comps, vocoder_fn, config))
         runlog.log_results(metrics)
         samples = runlog.log_samples(model, ds, comps["vocoder"], vocoder_fn, config)
         runlog.log_extras(model, ds, config)  # denormalisation arrays and figures, for generate and the UI

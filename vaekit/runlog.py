@@ -10,7 +10,8 @@ logged keys with that list.  Every function here logs to the active run (started
 - :func:`log_results`: training time and throughput, test metrics;
 - :func:`log_samples`: ``samples/`` (WAV and PNG per z ~ N(0, I)) and ``vocoder_mel_error_db``;
 - :func:`log_extras`: ``data/min_values.npy``, ``data/max_values.npy`` (to denormalise what the
-  decoder makes) and ``figures/`` (reconstructions, a grid of samples, training curves);
+  decoder makes) and ``figures/`` (reconstructions, a reconstruction grid with per-clip errors, a grid of
+  samples, training curves);
 - :func:`log_datasets` (from :func:`log_start`): the training and test data as MLflow datasets;
 - :func:`log_model`: the VAE (MLflow's Keras flavour: a ``.keras`` file, loads with safe_mode), with
   its signature;
@@ -41,6 +42,8 @@ DATA_DIR = "data"
 FIGURES_DIR = "figures"
 #: Spectrograms in the run's figures.
 N_RECONSTRUCTIONS = 4
+#: Test clips in ``figures/reconstruction_grid.png`` (original, reconstruction, error, per-clip mean |dB|).
+N_RECONSTRUCTION_GRID = 8
 N_GRID = 16
 
 
@@ -87,12 +90,17 @@ def params(config, comps, ds, placement, backend_version: str) -> dict:
     """Every resolved setting, component, option (defaults included), audio parameter and data size."""
     out = {k: v for k, v in config.to_dict().items() if k not in ("options", "tracking_uri")}
     for kind in KINDS:
+        if kind == "metrics":  # several: the setting `metrics` says which; their options are metrics.KEY
+            for key, value in config.option(kind).items():
+                out[f"{kind}.{key}"] = value
+            continue
         comp = comps[kind]
         out[kind] = comp.name
         out[f"{kind}.plugin"] = comp.plugin
         out[f"{kind}.plugin_version"] = comp.plugin_version
         for key, value in comp.resolved_options(config.option(kind)).items():
             out[f"{kind}.{key}"] = value
+    out["metrics"] = ",".join(c.name for c in comps["metrics"])  # resolved: the default is "all built-ins"
     for key, value in ds.audio.to_dict().items():
         out[f"audio.{key}"] = value
     out["data.train"] = len(ds.x_train)
@@ -274,6 +282,11 @@ def draw_run_figures(model, ds, config, directory: Path, history: dict) -> list[
     paths.append(figures.save_reconstruction_figure(
         ds.denormalize(x), ds.denormalize(x_hat), directory / "reconstructions.png", ds.audio, vmin, vmax,
         labels=[f"test {i}" for i in range(n)]))
+    m = min(N_RECONSTRUCTION_GRID, len(ds.x_test))
+    z_mean, _ = model.encode(ds.x_test[:m, ..., None])
+    paths.append(figures.save_reconstruction_grid(
+        ds.denormalize(ds.x_test[:m]), ds.denormalize(model.decode(z_mean)[..., 0]),
+        directory / "reconstruction_grid.png", ds.audio, vmin, vmax, labels=[f"test {i}" for i in range(m)]))
     z = sample_latent(N_GRID, config.latent_dim, config.seed)
     mels = ds.denormalize(model.decode(z)[..., 0])
     paths.append(figures.save_mel_grid(mels, directory / "samples_grid.png", ds.audio, vmin, vmax,

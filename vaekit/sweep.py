@@ -213,8 +213,12 @@ def _collect(client, experiment_id: str, parent_id: str, children: list[Child], 
             run = client.get_run(run.info.run_id)
         child.run_id = run.info.run_id
         child.status = run.info.status
-        child.metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("test_")}
+        child.metrics = {k: v for k, v in run.data.metrics.items() if k.startswith(TABLE_METRICS)}
         child.error = child.error or run.data.tags.get("vaekit.error", "")
+
+
+#: The children's metrics the table shows: test-set figures (loss terms and audio metrics) and sample metrics.
+TABLE_METRICS = ("test_", "sample_")
 
 
 def format_table(grid, children: list[Child]) -> str:

@@ -104,6 +104,72 @@ def batches(x: np.ndarray, order: EpochOrder, batch_size: int, shard=(0, 1), end
     return EpochBatches(x, order, batch_size, shard)
 
 
+class EarlyStopping(keras.callbacks.Callback):
+    """Stops training once ``monitor`` has not improved (decreased) for ``patience`` epochs; keeps the best weights.
+
+    Like ``keras.callbacks.EarlyStopping(restore_best_weights=True)``, with its state in the open so a
+    checkpoint can keep it (:meth:`state`, :attr:`best_weights`) and a resumed run can go on from it
+    (``resume``: a checkpoint's ``(state, best_weights)``).  Epochs are 0-based here, 1-based in
+    :meth:`results`.  :meth:`restore` puts the best epoch's weights back into the model.
+    """
+
+    def __init__(self, monitor: str, patience: int, resume=None):
+        super().__init__()
+        self.monitor, self.patience = monitor, int(patience)
+        self.best, self.best_epoch, self.wait, self.stopped_epoch = float("inf"), None, 0, None
+        self.best_weights: list | None = None
+        if resume:
+            state, self.best_weights = resume
+            self.best, self.wait = float(state["best"]), int(state["wait"])
+            self.best_epoch, self.stopped_epoch = state["best_epoch"], state["stopped_epoch"]
+
+    @property
+    def done(self) -> bool:
+        """Whether it has decided to stop (a resumed run that had decided trains no further)."""
+        return self.stopped_epoch is not None
+
+    def state(self) -> dict:
+        return {"monitor": self.monitor, "best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
+                "stopped_epoch": self.stopped_epoch}
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise TrainingError(f"--monitor {self.monitor}: not among this epoch's metrics ({', '.join(sorted(logs or {}))})")
+        value = float(value)
+        if value < self.best:
+            # get_weights() makes fresh copies: a checkpoint may keep referring to this list.
+            self.best, self.best_epoch, self.wait, self.best_weights = value, epoch, 0, self.model.get_weights()
+        else:
+            self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def restore(self, model) -> None:
+        if self.best_weights is not None:
+            model.set_weights(self.best_weights)
+
+    def results(self) -> dict[str, float]:
+        """``best_epoch`` and ``stopped_epoch`` (1-based; 0: it did not stop before --epochs)."""
+        return {"best_epoch": float(self.best_epoch + 1 if self.best_epoch is not None else 0),
+                "stopped_epoch": float(self.stopped_epoch + 1 if self.stopped_epoch is not None else 0)}
+
+
+def check_monitor(config, terms) -> None:
+    """:class:`ConfigError` unless ``--monitor`` names an epoch metric of this run (with ``--early-stop``)."""
+    from vaekit.errors import ConfigError
+
+    if not config.early_stop:
+        return
+    names = [*terms, *(f"val_{t}" for t in terms)]
+    if config.monitor not in names:
+        raise ConfigError(f"--monitor {config.monitor}: not an epoch metric of this run; choose one of {', '.join(names)}")
+    if config.monitor.startswith("val_") and config.validation_split <= 0:
+        raise ConfigError(f"--monitor {config.monitor} needs validation data: --validation-split above 0 "
+                          f"(or --monitor {config.monitor[4:]})")
+
+
 def build(config, comps, ds, placement):
     """The VAE for ``config``, built and compiled in the placement's scope, with its loss's term names.
 
@@ -114,6 +180,7 @@ def build(config, comps, ds, placement):
     keras.utils.set_random_seed(config.seed)
     with distribute.precision_policy(config.precision), placement.scope():
         model, terms = build_vae(config, comps, ds)
+        check_monitor(config, terms)
         if keras.backend.backend() == "tensorflow":
             model.loss_scale = 1.0 / placement.replicas  # tf.distribute sums the replicas' gradients
         model.compile(**distribute.compile_options(config))
@@ -160,7 +227,8 @@ class EpochLogger(keras.callbacks.Callback):
 
 
 def fit(model, ds, config, progress: bool, initial_epoch: int = 0, checkpointer=None,
-        callbacks: list | None = None, shard=(0, 1), logged: dict[str, set[int]] | None = None) -> dict[str, float]:
+        callbacks: list | None = None, shard=(0, 1), logged: dict[str, set[int]] | None = None,
+        early_state=None) -> dict[str, float]:
     """Train ``model`` on the dataset from ``initial_epoch``; return training seconds and samples/s.
 
     Each epoch visits the examples in the order :func:`epoch_order` gives, so a resumed run trains
@@ -169,6 +237,10 @@ def fit(model, ds, config, progress: bool, initial_epoch: int = 0, checkpointer=
     checkpoints into the active run.  A write in flight is complete when this returns.
     ``callbacks``: more Keras callbacks, called after vaekit's own.  ``logged``: steps the run's
     metrics already have (a resume), not logged again (:class:`EpochLogger`).
+
+    With ``config.early_stop`` an :class:`EarlyStopping` on ``config.monitor`` (resumed from
+    ``early_state``, a checkpoint's) may end training before ``config.epochs``; the best epoch's
+    weights are then put back in the model, and ``best_epoch`` and ``stopped_epoch`` returned.
     """
     from vaekit import checkpoint
 
@@ -181,19 +253,27 @@ def fit(model, ds, config, progress: bool, initial_epoch: int = 0, checkpointer=
     if checkpointer is None:
         checkpointer = checkpoint.Checkpointer(model, config.checkpoint_interval)
     order = EpochOrder(len(x_train), config.seed, initial_epoch)
-    callbacks = [order.callback(), checkpointer.keras_callback(), EpochLogger(model, logged), *(callbacks or [])]
+    stopper = EarlyStopping(config.monitor, config.early_stop, early_state) if config.early_stop else None
+    checkpointer.early_stop = stopper  # the checkpoint keeps its best weights and counters
+    # The stopper before the checkpointer: an epoch's checkpoint holds the decision taken on that epoch.
+    callbacks = [order.callback(), *([stopper] if stopper else []), checkpointer.keras_callback(),
+                 EpochLogger(model, logged), *(callbacks or [])]
     start = time.perf_counter()
     endless = keras.backend.backend() == "tensorflow" and config.steps_per_execution == 1
     steps = -(-len(x_train) // config.batch_size) if endless else None
-    if initial_epoch < config.epochs:
+    if initial_epoch < config.epochs and not (stopper and stopper.done):
         model.fit(batches(x_train, order, config.batch_size, shard, endless), epochs=config.epochs,
                   initial_epoch=initial_epoch, steps_per_epoch=steps,
                   validation_data=x_val[..., None] if x_val is not None else None, shuffle=False, verbose=verbose,
                   callbacks=callbacks)
     checkpointer.wait()
     seconds = time.perf_counter() - start
-    done = config.epochs - initial_epoch
+    last = stopper.stopped_epoch + 1 if stopper and stopper.done else config.epochs
+    done = max(0, last - initial_epoch)
     out = {"train_seconds": seconds}
+    if stopper:
+        stopper.restore(model)  # evaluation, samples and the logged model use the best epoch
+        out.update(stopper.results())
     if done:
         out["train_samples_per_s"] = len(x_train) * done / seconds
     return out

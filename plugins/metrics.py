@@ -1,0 +1,72 @@
+"""Metrics: the built-in audio metrics of every run (formulas in docs/metrics.md and vaekit.audio_metrics).
+
+Each is ``build(**options)`` → ``metric(original, reconstructed, sampled, audio, vocoded)`` → {name: number};
+all are in dB or plain ratios, so they compare across datasets and normalisations.
+"""
+
+import vaekit
+
+
+def build_recon_mel_db():
+    """Mean |dB| between test mel spectrograms and their reconstructions from z = μ (denormalised)."""
+    from vaekit.audio_metrics import recon_mel_db
+
+    return lambda original, reconstructed, sampled, audio, vocoded: {
+        "test_recon_mel_db": recon_mel_db(original, reconstructed)}
+
+
+def build_recon_mcd_db(order=12):
+    """Mel-cepstral distortion between test clips and reconstructions: DCT of the dB mel spectra, coefficients 1..order."""
+    from vaekit.audio_metrics import mcd_db
+
+    return lambda original, reconstructed, sampled, audio, vocoded: {
+        "test_recon_mcd_db": mcd_db(original, reconstructed, order)}
+
+
+def build_vocoded_mel_db(clips=4):
+    """Mean |dB| between test mel spectrograms and those of their vocoded reconstructions (the first `clips`): what a listener gets."""
+    from vaekit.audio import fit_length, waveforms_to_mel_db
+
+    def metric(original, reconstructed, sampled, audio, vocoded):
+        waves = vocoded(clips)
+        again = waveforms_to_mel_db(fit_length(waves, audio.samples), audio)
+        ref = original[:len(waves)]
+        frames = min(again.shape[-1], ref.shape[-1])
+        return {"test_vocoded_mel_db": float(abs(again[..., :frames] - ref[..., :frames]).mean())}
+
+    return metric
+
+
+def build_sample_fd():
+    """Fréchet distance between per-clip mel statistics (each band's mean and std in dB) of samples and test clips."""
+    from vaekit.audio_metrics import clip_statistics, frechet_distance
+
+    def metric(original, reconstructed, sampled, audio, vocoded):
+        if sampled is None or len(sampled) == 0:
+            return {}
+        return {"sample_fd": frechet_distance(clip_statistics(sampled), clip_statistics(original))}
+
+    return metric
+
+
+def build_sample_diversity():
+    """Mean pairwise distance of samples / that of test clips: near 0 for a collapsed model."""
+    from vaekit.audio_metrics import diversity
+
+    def metric(original, reconstructed, sampled, audio, vocoded):
+        if sampled is None or len(sampled) == 0:
+            return {}
+        return {"sample_diversity": diversity(sampled, original)}
+
+    return metric
+
+
+@vaekit.hookimpl
+def register_metrics(register):
+    register("test_recon_mel_db", build_recon_mel_db)
+    # Coefficients 1..order of an n_mels-point DCT: at most n_mels − 1 are used whatever the order.
+    register("test_recon_mcd_db", build_recon_mcd_db, options={"order": {"min": 1, "max": 1024}})
+    # Each clip costs a vocoder call (Griffin-Lim: ~2 CPU-s at 32 iterations on 2 cores): bounded.
+    register("test_vocoded_mel_db", build_vocoded_mel_db, options={"clips": {"min": 1, "max": 100_000}})
+    register("sample_fd", build_sample_fd)
+    register("sample_diversity", build_sample_diversity)

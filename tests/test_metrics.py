@@ -1,0 +1,327 @@
+"""Issue 12: audio metrics (formulas by hand, a plugin metric end to end), early stopping, resconv, reconstruct on folders."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import error_line, make_tones, runs_in, tiny_config
+from vaekit.audio import AudioParams
+
+AUDIO = AudioParams()
+
+PEAK_METRIC = '''
+import vaekit
+
+
+def build():
+    """Largest |dB| error of any reconstructed pixel."""
+    return lambda original, reconstructed, sampled, audio, vocoded: {"test_peak_db": abs(original - reconstructed).max()}
+
+
+@vaekit.hookimpl
+def register_metrics(register):
+    register("peak", build)
+'''
+
+# λ·MSE + KL + 1000·epoch: the loss rises every epoch, so the best epoch is the first, whatever is learnt.
+# With RISING_FAIL_AT=E in the environment it is NaN from epoch E on (0-based): the run fails there.
+RISING_LOSS = '''
+import os
+
+import vaekit
+
+
+def build(lambda_=500.0):
+    """λ·MSE + KL + 1000·epoch (a test loss: rises each epoch)."""
+    fail_at = float(os.environ.get("RISING_FAIL_AT", "inf"))
+
+    def loss(x, x_hat, z_mean, z_log_var, epoch):
+        from keras import ops
+
+        mse = ops.mean(ops.square(x - x_hat))
+        kl = 0.5 * ops.mean(ops.square(z_mean) + ops.exp(z_log_var) - 1.0 - z_log_var)
+        boom = ops.where(epoch >= fail_at, float("nan"), 0.0)
+        return {"loss": lambda_ * mse + kl + 1000.0 * epoch + boom, "mse": mse, "kl": kl}
+
+    return loss
+
+
+@vaekit.hookimpl
+def register_losses(register):
+    register("rising", build)
+'''
+
+
+# -- formulas, against hand computations -------------------------------------------------------------------------
+
+def test_recon_mel_db_is_the_mean_absolute_db_difference():
+    from vaekit.audio_metrics import per_clip_mel_db, recon_mel_db
+
+    a = np.array([[[0.0, -10.0], [-20.0, -30.0]]])
+    b = np.array([[[1.0, -10.0], [-24.0, -29.0]]])
+    assert recon_mel_db(a, b) == pytest.approx((1 + 0 + 4 + 1) / 4)
+    assert per_clip_mel_db(np.concatenate([a, a]), np.concatenate([b, a])).tolist() == pytest.approx([1.5, 0.0])
+
+
+def test_mcd_by_hand():
+    """Two bands, one frame: DCT-II (orthonormal) of 2 points: c1 = (x0 − x1)/√2; on ln amplitude (dB·ln10/20)."""
+    from vaekit.audio_metrics import mcd_db
+
+    a = np.array([[[-10.0], [-30.0]]])  # (1 clip, 2 bands, 1 frame)
+    b = np.array([[[-10.0], [-20.0]]])
+    to_ln = math.log(10) / 20
+    c1_a, c1_b = (-10 + 30) / math.sqrt(2) * to_ln, (-10 + 20) / math.sqrt(2) * to_ln
+    expected = 10 / math.log(10) * math.sqrt(2 * (c1_a - c1_b) ** 2)
+    assert mcd_db(a, b) == pytest.approx(expected)
+    # A level shift of every band changes c0 only, which MCD leaves out.
+    assert mcd_db(a, a + 7.0) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_frechet_distance_in_one_dimension_is_mean_gap_squared_plus_std_gap_squared():
+    from vaekit.audio_metrics import frechet_distance
+
+    a = np.array([[1.0], [3.0]])  # mean 2, variance 2 (ddof 1)
+    b = np.array([[4.0], [6.0], [8.0]])  # mean 6, variance 4
+    assert frechet_distance(a, b) == pytest.approx((2 - 6) ** 2 + (math.sqrt(2) - 2) ** 2)
+    assert frechet_distance(b, b) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_sample_fd_uses_each_bands_mean_and_std_over_frames():
+    from vaekit.audio_metrics import clip_statistics
+
+    mel = np.array([[[1.0, 3.0], [10.0, 10.0]]])  # band 0: mean 2, std 1; band 1: mean 10, std 0
+    assert clip_statistics(mel).tolist() == [[2.0, 10.0, 1.0, 0.0]]
+
+
+def test_diversity_by_hand_and_zero_for_a_collapsed_model():
+    from vaekit.audio_metrics import diversity, mean_pairwise_distance
+
+    x = np.array([[[0.0, 0.0]], [[3.0, 4.0]], [[0.0, 8.0]]])  # distances 5, 8, 5
+    assert mean_pairwise_distance(x) == pytest.approx(6.0)
+    test = np.array([[[0.0, 0.0]], [[0.0, 3.0]]])  # one pair, distance 3
+    assert diversity(x, test) == pytest.approx(2.0)
+    assert diversity(np.repeat(x[:1], 5, axis=0), test) == 0.0
+
+
+def test_vocoded_mel_db_compares_the_vocoded_audio_with_the_original():
+    from vaekit.audio import waveforms_to_mel_db
+    from vaekit.audio_metrics import Vocoded
+    from vaekit.default_plugins.metrics import build_vocoded_mel_db
+
+    tones = make_tones(3, AUDIO)
+    original = waveforms_to_mel_db(tones, AUDIO)
+    metric = build_vocoded_mel_db()
+    # A vocoder that returns the original audio: nothing lost.
+    assert metric(original, original, None, AUDIO, Vocoded(None, original, waves=tones))["test_vocoded_mel_db"] < 1e-4
+    # Half the amplitude: −6.02 dB in every mel bin above the 80 dB floor (clipped bins stay equal).
+    got = metric(original, original, None, AUDIO, Vocoded(None, original, waves=tones[:2] / 2))["test_vocoded_mel_db"]
+    again = waveforms_to_mel_db(tones[:2] / 2, AUDIO)
+    assert got == pytest.approx(float(np.mean(np.abs(again - original[:2]))))
+    assert 0 < got <= 20 * math.log10(2) + 1e-3
+
+
+def test_sample_metrics_need_samples():
+    from vaekit.default_plugins.metrics import build_sample_diversity, build_sample_fd
+
+    x = np.zeros((2, 3, 4))
+    assert build_sample_fd()(x, x, None, AUDIO, None) == {} == build_sample_diversity()(x, x, None, AUDIO, None)
+
+
+# -- a real run: every metric logged, a plugin metric, the reconstruction grid -----------------------------------
+
+@pytest.fixture(scope="module")
+def metric_run(notebook_data, tmp_path_factory):
+    """One tiny run with the built-in metrics and a plugin's: (result, uri, store dir, plugin file)."""
+    from vaekit.plugins import load_plugin_file, reset_plugin_manager
+    from vaekit.run import run
+
+    where = tmp_path_factory.mktemp("metric-store")
+    plugin = where / "peak_metric.py"
+    plugin.write_text(PEAK_METRIC)
+    cwd = os.getcwd()
+    os.chdir(where)
+    try:
+        reset_plugin_manager()
+        load_plugin_file(plugin)
+        uri = f"sqlite:///{where / 'mlflow.db'}"
+        names = "test_recon_mel_db,test_recon_mcd_db,test_vocoded_mel_db,sample_fd,sample_diversity,peak"
+        result = run(tiny_config(notebook_data, uri, epochs=1, samples=2, metrics=names), progress=False)
+    finally:
+        os.chdir(cwd)
+        reset_plugin_manager()
+    return result, uri, where, plugin
+
+
+def test_a_run_logs_every_metric_and_a_plugin_metric_end_to_end(metric_run):
+    import matplotlib.image
+    import mlflow
+
+    result, uri, where, _ = metric_run
+    logged = mlflow.MlflowClient(uri).get_run(result.run_id).data
+    for key in ("test_recon_mel_db", "test_recon_mcd_db", "test_vocoded_mel_db", "sample_fd", "sample_diversity",
+                "test_peak_db"):
+        assert key in logged.metrics and math.isfinite(logged.metrics[key]), key
+    assert logged.metrics["test_peak_db"] >= logged.metrics["test_recon_mel_db"] > 0
+    assert logged.metrics["sample_diversity"] > 0
+    assert logged.params["metrics"].endswith(",peak")
+    grid = mlflow.MlflowClient(uri).download_artifacts(result.run_id, "figures/reconstruction_grid.png", str(where))
+    assert matplotlib.image.imread(grid).shape[1] > 800  # 8 clips side by side
+
+
+def test_metrics_refuses_an_unknown_name_and_an_option_no_metric_has(notebook_data, store):
+    from click.testing import CliRunner
+
+    from vaekit.cli import main
+
+    bad = CliRunner().invoke(main, ["run", "--data", str(notebook_data), "--metrics", "test_recon_mel_db,nope",
+                                    "--tracking-uri", store])
+    assert "--metrics: unknown metric 'nope'; available: " in error_line(bad)
+    bad = CliRunner().invoke(main, ["run", "--data", str(notebook_data), "--option", "metrics.orderx=3",
+                                    "--tracking-uri", store])
+    assert "--option metrics.orderx: no selected metric has an option 'orderx'" in error_line(bad)
+    bad = CliRunner().invoke(main, ["run", "--data", str(notebook_data), "--early-stop", "2", "--monitor", "val_foo",
+                                    "--tracking-uri", store])
+    assert "--monitor val_foo: not an epoch metric of this run; choose one of loss" in error_line(bad)
+
+
+def test_generate_logs_the_sample_metrics_of_what_it_generated(metric_run, tmp_path):
+    import mlflow
+
+    from vaekit.generate import generate
+    from vaekit.plugins import load_plugin_file
+
+    result, uri, _, plugin = metric_run
+    load_plugin_file(plugin)
+    out = generate(result.run_id, n=6, seed=3, options=["vocoder.n_iter=2"], tracking_uri=uri, log=True)
+    assert {"generate.sample_fd", "generate.sample_diversity"} <= set(out.metrics)
+    assert not any(k.startswith("generate.test_") for k in out.metrics)  # the run's own test figures are not redone
+    logged = mlflow.MlflowClient(uri).get_run(result.run_id).data.metrics
+    assert logged["generate.sample_fd"] == pytest.approx(out.metrics["generate.sample_fd"])
+
+
+# -- reconstruct on folders --------------------------------------------------------------------------------------
+
+def test_reconstruct_takes_folders_keeps_their_structure_and_lists_unreadable_files(metric_run, tmp_path):
+    from click.testing import CliRunner
+
+    from vaekit.cli import main
+
+    result, uri, _, plugin = metric_run
+    root = tmp_path / "takes"
+    for i, rel in enumerate(["a/one.wav", "a/deep/two.wav", "three.flac", *(f"many/{k:02d}.wav" for k in range(15))]):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(root / rel, make_tones(1, AUDIO, seed=10 + i)[0], 22050)
+    (root / "a" / "broken.wav").write_bytes(b"RIFF nonsense")
+    out = tmp_path / "out"
+    cli = CliRunner().invoke(main, ["reconstruct", result.run_id, str(root), "--out", str(out), "--tracking-uri", uri,
+                                    "--option", "vocoder.n_iter=2", "--plugin", str(plugin), "--log"])
+    assert cli.exit_code == 0, cli.output
+    wavs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.wav"))
+    assert len(wavs) == 18 and "a/deep/two.reconstructed.wav" in wavs and "three.reconstructed.wav" in wavs
+    y, sr = sf.read(out / "a" / "one.reconstructed.wav")
+    assert sr == 22050 and y.shape == (22050,)
+    assert sorted(p.name for p in out.glob("*.png")) == ["reconstructions_000.png", "reconstructions_001.png"]  # 16 + 2
+    assert "skipped 1 file(s):" in cli.output and "broken.wav: unreadable" in cli.output
+    for key in ("reconstruct.test_recon_mel_db", "reconstruct.test_vocoded_mel_db", "reconstruct.test_peak_db",
+                "vocoder_mel_error_db.griffinlim"):
+        assert f"{key}: " in cli.output
+    assert "sample_fd" not in cli.output  # no samples here
+    import mlflow
+
+    logged = mlflow.MlflowClient(uri).get_run(result.run_id).data.metrics
+    assert "reconstruct.test_recon_mel_db" in logged
+    assert logged["test_recon_mel_db"] == result.metrics["test_recon_mel_db"]  # the run's own figure kept
+    missing = CliRunner().invoke(main, ["reconstruct", result.run_id, str(root), "--tracking-uri", uri])
+    assert "needs --out DIR" in error_line(missing)
+
+
+# -- early stopping ----------------------------------------------------------------------------------------------
+
+def _register_rising(tmp_path) -> Path:
+    from vaekit.plugins import load_plugin_file
+
+    path = tmp_path / "rising.py"
+    path.write_text(RISING_LOSS)
+    load_plugin_file(path)
+    return path
+
+
+def test_early_stop_stops_after_patience_and_restores_the_best_weights(notebook_data, store, tmp_path):
+    from dataclasses import replace
+
+    import keras
+    import mlflow
+
+    from vaekit import backend, components, distribute, training
+
+    _register_rising(tmp_path)
+    config = tiny_config(notebook_data, store, epochs=10, loss="rising", early_stop=2, monitor="loss")
+    config = replace(config, backend=backend.select(config.backend))
+    comps = components.resolve(config)
+    ds = components.load_dataset(config, comps)
+    model, _ = training.build(config, comps, ds, distribute.make_placement(None, config.backend))
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(self.model.get_weights())
+
+    mlflow.set_tracking_uri(store)
+    with mlflow.start_run():
+        out = training.fit(model, ds, config, progress=False, callbacks=[Record()])
+    assert (out["best_epoch"], out["stopped_epoch"]) == (1, 3)  # epoch 1 best, 2 and 3 worse: stop
+    assert len(seen) == 3
+    now = model.get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(now, seen[0]))  # the best epoch's weights, not the last
+    assert not all(np.array_equal(a, b) for a, b in zip(now, seen[2]))
+
+
+def test_early_stop_survives_a_failure_and_resume(notebook_data, store, tmp_path, monkeypatch):
+    """The run fails in epoch 3 (0-based 2); its checkpoint keeps the stopper (best epoch 1, one epoch without
+    improvement), so the resumed run stops after epoch 4 with epoch 1's weights, as an unbroken run would."""
+    import mlflow
+
+    from vaekit.checkpoint import load
+    from vaekit.errors import TrainingError
+    from vaekit.run import run
+
+    _register_rising(tmp_path)
+    config = tiny_config(notebook_data, store, epochs=10, loss="rising", early_stop=3, monitor="loss",
+                         checkpoint_interval=0, samples=1)
+    monkeypatch.setenv("RISING_FAIL_AT", "2")
+    with pytest.raises(TrainingError, match="the loss became nan at epoch 3"):
+        run(config, progress=False)
+    (failed,) = runs_in(store)
+    ckpt = load(failed.info.run_id, store)
+    assert ckpt.epoch == 2 and ckpt.early_stop[0]["best_epoch"] == 0 and ckpt.early_stop[0]["wait"] == 1
+    assert ckpt.early_stop[1] and all(np.isfinite(w).all() for w in ckpt.early_stop[1])  # epoch 1's weights
+
+    monkeypatch.delenv("RISING_FAIL_AT")
+    result = run(config, progress=False, resume=failed.info.run_id)
+    assert (result.metrics["best_epoch"], result.metrics["stopped_epoch"]) == (1, 4)
+    logged = mlflow.MlflowClient(store).get_run(result.run_id).data.metrics
+    assert (logged["best_epoch"], logged["stopped_epoch"]) == (1, 4)
+    assert sorted(m.step for m in mlflow.MlflowClient(store).get_metric_history(result.run_id, "loss")) == [0, 1, 2, 3]
+
+
+# -- resconv -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(50, 50), (13, 37), (64, 21)])
+def test_resconv_takes_any_spectrogram_size(shape):
+    from vaekit import backend
+
+    backend.select(None)
+    from vaekit.components import get_component
+    from vaekit.model import check_model_shapes
+
+    enc, dec = get_component("encoder", "resconv"), get_component("decoder", "resconv")
+    x_shape = (*shape, 1)
+    encoder = enc.create(x_shape, 4, filters=4, levels=3)
+    decoder = dec.create(4, x_shape, filters=4, levels=3)
+    check_model_shapes(encoder, decoder, {"encoder": enc, "decoder": dec}, x_shape, 4)
