@@ -31,6 +31,19 @@ def is_url(spec: str) -> bool:
     return "://" in spec
 
 
+def shown_storage(spec: str) -> str:
+    """``spec`` with any password in a URL replaced by ``***`` (it is printed and logged)."""
+    if not is_url(spec):
+        return spec
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(spec)
+    if parts.password is None:
+        return spec
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def open_storage(spec: str):
     """The Optuna storage ``spec`` names: an RDB URL, else a journal file (created if missing).
 
@@ -43,7 +56,7 @@ def open_storage(spec: str):
             return optuna.storages.RDBStorage(spec)
         except Exception as exc:  # a missing driver (psycopg2), a refused connection, a bad URL
             text = " ".join(str(exc).split())[:300]
-            raise ConfigError(f"--storage {spec}: cannot open it ({type(exc).__name__}: {text})") from None
+            raise ConfigError(f"--storage {shown_storage(spec)}: cannot open it ({type(exc).__name__}: {text})") from None
     from optuna.storages.journal import JournalFileBackend
 
     path = Path(spec)

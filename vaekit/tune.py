@@ -571,19 +571,6 @@ def default_storage(tracking_uri: str) -> str:
     return str((db.parent if db is not None else Path.cwd()) / "optuna.journal")
 
 
-def shown_storage(spec: str) -> str:
-    """``spec`` with any password in a URL replaced by ``***`` (it is printed and logged)."""
-    if not trials.is_url(spec):
-        return spec
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(spec)
-    if parts.password is None:
-        return spec
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def open_study(storage, name: str, sampler, direction: str):
     """(study, created): the study ``name`` in ``storage``, created when there is none yet."""
     import optuna
@@ -673,7 +660,7 @@ def tune(base: RunConfig, space_file, n_trials: int, study_name: str | None = No
     experiment_id = tracking.check_store(uri, base.experiment)  # before the study: a bad store leaves no study
     study, created = open_study(trials.open_storage(spec), study_name, sampler_obj, direction)
     space = [p.to_dict() for p in params]
-    study_where = f"--study {study_name} in {shown_storage(spec)}"
+    study_where = f"--study {study_name} in {trials.shown_storage(spec)}"
     if created:
         study.set_user_attr(SPACE_ATTR, space)
         study.set_user_attr(METRIC_ATTR, metric)
@@ -682,7 +669,7 @@ def tune(base: RunConfig, space_file, n_trials: int, study_name: str | None = No
 
     def create_parent() -> str:
         tags = {"vaekit.version": __version__, "vaekit.study": study_name, "vaekit.tune": "parent",
-                "vaekit.study.storage": shown_storage(spec)}
+                "vaekit.study.storage": trials.shown_storage(spec)}
         run_id = client.create_run(experiment_id, run_name=f"tune {study_name}", tags=tags).info.run_id
         client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in {
             **{f"space.{p.name}": p.describe() for p in params}, "tune.metric": metric, "tune.direction": direction,
@@ -704,7 +691,7 @@ def tune(base: RunConfig, space_file, n_trials: int, study_name: str | None = No
     pruning = {"storage": spec, "study": study_name, "pruner": pruner, "startup": pruner_startup,
                "metric": trials.epoch_metric(metric, base.validation_split)}
     n_before = sum(counted(t) for t in study.get_trials(deepcopy=False))
-    echo(f"study {study_name} in {shown_storage(spec)}: {n_before} of {n_trials} trials; parent run {parent_id}, "
+    echo(f"study {study_name} in {trials.shown_storage(spec)}: {n_before} of {n_trials} trials; parent run {parent_id}, "
          f"{jobs} at a time")
     with tempfile.TemporaryDirectory(prefix="vaekit-tune-") as tmp, \
             tracking.tracked_run(experiment_id, run_id=parent_id):
@@ -728,7 +715,7 @@ def tune(base: RunConfig, space_file, n_trials: int, study_name: str | None = No
     if any(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False)):
         with contextlib.suppress(Exception):  # another process still works on the study
             client.update_run(parent_id, status="RUNNING")
-    return TuneResult(study_name, shown_storage(spec), parent_id, experiment_id, uri, ran, table, best)
+    return TuneResult(study_name, trials.shown_storage(spec), parent_id, experiment_id, uri, ran, table, best)
 
 
 class ParentLog:
