@@ -213,6 +213,59 @@ sweep.params.extend(p for p in run.params if p.name not in {q.name for q in swee
 
 
 @main.command()
+@click.option("--space", "space_file", required=True, type=click.Path(dir_okay=False),
+              help='TOML file of what varies: "loss.lambda" = {low = 100, high = 5000, log = true}, latent_dim = [8, 16, 32].')
+@click.option("--trials", "n_trials", type=int, required=True, help="Trials the study should hold in all (a rerun continues).")
+@click.option("--study", "study_name", metavar="NAME", help="Study name [the space file's name without .toml].")
+@click.option("--storage", metavar="FILE_OR_URL",
+              help="Optuna journal file, or a database URL (postgresql://..., sqlite:///...) "
+                   "[optuna.journal beside the tracking store].")
+@click.option("--jobs", type=int, default=1, show_default=True, help="Trials at a time, each in its own process.")
+@click.option("--sampler", type=click.Choice(["tpe", "random", "grid"]), default="tpe", show_default=True,
+              help="How trials are chosen.")
+@click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median", show_default=True,
+              help="How trials are stopped early on their per-epoch validation metric.")
+@click.option("--pruner-startup", type=int, default=5, show_default=True,
+              help="Trials that must complete before the median pruner stops any.")
+@click.option("--metric", default="test_mse", show_default=True, help="The run metric to optimize.")
+@click.option("--direction", type=click.Choice(["minimize", "maximize"]), default="minimize", show_default=True,
+              help="Whether --metric is better low or high.")
+@friendly_errors
+def tune(space_file, n_trials, study_name, storage, jobs, sampler, pruner, pruner_startup, metric, direction,
+         config_file, options, plugin_files, quiet, verbose, **flags):
+    """Search settings and options with Optuna: trials are child runs of one parent run per study (takes run's flags
+    for what the space does not vary).
+
+    Trials that fall behind are pruned after an epoch; the study is kept in --storage, so running the command again
+    (or on another machine, with a database URL) continues it.  Prints a table of all trials and the best.
+    """
+    console.configure(verbose)  # trials inherit the environment it sets; --verbose is passed on to them
+    from vaekit.config import build_config
+
+    load_plugin_files(plugin_files)
+    config = build_config(config_file, options, **flags)
+    from vaekit.tune import tune as tune_api
+
+    echo = (lambda *a: None) if quiet else click.echo
+    try:
+        result = tune_api(config, space_file, n_trials, study_name=study_name, storage=storage, jobs=jobs, sampler=sampler,
+                          pruner=pruner, pruner_startup=pruner_startup, metric=metric, direction=direction,
+                          plugin_files=plugin_files, echo=echo, verbose=verbose)
+    except VaekitError as exc:
+        if getattr(exc, "table", None):  # every trial failed: the table, then the one-line error
+            click.echo(exc.table)
+        raise
+    click.echo(result.table)
+    if result.best:
+        b = result.best
+        click.echo(f"best trial: {b['number']} ({metric} {b['value']:.4g}), run {b['run_id']}")
+    click.echo(f"parent run: {result.parent_run_id}")
+
+
+tune.params.extend(p for p in run.params if p.name not in {q.name for q in tune.params} | {"resume", "trust_plugins"})
+
+
+@main.command()
 @click.argument("audio_dir", type=click.Path())
 @click.argument("out_dir", type=click.Path())
 @click.option("--split-by", type=click.Choice(["random", "speaker"]), default="random", show_default=True,

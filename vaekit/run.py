@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from vaekit import audio_metrics, backend, checkpoint, components, distribute, runlog, tracking
+from vaekit import audio_metrics, backend, checkpoint, components, distribute, runlog, tracking, trial
 from vaekit.config import RunConfig
 
 
@@ -70,8 +70,9 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None, ech
             logged = checkpoint.mark_resumed(resume, ckpt)
         else:
             runlog.log_start(config, comps, ds, placement, backend.version(config.backend))
-        metrics = training.fit(model, ds, config, progress, initial_epoch=ckpt.epoch if ckpt else 0,
-                               checkpointer=checkpointer, shard=placement.shard, logged=logged,
+        # callbacks: a `vaekit tune` trial's pruning (none for a plain run)
+        metrics = training.fit(model, ds, config, progress, initial_epoch=ckpt.epoch if ckpt else 0, checkpointer=checkpointer,
+                               callbacks=trial.callbacks(), shard=placement.shard, logged=logged,
                                early_state=ckpt.early_stop if ckpt else None)
         metrics.update(training.evaluate(model, ds.x_test, config.batch_size))
         metrics.update(audio_metrics.evaluate(model, ds, comps, vocoder_fn, config))

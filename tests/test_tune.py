@@ -1,0 +1,165 @@
+"""`vaekit tune`: a space checked before anything starts; trials as nested runs of one parent per study, shared by
+two processes on one journal storage, stopped by Ctrl-C and continued by a rerun, pruned on the per-epoch validation
+metric.  Real processes, a real Optuna journal file and a real MLflow sqlite store."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import error_line
+from reliability_helpers import FAULTS, query_store, wait_for
+
+#: A tiny dense VAE: what is tested here is the study around it.
+TINY = ["--encoder", "dense", "--decoder", "dense", "--latent-dim", "4", "--batch-size", "32", "--samples", "0",
+        "--option", "encoder.units=16", "--option", "decoder.units=16"]
+SPACE = '"loss.lambda" = {low = 100, high = 1000, log = true}\n'
+
+
+def start_tune(*args, cwd):
+    """``vaekit tune ARGS`` as a process that takes Ctrl-C (SIGINT) even when pytest runs as a background job."""
+    import os
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    return subprocess.Popen([sys.executable, "-m", "vaekit", "tune", *map(str, args)], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def finish(proc, timeout=300):
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill() if proc.poll() is None else None
+    return proc.returncode, out, err
+
+
+def load_study(path, name="space"):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(JournalFileBackend(str(path))))
+
+
+def study_runs(store):
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("vaekit").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("vaekit.tune") == "parent"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    return client, parents, children
+
+
+@pytest.mark.parametrize("space, flags, message", [
+    ('nosuch = [1, 2]\n', [], "nosuch: 'nosuch' is neither KIND.OPTION nor a run setting"),
+    ('"loss.lambda" = {low = -1, high = 10}\n', [], "loss.lambda=-1: "),
+    ('"loss.lambda" = {low = 10, high = 1}\n', [], "loss.lambda: low must be below high, got low = 10, high = 1"),
+    ('"loss.lambda" = {low = 0, high = 1, log = true}\n', [], "loss.lambda: a log range needs low > 0"),
+    ('"loss.lambda" = {low = 1, high = 9, stride = 2}\n', [], "unknown key 'stride' in a range"),
+    ('latent_dim = {low = 4, high = 8.0}\n', [], "latent_dim=5.333: --latent-dim: expected int, got 5.33"),
+    ('encoder = ["dense", "nosuch"]\n', [], "encoder=nosuch: "),
+    ('encoder = ["conv2", "dense"]\n"encoder.filters1" = [8, 16]\n', [], "encoder=dense: "),
+    ('tracking_uri = ["a", "b"]\n', [], "neither KIND.OPTION nor a run setting"),
+    ('"loss.lambda" = {low = 100.0, high = 500.0}\n', ["--sampler", "grid"], "loss.lambda is a float range; --sampler grid"),
+    ("latent_dim = [\n", [], "not valid TOML"),
+    ("", [], "varies nothing"),
+])
+def test_a_bad_space_is_one_error_line_before_any_study_or_run(tmp_path, store, space, flags, message):
+    from click.testing import CliRunner
+
+    from vaekit.cli import main
+
+    (tmp_path / "space.toml").write_text(space)
+    result = CliRunner().invoke(main, ["tune", "--space", str(tmp_path / "space.toml"), "--trials", "2",
+                                       "--tracking-uri", store, *flags])
+    line = error_line(result)
+    assert line.startswith(f"Error: --space {tmp_path / 'space.toml'}: ") and message in line, line
+    assert not (tmp_path / "optuna.journal").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_two_processes_share_one_journal_study_each_trial_runs_once_under_one_parent(notebook_data, store, tmp_path):
+    (tmp_path / "space.toml").write_text(SPACE)
+    args = ["--space", "space.toml", "--trials", 3, "--data", notebook_data, "--tracking-uri", store, "--epochs", 1, *TINY]
+    procs = [start_tune(*args, cwd=tmp_path) for _ in range(2)]
+    results = [finish(p) for p in procs]
+    for rc, out, err in results:
+        assert rc == 0, err[-3000:]
+    study = load_study(tmp_path / "optuna.journal")  # the default: beside the tracking store
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert sorted(t.number for t in done) == [0, 1, 2], [(t.number, t.state) for t in study.trials]
+    assert all(t.user_attrs.get("vaekit.surplus") for t in study.trials if t not in done)
+
+    client, parents, children = study_runs(store)
+    assert len(parents) == 1, [p.info.run_id for p in parents]  # created once, found again by the other process
+    parent = parents[0]
+    assert all(f"parent run: {parent.info.run_id}" in out for _, out, _ in results)
+    assert sorted(c.data.tags["vaekit.trial"] for c in children) == ["0", "1", "2"]  # each trial ran once
+    by_number = {int(c.data.tags["vaekit.trial"]): c for c in children}
+    for t in done:
+        run = by_number[t.number]
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.info.status == "FINISHED"
+        assert float(run.data.params["loss.lambda"]) == pytest.approx(t.params["loss.lambda"])
+        assert run.data.metrics["test_mse"] == pytest.approx(t.value)
+        assert t.user_attrs["vaekit.run_id"] == run.info.run_id
+    best = min(done, key=lambda t: t.value)
+    assert parent.info.status == "FINISHED" and parent.data.tags["vaekit.best_trial"] == str(best.number)
+    assert parent.data.tags["vaekit.best_run_id"] == by_number[best.number].info.run_id
+    assert parent.data.metrics["best_test_mse"] == pytest.approx(best.value)
+    assert parent.data.metrics["trials_complete"] == 3
+    table = client.download_artifacts(parent.info.run_id, "trials.txt", str(tmp_path))
+    rows = [line.split() for line in open(table).read().splitlines()[2:]]
+    assert [r[0] for r in rows] == ["0", "1", "2"] and all(r[2] == "COMPLETE" for r in rows)
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert plots == {"plots/optimization_history.png", "plots/param_importances.png", "plots/parallel_coordinate.png"}
+
+
+def test_ctrl_c_stops_the_trial_a_rerun_continues_the_study_and_a_lagging_trial_is_pruned(notebook_data, store, tmp_path):
+    (tmp_path / "space.toml").write_text(SPACE)
+    base = ["--space", "space.toml", "--data", notebook_data, "--tracking-uri", store, "--epochs", 2, *TINY,
+            "--plugin", FAULTS, "--loss", "slow-mse-kl", "--learning-rate", "0.01"]
+    # 1. Each batch of the second epoch naps 8 s: Ctrl-C lands mid-training.
+    proc = start_tune(*base, "--trials", 1, "--option", "loss.seconds=8", cwd=tmp_path)
+    try:
+        wait_for(lambda: (query_store(store, "SELECT COUNT(*) FROM metrics WHERE key = 'loss'") or [[0]])[0][0] >= 1,
+                 timeout=300, proc=proc, what="the trial's first epoch")
+        proc.send_signal(signal.SIGINT)
+        rc, out, err = finish(proc, timeout=120)
+    finally:
+        proc.kill() if proc.poll() is None else None
+    assert rc == 130 and "Interrupted." in err and "Traceback" not in err, err[-3000:]
+    study = load_study(tmp_path / "optuna.journal")
+    [stopped] = [t for t in study.trials if t.state.name == "FAIL"]
+    assert stopped.user_attrs["vaekit.interrupted"] is True
+    [queued] = [t for t in study.trials if t.state.name == "WAITING"]  # its settings again, for the rerun
+    assert queued.user_attrs["vaekit.retry_of"] == stopped.number
+    client, [parent], [child] = study_runs(store)
+    assert child.info.status == "KILLED" and parent.info.status == "KILLED"
+
+    # 2. The same command again (without the naps): the study continues with the stopped trial's settings.
+    rc, out, err = finish(start_tune(*base, "--trials", 1, "--option", "loss.seconds=0", cwd=tmp_path))
+    assert rc == 0, err[-3000:]
+    study = load_study(tmp_path / "optuna.journal")
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]
+    assert study.trials[1].params == stopped.params
+    client, parents, children = study_runs(store)
+    assert [p.info.run_id for p in parents] == [parent.info.run_id] and client.get_run(parent.info.run_id).info.status == "FINISHED"
+
+    # 3. One more trial, whose learning rate leaves it far behind after its first epoch: pruned there, its run FINISHED.
+    t0 = time.monotonic()
+    rc, out, err = finish(start_tune(*base, "--trials", 2, "--option", "loss.seconds=0", "--learning-rate", "1e-9",
+                                     "--pruner-startup", 1, cwd=tmp_path))
+    assert rc == 0, err[-3000:]
+    study = load_study(tmp_path / "optuna.journal")
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "PRUNED"], time.monotonic() - t0
+    assert list(study.trials[2].intermediate_values) == [0]
+    client, _, children = study_runs(store)
+    pruned = next(c for c in children if c.data.tags["vaekit.trial"] == "2")
+    assert pruned.info.status == "FINISHED" and pruned.data.tags["vaekit.pruned"] == "true"
+    assert pruned.data.tags["vaekit.pruned_epoch"] == "1"
+    assert [m.step for m in client.get_metric_history(pruned.info.run_id, "val_mse")] == [0]
+    assert "test_mse" in pruned.data.metrics  # evaluated and logged like any run
+    assert "PRUNED@1" in out

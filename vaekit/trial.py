@@ -1,0 +1,140 @@
+"""A run's side of an Optuna trial: where studies are stored, pruners, and the pruning callback.
+
+``vaekit tune`` starts each trial as a ``vaekit run`` process and hands it, in the environment
+variable :data:`ENV_TRIAL`, the study's storage, name, pruner and the trial's id.  That run's
+:func:`callbacks` then reports the per-epoch validation metric to the trial after every epoch
+and, when the pruner says so, stops training at the end of that epoch: the run goes on to
+evaluate and log as any run, ends FINISHED, and carries the tags ``vaekit.pruned = true`` and
+``vaekit.pruned_epoch`` (1-based, the last epoch trained).  Without the variable (a plain run, a
+sweep's child) :func:`callbacks` is empty.
+
+This module sits below both ``vaekit.run`` and ``vaekit.tune``; Optuna is imported only when used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from vaekit.errors import ConfigError
+
+#: Environment variable through which ``vaekit tune`` hands a trial's run its study and trial.
+ENV_TRIAL = "VAEKIT_TRIAL"
+PRUNERS = ("median", "hyperband", "none")
+PRUNED_TAG = "vaekit.pruned"
+PRUNED_EPOCH_TAG = "vaekit.pruned_epoch"
+
+
+def is_url(spec: str) -> bool:
+    """An RDB URL (``postgresql://…``, ``sqlite:///…``) rather than a journal file path."""
+    return "://" in spec
+
+
+def shown_storage(spec: str) -> str:
+    """``spec`` with any password in a URL replaced by ``***`` (it is printed and logged)."""
+    if not is_url(spec):
+        return spec
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(spec)
+    if parts.password is None:
+        return spec
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def open_storage(spec: str):
+    """The Optuna storage ``spec`` names: an RDB URL, else a journal file (created if missing).
+
+    Raises :class:`ConfigError` naming ``--storage`` when it cannot be opened.
+    """
+    import optuna
+
+    if is_url(spec):
+        try:
+            return optuna.storages.RDBStorage(spec)
+        except Exception as exc:  # a missing driver (psycopg2), a refused connection, a bad URL
+            text = " ".join(str(exc).split())[:300]
+            raise ConfigError(f"--storage {shown_storage(spec)}: cannot open it ({type(exc).__name__}: {text})") from None
+    from optuna.storages.journal import JournalFileBackend
+
+    path = Path(spec)
+    if not path.parent.is_dir():
+        raise ConfigError(f"--storage {spec}: directory {path.parent} does not exist")
+    if path.is_dir():
+        raise ConfigError(f"--storage {spec}: is a directory; name a journal file (e.g. {path / 'optuna.journal'})")
+    try:
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    except OSError as exc:
+        raise ConfigError(f"--storage {spec}: cannot open it ({exc.strerror or exc})") from None
+
+
+def make_pruner(name: str, startup: int = 5):
+    """The Optuna pruner called ``name`` (see :data:`PRUNERS`); ``startup``: trials that must complete
+    before the median pruner prunes any."""
+    import optuna
+
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=0)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"--pruner {name!r}: choose one of {', '.join(PRUNERS)}")
+
+
+def epoch_metric(metric: str, validation_split: float) -> str:
+    """The per-epoch metric a trial reports for the objective ``metric`` (``test_mse`` → ``val_mse``;
+    the training ``mse`` when no validation set is held out)."""
+    term = metric[len("test_"):] if metric.startswith("test_") else metric
+    return f"val_{term}" if validation_split > 0 else term
+
+
+def trial_env(storage: str, study: str, trial_id: int, pruner: str, startup: int, metric: str) -> dict[str, str]:
+    """The environment entry that makes a ``vaekit run`` report to (and be pruned by) a trial."""
+    return {ENV_TRIAL: json.dumps({"storage": storage, "study": study, "trial_id": trial_id, "pruner": pruner,
+                                   "startup": startup, "metric": metric})}
+
+
+def callbacks() -> list:
+    """The Keras callbacks a run started by ``vaekit tune`` needs (the pruning callback), else ``[]``."""
+    raw = os.environ.get(ENV_TRIAL)
+    if not raw:
+        return []
+    spec = json.loads(raw)
+    return [_pruning_callback(spec)]
+
+
+def _pruning_callback(spec: dict):
+    import keras
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=spec["study"], storage=open_storage(spec["storage"]),
+                              sampler=optuna.samplers.RandomSampler(),
+                              pruner=make_pruner(spec["pruner"], spec.get("startup", 5)))
+    trial = optuna.trial.Trial(study, spec["trial_id"])
+    key = spec["metric"]
+
+    class PruningCallback(keras.callbacks.Callback):
+        """After each epoch: report ``key`` to the trial; stop training if the pruner says so."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            import math
+
+            import mlflow
+
+            value = (logs or {}).get(key)
+            if value is None:
+                raise ConfigError(f"--metric: the run logs no per-epoch {key!r} to prune on "
+                                  f"(it logs: {', '.join(sorted(logs or {}))})")
+            value = float(value)
+            if not math.isfinite(value):
+                return  # the NaN check in EpochLogger fails the run; nothing to report
+            trial.report(value, epoch)
+            if trial.should_prune():
+                mlflow.set_tags({PRUNED_TAG: "true", PRUNED_EPOCH_TAG: str(epoch + 1)})
+                self.model.stop_training = True
+
+    return PruningCallback()
