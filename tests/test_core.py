@@ -106,7 +106,9 @@ def test_run_logs_params_metrics_artifacts_and_a_loadable_model(notebook_data, s
     import vaekit.model  # noqa: F401  registers the custom classes
 
     mlflow.set_tracking_uri(store)
-    model = mlflow.keras.load_model(f"runs:/{result.run_id}/model")
+    uri = client.get_run(result.run_id).data.tags["vaekit.model_uri"]  # the logged model, MLflow 3's way
+    assert uri.startswith("models:/m-")
+    model = mlflow.keras.load_model(uri)
     x_hat = model.decode(np.zeros((3, 20), dtype="float32"))
     assert x_hat.shape == (3, 50, 50, 1) and np.isfinite(x_hat).all()
 

@@ -83,5 +83,5 @@ def test_example_package_installs_lists_and_runs(notebook_data, store, tmp_path)
     import vaekit.model  # noqa: F401  registers vaekit's own classes
 
     mlflow.set_tracking_uri(store)
-    vae = mlflow.keras.load_model(f"runs:/{run_id}/model")
+    vae = mlflow.keras.load_model(mlflow.get_run(run_id).data.tags["vaekit.model_uri"])
     assert vae.decode(np.zeros((2, 4), dtype="float32")).shape == (2, 50, 50, 1)

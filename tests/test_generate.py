@@ -93,7 +93,9 @@ def test_generate_writes_and_logs_back_several_vocoders_for_the_same_z(trained, 
     # Same z, different vocoders (different iteration counts): same length, different audio.
     assert not np.allclose(waves["griffinlim"][0][0], waves["gl-quick"][0][0])
     assert sorted(p.name for p in d.glob("*.png")) == ["grid.png", "sample_00.png", "sample_01.png", "sample_02.png"]
-    assert set(out.metrics) == {"vocoder_mel_error_db.griffinlim", "vocoder_mel_error_db.gl-quick"}
+    # Each vocoder's error, and the run's sample metrics on what was generated (the decoder's, one set for all vocoders).
+    assert set(out.metrics) == {"vocoder_mel_error_db.griffinlim", "vocoder_mel_error_db.gl-quick",
+                                "generate.sample_fd", "generate.sample_diversity"}
 
     client = _client(uri)
     after = client.get_run(run_id)

@@ -430,8 +430,9 @@ def test_vocoder_failing_after_training_leaves_the_run_failed(notebook_data, sto
     broken = write(tmp_path / "broken.py", BROKEN)
     res = cli("run", "--plugin", broken, "--data", notebook_data, "--tracking-uri", store, *FAST,
               "--vocoder", "broken", "--option", "vocoder.mode=late")
+    # The first vocoding after training is test_vocoded_mel_db's, of 4 reconstructed test clips.
     assert error_line(res) == (f"Error: vocoder 'broken' (from {broken.resolve()}) failed on mel spectrograms of "
-                               "shape (1, 50, 50): RuntimeError: lost the GPU")
+                               "shape (4, 50, 50): RuntimeError: lost the GPU")
     [run] = runs_in(store)
     assert run.info.status == "FAILED"
     assert "lost the GPU" in run.data.tags["vaekit.error"]

@@ -134,6 +134,8 @@ def compute(metric_comps, original, reconstructed, sampled, audio, vocoded, opti
         fn = comp.create(**metric_options(comp, options or {}))
         try:
             values = fn(original, reconstructed, sampled, audio, vocoded)
+        except PluginError:
+            raise  # the vocoder's own failure (vocoded() names it), not the metric's
         except Exception as exc:
             raise PluginError(f"metric {comp.name!r} (from {comp.plugin}) failed: {one_line(exc)}") from None
         if not isinstance(values, dict):

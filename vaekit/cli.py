@@ -580,7 +580,7 @@ def explore(run_id, port, host, data, vocoder, options, tracking_uri, backend, p
     # The server has stopped and nothing is left to write (a kept sound is logged within its request); the
     # interpreter's own teardown of TensorFlow would hold the terminal for seconds more (7 s measured).
     sys.stdout.flush()
-    sys.stderr.flush()
+    console.drain()
     os._exit(code)
 
 

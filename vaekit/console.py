@@ -76,6 +76,16 @@ def configure(verbose: bool = False) -> None:
         _installed = _StderrFilter.install()
 
 
+def drain() -> None:
+    """Forward what the standard-error filter still holds and give descriptor 2 back.
+
+    For a process about to end with ``os._exit``, which skips the ``atexit`` hook that does this:
+    without it the last lines written (e.g. "Interrupted.") would be lost in the pipe.
+    """
+    if _installed is not None:
+        _installed.close()
+
+
 class _StderrFilter:
     """File descriptor 2 through a pipe whose reader drops :func:`is_noise` lines.
 

@@ -250,12 +250,16 @@ def check_space(base: RunConfig, params: list[Param], where: str) -> None:
                 raise type(exc)(f"{label}: {exc}") from None
 
 
-def make_sampler(name: str, params: list[Param], seed: int, where: str):
-    """The Optuna sampler ``name``; grid needs every param as a list (or an integer range)."""
+def make_sampler(name: str, params: list[Param], seed: int, where: str, n_trials: int = 40):
+    """The Optuna sampler ``name``; grid needs every param as a list (or an integer range).
+
+    TPE starts from a quarter of the study's trials drawn at random (3 to 10, Optuna's default being
+    10): a 16-trial study keeps 12 guided trials instead of 6.
+    """
     import optuna
 
     if name == "tpe":
-        return optuna.samplers.TPESampler()
+        return optuna.samplers.TPESampler(n_startup_trials=min(10, max(3, n_trials // 4)))
     if name == "random":
         return optuna.samplers.RandomSampler()
     if name == "grid":
@@ -655,7 +659,7 @@ def tune(base: RunConfig, space_file, n_trials: int, study_name: str | None = No
     uri = tracking.resolve_tracking_uri(base.tracking_uri)
     base = replace(base, tracking_uri=uri)
     check_space(base, params, where)
-    sampler_obj = make_sampler(sampler, params, base.seed, where)
+    sampler_obj = make_sampler(sampler, params, base.seed, where, n_trials)
     if sampler == "grid" and n_trials > grid_size(params, where):
         echo(f"--trials {n_trials}: the grid has {grid_size(params, where)} points; running those")
         n_trials = grid_size(params, where)
