@@ -165,17 +165,23 @@ def parse_options(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any
     return out
 
 
+def read_toml(path: Path, where: str) -> dict[str, Any]:
+    """The TOML file's table; a missing, unreadable or malformed file is one :class:`ConfigError` line
+    starting with ``where`` (the flag and the file, e.g. ``--config run.toml``)."""
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {' '.join(str(exc).split())}") from None
+
+
 def load_toml(path) -> dict[str, Any]:
     """Read a config file into RunConfig keyword arguments, checking names and types."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"--config {path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--config {path}: cannot read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"--config {path}: not valid TOML: {exc}") from None
+    raw = read_toml(path, f"--config {path}")
     known = {f.name: f for f in fields(RunConfig)}
     out: dict[str, Any] = {}
     for key, value in raw.items():

@@ -45,7 +45,7 @@ from typing import Any
 
 from vaekit import trial as trials
 from vaekit.components import KINDS, resolve
-from vaekit.config import RunConfig, merge, tomllib
+from vaekit.config import RunConfig, merge, read_toml
 from vaekit.errors import ConfigError, TrainingError, VaekitError
 from vaekit.runlog import ENV_TAGS
 
@@ -174,14 +174,7 @@ def load_space(path) -> list[Param]:
     """
     path = Path(path)
     where = f"--space {path}"
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{where}: cannot read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where}: not valid TOML: {' '.join(str(exc).split())}") from None
+    raw = read_toml(path, where)
     items = []
     for key, value in raw.items():
         if key in KINDS and isinstance(value, dict) and not set(value) <= _RANGE_KEYS:
