@@ -93,6 +93,21 @@ def tiny_config(data, store, **overrides) -> RunConfig:
     return RunConfig(**settings)
 
 
+def tiny_run(data, where: Path, **overrides) -> tuple[str, str]:
+    """One finished run of ``tiny_config(data, store, **overrides)`` into a sqlite store in ``where``:
+    (run_id, tracking URI).  Run from ``where``, so nothing it writes can land in the tests' working
+    directory; the plugin manager is the caller's (a test may have loaded a plugin file into it)."""
+    from vaekit.run import run
+
+    cwd = os.getcwd()
+    os.chdir(where)
+    try:
+        uri = f"sqlite:///{where / 'mlflow.db'}"
+        return run(tiny_config(data, uri, **overrides), progress=False).run_id, uri
+    finally:
+        os.chdir(cwd)
+
+
 def run_cli(*args, cwd=None, env=None, timeout=600, **kwargs) -> subprocess.CompletedProcess:
     """Run ``python -m vaekit ARGS`` in a real subprocess; text output captured."""
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}

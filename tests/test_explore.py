@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import error_line, free_port, stop_process_group, tiny_config
+from conftest import error_line, free_port, stop_process_group, tiny_run
 
 HERE = Path(__file__).resolve().parent
 N_TEST = 32  # conftest's notebook data
@@ -64,16 +64,8 @@ def data_dir(notebook_data, tmp_path_factory) -> Path:
 
 
 def train(data: Path, where: Path, **overrides) -> tuple[str, str]:
-    """One finished tiny run in a store in ``where``: (run_id, tracking URI)."""
-    from vaekit.run import run
-
-    cwd = os.getcwd()
-    os.chdir(where)  # MLflow puts a sqlite store's artifacts under ./mlruns
-    try:
-        uri = f"sqlite:///{where / 'mlflow.db'}"
-        return run(tiny_config(data, uri, samples=0, **overrides), progress=False).run_id, uri
-    finally:
-        os.chdir(cwd)
+    """One finished tiny run, no samples, in a store in ``where``: (run_id, tracking URI)."""
+    return tiny_run(data, where, samples=0, **overrides)
 
 
 @pytest.fixture(scope="module")

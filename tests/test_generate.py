@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import make_tones, run_cli, tiny_config
+from conftest import make_tones, run_cli, tiny_run
 from vaekit.audio import AudioParams
 
 AUDIO = AudioParams()
@@ -33,18 +33,9 @@ def register_vocoders(register):
 def trained(notebook_data, tmp_path_factory):
     """One finished tiny run (2 epochs) shared by this module's tests: (run_id, tracking URI)."""
     from vaekit.plugins import reset_plugin_manager
-    from vaekit.run import run
 
-    where = tmp_path_factory.mktemp("store")
-    cwd = os.getcwd()
-    os.chdir(where)  # MLflow puts a sqlite store's artifacts under ./mlruns
-    try:
-        reset_plugin_manager()
-        uri = f"sqlite:///{where / 'mlflow.db'}"
-        result = run(tiny_config(notebook_data, uri, epochs=2, samples=2), progress=False)
-    finally:
-        os.chdir(cwd)
-    return result.run_id, uri
+    reset_plugin_manager()
+    return tiny_run(notebook_data, tmp_path_factory.mktemp("store"), epochs=2, samples=2)
 
 
 def _client(uri):

@@ -21,7 +21,7 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from conftest import error_line, free_port, stop_process_group, tiny_config
+from conftest import error_line, free_port, stop_process_group, tiny_run
 
 LATENT = 4
 
@@ -30,21 +30,11 @@ LATENT = 4
 def trained(notebook_data, tmp_path_factory):
     """One finished tiny run: (run_id, tracking URI)."""
     from vaekit.plugins import reset_plugin_manager
-    from vaekit.run import run
 
-    where = tmp_path_factory.mktemp("store")
-    cwd = os.getcwd()
-    os.chdir(where)  # MLflow puts a sqlite store's artifacts under ./mlruns
-    try:
-        reset_plugin_manager()
-        uri = f"sqlite:///{where / 'mlflow.db'}"
-        small = {"units": 16, "layers": 1}
-        config = tiny_config(notebook_data, uri, encoder="dense", decoder="dense", latent_dim=LATENT, samples=0,
-                             options={"encoder": small, "decoder": small, "vocoder": {"n_iter": 4}})
-        result = run(config, progress=False)
-    finally:
-        os.chdir(cwd)
-    return result.run_id, uri
+    reset_plugin_manager()
+    small = {"units": 16, "layers": 1}
+    return tiny_run(notebook_data, tmp_path_factory.mktemp("store"), encoder="dense", decoder="dense", latent_dim=LATENT,
+                    samples=0, options={"encoder": small, "decoder": small, "vocoder": {"n_iter": 4}})
 
 
 def cli(*args):
