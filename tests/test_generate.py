@@ -138,6 +138,9 @@ def test_interpolate_between_seeds_and_between_test_clips(trained, tmp_path):
         f"generated/interpolate_clips_0_3/griffinlim/step_{i:02d}.wav" for i in range(3)}
     with pytest.raises(ConfigError, match="test clip 999 out of range"):
         interpolate(run_id, clips=(0, 999), run=run, log=False, out=tmp_path / "never")
+    for steps in (1, 65):
+        with pytest.raises(ConfigError, match=f"--steps must be 2 to 64, got {steps}"):
+            interpolate(run_id, clips=(0, 3), steps=steps, run=run, log=False, out=tmp_path / "never")
     assert not (tmp_path / "never").exists()
 
 

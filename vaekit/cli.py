@@ -15,6 +15,7 @@ import click
 from vaekit import __version__, console
 from vaekit.backend import BACKENDS
 from vaekit.errors import VaekitError
+from vaekit.trial import PRUNERS
 
 
 def friendly_errors(fn):
@@ -223,7 +224,7 @@ sweep.params.extend(p for p in run.params if p.name not in {q.name for q in swee
 @click.option("--jobs", type=int, default=1, show_default=True, help="Trials at a time, each in its own process.")
 @click.option("--sampler", type=click.Choice(["tpe", "random", "grid"]), default="tpe", show_default=True,
               help="How trials are chosen.")
-@click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median", show_default=True,
+@click.option("--pruner", type=click.Choice(PRUNERS), default="median", show_default=True,
               help="How trials are stopped early on their per-epoch validation metric.")
 @click.option("--pruner-startup", type=int, default=5, show_default=True,
               help="Trials that must complete before the median pruner stops any.")
@@ -405,7 +406,7 @@ def generate(run_id, n, seed, out, log, vocoders, options, tracking_uri, backend
 @click.argument("run_id", metavar="RUN_OR_URI")
 @click.option("--clips", type=int, nargs=2, metavar="A B", help="Walk between test clips A and B (needs the run's data).")
 @click.option("--seeds", type=int, nargs=2, metavar="A B", help="Walk between the z of seeds A and B [0 1 unless --clips].")
-@click.option("--steps", type=int, default=8, show_default=True, help="Points on the walk, ends included.")
+@click.option("--steps", type=int, default=8, show_default=True, help="Points on the walk, ends included (2 to 64).")
 @click.option("--data", type=click.Path(), help="The run's data, if it moved [the run's --data].")
 @click.option("--out", type=click.Path(file_okay=False), help="Also write WAVs and the PNG strip here.")
 @click.option("--log/--no-log", default=True, show_default=True, help="Log them back to the run under generated/.")

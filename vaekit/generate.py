@@ -33,6 +33,8 @@ from vaekit.runlog import safe_name
 GENERATED_DIR = "generated"
 #: ``generate`` decodes, vocodes and writes this many samples at a time: its memory does not grow with ``-n``.
 BATCH = 64
+#: ``interpolate --steps`` at most: every step is held, vocoded and drawn in one strip figure.
+MAX_STEPS = 64
 #: ``grid.png`` shows at most this many samples (8×8): a figure of every sample would grow with ``-n``.
 GRID_MAX = 64
 
@@ -396,8 +398,8 @@ def interpolate(run_id: str, clips=None, seeds=None, steps: int = 8, vocoders=()
 
     if (clips is None) == (seeds is None):
         raise ConfigError("interpolate needs exactly one of --clips A B or --seeds A B")
-    if steps < 2:
-        raise ConfigError(f"--steps must be at least 2, got {steps}")
+    if not 2 <= steps <= MAX_STEPS:
+        raise ConfigError(f"--steps must be 2 to {MAX_STEPS}, got {steps}")
     _check_destination(out, log)
     run = run or open_run(run_id, tracking_uri, trust_plugins)
     if clips is not None:
