@@ -163,3 +163,45 @@ def test_ctrl_c_stops_the_trial_a_rerun_continues_the_study_and_a_lagging_trial_
     assert [m.step for m in client.get_metric_history(pruned.info.run_id, "val_mse")] == [0]
     assert "test_mse" in pruned.data.metrics  # evaluated and logged like any run
     assert "PRUNED@1" in out
+
+
+@pytest.mark.parametrize("pruner", ["median", "halving"])
+def test_the_pruning_callback_stops_a_lagging_trial_but_never_after_its_last_epoch(pruner, store, tmp_path, monkeypatch):
+    """What a trial's run does after each epoch, driven directly (no training): the pruner named in the
+    environment stops a trial far behind a completed one, and lets a trial complete once its last epoch is
+    trained (stopping it there would save nothing and lose a complete trial)."""
+    import types
+
+    import mlflow
+    import optuna
+
+    from vaekit import trial as trials
+
+    journal = str(tmp_path / "optuna.journal")
+    study = optuna.create_study(study_name="s", storage=trials.open_storage(journal))
+    mlflow.set_tracking_uri(store)
+
+    def drive(values, epochs):
+        """Report ``values`` epoch by epoch through a fresh trial's callback; return what the run ended as."""
+        asked = study.ask()
+        env = trials.trial_env(journal, "s", asked._trial_id, pruner, startup=1, metric="val_mse")
+        monkeypatch.setenv(trials.ENV_TRIAL, env[trials.ENV_TRIAL])
+        [callback] = trials.callbacks()
+        model = types.SimpleNamespace(stop_training=False)
+        callback.set_model(model)
+        callback.set_params({"epochs": epochs})
+        with mlflow.start_run() as run:
+            for epoch, value in enumerate(values):
+                callback.on_epoch_end(epoch, {"val_mse": value, "loss": 1.0})
+                if model.stop_training:
+                    break
+        tags = mlflow.get_run(run.info.run_id).data.tags
+        pruned = tags.get(trials.PRUNED_TAG) == "true"
+        study.tell(asked, state=optuna.trial.TrialState.PRUNED) if pruned else study.tell(asked, values[-1])
+        return pruned, tags.get(trials.PRUNED_EPOCH_TAG), epoch + 1
+
+    assert drive([0.10, 0.09, 0.08], epochs=3) == (False, None, 3)  # the first trial: nothing to compare with
+    assert drive([5.0, 5.0, 5.0], epochs=3) == (True, "2" if pruner == "halving" else "1",
+                                                 2 if pruner == "halving" else 1)
+    # Far behind at its second epoch, but that is its last: not pruned, complete.
+    assert drive([0.10, 5.0], epochs=2) == (False, None, 2)

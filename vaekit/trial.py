@@ -21,7 +21,7 @@ from vaekit.errors import ConfigError
 
 #: Environment variable through which ``vaekit tune`` hands a trial's run its study and trial.
 ENV_TRIAL = "VAEKIT_TRIAL"
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("median", "halving", "hyperband", "none")
 PRUNED_TAG = "vaekit.pruned"
 PRUNED_EPOCH_TAG = "vaekit.pruned_epoch"
 
@@ -71,12 +71,21 @@ def open_storage(spec: str):
 
 
 def make_pruner(name: str, startup: int = 5):
-    """The Optuna pruner called ``name`` (see :data:`PRUNERS`); ``startup``: trials that must complete
-    before the median pruner prunes any."""
+    """The Optuna pruner called ``name`` (see :data:`PRUNERS`).
+
+    - ``median``: a trial stops when its value at an epoch is worse than the median of the completed
+      trials' values at that epoch, once ``startup`` trials have completed;
+    - ``halving``: asynchronous successive halving: at epochs 2, 4, 10, 28, … (1·3^k + 1) a trial goes on only
+      if it is in the best third of all trials that reached that epoch;
+    - ``hyperband``: Optuna's Hyperband (brackets of successive halving, min resource 1 epoch);
+    - ``none``: every trial trains to the end.
+    """
     import optuna
 
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=0)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1)
     if name == "none":
@@ -133,7 +142,9 @@ def _pruning_callback(spec: dict):
             if not math.isfinite(value):
                 return  # the NaN check in EpochLogger fails the run; nothing to report
             trial.report(value, epoch)
-            if trial.should_prune():
+            # After the last epoch there is nothing left to save: the trial completes, and counts as one.
+            last = epoch + 1 >= (self.params or {}).get("epochs", math.inf)
+            if not last and trial.should_prune():
                 mlflow.set_tags({PRUNED_TAG: "true", PRUNED_EPOCH_TAG: str(epoch + 1)})
                 self.model.stop_training = True
 
