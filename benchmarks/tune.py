@@ -58,10 +58,14 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=4000, help="Clips of the synthetic dataset [4000, its default].")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--trials", type=int, default=16, help="Trials of the TPE study [16, the grid's size].")
+    ap.add_argument("--pruner", default="median", help="vaekit tune's --pruner [median].")
     ap.add_argument("--pruner-startup", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--encoder", default="conv2", help="Encoder and decoder [conv2, the default model].")
-    ap.add_argument("--workdir", help="Keep the store here [a temporary folder].")
+    ap.add_argument("--arm", choices=("both", "grid", "tune"), default="both",
+                    help="Run only one arm (two processes on one --workdir can run the arms side by side) [both].")
+    ap.add_argument("--workdir", help="Keep the store here [a temporary folder]; a grid arm already in it is reused "
+                                      "(CPU training is deterministic), so several pruners can be compared to one grid.")
     args = ap.parse_args()
 
     from mlflow.tracking import MlflowClient
@@ -78,19 +82,40 @@ def main() -> None:
     (root / "space.toml").write_text(f'"loss.lambda" = {{low = {LAMBDA[0]}, high = {LAMBDA[1]}, log = true}}\n'
                                      f"latent_dim = {LATENT}\n")
     print(f"{args.clips} clips, {args.epochs} epochs, batch {args.batch_size}, {args.encoder}; store {root}", flush=True)
+    client = MlflowClient(store)
+    tune_exp = f"tune-{args.pruner}-{args.pruner_startup}"
+    if (root / "mlflow.db").exists() and client.get_experiment_by_name(tune_exp):
+        sys.exit(f"{root} already holds experiment {tune_exp}: use another --workdir or --pruner")
+    grid_done = (root / "mlflow.db").exists() and client.get_experiment_by_name("grid") and arm(client, "grid")["runs"] == 16
     t0 = time.perf_counter()
-    vaekit("sweep", "--grid", "loss.lambda=" + ",".join(map(str, lambdas)), "--grid", "latent_dim=" + ",".join(map(str, LATENT)),
-           "--experiment", "grid", *common, env=env)
+    if args.arm == "tune":
+        pass
+    elif grid_done:
+        print("grid arm: reusing the one in the store", flush=True)
+    else:
+        vaekit("sweep", "--grid", "loss.lambda=" + ",".join(map(str, lambdas)), "--grid", "latent_dim=" + ",".join(map(str, LATENT)),
+               "--experiment", "grid", *common, env=env)
     grid_wall = time.perf_counter() - t0
     t0 = time.perf_counter()
+    if args.arm == "grid":
+        print(f"grid: {arm(client, 'grid')}")
+        return
     vaekit("tune", "--space", root / "space.toml", "--trials", args.trials, "--storage", root / "optuna.journal",
-           "--sampler", "tpe", "--pruner", "median", "--pruner-startup", args.pruner_startup, "--experiment", "tune",
+           "--sampler", "tpe", "--pruner", args.pruner, "--pruner-startup", args.pruner_startup, "--study", tune_exp,
+           "--experiment", tune_exp,
            *common, env=env)
     tune_wall = time.perf_counter() - t0
 
-    client = MlflowClient(store)
-    grid, tpe = arm(client, "grid"), arm(client, "tune")
-    for name, a, wall in (("grid (sweep)", grid, grid_wall), ("TPE + median pruning (tune)", tpe, tune_wall)):
+    tpe = arm(client, tune_exp)
+    if args.arm == "tune":
+        print(f"{tune_exp}: {tpe}, wall {time.perf_counter() - t0:.1f} s")
+        while not (client.get_experiment_by_name("grid") and arm(client, "grid")["runs"] == 16
+                   and all(r.info.status != "RUNNING" for r in client.search_runs(
+                       [client.get_experiment_by_name("grid").experiment_id]))):
+            time.sleep(30)  # the grid arm runs in another process
+        grid_wall = float("nan")
+    grid = arm(client, "grid")
+    for name, a, wall in (("grid (sweep)", grid, grid_wall), (f"TPE + {args.pruner} pruning (tune)", tpe, tune_wall)):
         print(f"{name:28} runs {a['runs']:2d} (pruned {a['pruned']}, failed {a['failed']}), epochs trained {a['epochs']:3d}, "
               f"best test_mse {a['best']:.5f} at {a['best_params']}, training {a['train_s']:7.1f} s, wall {wall:7.1f} s")
     quality = tpe["best"] / grid["best"] - 1

@@ -243,6 +243,11 @@ def check_space(base: RunConfig, params: list[Param], where: str) -> None:
                 raise type(exc)(f"{label}: {exc}") from None
 
 
+def tpe_startup(n_trials: int) -> int:
+    """Trials TPE draws at random before it models the results: a quarter of the study, 3 to 10."""
+    return min(10, max(3, n_trials // 4))
+
+
 def make_sampler(name: str, params: list[Param], seed: int, where: str, n_trials: int = 40):
     """The Optuna sampler ``name``; grid needs every param as a list (or an integer range).
 
@@ -252,7 +257,8 @@ def make_sampler(name: str, params: list[Param], seed: int, where: str, n_trials
     import optuna
 
     if name == "tpe":
-        return optuna.samplers.TPESampler(n_startup_trials=min(10, max(3, n_trials // 4)))
+        # Unseeded: processes sharing a study would otherwise draw the same start-up trials.
+        return optuna.samplers.TPESampler(n_startup_trials=tpe_startup(n_trials))
     if name == "random":
         return optuna.samplers.RandomSampler()
     if name == "grid":
