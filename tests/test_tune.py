@@ -205,3 +205,68 @@ def test_the_pruning_callback_stops_a_lagging_trial_but_never_after_its_last_epo
                                                  2 if pruner == "halving" else 1)
     # Far behind at its second epoch, but that is its last: not pruned, complete.
     assert drive([0.10, 5.0], epochs=2) == (False, None, 2)
+
+
+@pytest.fixture
+def postgres_url():
+    """A throw-away PostgreSQL server on 127.0.0.1 (Debian's postgresql, which .ci/run installs when missing) and
+    the URL of an empty database on it.  Trust authentication: the URL's password is accepted and ignored, so a
+    test can check that it is never printed."""
+    import glob
+    import os
+    import shutil
+    import socket
+    import tempfile
+    from pathlib import Path
+
+    initdb = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))), None)
+    if initdb is None:
+        pytest.skip("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
+    pytest.importorskip("psycopg")
+    bindir = Path(initdb).resolve().parent
+    root = Path(tempfile.mkdtemp(prefix="vaekit-pg-"))  # not tmp_path: the postgres user must reach it
+    as_pg = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        import pwd
+
+        user = pwd.getpwnam("postgres")
+        os.chown(root, user.pw_uid, user.pw_gid)
+        as_pg = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = root / "data"
+    subprocess.run([*as_pg, bindir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_pg, bindir / "pg_ctl", "-D", data, "-l", root / "server.log", "-w", "-o",
+                    f"-p {port} -k {root} -h 127.0.0.1", "start"], check=True, capture_output=True)
+    try:
+        subprocess.run([*as_pg, bindir / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "studies"],
+                       check=True, capture_output=True)
+        yield f"postgresql://postgres:s3cret@127.0.0.1:{port}/studies"
+    finally:
+        subprocess.run([*as_pg, bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_processes_share_a_postgresql_study_as_two_machines_would(notebook_data, store, tmp_path, postgres_url):
+    """The multi-machine set-up of docs/tune.md on one machine: two ``vaekit tune`` processes, the study in a real
+    PostgreSQL database, the runs in one tracking store; each trial runs once, under one parent run."""
+    import optuna
+
+    (tmp_path / "space.toml").write_text(SPACE)
+    args = ["--space", "space.toml", "--trials", 2, "--study", "shared", "--storage", postgres_url, "--data", notebook_data,
+            "--tracking-uri", store, "--epochs", 1, *TINY]
+    results = [finish(p) for p in [start_tune(*args, cwd=tmp_path) for _ in range(2)]]
+    for rc, out, err in results:
+        assert rc == 0, err[-3000:]
+        assert "s3cret" not in out + err and "postgresql://postgres:***@127.0.0.1" in out, out
+    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert sorted(t.number for t in done) == [0, 1], [(t.number, t.state) for t in study.trials]
+    assert not (tmp_path / "optuna.journal").exists()
+    client, [parent], children = study_runs(store)
+    assert sorted(c.data.tags["vaekit.trial"] for c in children) == ["0", "1"]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert parent.data.tags["vaekit.study.storage"] == postgres_url.replace("s3cret", "***")
+    assert parent.data.metrics["trials_complete"] == 2

@@ -56,7 +56,9 @@ def open_storage(spec: str):
             return optuna.storages.RDBStorage(spec)
         except Exception as exc:  # a missing driver (psycopg2), a refused connection, a bad URL
             text = " ".join(str(exc).split())[:300]
-            raise ConfigError(f"--storage {shown_storage(spec)}: cannot open it ({type(exc).__name__}: {text})") from None
+            hint = ("; pip install \"vaekit[postgres]\" for its driver"
+                    if isinstance(exc, ImportError) and spec.split("://")[0] in ("postgresql", "postgresql+psycopg") else "")
+            raise ConfigError(f"--storage {shown_storage(spec)}: cannot open it ({type(exc).__name__}: {text}){hint}") from None
     from optuna.storages.journal import JournalFileBackend
 
     path = Path(spec)
