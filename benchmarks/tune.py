@@ -5,17 +5,21 @@ the default model, one trial at a time, into one throw-away MLflow store:
 
 - grid: ``vaekit sweep`` over 4 λ values (log-spaced over the range) × 4 latent sizes = 16 runs, each to the end;
 - tune: ``vaekit tune`` with ``--trials 16`` (default 16), TPE over λ as a log range and the same 4 latent
-  sizes, pruning with the median pruner on ``val_mse`` (``--pruner-startup``, default 4).
+  sizes, pruning with the median pruner on ``val_mse`` (``--pruner``, ``--pruner-startup``: default median, 1).
 
 Per arm it prints the best ``test_mse`` and the total training time (the sum of the runs'
 ``train_seconds``: what pruning saves; process start-up and logging are not in it), and then the
 ratios tune / grid.  Target: best ``test_mse`` within 5 % of the grid's in at most half its training time.
 
-A full-size run (4000 clips, 10 epochs) trains 32 models of ~1.5 min each on two idle cores; scale
-it down on a shared machine:
+One arm at full size (4000 clips, 10 epochs) takes ~27 min (grid) and ~15-20 min (tune) on one
+core.  ``--workdir`` keeps the store: a grid arm found there is reused (CPU training is
+deterministic), ``--arm tune`` runs only the tune arm (so the two can run side by side, each
+``taskset`` to its own core), and ``benchmarks/tune_replay.py DIR`` replays every pruner on the grid's
+curves over many seeds (one real tune arm is one draw of a random process):
 
-    python benchmarks/tune.py                          # 4000 clips, 10 epochs
-    python benchmarks/tune.py --clips 512 --epochs 6   # ~8x less data
+    python benchmarks/tune.py --workdir DIR                             # both arms, one after the other
+    python benchmarks/tune.py --workdir DIR --arm tune --pruner-startup 4   # another tune arm, same grid
+    python benchmarks/tune.py --clips 512 --epochs 5                    # ~8x less data
 """
 
 from __future__ import annotations
@@ -59,7 +63,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--trials", type=int, default=16, help="Trials of the TPE study [16, the grid's size].")
     ap.add_argument("--pruner", default="median", help="vaekit tune's --pruner [median].")
-    ap.add_argument("--pruner-startup", type=int, default=4)
+    ap.add_argument("--pruner-startup", type=int, default=1,
+                    help="vaekit tune's --pruner-startup [1: the setting that met both targets; see docs/tune.md]")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--encoder", default="conv2", help="Encoder and decoder [conv2, the default model].")
     ap.add_argument("--arm", choices=("both", "grid", "tune"), default="both",
