@@ -48,7 +48,7 @@ def _conv_norm_act(x, filters, stride, norm, name, transpose=False, act="relu"):
 
 
 def _residual(x, norm, name, act="relu"):
-    """Pre-activation residual block: x + conv(relu(norm(conv(relu(norm(x))))))."""
+    """Pre-activation residual block: x + conv(act(norm(conv(act(norm(x))))))."""
     from keras import layers
 
     filters = x.shape[-1]
