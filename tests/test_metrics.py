@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import error_line, make_tones, runs_in, tiny_config
+from conftest import error_line, make_tones, run_cli, runs_in, tiny_config
 from vaekit.audio import AudioParams
 
 AUDIO = AudioParams()
@@ -172,6 +172,57 @@ def test_a_run_logs_every_metric_and_a_plugin_metric_end_to_end(metric_run):
     assert logged.params["metrics"].endswith(",peak")
     grid = mlflow.MlflowClient(uri).download_artifacts(result.run_id, "figures/reconstruction_grid.png", str(where))
     assert matplotlib.image.imread(grid).shape[1] > 800  # 8 clips side by side
+
+
+# "loud" reads the vocoded audio; "broken" fails on any input, as a metric with a bug would after hours of training.
+BROKEN_METRIC = '''
+import numpy as np
+
+import vaekit
+
+
+def build_broken():
+    return lambda original, reconstructed, sampled, audio, vocoded: {"test_broken": np.linalg.inv(np.zeros((2, 2)))}
+
+
+def build_loud():
+    return lambda original, reconstructed, sampled, audio, vocoded: {"test_loud": float(np.abs(vocoded(2)).max())}
+
+
+@vaekit.hookimpl
+def register_metrics(register):
+    register("broken", build_broken)
+    register("loud", build_loud)
+'''
+
+
+def test_a_broken_plugin_metric_fails_before_training_and_leaves_no_run(notebook_data, store, tmp_path):
+    plugin = tmp_path / "broken_metric.py"
+    plugin.write_text(BROKEN_METRIC)
+    # 1000 epochs: were the metric tried only after training, this would time out rather than fail.
+    res = run_cli("run", "--plugin", plugin, "--data", notebook_data, "--tracking-uri", store, "--metrics", "loud,broken",
+                  "--epochs", 1000, "--quiet", cwd=tmp_path, timeout=180)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    [line] = [line for line in res.stderr.splitlines() if line.startswith("Error:")]
+    assert f"metric 'broken' (from {plugin}) failed: LinAlgError: Singular matrix (pre-flight check on 16 test clips, " \
+           "before training)" in line, line
+    assert runs_in(store) == []
+    # Without the broken one, the pre-flight passes: "loud" gets the vocoder pre-flight's waveform from vocoded().
+    from types import SimpleNamespace
+
+    from vaekit import audio_metrics
+    from vaekit.components import select_metrics
+    from vaekit.plugins import load_plugin_file, reset_plugin_manager
+
+    reset_plugin_manager()
+    load_plugin_file(plugin)
+    try:
+        ds = SimpleNamespace(x_test=np.random.default_rng(0).random((20, 8, 6, 1), np.float32), audio=AUDIO,
+                             denormalize=lambda x: x[..., 0] * 80 - 80)
+        tried = audio_metrics.check(select_metrics("loud,test_recon_mel_db"), ds, {}, np.full((1, 100), 0.5, np.float32))
+        assert tried == {"test_loud": 0.5}  # the built-in is not tried: it has its tests
+    finally:
+        reset_plugin_manager()
 
 
 def test_metrics_refuses_an_unknown_name_and_an_option_no_metric_has(notebook_data, store):

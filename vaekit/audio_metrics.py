@@ -28,6 +28,8 @@ VOCODED_CLIPS = 4
 SAMPLE_DRAWS = 256
 #: Clips compared pairwise by ``sample_diversity`` (pairs grow as the square).
 DIVERSITY_CLIPS = 256
+#: Test clips a plugin metric is tried on before training (enough for statistics over clips to be defined).
+PREFLIGHT_CLIPS = 16
 #: Mel-cepstral coefficients 1..MCD_ORDER enter the MCD (c0, the overall level, does not).
 MCD_ORDER = 12
 
@@ -147,6 +149,27 @@ def compute(metric_comps, original, reconstructed, sampled, audio, vocoded, opti
             except (TypeError, ValueError):
                 raise PluginError(f"metric {comp.name!r} (from {comp.plugin}): {key!r} is not a number: {value!r}") from None
     return out
+
+
+def check(metric_comps, ds, options: dict | None, waves: np.ndarray) -> dict:
+    """Pre-flight: run every plugin metric on the first :data:`PREFLIGHT_CLIPS` test clips, so a broken
+    one fails before training rather than after it (the built-ins are tested and skipped).
+
+    The clips stand in for originals, reconstructions and samples alike; ``vocoded()`` returns
+    ``waves`` (the vocoder pre-flight's output), so no clip is vocoded here.  Returns what the plugin
+    metrics gave (``{}`` when none ran).
+    """
+    from vaekit.components import BUILT_IN_METRICS_PLUGIN
+    from vaekit.errors import PluginError
+
+    plugins = [c for c in metric_comps if c.plugin != BUILT_IN_METRICS_PLUGIN]
+    if not plugins:
+        return {}
+    clips = ds.denormalize(ds.x_test[:PREFLIGHT_CLIPS])
+    try:
+        return compute(plugins, clips, clips.copy(), clips.copy(), ds.audio, Vocoded(None, clips, waves), options)
+    except PluginError as exc:
+        raise PluginError(f"{exc} (pre-flight check on {len(clips)} test clips, before training)") from None
 
 
 def metric_options(comp, options: dict) -> dict:

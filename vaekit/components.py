@@ -482,8 +482,9 @@ def vocode(comp: Component, vocoder_fn, mel_db):
     return audio
 
 
-def check_vocoder(comp: Component, vocoder_fn, ds, options: dict | None = None) -> None:
-    """Pre-flight: vocode one dummy spectrogram, so a broken vocoder fails in seconds, before training.
+def check_vocoder(comp: Component, vocoder_fn, ds, options: dict | None = None):
+    """Pre-flight: vocode one dummy spectrogram, so a broken vocoder fails in seconds, before training;
+    return its waveform (1, samples).
 
     The dummy has the data's shape (a vocoder may need the exact frame count) and a constant
     level mid-way through the data's dB range: Griffin-Lim's NNLS converges on it at once,
@@ -499,6 +500,6 @@ def check_vocoder(comp: Component, vocoder_fn, ds, options: dict | None = None) 
     if cheap and options is not None:
         vocoder_fn = comp.create(ds.audio, **{**options, **cheap})
     try:
-        vocode(comp, vocoder_fn, mel_db)
+        return vocode(comp, vocoder_fn, mel_db)
     except PluginError as exc:
         raise PluginError(f"{exc} (pre-flight check on a dummy spectrogram, before training)") from None

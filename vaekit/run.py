@@ -50,7 +50,8 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None, ech
     placement = distribute.make_placement(config.strategy, config.backend)  # first: collectives need it so
     model, _ = training.build(config, comps, ds, placement)
     vocoder_fn = comps["vocoder"].create(ds.audio, **config.option("vocoder"))
-    components.check_vocoder(comps["vocoder"], vocoder_fn, ds, config.option("vocoder"))
+    waves = components.check_vocoder(comps["vocoder"], vocoder_fn, ds, config.option("vocoder"))
+    audio_metrics.check(comps["metrics"], ds, config.option("metrics"), waves)
     ckpt = checkpoint.load(resume, uri, config.checkpoint_interval) if resume else None
     if ckpt:
         checkpoint.restore(model, ckpt)
