@@ -93,11 +93,9 @@ def main() -> None:
         sys.exit(f"{root} already holds experiment {tune_exp}: use another --workdir or --pruner")
     grid_done = (root / "mlflow.db").exists() and client.get_experiment_by_name("grid") and arm(client, "grid")["runs"] == 16
     t0 = time.perf_counter()
-    if args.arm == "tune":
-        pass
-    elif grid_done:
+    if args.arm != "tune" and grid_done:
         print("grid arm: reusing the one in the store", flush=True)
-    else:
+    elif args.arm != "tune":
         vaekit("sweep", "--grid", "loss.lambda=" + ",".join(map(str, lambdas)), "--grid", "latent_dim=" + ",".join(map(str, LATENT)),
                "--experiment", "grid", *common, env=env)
     grid_wall = time.perf_counter() - t0

@@ -12,7 +12,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import error_line
+from conftest import error_line, free_port
 from reliability_helpers import FAULTS, query_store, wait_for
 
 #: A tiny dense VAE: what is tested here is the study around it.
@@ -215,7 +215,6 @@ def postgres_url():
     import glob
     import os
     import shutil
-    import socket
     import tempfile
     from pathlib import Path
 
@@ -232,9 +231,7 @@ def postgres_url():
         user = pwd.getpwnam("postgres")
         os.chown(root, user.pw_uid, user.pw_gid)
         as_pg = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     data = root / "data"
     subprocess.run([*as_pg, bindir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
                    check=True, capture_output=True)

@@ -54,7 +54,7 @@ def open_storage(spec: str):
     if is_url(spec):
         try:
             return optuna.storages.RDBStorage(spec)
-        except Exception as exc:  # a missing driver (psycopg2), a refused connection, a bad URL
+        except Exception as exc:  # a missing driver (psycopg), a refused connection, a bad URL
             text = " ".join(str(exc).split())[:300]
             hint = ("; pip install \"vaekit[postgres]\" for its driver"
                     if isinstance(exc, ImportError) and spec.split("://")[0] in ("postgresql", "postgresql+psycopg") else "")

@@ -248,7 +248,7 @@ def tpe_startup(n_trials: int) -> int:
     return min(10, max(3, n_trials // 4))
 
 
-def make_sampler(name: str, params: list[Param], seed: int, where: str, n_trials: int = 40):
+def make_sampler(name: str, params: list[Param], seed: int, where: str, n_trials: int):
     """The Optuna sampler ``name``; grid needs every param as a list (or an integer range).
 
     TPE starts from a quarter of the study's trials drawn at random (3 to 10, Optuna's default being
