@@ -183,11 +183,26 @@ def log_datasets(dataset_name: str, ds) -> None:
         mlflow.log_input(dataset, context=context)
 
 
-def log_results(metrics: dict[str, float]) -> None:
-    """Training time and throughput (``train_seconds``, ``train_samples_per_s``) and ``test_*`` metrics."""
+#: Tag of a run whose metrics skipped some (e.g. ``test_audio_*`` on spectrograms without audio): which, and why.
+SKIPPED_TAG = "vaekit.metrics_skipped"
+
+
+def skipped_lines(skipped: dict[str, str]) -> list[str]:
+    """``{metric: reason}`` → one ``"NAME, NAME: reason"`` line per reason."""
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in skipped.items():
+        by_reason.setdefault(reason, []).append(name)
+    return [f"{', '.join(names)}: {reason}" for reason, names in by_reason.items()]
+
+
+def log_results(metrics: dict[str, float], skipped: dict[str, str] | None = None) -> None:
+    """Training time and throughput (``train_seconds``, ``train_samples_per_s``) and ``test_*`` metrics; the metrics
+    that were skipped, and why, as the tag :data:`SKIPPED_TAG`."""
     import mlflow
 
     mlflow.log_metrics(metrics)
+    if skipped:
+        mlflow.set_tag(SKIPPED_TAG, "; ".join(skipped_lines(skipped)))
 
 
 #: Samples decoded, vocoded and written at a time: peak memory depends on this, not on ``--samples``.
