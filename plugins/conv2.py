@@ -13,7 +13,6 @@ n ≡ 2 (mod 4) there is no padding and no cropping: the model is layer for laye
 
 import vaekit
 
-
 #: The smallest side conv2 takes: 3×3 conv → pool 2 → 3×3 conv → pool 2 must leave at least one cell.
 MIN_SIZE = 10
 

@@ -40,7 +40,10 @@ def build_vocoded_mel_db(clips=4):
 
 
 def build_audio_mel_db(clips=4):
-    """Log-mel distance (dB) of the vocoded reconstructions of the first `clips` test clips from their original audio, at one fixed analysis (80 mels, n_fft 1024, hop 256, 22050 Hz)."""
+    """Log-mel distance (dB) of vocoded test reconstructions from the original audio (80 mels, n_fft 1024, hop 256, 22050 Hz).
+
+    The first `clips` test clips, the same ones test_vocoded_mel_db vocodes; skipped where the audio is not known.
+    """
     from vaekit.audio_metrics import audio_mel_db, reference_pairs
 
     def metric(original, reconstructed, sampled, audio, vocoded, context=None):
@@ -51,7 +54,10 @@ def build_audio_mel_db(clips=4):
 
 
 def build_audio_stft_db(clips=4):
-    """Multi-resolution STFT log-magnitude distance (dB; FFT sizes 512, 1024, 2048 at 22050 Hz) of the vocoded reconstructions of the first `clips` test clips from their original audio."""
+    """Multi-resolution STFT log-magnitude distance (dB; FFT 512, 1024, 2048) of vocoded test reconstructions from the original audio.
+
+    The first `clips` test clips, at 22050 Hz; skipped where the audio is not known.
+    """
     from vaekit.audio_metrics import audio_stft_db, reference_pairs
 
     def metric(original, reconstructed, sampled, audio, vocoded, context=None):

@@ -133,6 +133,9 @@ def test_cli_run_with_flags_options_and_config(notebook_data, store, tmp_path):
                   "--epochs", "1", "--option", "loss.lambda=1000", "--tracking-uri", store, "--quiet", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "run id:" in res.stdout and "test MSE:" in res.stdout and "test KL:" in res.stdout
+    # Plain .npy data holds no audio: the metrics against the original audio are skipped, in one line saying why.
+    assert (f"skipped:   test_audio_mel_db, test_audio_stft_db: {notebook_data}: the data holds spectrograms only "
+            "(no dataset.json), so the original audio is not known\n") in res.stdout
     assert "vaekit ui" in res.stdout and "samples/" in res.stdout
     run_id = res.stdout.split("run id:")[1].split()[0]
     p = MlflowClient(store).get_run(run_id).data.params

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
+from test_prepare import make_audio_tree
 
 from conftest import make_tones
-from test_prepare import make_audio_tree
 
 SHAPES = {
     # name: (H, W, how the run is configured, its dataset)

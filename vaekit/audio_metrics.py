@@ -189,9 +189,9 @@ class ReferenceAudio:
     K = min(n, N) test clips, aligned with ``original`` (and with ``vocoded(n)``), loaded once each.
 
     ``load(rows)`` returns the waveforms of those test rows.  With ``check`` (``check(rows)``: the stored test
-    spectrograms of those rows in dB) each loaded waveform is analysed again with the data's audio parameters and must give its stored spectrogram
-    (within :data:`MATCH_DB`): otherwise :class:`MetricSkipped` says which clip changed.  ``names``: what to call
-    the clips in that message.
+    spectrograms of those rows in dB) each loaded waveform is analysed again with the data's audio parameters
+    and must give its stored spectrogram (within :data:`MATCH_DB`): otherwise :class:`MetricSkipped` says which
+    clip changed.  ``names``: what to call the clips in that message.
     """
 
     def __init__(self, load, total: int, audio: AudioParams | None = None, check=None, names=None):
@@ -317,12 +317,13 @@ def test_audio_loader(info: dict, audio: AudioParams):
 def context_for(ds) -> MetricContext:
     """The :class:`MetricContext` of a run on ``ds``: its test clips' original audio where ``dataset.json`` says
     how to reload it, checked against the stored spectrograms as it is loaded."""
-    load, names, reason = test_audio_loader(ds.info, ds.audio)
+    info, source = getattr(ds, "info", {}), getattr(ds, "source", "")  # a stand-in for a Dataset may have neither
+    load, names, reason = test_audio_loader(info, ds.audio)
     if load is None:
-        where = f"{ds.source}: " if ds.source else ""
+        where = f"{source}: " if source else ""
         return MetricContext(reference_reason=f"{where}{reason}")
     if names is not None and len(names) != len(ds.x_test):
-        return MetricContext(reference_reason=f"{ds.source}: dataset.json lists {len(names)} test files for "
+        return MetricContext(reference_reason=f"{source}: dataset.json lists {len(names)} test files for "
                                               f"{len(ds.x_test)} test clips")
 
     return MetricContext(ReferenceAudio(load, len(ds.x_test), ds.audio, lambda rows: ds.denormalize(ds.x_test[rows]),

@@ -493,8 +493,9 @@ def reconstruct(run_id: str, inputs, vocoders=(), options=(), out=None, log: boo
     under the run's ``generated/reconstruct_STEM/`` (``generated/reconstruct/`` for several).
 
     Metrics over all clips: ``vocoder_mel_error_db.VOCODER`` and, as ``reconstruct.NAME``, the run's
-    ``--metrics`` that need no samples (``test_recon_mel_db`` …, their original being the input clip; ``test_vocoded_mel_db``
-    and ``test_audio_*``, against the input audio, over the first :data:`RECONSTRUCT_VOCODED`, with the first vocoder).  Files that cannot be read are
+    ``--metrics`` that need no samples (``test_recon_mel_db`` …, their original being the input clip;
+    ``test_vocoded_mel_db`` and ``test_audio_*``, against the input audio, over the first
+    :data:`RECONSTRUCT_VOCODED`, with the first vocoder).  Files that cannot be read are
     skipped and listed in ``Output.skipped`` (all unreadable, or a single file: a :class:`DataError`).
     """
     import soundfile as sf
