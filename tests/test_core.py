@@ -219,7 +219,7 @@ def test_a_run_logs_exactly_the_keys_the_docs_list(notebook_data, store):
            "inputs": {t.value for d in logged.inputs.dataset_inputs for t in d.tags if t.key == "mlflow.data.context"}}
     placeholders = {
         "SETTING": "|".join(f.name for f in fields(RunConfig) if f.name not in ("options", "tracking_uri")),
-        "KIND": "|".join(kinds.NAMES), "OPTION": r"[\w-]+", "TERM": "loss|mse|kl", "NN": r"\d\d",
+        "KIND": "|".join(kinds.NAMES), "OPTION": r"[\w-]+", "TERM": "loss|mse|kl", "NNN": r"\d\d\d", "NN": r"\d\d",
         "AUDIO": "|".join(AudioParams().to_dict()),
     }
     only_some_runs = {"vaekit.plugin_files", "vaekit.closed", "vaekit.sweep.parent", "vaekit.sweep.point", "mlflow.parentRunId",
@@ -228,7 +228,10 @@ def test_a_run_logs_exactly_the_keys_the_docs_list(notebook_data, store):
                       "checkpoints/state.json", "error/traceback.txt", "system/*",
                       "best_epoch", "stopped_epoch",
                       # Against the original audio: plain .npy data (this run's) has none; the tag says so.
-                      "test_audio_mel_db", "test_audio_stft_db"}
+                      "test_audio_mel_db", "test_audio_stft_db",
+                      # --audio-every (tests/test_audio_every.py checks what such a run logs against the same list)
+                      "epochs/NNN/reconstruction_NN.wav", "epochs/NNN/sample_NN.wav", "epochs/NNN/strip.png",
+                      "epochs/original_NN.wav"}
     assert logged.data.tags["vaekit.metrics_skipped"].startswith("test_audio_mel_db, test_audio_stft_db: ")
     documented = documented_logged_keys()
     assert set(documented) == set(got)

@@ -73,12 +73,13 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None, ech
             logged = checkpoint.mark_resumed(resume, ckpt)
         else:
             runlog.log_start(config, comps, ds, placement, backend.version(config.backend))
-        # callbacks: a `vaekit tune` trial's pruning (none for a plain run)
-        metrics = training.fit(model, ds, config, progress, initial_epoch=ckpt.epoch if ckpt else 0, checkpointer=checkpointer,
-                               callbacks=trial.callbacks(), shard=placement.shard, logged=logged,
-                               early_state=ckpt.early_stop if ckpt else None)
-        metrics.update(training.evaluate(model, ds.x_test, config.batch_size))
         context = audio_metrics.context_for(ds)  # the test clips' original audio, where the data knows it
+        # callbacks: a `vaekit tune` trial's pruning (none for a plain run); --audio-every's listening
+        listen = runlog.epoch_audio(model, ds, comps["vocoder"], vocoder_fn, config, context.reference_audio)
+        metrics = training.fit(model, ds, config, progress, initial_epoch=ckpt.epoch if ckpt else 0, checkpointer=checkpointer,
+                               callbacks=[*trial.callbacks(), *([listen] if listen else [])], shard=placement.shard,
+                               logged=logged, early_state=ckpt.early_stop if ckpt else None)
+        metrics.update(training.evaluate(model, ds.x_test, config.batch_size))
         metrics.update(audio_metrics.evaluate(model, ds, comps, vocoder_fn, config, context))
         runlog.log_results(metrics, context.skipped)
         samples = runlog.log_samples(model, ds, comps["vocoder"], vocoder_fn, config)

@@ -1,0 +1,67 @@
+"""Cost of ``--audio-every N`` against the same run without it: CPU-seconds of whole ``vaekit run`` calls.
+
+    python benchmarks/audio_every.py [--every 0,10,1] [--repeats 2] [--epochs 10] [--clips 4000]
+
+Runs the default run (the notebook's conv2, mse-kl, griffinlim at 32 iterations, 10 epochs, on the default
+synthetic voices) once per arm and repeat, arms alternating in one process (each arm sees the same
+machine load on average), and prints each arm's median CPU-seconds (this process: training, evaluation,
+vocoding, logging; the dataset is made before the timing) and wall seconds, its ratio to the first arm
+(``--every 0``: no listening), and the CPU-seconds one listening costs.  Also checks that every arm
+reaches the same test MSE (listening must not change training).  Say how loaded the machine was:
+``uptime`` before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--every", default="0,10,1", help="--audio-every values; the first is the baseline")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--clips", type=int, default=4000, help="synthetic clips (the default dataset: 4000)")
+    args = ap.parse_args()
+    arms = [int(v) for v in args.every.split(",")]
+
+    from vaekit.components import load_dataset, resolve
+    from vaekit.config import RunConfig
+    from vaekit.run import run
+
+    dataset = {"dataset": {"clips": args.clips, "progress": False}}
+    base = RunConfig(epochs=args.epochs, options=dataset)
+    ds = load_dataset(base, resolve(base))  # made (and cached) before any timing
+    print(f"data: {len(ds.x_train)} train, {len(ds.x_test)} test, {ds.shape[0]}×{ds.shape[1]}; {args.epochs} epochs; "
+          f"load {os.getloadavg()[0]:.1f} at start")
+    cpu, wall, mse = {a: [] for a in arms}, {a: [] for a in arms}, {a: set() for a in arms}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = f"sqlite:///{tmp}/mlflow.db"
+        for repeat in range(args.repeats):
+            for every in (arms if repeat % 2 == 0 else arms[::-1]):  # alternate the order: drift hits both ends
+                config = RunConfig(epochs=args.epochs, options=dataset, audio_every=every, tracking_uri=store)
+                c, w = time.process_time(), time.perf_counter()
+                result = run(config, progress=False)
+                cpu[every].append(time.process_time() - c)
+                wall[every].append(time.perf_counter() - w)
+                mse[every].add(result.metrics["test_mse"])
+                print(f"  repeat {repeat}, --audio-every {every}: {cpu[every][-1]:.1f} CPU-s, {wall[every][-1]:.1f} s wall")
+    ref = statistics.median(cpu[arms[0]])
+    print(f"{'--audio-every':>14} {'CPU-s':>8} {'wall s':>8} {'CPU ratio':>10} {'CPU-s a listening':>18}  test MSE")
+    for every in arms:
+        med = statistics.median(cpu[every])
+        times = args.epochs // every if every else 0
+        each = f"{(med - ref) / times:.2f}" if times else "-"
+        print(f"{every:>14} {med:>8.1f} {statistics.median(wall[every]):>8.1f} {med / ref:>10.3f} {each:>18}  "
+              f"{', '.join(f'{m:.10f}' for m in sorted(mse[every]))}")
+    print(f"load {os.getloadavg()[0]:.1f} at the end")
+
+
+if __name__ == "__main__":
+    main()
