@@ -246,6 +246,19 @@ def test_a_metric_declaring_context_gets_it_and_one_that_cannot_be_computed_is_s
     assert unknown.skipped["snr"] == "DIR: the data holds spectrograms only"
 
 
+def test_the_metrics_against_the_original_audio_are_columns_of_the_sweep_and_tune_tables():
+    """Both tables show the test_ and sample_ metrics a child logged (vaekit.tune.TABLE_METRICS)."""
+    from vaekit.sweep import format_table
+    from vaekit.tune import TABLE_METRICS, TrialRun
+
+    assert all(_metric(name).name.startswith(TABLE_METRICS) for name in ("test_audio_mel_db", "test_audio_stft_db"))
+    child = TrialRun(0, {"loss.lambda": 500}, 0, status="FINISHED", run_id="r1",
+                     metrics={"test_audio_mel_db": 7.25, "test_audio_stft_db": 9.5})
+    header, row = format_table([("loss.lambda", [500])], [child]).splitlines()[:3:2]
+    assert header.split() == ["#", "loss.lambda", "status", "test_audio_mel_db", "test_audio_stft_db", "run", "id"]
+    assert row.split() == ["0", "500", "FINISHED", "7.2500", "9.5000", "r1"]
+
+
 def _prepared(tmp_path, **kw):
     from test_prepare import make_audio_tree
 

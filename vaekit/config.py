@@ -69,8 +69,9 @@ class RunConfig:
                                "epoch's weights are kept. --epochs stays the upper bound.", metavar="PATIENCE")
     monitor: str = _setting("val_loss", "The epoch metric --early-stop watches (lower is better).")
     samples: int = _setting(4, "Sounds generated from z ~ N(0, I) after training.")
-    #: Listening while it trains (:func:`vaekit.runlog.epoch_audio`); off by default: each time costs vocoding.
-    audio_every: int = _setting(0, "Every N epochs, log vocoded reconstructions of test clips and samples of fixed z "
+    #: Listening while it trains (:func:`vaekit.runlog.epoch_audio`).  Each time costs 4 vocoder calls: every 10
+    #: epochs keeps a default run within 5 % of its time without it (benchmarks/audio_every.py, docs/listen.md).
+    audio_every: int = _setting(10, "Every N epochs, log vocoded reconstructions of test clips and samples of fixed z "
                                 "as WAVs under epochs/NNN/, with a strip of their spectrograms (0: never).", metavar="N")
     seed: int = _setting(0, "Random seed (data split and order, initial weights, sampling).")
     experiment: str = _setting("vaekit", "MLflow experiment name.")
