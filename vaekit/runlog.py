@@ -257,8 +257,8 @@ EPOCH_SAMPLES = 2
 EPOCHS_DIR = "epochs"
 
 
-def epoch_audio(model, ds, vocoder, vocoder_fn, config, reference=None):
-    """A Keras callback that logs what the model sounds like every ``config.audio_every`` epochs; None when 0.
+def epoch_audio(model, ds, vocoder, vocoder_fn, config, reference=None) -> list:
+    """``[a Keras callback]`` that logs what the model sounds like every ``config.audio_every`` epochs; ``[]`` when 0.
 
     After epoch E (1-based) with E divisible by N it logs under ``epochs/EEE/``: ``reconstruction_II.wav``
     (the first :data:`EPOCH_CLIPS` test clips, encoded to μ, decoded and vocoded with the run's vocoder),
@@ -270,7 +270,7 @@ def epoch_audio(model, ds, vocoder, vocoder_fn, config, reference=None):
     It only reads the model (encode and decode, no random draws), so training is the same with or without it.
     """
     if not config.audio_every:
-        return None
+        return []
     import keras
 
     from vaekit.model import sample_latent
@@ -291,7 +291,7 @@ def epoch_audio(model, ds, vocoder, vocoder_fn, config, reference=None):
             log_epoch_audio(model, ds, vocoder, vocoder_fn, x, z, epoch + 1, originals)
             self.originals_logged = True
 
-    return EpochAudio()
+    return [EpochAudio()]
 
 
 def _original_waves(ds, x, vocoder, vocoder_fn, reference) -> np.ndarray:
