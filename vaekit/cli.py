@@ -279,19 +279,24 @@ tune.params.extend(p for p in run.params if p.name not in {q.name for q in tune.
 @click.option("--n-fft", type=int, help="FFT size [2048].")
 @click.option("--hop-length", type=int, help="Hop in samples [int((samples + 1) / 50) + 1: 50 frames; 442 at 22050 Hz, 1 s].")
 @click.option("--workers", type=int, default=0, help="Worker processes [0: one per CPU core].")
+@click.option("--label", "labels", multiple=True, metavar="NAME=SOURCE",
+              help="A label of every clip, for --condition NAME: SOURCE folder (the file's parent folder) or field:K "
+                   "(the K-th _-separated field of the file name, from 0), e.g. digit=field:0 (repeatable).")
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it already holds a dataset.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
 def prepare(audio_dir, out_dir, split_by, test_fraction, seed, sr, duration, n_mels, n_fft, hop_length, workers,
-            force, quiet):
+            labels, force, quiet):
     """Turn a folder tree of audio (wav, flac, ogg) into notebook-format data in OUT_DIR."""
     from vaekit.prepare import audio_params, prepare_folder
 
     audio = audio_params(sr=sr, duration=duration, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length)
     s = prepare_folder(audio_dir, out_dir, audio, split_by=split_by, test_fraction=test_fraction, seed=seed,
-                       workers=workers, force=force, progress=not quiet)
+                       workers=workers, force=force, progress=not quiet, labels=labels)
     click.echo(f"prepared {s.train + s.test} clips ({s.shape[0]}×{s.shape[1]}) from {s.files} files in "
                f"{s.seconds:.1f} s ({s.files_per_s:.0f} files/s): {s.train} train, {s.test} test → {s.out_dir}")
+    if s.labels:
+        click.echo("labels:   " + ", ".join(f"{name} ({k} classes)" for name, k in s.labels.items()))
     if s.skipped:
         click.echo(f"skipped {len(s.skipped)} file(s) (listed in {s.out_dir}/dataset.json):")
         for item in s.skipped[:20]:
