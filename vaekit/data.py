@@ -230,7 +230,22 @@ def _validate_labels(ds: Dataset, key: str, labels: Labels, directory: Path | No
         setattr(labels, split, y.astype(np.int64))
 
 
-def test_only_class(ds: Dataset, name: str) -> str | None:
+def check_condition(ds: Dataset, name: str) -> Labels:
+    """The labels ``--condition NAME`` conditions on; a one-line error if the dataset lacks them or cannot
+    condition on them (a class only in the test split)."""
+    from vaekit.errors import ConfigError
+
+    if name not in ds.labels:
+        have = f"its labels: {', '.join(ds.labels)}" if ds.labels else \
+            "it has none (vaekit prepare --label NAME=SOURCE adds them; the synthetic voices have speaker)"
+        raise ConfigError(f"--condition {name}: {ds.source or 'the dataset'} has no label {name!r}; {have}")
+    problem = class_only_in_test(ds, name)
+    if problem:
+        raise DataError(problem)
+    return ds.labels[name]
+
+
+def class_only_in_test(ds: Dataset, name: str) -> str | None:
     """Why label ``name`` cannot condition a model: a class in the test split that training never shows
     (naming the first such clip's file), or None when every test class is also a training class."""
     labels = ds.labels[name]
