@@ -338,8 +338,14 @@ def for_generated(run, sampled_db: np.ndarray, vocoder) -> dict:
     if tuple(ds.shape) != run.input_shape:
         return {}
     x = ds.x_test[:1000]  # a bounded reference: the statistics settle long before
+    labels = None
+    if run.condition:  # a conditional model reconstructs each clip with its own class
+        lab = ds.labels.get(run.condition["name"])
+        if lab is None or list(lab.classes) != run.classes:
+            return {}
+        labels = lab.test[:1000]
     original = run.denormalize(x)
-    reconstructed = run.denormalize(reconstructions(run.model, x))
+    reconstructed = run.denormalize(reconstructions(run.model, x, labels=labels))
     vocoded = Vocoded(lambda mel_db: vocode(vocoder[0], vocoder[1], mel_db), reconstructed)
     values = compute([c for c in comps if not c.name.startswith("test_")], original, reconstructed, sampled_db,
                      run.audio, vocoded, run.config.option("metrics"))

@@ -391,11 +391,13 @@ def _report(result) -> None:
 @click.argument("run_id", metavar="RUN_OR_URI")
 @click.option("-n", "n", type=int, default=8, show_default=True, help="Sounds to generate.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for z ~ N(0, I).")
+@click.option("--label", metavar="CLASS", help="A conditional run: the class every sound is drawn with, e.g. seven "
+                                              "[sample i: class i mod K].")
 @click.option("--out", type=click.Path(file_okay=False), help="Also write WAVs and PNGs to this directory.")
 @click.option("--log/--no-log", default=True, show_default=True, help="Log them back to the run under generated/.")
 @_listen_options
 @friendly_errors
-def generate(run_id, n, seed, out, log, vocoders, options, tracking_uri, backend, plugin_files, trust_plugins):
+def generate(run_id, n, seed, label, out, log, vocoders, options, tracking_uri, backend, plugin_files, trust_plugins):
     """Generate sounds from a logged run: z ~ N(0, I) → decoder → vocoder(s).
 
     RUN_OR_URI is a run id, models:/NAME/VERSION or models:/NAME@ALIAS (a registered model: its run).
@@ -404,22 +406,24 @@ def generate(run_id, n, seed, out, log, vocoders, options, tracking_uri, backend
     from vaekit.generate import generate as generate_api
 
     _report(generate_api(run_id, n=n, vocoders=vocoders, options=options, seed=seed, out=out, log=log,
-                         tracking_uri=tracking_uri, trust_plugins=trust_plugins))
+                         tracking_uri=tracking_uri, trust_plugins=trust_plugins, label=label))
 
 
 @main.command()
 @click.argument("run_id", metavar="RUN_OR_URI")
 @click.option("--clips", type=int, nargs=2, metavar="A B", help="Walk between test clips A and B (needs the run's data).")
 @click.option("--seeds", type=int, nargs=2, metavar="A B", help="Walk between the z of seeds A and B [0 1 unless --clips].")
+@click.option("--label", "labels", type=str, nargs=2, metavar="A B",
+              help="A conditional run: walk the label from class A to class B too; alone, at the fixed z of seed 0.")
 @click.option("--steps", type=int, default=8, show_default=True, help="Points on the walk, ends included (2 to 64).")
 @click.option("--data", type=click.Path(), help="The run's data, if it moved [the run's --data].")
 @click.option("--out", type=click.Path(file_okay=False), help="Also write WAVs and the PNG strip here.")
 @click.option("--log/--no-log", default=True, show_default=True, help="Log them back to the run under generated/.")
 @_listen_options
 @friendly_errors
-def interpolate(run_id, clips, seeds, steps, data, out, log, vocoders, options, tracking_uri, backend, plugin_files,
-                trust_plugins):
-    """A latent walk between two test clips or two seeds, as WAVs and one PNG strip.
+def interpolate(run_id, clips, seeds, labels, steps, data, out, log, vocoders, options, tracking_uri, backend,
+                plugin_files, trust_plugins):
+    """A latent walk between two test clips or two seeds, as WAVs and one PNG strip; with --label, between two labels.
 
     RUN_OR_URI is a run id, models:/NAME/VERSION or models:/NAME@ALIAS (a registered model: its run).
     """
@@ -427,10 +431,10 @@ def interpolate(run_id, clips, seeds, steps, data, out, log, vocoders, options, 
     from vaekit.generate import interpolate as interpolate_api
 
     if not clips and not seeds:
-        seeds = (0, 1)
+        seeds = (0, 0) if labels else (0, 1)
     _report(interpolate_api(run_id, clips=clips or None, seeds=seeds or None, steps=steps, vocoders=vocoders,
                             options=options, data=data, out=out, log=log, tracking_uri=tracking_uri,
-                            trust_plugins=trust_plugins))
+                            trust_plugins=trust_plugins, labels=labels or None))
 
 
 @main.command()
@@ -439,9 +443,10 @@ def interpolate(run_id, clips, seeds, steps, data, out, log, vocoders, options, 
 @click.option("--out", type=click.Path(file_okay=False),
               help="Write here (folder structure kept) instead of beside the original; needed for folders and several files.")
 @click.option("--log/--no-log", default=False, show_default=True, help="Also log to the run under generated/.")
+@click.option("--label", metavar="CLASS", help="A conditional run: the class of the inputs (required there).")
 @_listen_options
 @friendly_errors
-def reconstruct(run_id, inputs, out, log, vocoders, options, tracking_uri, backend, plugin_files, trust_plugins):
+def reconstruct(run_id, inputs, out, log, label, vocoders, options, tracking_uri, backend, plugin_files, trust_plugins):
     """Encode and decode real clips (files, or folders searched recursively): STEM.reconstructed.wav each, a figure
     per 16, and the metrics over all of them.
 
@@ -452,7 +457,7 @@ def reconstruct(run_id, inputs, out, log, vocoders, options, tracking_uri, backe
 
     result = reconstruct_api(run_id, inputs[0] if len(inputs) == 1 and not os.path.isdir(inputs[0]) else list(inputs),
                              vocoders=vocoders, options=options, out=out, log=log, tracking_uri=tracking_uri,
-                             trust_plugins=trust_plugins)
+                             trust_plugins=trust_plugins, label=label)
     _report(result)
     _list_skipped(result.skipped)
 
