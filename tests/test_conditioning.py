@@ -14,8 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from conftest import error_line, free_port, run_cli, runs_in, stop_process_group, write_notebook_data
+from conftest import error_line, models_serve, run_cli, runs_in, write_notebook_data
 
 DIGITS = ["one", "two", "three"]
 VOICES = ["en-us", "en-gb", "en-us+f2", "en-gb+m3"]  # the speakers: parent folders en-us, en-gb, en-us_f2, en-gb_m3
@@ -368,33 +366,8 @@ def generator_server(digit_run, tmp_path_factory):
 
     run_id, uri, _ = digit_run
     model = mlflow.MlflowClient(uri).get_run(run_id).data.tags["vaekit.generator_uri"]
-    tmp = tmp_path_factory.mktemp("serve")
-    port = free_port()
-    log = open(tmp / "serve.log", "w+")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
-                             "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-                            cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        import urllib.request
-
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"mlflow models serve exited with {proc.returncode}: {log.read()[-3000:]}")
-            try:
-                urllib.request.urlopen(f"{base}/ping", timeout=5).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("mlflow models serve did not answer within 180 s")
-                time.sleep(0.5)
+    with models_serve(model, uri, tmp_path_factory.mktemp("serve")) as base:
         yield base
-    finally:
-        stop_process_group(proc)
-        log.close()
 
 
 def test_the_served_generator_takes_a_label_per_row(digit_logged, generator_server):
