@@ -10,8 +10,8 @@ test clips no worse than the same run without the condition (``test_recon_mel_db
 Trains both runs on the same data with the same seeds, the arms alternating seed by seed in this one
 process, and prints them side by side with the CPU seconds each took (training and evaluation).
 
-    python benchmarks/conditioning.py                     # makes /tmp/vaekit-digits and its data first
-    python benchmarks/conditioning.py --data DIR --seeds 0,1,2 --epochs 10
+    python benchmarks/conditioning.py                     # makes /tmp/vaekit-digits and its data first; seeds 0,1,2
+    python benchmarks/conditioning.py --data DIR --seeds 0 --epochs 10
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--data", help="prepared data with the label digit [espeak-ng digits in --work]")
     ap.add_argument("--work", default="/tmp/vaekit-digits", help="where the espeak-ng digits are made")
     ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--encoder", default="conv2")
     args = ap.parse_args()
 
