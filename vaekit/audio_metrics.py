@@ -261,7 +261,8 @@ def check(metric_comps, ds, options: dict | None, waves: np.ndarray, condition: 
     if not plugins:
         return {}
     clips = ds.denormalize(ds.x_test[:PREFLIGHT_CLIPS])
-    context = MetricContext(train=ds.denormalize(ds.x_train[:PREFLIGHT_CLIPS]))
+    train = getattr(ds, "x_train", None)  # a stand-in dataset may hold test clips only
+    context = MetricContext(train=ds.denormalize(train[:PREFLIGHT_CLIPS]) if train is not None else None)
     if condition:
         lab = ds.labels[condition]
         # The test clips stand in for samples of every class too.
