@@ -148,6 +148,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def models_serve(model: str, tracking_uri: str, where: Path, wait: float = 180):
+    """A context running a real ``mlflow models serve -m MODEL`` on 127.0.0.1 (from ``where``): its base URL,
+    once it answers ``/ping``; stopped (with its workers) on exit."""
+    import contextlib
+    import time
+    import urllib.request
+
+    @contextlib.contextmanager
+    def serving():
+        port = free_port()
+        log = open(where / "serve.log", "w+")
+        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
+                                 "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+                                cwd=where, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    pytest.fail(f"mlflow models serve exited with {proc.returncode}: {log.read()[-3000:]}")
+                try:
+                    urllib.request.urlopen(f"{base}/ping", timeout=5).read()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        pytest.fail(f"mlflow models serve did not answer within {wait:.0f} s")
+                    time.sleep(0.5)
+            yield base
+        finally:
+            stop_process_group(proc)
+            log.close()
+
+    return serving()
+
+
 def stop_process_group(proc: subprocess.Popen, grace: float = 30) -> None:
     """Stop a server started with ``start_new_session=True`` and every worker it forked."""
     import signal

@@ -233,6 +233,10 @@ def test_a_run_logs_exactly_the_keys_the_docs_list(notebook_data, store):
                       "epochs/NNN/reconstruction_NN.wav", "epochs/NNN/sample_NN.wav", "epochs/NNN/strip.png",
                       "epochs/original_NN.wav"}
     assert logged.data.tags["vaekit.metrics_skipped"].startswith("test_audio_mel_db, test_audio_stft_db: ")
+    conditional_only = {"condition.classes", "sample_label_accuracy", "sample_label_classifier_accuracy",
+                        "data/condition.json"}  # tests/test_conditioning.py checks a conditional run logs them
+    assert not conditional_only & (got["params"] | got["metrics"] | got["artifacts"]), "an unconditional run logged them"
+    only_some_runs |= conditional_only
     documented = documented_logged_keys()
     assert set(documented) == set(got)
     for what, keys in documented.items():

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from click.testing import CliRunner
 
-from conftest import make_tones, run_cli, tiny_run
+from conftest import error_line, make_tones, run_cli, tiny_run
 from vaekit.audio import AudioParams
 
 AUDIO = AudioParams()
@@ -256,3 +257,10 @@ def test_cli_generate(trained, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "vocoder_mel_error_db.griffinlim:" in out.stdout
     assert len(list((tmp_path / "g" / "seed_0" / "griffinlim").glob("*.wav"))) == 2
+    # A label means nothing to an unconditional run (tests/test_conditioning.py asks conditional runs for one).
+    from vaekit.cli import main
+
+    for args in (["generate", run_id, "--label", "seven"], ["interpolate", run_id, "--label", "one", "two"]):
+        line = error_line(CliRunner().invoke(main, [*args, "--no-log", "--out", tmp_path / "l", "--tracking-uri", uri]))
+        assert line == f"Error: --label: run {run_id} is unconditional (trained without --condition): it generates from z alone"
+    assert not (tmp_path / "l").exists()

@@ -220,7 +220,7 @@ def test_a_metric_declaring_context_gets_it_and_one_that_cannot_be_computed_is_s
     comps = [_metric("test_audio_mel_db"), _metric("test_audio_stft_db"), Component("metrics", "plain", build_plain, "t", "0"),
              Component("metrics", "curious", build_curious, "t", "0")]
     vocoded = Vocoded(None, mel, waves=tones * 0.5)
-    context = MetricContext(ReferenceAudio.of(tones))
+    context = MetricContext(reference_audio=ReferenceAudio.of(tones))
     out = compute(comps, mel, mel, None, AUDIO, vocoded, {"clips": 3}, context)
     assert seen["context"] is context and out["test_refs"] == 2.0 and out["test_plain"] == 1.0
     assert out["test_audio_mel_db"] == pytest.approx(audio_mel_db(tones, tones * 0.5, AUDIO.sr))

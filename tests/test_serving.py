@@ -9,10 +9,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -21,7 +17,7 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from conftest import error_line, free_port, stop_process_group, tiny_run
+from conftest import error_line, models_serve, tiny_run
 
 LATENT = 4
 
@@ -129,31 +125,8 @@ def test_generator_predicts_one_wav_per_row_as_vaekit_makes_it_and_refuses_bad_z
 def server(trained, registered, tmp_path_factory):
     """A real ``mlflow models serve`` of models:/tones-generator@champion on 127.0.0.1: its base URL."""
     _, uri = trained
-    tmp = tmp_path_factory.mktemp("serve")
-    port = free_port()
-    log = open(tmp / "serve.log", "w+")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/tones-generator@champion",
-                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-                            cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"mlflow models serve exited with {proc.returncode}: {log.read()[-3000:]}")
-            try:
-                urllib.request.urlopen(f"{base}/ping", timeout=5).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("mlflow models serve did not answer within 120 s")
-                time.sleep(0.5)
+    with models_serve("models:/tones-generator@champion", uri, tmp_path_factory.mktemp("serve"), wait=120) as base:
         yield base
-    finally:
-        stop_process_group(proc)
-        log.close()
 
 
 def post(url: str, body: str) -> tuple[int, dict]:

@@ -3,9 +3,14 @@
 At start-up the run's model and vocoder (``--vocoder``, else the run's own, with its options) and its
 test set (``--data``, else the run's ``--data``) are loaded once.  The test clips (all of them, or
 :data:`MAX_POINTS` evenly spaced ones) are encoded; the map is the first two principal components of
-their latent means μ.  Each point has a label: the clip's speaker (its parent folder) or the first
-``_``-separated field of its file name, where the dataset's ``dataset.json`` lists the test files
-(``vaekit prepare``, the synthetic voices), else its reconstruction error in dB.
+their latent means μ.  Each point has a label: the dataset's own labels (``vaekit prepare --label``, the
+synthetic voices' ``speaker``), a conditional run's condition first, which colours the map at first;
+the clip's speaker (its parent folder) or the first ``_``-separated field of its file name, where the
+dataset's ``dataset.json`` lists the test files; and its reconstruction error in dB.
+
+A conditional run (``vaekit run --condition NAME``) encodes and decodes each clip with its own class;
+decoding a z from the sliders, and the ends of an interpolation between z, take a class too
+(``"label"``, ``"label_a"``/``"label_b"``), which the page's label picker sets.
 
 Every request's values are checked before any model call: a bad one is a 4xx answer whose JSON body
 is ``{"error": "one line"}``.  No request value ever becomes a file path: the page's files are a fixed
@@ -81,6 +86,8 @@ class Explorer:
     labels: dict[str, list]
     label_kind: str
     test_clips: int
+    #: A conditional run's class index of each mapped clip (None: the run is unconditional).
+    classes_of: np.ndarray | None = None
     pc_mean: np.ndarray = field(init=False)
     pcs: np.ndarray = field(init=False)
     pc_std: np.ndarray = field(init=False)
@@ -111,6 +118,7 @@ class Explorer:
             "n_mels": int(self.x.shape[1]), "frames": int(self.x.shape[2]),
             "points": len(self.indices), "test_clips": self.test_clips,
             "label_kind": self.label_kind, "label_kinds": list(self.labels),
+            "condition": self.run.condition,
             "db_range": [lo, hi],
             "dims": {"low": _floats(dims_lo), "high": _floats(dims_hi)},
             "pcs": {"mean": _floats(self.pc_mean), "directions": [_floats(p) for p in self.pcs[:k]],
@@ -135,11 +143,12 @@ class Explorer:
         """A mapped clip: its name, label, μ, and both spectrograms in dB (n_mels rows, low bands first)."""
         row = self.row(index)
         original = self.run.denormalize(self.x[row])
-        recon = self.decode_mel(self.mu[row])
+        recon = self.decode_mel(self.mu[row], self.class_of(row))
         return {
             "index": int(index), "name": self.names[row] if self.names else f"test clip {int(index)}",
             "label": self.labels[self.label_kind][row], "error_db": round(float(self.errors_db[row]), 3),
             "z": _floats(self.mu[row]),
+            **({"condition": self.run.classes[self.classes_of[row]]} if self.classes_of is not None else {}),
             "wav": {part: f"/api/clip/{int(index)}/{part}.wav" for part in PARTS},
             "spectrogram": {"original": _db_rows(original), "reconstruction": _db_rows(recon)},
         }
@@ -167,15 +176,39 @@ class Explorer:
                 raise RequestError(f"{name}[{i}]: must be within ±{Z_LIMIT:g}, got {v:g}")
         return np.asarray(value, dtype=np.float32)
 
-    def decode_mel(self, z: np.ndarray) -> np.ndarray:
-        """One z (d,) → the decoded mel spectrogram in dB (n_mels, frames)."""
-        return self.decode_mels(z[None])[0]
+    def check_label(self, value, name: str = "label") -> np.ndarray | None:
+        """A request's class name → its one-hot row (a conditional run), None for an unconditional run, which takes none."""
+        from vaekit.data import class_indices
+        from vaekit.errors import DataError
 
-    def decode_mels(self, z: np.ndarray) -> np.ndarray:
+        if self.run.condition is None:
+            if value is not None:
+                raise RequestError(f"{name}: this run is unconditional (trained without --condition); send no label")
+            return None
+        if value is None:
+            raise RequestError(f"{name}: this run is conditioned on {self.run.condition['name']}: give a class, one of "
+                               f"{', '.join(self.run.classes)}")
+        try:
+            return self.run.one_hot(class_indices([value], self.run.classes, self.run.condition["name"], name))[0]
+        except DataError as exc:
+            raise RequestError(str(exc)) from None
+
+    def class_of(self, row: int) -> np.ndarray | None:
+        """A mapped clip's own one-hot label (None for an unconditional run)."""
+        return None if self.classes_of is None else self.run.one_hot(self.classes_of[row:row + 1])[0]
+
+    def decode_mel(self, z: np.ndarray, label: np.ndarray | None = None) -> np.ndarray:
+        """One z (d,) (and, conditional, its one-hot label) → the decoded mel spectrogram in dB (n_mels, frames)."""
+        return self.decode_mels(z[None], None if label is None else label[None])[0]
+
+    def decode_mels(self, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        inputs = np.asarray(z, dtype=np.float32)
+        if labels is not None:
+            inputs = [inputs, np.asarray(labels, dtype=np.float32)]
         with self.lock:
             # predict_on_batch runs the backend's compiled predict step: Model.predict builds a data pipeline
             # per call and an eager call runs op by op (each tens of ms for one z; this a few ms).
-            out = np.asarray(self.run.model.decoder.predict_on_batch(np.asarray(z, dtype=np.float32)))
+            out = np.asarray(self.run.model.decoder.predict_on_batch(inputs))
         return self.run.denormalize(np.asarray(out, dtype=np.float32)[..., 0] if out.ndim == 4 else out)
 
     def vocode(self, mel_db: np.ndarray) -> np.ndarray:
@@ -194,46 +227,53 @@ class Explorer:
             self._threadpools = ThreadpoolController()  # finds the loaded BLAS libraries once (tens of ms)
         return self._threadpools
 
-    def decode(self, z) -> np.ndarray:
-        """A request's z → one clip's waveform."""
-        return self.vocode(self.decode_mel(self.check_z(z))[None])[0]
+    def decode(self, z, label=None) -> np.ndarray:
+        """A request's z (and, conditional, class name) → one clip's waveform."""
+        z, label = self.check_z(z), self.check_label(label)
+        return self.vocode(self.decode_mel(z, label)[None])[0]
 
     def clip_wave(self, index, part: str) -> np.ndarray:
         row = self.row(index)
         if part not in PARTS:
             raise RequestError(f"part {_shown(part)}: expected one of {', '.join(PARTS)}")
-        mel = self.run.denormalize(self.x[row]) if part == "original" else self.decode_mel(self.mu[row])
+        mel = self.run.denormalize(self.x[row]) if part == "original" else self.decode_mel(self.mu[row], self.class_of(row))
         return self.vocode(mel[None])[0]
 
-    def interpolation_ends(self, body: dict) -> tuple[np.ndarray, np.ndarray, int]:
+    def interpolation_ends(self, body: dict) -> tuple[np.ndarray, np.ndarray, int, tuple]:
+        """(z_a, z_b, steps, (label_a, label_b)): the labels one-hot rows of a conditional run, else None."""
         steps = body.get("steps", 8)
         if isinstance(steps, bool) or not isinstance(steps, int) or not MIN_STEPS <= steps <= MAX_STEPS:
             raise RequestError(f"steps: expected an integer from {MIN_STEPS} to {MAX_STEPS}, got {_shown(steps)}")
         by_index, by_z = {"a", "b"} & set(body), {"z_a", "z_b"} & set(body)
-        if by_index == {"a", "b"} and not by_z:
-            return self.mu[self.row(body["a"])], self.mu[self.row(body["b"])], steps
+        if by_index == {"a", "b"} and not by_z and not {"label_a", "label_b"} & set(body):
+            ra, rb = self.row(body["a"]), self.row(body["b"])
+            return self.mu[ra], self.mu[rb], steps, (self.class_of(ra), self.class_of(rb))
         if by_z == {"z_a", "z_b"} and not by_index:
-            return self.check_z(body["z_a"], "z_a"), self.check_z(body["z_b"], "z_b"), steps
-        raise RequestError('expected {"a": INDEX, "b": INDEX} or {"z_a": [...], "z_b": [...]}, and optionally "steps"')
+            labels = (self.check_label(body.get("label_a"), "label_a"), self.check_label(body.get("label_b"), "label_b"))
+            return self.check_z(body["z_a"], "z_a"), self.check_z(body["z_b"], "z_b"), steps, labels
+        raise RequestError('expected {"a": INDEX, "b": INDEX} or {"z_a": [...], "z_b": [...]} (and, for a conditional '
+                           'run, "label_a" and "label_b"), and optionally "steps"')
 
     def interpolate(self, body: dict) -> np.ndarray:
-        """The straight latent walk between two ends, ``steps`` clips one after another with short gaps."""
-        za, zb, steps = self.interpolation_ends(body)
+        """The straight latent walk between two ends (and their labels), ``steps`` clips one after another with short gaps."""
+        za, zb, steps, (la, lb) = self.interpolation_ends(body)
         t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
-        waves = self.vocode(self.decode_mels((1 - t) * za + t * zb))
+        waves = self.vocode(self.decode_mels((1 - t) * za + t * zb, None if la is None else (1 - t) * la + t * lb))
         gap = np.zeros(int(round(STEP_GAP * self.run.audio.sr)), dtype=np.float32)
         return np.concatenate([part for w in waves for part in (w, gap)][:-1])
 
     def render(self, body: dict) -> tuple[np.ndarray, dict]:
         """What "keep" logs: a decoded z, an interpolation, or a clip's original or reconstruction."""
         if "z" in body:
-            return self.decode(body["z"]), {"z": _floats(self.check_z(body["z"]))}
+            label = {"label": body.get("label")} if self.run.condition else {}
+            return self.decode(body["z"], body.get("label")), {"z": _floats(self.check_z(body["z"])), **label}
         if "clip" in body:
             part = body.get("part", "reconstruction")
             return self.clip_wave(body["clip"], part), {"clip": body["clip"], "part": part}
-        za, zb, steps = self.interpolation_ends(body)
+        za, zb, steps, _ = self.interpolation_ends(body)
         return self.interpolate(body), {"interpolate": {"z_a": _floats(za), "z_b": _floats(zb), "steps": steps,
-                                                        **{k: body[k] for k in ("a", "b") if k in body}}}
+                                                        **{k: body[k] for k in ("a", "b", "label_a", "label_b")
+                                                           if k in body}}}
 
     def keep(self, body: dict) -> dict:
         """Log the sound ``body`` describes into the run: ``generated/explore/keep_TIME_N.wav`` and its ``.json``."""
@@ -273,23 +313,24 @@ def principal_components(mu: np.ndarray, k: int):
     return mean.astype(np.float32), vt[:k].astype(np.float32), std[:k].astype(np.float32), share[:k], xy
 
 
-def clip_labels(names: list[str] | None, errors_db: np.ndarray) -> tuple[dict[str, list], str]:
+def clip_labels(names: list[str] | None, errors_db: np.ndarray, given: dict[str, list] | None = None) -> tuple[dict[str, list], str]:
     """Each clip's labels by kind, and the kind the map is coloured by at first.
 
-    ``speaker``: the parent folder, where the clips are in more than one; ``name field``: a file
-    name's first ``_``-separated field, where that groups clips (AudioMNIST's ``7_01_3.wav`` → ``7``);
-    ``reconstruction error``: always (dB).
+    ``given``: the dataset's own labels (class names per clip; a conditional run's condition first),
+    which come first; ``speaker``: the parent folder, where the clips are in more than one; ``name
+    field``: a file name's first ``_``-separated field, where that groups clips (AudioMNIST's
+    ``7_01_3.wav`` → ``7``); ``reconstruction error``: always (dB).
     """
-    labels: dict[str, list] = {}
+    labels: dict[str, list] = dict(given or {})
     if names:
         paths = [PurePosixPath(n) for n in names]
         parents = [p.parent.as_posix() if p.parent != PurePosixPath(".") else "" for p in paths]
         if len(set(parents)) > 1:
-            labels["speaker"] = parents
+            labels.setdefault("speaker", parents)
         if all("_" in p.stem for p in paths):
             fields = [p.stem.split("_", 1)[0] for p in paths]
             if 1 < len(set(fields)) < len(fields):
-                labels["name field"] = fields
+                labels.setdefault("name field", fields)
     labels["reconstruction error"] = [round(float(e), 3) for e in errors_db]
     return labels, next(iter(labels))
 
@@ -315,11 +356,22 @@ def load_explorer(run_ref: str, data=None, vocoder: str | None = None, options=(
     x = ds.x_test[indices]
     names = test_names(ds.info, n)
     names = [names[i] for i in indices] if names else None
-    mu, _ = run.model.encode(x[..., None])
-    mel_hat = run.denormalize(run.model.decode(mu)[..., 0])
+    classes_of = None
+    if run.condition:
+        from vaekit.errors import DataError
+
+        cond = ds.labels.get(run.condition["name"])
+        if cond is None or list(cond.classes) != run.classes:
+            raise DataError(f"{ds.source or 'the data'}: has no label {run.condition['name']} with the run's classes, "
+                            "which the run's model needs to encode its clips")
+        classes_of = cond.test[indices]
+    mu, _ = run.model.encode(x[..., None], classes_of)
+    mel_hat = run.denormalize(run.model.decode(mu, classes_of)[..., 0])
     errors_db = np.abs(mel_hat - run.denormalize(x)).mean(axis=(1, 2))
-    labels, kind = clip_labels(names, errors_db)
-    explorer = Explorer(run, name, fn, comp, indices, x, mu, errors_db, names, labels, kind, n)
+    order = sorted(ds.labels, key=lambda k: k != (run.condition or {}).get("name"))  # the condition first
+    given = {k: [ds.labels[k].classes[c] for c in ds.labels[k].test[indices]] for k in order}
+    labels, kind = clip_labels(names, errors_db, given)
+    explorer = Explorer(run, name, fn, comp, indices, x, mu, errors_db, names, labels, kind, n, classes_of)
     explorer.vocode(mel_hat[:1])  # a vocoder that fails does so now, before the URL is printed
     return explorer
 
@@ -448,9 +500,11 @@ def create_app(explorer: Explorer, loopback_only: bool = True):
 
     async def decode(request):
         body = await body_of(request)
-        if set(body) != {"z"}:
-            raise RequestError('expected {"z": [' + f'{explorer.latent_dim} numbers]}}')
-        return wav(await run_in_threadpool(explorer.decode, body["z"]))
+        fields = {"z", "label"} if explorer.run.condition else {"z"}
+        if set(body) != fields:
+            also = ', "label": CLASS' if explorer.run.condition else ""
+            raise RequestError('expected {"z": [' + f'{explorer.latent_dim} numbers]{also}}}')
+        return wav(await run_in_threadpool(explorer.decode, body["z"], body.get("label")))
 
     async def interpolate(request):
         return wav(await run_in_threadpool(explorer.interpolate, await body_of(request)))
@@ -559,8 +613,9 @@ def serve(run_ref: str, port: int = 8765, host: str = "127.0.0.1", data=None, vo
                   file=sys.stderr, flush=True)
         explorer = load_explorer(run_ref, data, vocoder, options, tracking_uri, trust_plugins)
         app = create_app(explorer, loopback_only=is_loopback(host))
+        conditioned = f", conditioned on {explorer.run.condition['name']}" if explorer.run.condition else ""
         echo(f"exploring run {explorer.run.run_id}: {len(explorer.indices)} of {explorer.test_clips} test clips, "
-             f"latent_dim {explorer.latent_dim}, vocoder {explorer.vocoder}, labels: {explorer.label_kind}")
+             f"latent_dim {explorer.latent_dim}, vocoder {explorer.vocoder}, labels: {explorer.label_kind}{conditioned}")
         echo(f"open {page_url(host, port)}  (Ctrl-C stops)")
         # No graceful wait for open connections (a browser keeps one alive): a stop is at once.
         config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=0.5,

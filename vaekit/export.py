@@ -7,7 +7,9 @@
 - ``encoder.onnx`` / ``encoder/``: input ``mel`` (batch, n_mels, frames, 1) in [0, 1] → ``z_mean``,
   ``z_log_var`` (batch, latent_dim) each, in that order;
 - ``audio.json`` (the STFT/mel parameters), ``min_values.npy`` / ``max_values.npy`` (dB = x ·
-  (max − min) + min) and ``vocoder.json`` (the vocoder the run used, for reference).
+  (max − min) + min) and ``vocoder.json`` (the vocoder the run used, for reference);
+- a conditional run (``vaekit run --condition NAME``): both take a second input ``label``, the class
+  one-hot (batch, K) in the order ``condition.json`` lists the classes, written beside them.
 
 Both go through Keras' ``Model.export`` (ONNX via tf2onnx on the TensorFlow backend).  Everything
 is written into a staging folder beside ``OUT`` and renamed into place at the end: a failure leaves
@@ -32,9 +34,9 @@ FORMATS = ("onnx", "saved_model")
 README = """\
 Exported from vaekit run {run_id} ({fmt}).
 
-decoder{suffix}: z (batch, {latent_dim}) float32  ->  mel (batch, {n_mels}, {frames}, 1) float32 in [0, 1]
-encoder{suffix}: mel (batch, {n_mels}, {frames}, 1) float32 in [0, 1]  ->  z_mean, z_log_var (batch, {latent_dim}) each
-
+decoder{suffix}: z (batch, {latent_dim}) float32{label_in}  ->  mel (batch, {n_mels}, {frames}, 1) float32 in [0, 1]
+encoder{suffix}: mel (batch, {n_mels}, {frames}, 1) float32 in [0, 1]{label_in}  ->  z_mean, z_log_var (batch, {latent_dim}) each
+{label_text}
 From the decoder's output to sound:
 1. dB = mel[..., 0] * (max_values - min_values) + min_values
    (min_values.npy, max_values.npy: scalars or arrays that broadcast to ({n_mels}, {frames})).
@@ -53,12 +55,17 @@ USAGE = {
     "onnx": """Running the decoder with onnxruntime:
     import numpy as np, onnxruntime as ort
     session = ort.InferenceSession("decoder.onnx")
-    mel = session.run(None, {{"z": np.random.default_rng(0).standard_normal((4, {latent_dim}), dtype=np.float32)}})[0]""",
+    mel = session.run(None, {{"z": np.random.default_rng(0).standard_normal((4, {latent_dim}), dtype=np.float32){label_feed}}})[0]""",
     "saved_model": """Running the decoder with TensorFlow:
     import numpy as np, tensorflow as tf
     decoder = tf.saved_model.load("decoder")
-    mel = decoder.serve(np.random.default_rng(0).standard_normal((4, {latent_dim})).astype("float32")).numpy()""",
+    mel = decoder.serve({serve_args}).numpy()""",
 }
+#: What the README adds for a conditional run's models.
+LABEL_TEXT = """
+label: the class one-hot (batch, {classes}) float32 of the run's condition {name!r}, in the order of
+condition.json's "classes": {listed}.  A row may mix classes (a walk between two labels).
+"""
 
 
 def export(run_or_uri: str, out, fmt: str = "onnx", tracking_uri: str | None = None, force: bool = False,
@@ -129,21 +136,40 @@ def _write(run, directory: Path, fmt: str) -> None:
         {"name": run.config.vocoder, "options": run.config.option("vocoder")}, indent=2, default=str))
     n_mels, frames = run.input_shape
     a = run.audio
+    z_text = f'np.random.default_rng(0).standard_normal((4, {run.latent_dim})).astype("float32")'
+    label_in, label_text, label_feed, serve_args = "", "", "", z_text
+    if run.condition:
+        (directory / "condition.json").write_text(json.dumps(run.condition, indent=2))
+        k = len(run.classes)
+        label_in = f", label (batch, {k}) float32"
+        label_text = LABEL_TEXT.format(classes=k, name=run.condition["name"], listed=", ".join(run.classes))
+        label_feed = f', "label": np.eye({k}, dtype=np.float32)[[0, 0, 1, 1]]'
+        serve_args = f"[{z_text}, np.eye({k}, dtype=np.float32)[[0, 0, 1, 1]]]"
+    usage = USAGE[fmt].format(latent_dim=run.latent_dim, label_feed=label_feed, serve_args=serve_args)
     text = README.format(run_id=run.run_id, fmt=fmt, suffix=".onnx" if fmt == "onnx" else "/", latent_dim=run.latent_dim,
                          n_mels=n_mels, frames=frames, sr=a.sr, n_fft=a.n_fft, hop_length=a.hop_length, samples=a.samples,
-                         fmin=a.fmin, fmax=a.fmax,
-                         vocoder=run.config.vocoder, usage=USAGE[fmt].format(latent_dim=run.latent_dim))
+                         fmin=a.fmin, fmax=a.fmax, label_in=label_in, label_text=label_text,
+                         vocoder=run.config.vocoder, usage=usage)
     (directory / "README.txt").write_text(text)
 
 
 def _named(vae):
-    """The VAE's encoder and decoder with inputs named ``mel`` and ``z``, each called once (Keras exports only called models)."""
+    """The VAE's encoder and decoder with inputs named ``mel`` and ``z`` (and ``label``, a conditional VAE's
+    one-hot), each called once (Keras exports only called models)."""
     import keras
 
     mel = keras.Input(tuple(vae.encoder.inputs[0].shape[1:]), name="mel")
+    z = keras.Input((vae.latent_dim,), name="z")
+    if vae.classes:
+        label = keras.Input((vae.classes,), name="label")
+        encoder = keras.Model([mel, label], list(vae.encoder([mel, label])), name="encoder")
+        decoder = keras.Model([z, label], vae.decoder([z, label]), name="decoder")
+        one = np.zeros((1, vae.classes), dtype=np.float32)
+        encoder([np.zeros((1, *mel.shape[1:]), dtype=np.float32), one])
+        decoder([np.zeros((1, vae.latent_dim), dtype=np.float32), one])
+        return encoder, decoder
     z_mean, z_log_var = vae.encoder(mel)
     encoder = keras.Model(mel, [z_mean, z_log_var], name="encoder")
-    z = keras.Input((vae.latent_dim,), name="z")
     decoder = keras.Model(z, vae.decoder(z), name="decoder")
     encoder(np.zeros((1, *mel.shape[1:]), dtype=np.float32))
     decoder(np.zeros((1, vae.latent_dim), dtype=np.float32))

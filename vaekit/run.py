@@ -53,7 +53,7 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None, ech
     model, _ = training.build(config, comps, ds, placement)
     vocoder_fn = comps["vocoder"].create(ds.audio, **config.option("vocoder"))
     waves = components.check_vocoder(comps["vocoder"], vocoder_fn, ds, config.option("vocoder"))
-    audio_metrics.check(comps["metrics"], ds, config.option("metrics"), waves)
+    audio_metrics.check(comps["metrics"], ds, config.option("metrics"), waves, config.condition)
     ckpt = checkpoint.load(resume, uri, config.checkpoint_interval) if resume else None
     if ckpt:
         checkpoint.restore(model, ckpt)
@@ -78,7 +78,7 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None, ech
         callbacks = trial.callbacks() + runlog.epoch_audio(model, ds, comps["vocoder"], vocoder_fn, config, context.reference_audio)
         metrics = training.fit(model, ds, config, progress, initial_epoch=ckpt.epoch if ckpt else 0, checkpointer=checkpointer,
                                callbacks=callbacks, shard=placement.shard, logged=logged, early_state=ckpt.early_stop if ckpt else None)
-        metrics.update(training.evaluate(model, ds.x_test, config.batch_size))
+        metrics.update(training.evaluate(model, ds, config))
         metrics.update(audio_metrics.evaluate(model, ds, comps, vocoder_fn, config, context))
         runlog.log_results(metrics, context.skipped)
         samples = runlog.log_samples(model, ds, comps["vocoder"], vocoder_fn, config)

@@ -12,8 +12,8 @@ logged keys with that list.  Every function here logs to the active run (started
   reconstructions of test clips, samples of fixed z, a strip of their spectrograms), and ``epochs/original_II.wav``;
 - :func:`log_samples`: ``samples/`` (WAV and PNG per z ~ N(0, I)) and ``vocoder_mel_error_db``;
 - :func:`log_extras`: ``data/min_values.npy``, ``data/max_values.npy`` (to denormalise what the
-  decoder makes) and ``figures/`` (reconstructions, a reconstruction grid with per-clip errors, a grid of
-  samples, training curves);
+  decoder makes), a conditional run's ``data/condition.json`` (its label and classes) and ``figures/``
+  (reconstructions, a reconstruction grid with per-clip errors, a grid of samples, training curves);
 - :func:`log_datasets` (from :func:`log_start`): the training and test data as MLflow datasets;
 - :func:`log_model`: the VAE (MLflow's Keras flavour: a ``.keras`` file, loads with safe_mode), with
   its signature;
@@ -108,6 +108,8 @@ def params(config, comps, ds, placement, backend_version: str) -> dict:
     out["data.train"] = len(ds.x_train)
     out["data.test"] = len(ds.x_test)
     out["data.shape"] = "x".join(map(str, ds.shape))
+    if config.condition:
+        out["condition.classes"] = ",".join(ds.labels[config.condition].classes)[:6000]  # MLflow's limit for a param
     out["backend.version"] = backend_version
     out.update(placement.params)
     return {k: ("None" if v is None else v) for k, v in out.items()}
@@ -125,14 +127,17 @@ def log_start(config, comps, ds, placement, backend_version: str) -> None:
         mlflow.log_dict(ds.audio.to_dict(), "audio.json")
 
 
-def data_digest(x) -> str:
-    """A digest of every number of ``x`` (its shape and dtype too): MLflow's own digests only the first
-    10,000 elements, so two datasets that differ in one later clip would look the same."""
+def data_digest(x, *more) -> str:
+    """A digest of every number of ``x`` (its shape and dtype too), and of the arrays ``more`` after it
+    (a dataset's labels): MLflow's own digests only the first 10,000 elements, so two datasets that
+    differ in one later clip would look the same."""
     import hashlib
 
-    x = np.ascontiguousarray(x)
-    h = hashlib.sha256(f"{x.dtype.str}{x.shape}".encode())
-    h.update(memoryview(x).cast("B"))
+    h = hashlib.sha256()
+    for i, arr in enumerate((x, *more)):
+        arr = np.ascontiguousarray(arr)
+        h.update(f"{arr.dtype.str}{arr.shape}".encode() if i == 0 else f"|{arr.dtype.str}{arr.shape}".encode())
+        h.update(memoryview(arr).cast("B"))
     return h.hexdigest()[:20]
 
 
@@ -140,15 +145,18 @@ def datasets(dataset_name: str, ds) -> dict:
     """``{context: MLflow dataset}`` for the run's training and test data: named ``COMPONENT:SOURCE``
     (the dataset component and its source, e.g. ``notebook:nb`` for a folder ``/data/nb``, recorded
     whole as the dataset's source), with a digest over all of
-    the data (:func:`data_digest`) and the audio parameters in the profile (``audio.sr``, …)."""
+    the data (:func:`data_digest`) and the audio parameters in the profile (``audio.sr``, …).
+    A dataset with labels logs them as the dataset's targets (``{NAME: class indices}``, in the digest
+    too) and their classes in the profile (``labels.NAME``)."""
     from mlflow.data.numpy_dataset import NumpyDataset
 
     class AudioDataset(NumpyDataset):
-        """A NumPy dataset whose profile also says what the spectrograms are of."""
+        """A NumPy dataset whose profile also says what the spectrograms are of (and the classes of its labels)."""
 
-        def __init__(self, features, source, name, digest, audio):
+        def __init__(self, features, source, name, digest, audio, targets=None, classes=None):
             self._audio = {f"audio.{k}": v for k, v in audio.to_dict().items()}
-            super().__init__(features=features, source=source, name=name, digest=digest)
+            self._audio.update({f"labels.{k}": ",".join(v) for k, v in (classes or {}).items()})
+            super().__init__(features=features, source=source, name=name, digest=digest, targets=targets)
 
         @property
         def profile(self):
@@ -157,8 +165,14 @@ def datasets(dataset_name: str, ds) -> dict:
     source = _dataset_source(ds.source or dataset_name)
     shown = Path(ds.source).name if ds.source and Path(ds.source).exists() else ds.source  # the full path is the source
     name = f"{dataset_name}:{shown}" if shown else dataset_name
-    return {context: AudioDataset(x, source, name, data_digest(x), ds.audio)
-            for context, x in (("training", ds.x_train), ("test", ds.x_test))}
+    classes = {k: list(lab.classes) for k, lab in ds.labels.items()}
+    out = {}
+    for context, x in (("training", ds.x_train), ("test", ds.x_test)):
+        split = "train" if context == "training" else "test"
+        targets = {k: getattr(lab, split) for k, lab in ds.labels.items()} or None
+        digest = data_digest(x, *(targets or {}).values())
+        out[context] = AudioDataset(x, source, name, digest, ds.audio, targets, classes)
+    return out
 
 
 def _dataset_source(where: str):
@@ -230,18 +244,20 @@ def log_samples(model, ds, vocoder, vocoder_fn, config) -> list[str]:
         return []
     # All z at once (samples × latent_dim floats, small): the same draws whatever the batch size.
     z = sample_latent(config.samples, config.latent_dim, config.seed)
+    labels, titles = sample_conditions(config, ds, len(z))
     names = []
     error_sum = 0.0
     vmin, vmax = color_scale(ds.min_values, ds.max_values)
     with tempfile.TemporaryDirectory() as tmp:
         for start in range(0, len(z), SAMPLE_BATCH):
-            mel_db = ds.denormalize(model.decode(z[start:start + SAMPLE_BATCH])[..., 0])
+            part = None if labels is None else labels[start:start + SAMPLE_BATCH]
+            mel_db = ds.denormalize(model.decode(z[start:start + SAMPLE_BATCH], part)[..., 0])
             audio = vocode(vocoder, vocoder_fn, mel_db)
             error_sum += mel_error_db(audio, mel_db, ds.audio) * len(mel_db)
             for i, (wave, mel) in enumerate(zip(audio, mel_db), start):
                 wav = Path(tmp) / f"sample_{i:02d}.wav"
                 sf.write(wav, wave, ds.audio.sr)
-                save_mel_png(mel, Path(tmp) / f"sample_{i:02d}.png", ds.audio, title=f"sample {i}", vmin=vmin,
+                save_mel_png(mel, Path(tmp) / f"sample_{i:02d}.png", ds.audio, title=titles[i], vmin=vmin,
                              vmax=vmax)
                 names.append(f"samples/{wav.name}")
             del mel_db, audio  # before the next batch is decoded: at most one batch held
@@ -276,7 +292,9 @@ def epoch_audio(model, ds, vocoder, vocoder_fn, config, reference=None) -> list:
     from vaekit.model import sample_latent
 
     x = ds.x_test[:EPOCH_CLIPS]
+    x_labels = ds.labels[config.condition].test[:EPOCH_CLIPS] if config.condition else None
     z = sample_latent(EPOCH_SAMPLES, config.latent_dim, config.seed)
+    z_labels, titles = sample_conditions(config, ds, EPOCH_SAMPLES)  # a conditional run's samples' classes
     every = config.audio_every
 
     class EpochAudio(keras.callbacks.Callback):
@@ -288,7 +306,7 @@ def epoch_audio(model, ds, vocoder, vocoder_fn, config, reference=None) -> list:
             originals = None
             if not self.originals_logged:
                 originals = _original_waves(ds, x, vocoder, vocoder_fn, reference)
-            log_epoch_audio(model, ds, vocoder, vocoder_fn, x, z, epoch + 1, originals)
+            log_epoch_audio(model, ds, vocoder, vocoder_fn, x, z, epoch + 1, originals, x_labels, z_labels, titles)
             self.originals_logged = True
 
     return [EpochAudio()]
@@ -307,17 +325,21 @@ def _original_waves(ds, x, vocoder, vocoder_fn, reference) -> np.ndarray:
     return vocode(vocoder, vocoder_fn, ds.denormalize(x))
 
 
-def log_epoch_audio(model, ds, vocoder, vocoder_fn, x, z, number: int, originals=None) -> None:
-    """Log ``epochs/NNN/``: the reconstructions of ``x`` and the decoded ``z``, vocoded, and one strip figure."""
+def log_epoch_audio(model, ds, vocoder, vocoder_fn, x, z, number: int, originals=None, x_labels=None,
+                    z_labels=None, sample_titles=None) -> None:
+    """Log ``epochs/NNN/``: the reconstructions of ``x`` and the decoded ``z``, vocoded, and one strip figure.
+
+    A conditional run's clips and samples are encoded and decoded with their classes (``x_labels``, ``z_labels``).
+    """
     import mlflow
     import soundfile as sf
 
     from vaekit import figures
     from vaekit.components import vocode
 
-    z_mean, _ = model.encode(x[..., None])
-    recon = ds.denormalize(model.decode(z_mean)[..., 0])
-    samples = ds.denormalize(model.decode(z)[..., 0])
+    z_mean, _ = model.encode(x[..., None], x_labels)
+    recon = ds.denormalize(model.decode(z_mean, x_labels)[..., 0])
+    samples = ds.denormalize(model.decode(z, z_labels)[..., 0])
     waves = vocode(vocoder, vocoder_fn, np.concatenate([recon, samples]))  # one call: a batched vocoder batches
     vmin, vmax = figures.color_scale(ds.min_values, ds.max_values)
     sr = ds.audio.sr
@@ -330,7 +352,7 @@ def log_epoch_audio(model, ds, vocoder, vocoder_fn, x, z, number: int, originals
             sf.write(epoch_dir / f"sample_{i:02d}.wav", wave, sr)
         mels = [m for pair in zip(ds.denormalize(x), recon) for m in pair] + list(samples)
         titles = [t for i in range(len(recon)) for t in (f"test {i}", f"reconstruction {i}")]
-        titles += [f"sample {i}" for i in range(len(samples))]
+        titles += sample_titles or [f"sample {i}" for i in range(len(samples))]
         figures.save_mel_grid(np.stack(mels), epoch_dir / "strip.png", ds.audio, vmin, vmax, titles=titles,
                               columns=len(mels), suptitle=f"after epoch {number}")
         if originals is not None:
@@ -340,8 +362,31 @@ def log_epoch_audio(model, ds, vocoder, vocoder_fn, x, z, number: int, originals
             mlflow.log_artifacts(tmp, EPOCHS_DIR)
 
 
+def sample_conditions(config, ds, n: int) -> tuple[np.ndarray | None, list[str]]:
+    """A conditional run's classes of its ``n`` samples (:func:`vaekit.model.sample_labels`; None when
+    unconditional) and each sample's title (``sample 3 · digit seven``)."""
+    from vaekit.model import sample_labels
+
+    if not config.condition:
+        return None, [f"sample {i}" for i in range(n)]
+    classes = ds.labels[config.condition].classes
+    labels = sample_labels(n, len(classes))
+    return labels, [f"sample {i} · {config.condition} {classes[c]}" for i, c in enumerate(labels)]
+
+
+#: A conditional run's label and classes, beside the denormalisation arrays (read by generate, explore, serving).
+CONDITION_FILE = "condition.json"
+
+
+def condition_meta(config, ds) -> dict | None:
+    """``{"name", "classes"}`` of a conditional run's label (None when unconditional)."""
+    if not config.condition:
+        return None
+    return {"name": config.condition, "classes": list(ds.labels[config.condition].classes)}
+
+
 def log_extras(model, ds, config) -> None:
-    """Log the denormalisation arrays and the run's three figures."""
+    """Log the denormalisation arrays (and a conditional run's ``condition.json``) and the run's figures."""
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -349,6 +394,8 @@ def log_extras(model, ds, config) -> None:
         data_dir.mkdir()
         np.save(data_dir / "min_values.npy", np.asarray(ds.min_values, dtype=np.float32))
         np.save(data_dir / "max_values.npy", np.asarray(ds.max_values, dtype=np.float32))
+        if config.condition:
+            (data_dir / CONDITION_FILE).write_text(json.dumps(condition_meta(config, ds), indent=1))
         with tracking.all_or_nothing(DATA_DIR):
             mlflow.log_artifacts(str(data_dir), DATA_DIR)
 
@@ -376,27 +423,28 @@ def metric_history(run_id: str, model) -> dict[str, list[tuple[int, float]]]:
 def draw_run_figures(model, ds, config, directory: Path, history: dict) -> list[Path]:
     """Write the run's figures into ``directory``; return their paths."""
     from vaekit import figures
+    from vaekit.audio_metrics import reconstructions
     from vaekit.model import sample_latent
 
     vmin, vmax = figures.color_scale(ds.min_values, ds.max_values)
     paths = []
+    test_labels = ds.labels[config.condition].test if config.condition else None
     n = min(N_RECONSTRUCTIONS, len(ds.x_test))
     x = ds.x_test[:n]
     # The mean of q(z|x): the reconstruction the model stands for, without sampling noise.
-    z_mean, _ = model.encode(x[..., None])
-    x_hat = model.decode(z_mean)[..., 0]
+    x_hat = reconstructions(model, x, labels=None if test_labels is None else test_labels[:n])
     paths.append(figures.save_reconstruction_figure(
         ds.denormalize(x), ds.denormalize(x_hat), directory / "reconstructions.png", ds.audio, vmin, vmax,
         labels=[f"test {i}" for i in range(n)]))
     m = min(N_RECONSTRUCTION_GRID, len(ds.x_test))
-    z_mean, _ = model.encode(ds.x_test[:m, ..., None])
+    x_hat = reconstructions(model, ds.x_test[:m], labels=None if test_labels is None else test_labels[:m])
     paths.append(figures.save_reconstruction_grid(
-        ds.denormalize(ds.x_test[:m]), ds.denormalize(model.decode(z_mean)[..., 0]),
+        ds.denormalize(ds.x_test[:m]), ds.denormalize(x_hat),
         directory / "reconstruction_grid.png", ds.audio, vmin, vmax, labels=[f"test {i}" for i in range(m)]))
     z = sample_latent(N_GRID, config.latent_dim, config.seed)
-    mels = ds.denormalize(model.decode(z)[..., 0])
-    paths.append(figures.save_mel_grid(mels, directory / "samples_grid.png", ds.audio, vmin, vmax,
-                                       titles=[f"sample {i}" for i in range(len(mels))],
+    labels, titles = sample_conditions(config, ds, len(z))
+    mels = ds.denormalize(model.decode(z, labels)[..., 0])
+    paths.append(figures.save_mel_grid(mels, directory / "samples_grid.png", ds.audio, vmin, vmax, titles=titles,
                                        suptitle=f"decoded z ~ N(0, I), seed {config.seed}"))
     if history:
         paths.append(figures.save_training_curves(history, directory / "training_curves.png"))
@@ -428,12 +476,16 @@ def log_model(model) -> None:
 
 
 def model_signature(model):
-    """The VAE's MLflow signature: a batch of spectrograms in, their reconstructions out (tensors, float32)."""
+    """The VAE's MLflow signature: a batch of spectrograms in (and, conditional, their labels one-hot), their
+    reconstructions out (tensors, float32)."""
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    shape = (-1, *tuple(model.encoder.input_shape[1:]))
-    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), shape, "mel")]),
+    shape = (-1, *tuple(model.encoder.inputs[0].shape[1:]))
+    inputs = [TensorSpec(np.dtype(np.float32), shape, "mel")]
+    if model.classes:
+        inputs.append(TensorSpec(np.dtype(np.float32), (-1, model.classes), "label"))
+    return ModelSignature(inputs=Schema(inputs),
                           outputs=Schema([TensorSpec(np.dtype(np.float32), shape, "reconstruction")]))
 
 
@@ -459,7 +511,7 @@ def log_generator(model, ds, config) -> str:
                     f"vaekit=={__version__}", f"mlflow=={mlflow.__version__}"]
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = serving.save_artifacts(model.decoder, ds.audio, ds.min_values, ds.max_values, config.vocoder,
-                                           config.option("vocoder"), Path(tmp))
+                                           config.option("vocoder"), Path(tmp), condition=condition_meta(config, ds))
         try:
             # MLflow "downloads" each local artifact into the model, one progress bar each; z is checked by
             # the generator itself, with its own messages (no input example needed).
@@ -467,7 +519,8 @@ def log_generator(model, ds, config) -> str:
                 warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
                 info = mlflow.pyfunc.log_model(name="generator", python_model=serving.write_code(tmp), artifacts=artifacts,
                                                pip_requirements=requirements,
-                                               metadata=serving.metadata(model.latent_dim, ds.audio))
+                                               metadata=serving.metadata(model.latent_dim, ds.audio,
+                                                                         condition_meta(config, ds)))
         except BaseException:
             _discard_unfinished_models(run_id)
             raise

@@ -8,6 +8,10 @@ options it was run with.  A wrong ``Z`` (not rows of ``latent_dim`` numbers, NaN
 more than :data:`MAX_ROWS` rows) raises ``MlflowException`` with ``INVALID_PARAMETER_VALUE``, which
 the scoring server answers with HTTP 400.
 
+A conditional run's generator (``vaekit run --condition NAME``) takes ``{"z": Z, "label": L}``, ``L``
+one class name of the run's label per row of ``Z`` (``condition.json`` lists them); an unknown class is
+a 400 whose message lists the classes.
+
 The model is logged "from code" (:data:`CODE`, a file that imports :class:`Generator`): loading it
 unpickles nothing.  Its artifacts (see :func:`save_artifacts`): ``decoder.keras`` (loaded with Keras
 ``safe_mode``), ``audio.json``, ``min_values.npy``, ``max_values.npy`` and ``vocoder.json`` (the
@@ -33,8 +37,12 @@ BATCH = 64
 ARTIFACTS = ("decoder", "audio", "min_values", "max_values", "vocoder")
 
 
-def save_artifacts(decoder, audio, min_values, max_values, vocoder: str, vocoder_options: dict, directory: Path) -> dict:
-    """Write the generator's artifacts into ``directory``; return ``{name: path}`` for ``log_model``."""
+def save_artifacts(decoder, audio, min_values, max_values, vocoder: str, vocoder_options: dict, directory: Path,
+                   condition: dict | None = None) -> dict:
+    """Write the generator's artifacts into ``directory``; return ``{name: path}`` for ``log_model``.
+
+    ``condition`` (a conditional run's ``{"name", "classes"}``) adds ``condition.json``.
+    """
     directory = Path(directory)
     paths = {name: directory / file for name, file in zip(
         ARTIFACTS, ("decoder.keras", "audio.json", "min_values.npy", "max_values.npy", "vocoder.json"))}
@@ -43,14 +51,21 @@ def save_artifacts(decoder, audio, min_values, max_values, vocoder: str, vocoder
     np.save(paths["min_values"], np.asarray(min_values, dtype=np.float32))
     np.save(paths["max_values"], np.asarray(max_values, dtype=np.float32))
     paths["vocoder"].write_text(json.dumps({"name": vocoder, "options": vocoder_options}, indent=2, default=str))
+    if condition:
+        paths["condition"] = directory / "condition.json"
+        paths["condition"].write_text(json.dumps(condition, indent=2))
     return {name: str(path) for name, path in paths.items()}
 
 
-def metadata(latent_dim: int, audio) -> dict:
+def metadata(latent_dim: int, audio, condition: dict | None = None) -> dict:
     """What the generator takes and gives, in its ``MLmodel`` (no MLflow signature: see :func:`latents`)."""
-    return {"vaekit_input": f"z: rows of {latent_dim} finite numbers (at most {MAX_ROWS} rows)",
-            "vaekit_output": f"one base64 WAV (16-bit PCM, mono, {audio.sr} Hz, {audio.samples} samples) per row",
-            "latent_dim": latent_dim, "sample_rate": audio.sr}
+    out = {"vaekit_input": f"z: rows of {latent_dim} finite numbers (at most {MAX_ROWS} rows)",
+           "vaekit_output": f"one base64 WAV (16-bit PCM, mono, {audio.sr} Hz, {audio.samples} samples) per row",
+           "latent_dim": latent_dim, "sample_rate": audio.sr}
+    if condition:
+        out["vaekit_input"] += f"; label: one class of {condition['name']} per row, one of {', '.join(condition['classes'])}"
+        out["condition"] = condition
+    return out
 
 
 #: The generator's code file (MLflow's "models from code"): loading the model imports vaekit.serving and
@@ -105,6 +120,41 @@ def latents(model_input, latent_dim: int) -> np.ndarray:
     return z.astype(np.float32)
 
 
+def request_inputs(model_input, latent_dim: int, condition: dict | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A request's ``z`` (see :func:`latents`) and, for a conditional generator (``condition``: its
+    ``{"name", "classes"}``), each row's class index (see :func:`labels`); None for an unconditional one."""
+    fields = sorted(model_input) if isinstance(model_input, dict) else None
+    if not condition:
+        if fields is not None and "label" in fields:
+            raise invalid("label: this generator is unconditional (its run had no --condition); send only 'z'")
+        return latents(model_input, latent_dim), None
+    if fields != ["label", "z"]:
+        shown = fields if fields is not None else type(model_input).__name__
+        raise invalid(f"inputs: expected the fields 'z' (rows of {latent_dim} numbers) and 'label' (one class of "
+                      f"{condition['name']} per row), got {shown}")
+    z = latents({"z": model_input["z"]}, latent_dim)
+    return z, labels(model_input["label"], condition, len(z))
+
+
+def labels(values, condition: dict, rows: int) -> np.ndarray:
+    """A request's ``label`` (one class name per row of z) → class indices; :func:`invalid` naming what is wrong,
+    an unknown class listing the classes (:func:`vaekit.data.class_indices`)."""
+    from vaekit.data import class_indices
+    from vaekit.errors import DataError
+
+    if isinstance(values, np.ndarray):  # the scoring server hands each field over as an array
+        values = values.tolist()
+    if isinstance(values, str) or not isinstance(values, list):
+        raise invalid(f"label: expected a list of class names of {condition['name']}, one per row of z, "
+                      f"got {type(values).__name__}")
+    if len(values) != rows:
+        raise invalid(f"label: {len(values)} class names for {rows} rows of z; give one per row")
+    try:
+        return class_indices(values, condition["classes"], condition["name"], "label")
+    except DataError as exc:
+        raise invalid(str(exc)) from None
+
+
 def wav_base64(wave: np.ndarray, sr: int) -> str:
     """One waveform as a base64-encoded 16-bit PCM WAV file."""
     import soundfile as sf
@@ -138,18 +188,23 @@ class Generator(mlflow.pyfunc.PythonModel):
         spec = json.loads(Path(art["vocoder"]).read_text())
         self.vocoder = get_component("vocoder", spec["name"])
         self.vocoder_fn = self.vocoder.create(self.audio, **spec["options"])
+        self.condition = json.loads(Path(art["condition"]).read_text()) if art.get("condition") else None
 
     def predict(self, context, model_input, params=None):
         import keras
 
         from vaekit.components import vocode
         from vaekit.data import denormalize
+        from vaekit.model import one_hot
 
-        z = latents(model_input, self.latent_dim)
+        z, label = request_inputs(model_input, self.latent_dim, self.condition)
         out = []
         for start in range(0, len(z), BATCH):
+            inputs = z[start:start + BATCH]
+            if label is not None:
+                inputs = [inputs, one_hot(label[start:start + BATCH], len(self.condition["classes"]))]
             # A direct call, not predict(): predict traces a new function for every batch size a request brings.
-            x = np.asarray(keras.ops.convert_to_numpy(self.decoder(z[start:start + BATCH], training=False)),
+            x = np.asarray(keras.ops.convert_to_numpy(self.decoder(inputs, training=False)),
                            dtype=np.float32)[..., 0]
             waves = vocode(self.vocoder, self.vocoder_fn, denormalize(x, self.min_values, self.max_values))
             out.extend(wav_base64(w, self.audio.sr) for w in waves)
