@@ -78,3 +78,58 @@ def test_export_force_replaces_only_an_earlier_export_never_a_users_folder_or_th
     line = error_line(cli("export", run_id, tmp_path / "a-file" / "sub" / "out", "--tracking-uri", uri))
     assert line == f"Error: {tmp_path / 'a-file' / 'sub' / 'out'}: {tmp_path / 'a-file'} is a file, not a directory; choose another OUT"
     assert (tmp_path / "a-file").read_text() == "x"
+
+
+# -- 2. a checkpoint is written whole or not at all ----------------------------------------------------
+
+# A real process writes three checkpoints into a run and is killed (SIGKILL: nothing can be caught) at
+# one point of the third write, through the writer's hook.
+WRITER = """
+import os, signal, sys
+import numpy as np
+from vaekit import checkpoint
+
+uri, run_id, point = sys.argv[1:]
+def arrays(epoch):
+    return {"m0": np.full((64, 64), epoch, np.float32), "m1": np.arange(epoch), "o0": np.array(epoch)}
+checkpoint.write(arrays(1), 1, {"loss": 1.0}, run_id, uri)
+checkpoint.write(arrays(2), 2, {"loss": 2.0}, run_id, uri)
+def stop(reached, slot):
+    if reached == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+checkpoint.on_write = stop
+checkpoint.write(arrays(3), 3, {"loss": 3.0}, run_id, uri)
+print("not killed")
+"""
+
+
+def test_a_checkpoint_write_killed_at_any_point_leaves_the_previous_one_to_resume_from(store, tmp_path):
+    """``kill -9`` between ``state.npz`` and ``state.json`` left a run that could not be resumed at all ("does
+    not match ... start it again"), its previous good checkpoint overwritten.  Writes now take two slots in turn:
+    the newest checkpoint is never the one being written."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+
+    from vaekit import checkpoint, tracking
+
+    experiment = tracking.check_store(store, "checkpoints")
+    client = MlflowClient(store)
+    for point in checkpoint.WRITE_POINTS:
+        run_id = client.create_run(experiment).info.run_id
+        proc = subprocess.run([sys.executable, "-c", WRITER, store, run_id, point], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == -9, (point, proc.returncode, proc.stderr[-2000:])
+        whole = point == checkpoint.META_FILE  # killed once state.json is written: the new one is complete
+        ckpt = checkpoint.load(run_id, store)
+        expected = 3 if whole else 2
+        assert (ckpt.epoch, ckpt.logs) == (expected, {"loss": float(expected)}), point
+        np.testing.assert_array_equal(ckpt.model_arrays[0], np.full((64, 64), expected, np.float32))
+        np.testing.assert_array_equal(ckpt.model_arrays[1], np.arange(expected))
+        # The next write (the resumed run's) goes on from there, again never over the newest one.
+        checkpoint.write({"m0": np.zeros(2), "o0": np.array(9)}, 9, {}, run_id, store)
+        assert checkpoint.load(run_id, store).epoch == 9
+    slots = {a.path for a in client.list_artifacts(run_id, checkpoint.ARTIFACT_DIR)}
+    assert slots == {"checkpoints/slot0", "checkpoints/slot1"}, slots  # two, however many writes
