@@ -222,7 +222,7 @@ def test_clip_decode_interpolate_and_keep(server, trained):
     assert len(read_wav(body)[1]) == 3 * SAMPLES + 2 * round(0.15 * SR)  # three steps, two gaps
     kept = json.loads(request(f"{base}/api/keep", {"a": 0, "b": 5, "steps": 3})[2])
     wav_path, json_path = kept["artifacts"]
-    assert re.fullmatch(r"generated/explore/keep_\d{8}-\d{6}_001\.wav", wav_path), wav_path
+    assert re.fullmatch(r"generated/explore/keep_\d{8}-\d{6}-[0-9a-f]{12}\.wav", wav_path), wav_path
     run_id, uri, _ = trained
     client = mlflow.MlflowClient(uri)
     assert {a.path for a in client.list_artifacts(run_id, "generated/explore")} == {wav_path, json_path}

@@ -133,3 +133,52 @@ def test_a_checkpoint_write_killed_at_any_point_leaves_the_previous_one_to_resum
         assert checkpoint.load(run_id, store).epoch == 9
     slots = {a.path for a in client.list_artifacts(run_id, checkpoint.ARTIFACT_DIR)}
     assert slots == {"checkpoints/slot0", "checkpoints/slot1"}, slots  # two, however many writes
+
+
+# -- 3. names of what is logged into a run are unique across calls and processes -----------------------
+
+def test_what_is_logged_into_a_run_never_replaces_what_another_call_or_server_logged(trained, notebook_data, tmp_path,
+                                                                                     monkeypatch):
+    """``reconstruct --log`` logged every call into the same ``generated/reconstruct/`` (the second call's figure
+    replaced the first's) and names that sanitise alike (``a b``/``a_b``, ``é``/``è``) replaced each other; two
+    ``vaekit explore`` servers on one run kept under the same ``keep_…_001`` name."""
+    import time
+
+    import mlflow
+    import soundfile as sf
+
+    from conftest import make_tones
+    from vaekit.audio import AudioParams
+    from vaekit.explore import load_explorer
+    from vaekit.generate import reconstruct
+
+    run_id, uri, _ = trained
+    client = mlflow.MlflowClient(uri)
+
+    def logged(path="generated"):
+        out = []
+        for f in client.list_artifacts(run_id, path):
+            out += logged(f.path) if f.is_dir else [f.path]
+        return out
+
+    takes = tmp_path / "takes"
+    takes.mkdir()
+    names = ["a b.wav", "a_b.wav", "é.wav", "è.wav"]
+    for i, name in enumerate(names):
+        sf.write(takes / name, make_tones(1, AudioParams(), seed=i)[0], 22050)
+    calls = [reconstruct(run_id, [takes], options=["vocoder.n_iter=1"], out=tmp_path / f"out{n}", log=True,
+                         tracking_uri=uri) for n in (1, 2)]
+    for call in calls:
+        assert len([a for a in call.artifacts if a.endswith(".wav")]) == len(names)  # none replaced another
+        assert len(set(call.artifacts)) == len(call.artifacts) == len(names) + 1  # and one figure
+    assert not set(calls[0].artifacts) & set(calls[1].artifacts)
+    assert sorted(logged()) == sorted(calls[0].artifacts + calls[1].artifacts)
+
+    # Two servers on the run (two explorers, as two processes hold them), keeping at the same second.
+    servers = [load_explorer(run_id, data=notebook_data, tracking_uri=uri) for _ in range(2)]
+    same_second = time.gmtime()
+    monkeypatch.setattr(time, "gmtime", lambda *args: same_second)
+    kept = [server.keep({"z": [0.5] * LATENT})["artifacts"] for server in servers]
+    monkeypatch.undo()
+    assert len({path for paths in kept for path in paths}) == 4, kept
+    assert sorted(logged("generated/explore")) == sorted(path for paths in kept for path in paths)

@@ -23,7 +23,6 @@ import io
 import json
 import math
 import threading
-import time
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -88,7 +87,6 @@ class Explorer:
     xy: np.ndarray = field(init=False)
     lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _row: dict = field(init=False)
-    _kept: int = field(default=0, init=False)
     _threadpools: object = field(default=None, init=False)
 
     def __post_init__(self):
@@ -236,16 +234,19 @@ class Explorer:
                                                         **{k: body[k] for k in ("a", "b") if k in body}}}
 
     def keep(self, body: dict) -> dict:
-        """Log the sound ``body`` describes into the run: ``generated/explore/keep_TIME_N.wav`` and its ``.json``."""
+        """Log the sound ``body`` describes into the run: ``generated/explore/keep_STAMP.wav`` and its ``.json``.
+
+        ``STAMP`` (:func:`vaekit.runlog.unique_stamp`) is the time and 48 random bits: two servers on one
+        run, or two requests at once, never keep under the same name.
+        """
         import tempfile
 
         import mlflow
 
+        from vaekit.runlog import unique_stamp
+
         wave_, what = self.render(body)
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        with self.lock:
-            self._kept += 1
-            stem = f"keep_{stamp}_{self._kept:03d}"
+        stem = f"keep_{unique_stamp()}"
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / f"{stem}.wav").write_bytes(wav_bytes(wave_, self.run.audio.sr))
             (Path(tmp) / f"{stem}.json").write_text(json.dumps({"vocoder": self.vocoder, **what}, indent=1))

@@ -52,6 +52,34 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "x"
 
 
+def unique_stamp() -> str:
+    """A name part no other call or process makes: the UTC time and 48 random bits (``20260102-030405-3f9a1c2b7d6e``).
+
+    What is logged into a finished run (``generate``, ``reconstruct --log``, explore's "keep") goes under
+    such a name, so two calls, or two processes at the same moment, never replace each other's files.
+    """
+    import time
+
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(6)}"
+
+
+def safe_path(rel: Path, taken: set) -> Path:
+    """``rel`` with every component through :func:`safe_name`, unlike every path in ``taken`` (then added to it).
+
+    Names that sanitise alike (``a b.wav`` and ``a_b.wav``, ``é.wav`` and ``è.wav``) get a short hash of
+    the original path before their suffix, so neither replaces the other.
+    """
+    import hashlib
+
+    safe = Path(*(safe_name(part) for part in rel.parts))
+    if safe in taken:
+        tag = hashlib.sha256(rel.as_posix().encode()).hexdigest()[:8]
+        head, dot, tail = safe.name.partition(".")
+        safe = safe.with_name(f"{head}-{tag}{dot}{tail}")
+    taken.add(safe)
+    return safe
+
+
 def run_name(config, comps) -> str:
     """``--run-name``, else a readable name that tells runs apart: ``ENCODER-LOSS[-λ…]-SUFFIX``.
 
