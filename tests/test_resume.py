@@ -304,8 +304,6 @@ def test_resume_refuses_what_it_cannot_continue(notebook_data, store, tmp_path, 
 def test_checkpoints_are_written_every_interval_and_always_at_a_stop(store, monkeypatch):
     """The policy, on a real model and store: the last epoch is kept in memory; written when the
     interval has passed (0: every epoch) and, whatever the interval, when the run stops early."""
-    import json
-
     import keras
     import mlflow
 
