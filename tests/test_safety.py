@@ -182,3 +182,67 @@ def test_what_is_logged_into_a_run_never_replaces_what_another_call_or_server_lo
     monkeypatch.undo()
     assert len({path for paths in kept for path in paths}) == 4, kept
     assert sorted(logged("generated/explore")) == sorted(path for paths in kept for path in paths)
+
+
+# -- 6. names that clash ----------------------------------------------------------------------------
+
+def test_register_refuses_names_that_clash_or_that_models_uris_cannot_carry(trained):
+    import mlflow
+
+    run_id, uri, _ = trained
+    client = mlflow.MlflowClient(uri)
+    ok = cli("register", run_id, "tones", "--tracking-uri", uri)
+    assert ok.exit_code == 0, ok.output
+    client.create_registered_model("mine")  # someone's own model, made outside vaekit
+    for name, message in (
+            ("tones-generator", "NAME 'tones-generator': ends in -generator, the name vaekit gives the generator of NAME "
+                                "'tones'; choose a name without it"),
+            ("x@y", "NAME 'x@y': letters, digits, _, - and . only (at most 200, not starting with - or .), so that "
+                    "models:/NAME/VERSION names it"),
+            ("a\nb", "NAME 'a\\nb': letters, digits, _, - and . only (at most 200, not starting with - or .), so that "
+                     "models:/NAME/VERSION names it"),
+            ("mine", "registered model 'mine' holds models vaekit did not register, not VAEs; choose another NAME")):
+        assert error_line(cli("register", run_id, name, "--tracking-uri", uri)) == f"Error: {message}"
+    names = sorted(m.name for m in client.search_registered_models())
+    assert names == ["mine", "tones", "tones-generator"]  # nothing registered by a refused name
+    assert [int(v.version) for v in client.search_model_versions("name = 'tones-generator'")] == [1]  # no VAE in it
+    assert client.search_model_versions("name = 'mine'") == []
+    again = cli("register", run_id, "tones", "--tracking-uri", uri)  # the same name again: a second version of each
+    assert again.output.splitlines() == ["VAE:       models:/tones/2", "generator: models:/tones-generator/2"]
+
+
+METRIC_PLUGIN = '''
+import vaekit
+
+def build(key="peak"):
+    def metric(original, reconstructed, sampled, audio, vocoded):
+        return {key: float(abs(original).max())}
+    return metric
+
+@vaekit.hookimpl
+def register_metrics(register):
+    register("named", build)
+'''
+
+
+@pytest.mark.parametrize("key, problem", [
+    ("test_mse", "the run logs a metric of that name itself; a metric must not replace it"),
+    ("test_recon_mel_db", "the run logs a metric of that name itself; a metric must not replace it"),
+    ("bad!name", "MLflow takes metric names of 1 to 250 letters, digits, _, -, ., space, / and : only"),
+    ("a/../b", "MLflow refuses names that read as another path ('b')"),
+])
+def test_a_metric_plugin_cannot_replace_the_runs_metrics_nor_return_names_mlflow_refuses(key, problem, notebook_data,
+                                                                                        store, tmp_path):
+    """A plugin returning ``test_mse`` replaced the run's ``test_mse`` without a word; ``bad!name`` passed the
+    pre-flight and failed after training with a traceback.  Both are one line before any run exists."""
+    from conftest import runs_in
+
+    plugin = tmp_path / "named_metric.py"
+    plugin.write_text(METRIC_PLUGIN)
+    result = cli("run", "--plugin", plugin, "--data", notebook_data, "--tracking-uri", store, "--epochs", 1,
+                 "--encoder", "dense", "--decoder", "dense", "--samples", 0, "--metrics", "test_recon_mel_db,named",
+                 "--option", f"metrics.key={key}")
+    line = error_line(result)
+    assert line == (f"Error: metric 'named' (from {plugin.resolve()}) returns {key!r}: {problem} (pre-flight check on "
+                    "16 test clips, before training)"), line
+    assert runs_in(store) == []

@@ -51,7 +51,8 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None, ech
     model, _ = training.build(config, comps, ds, placement)
     vocoder_fn = comps["vocoder"].create(ds.audio, **config.option("vocoder"))
     waves = components.check_vocoder(comps["vocoder"], vocoder_fn, ds, config.option("vocoder"))
-    audio_metrics.check(comps["metrics"], ds, config.option("metrics"), waves)
+    own = runlog.own_metrics(model.terms.names)  # names a metric plugin must not take over
+    audio_metrics.check(comps["metrics"], ds, config.option("metrics"), waves, own)
     ckpt = checkpoint.load(resume, uri, config.checkpoint_interval) if resume else None
     if ckpt:
         checkpoint.restore(model, ckpt)
@@ -76,7 +77,7 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None, ech
                                callbacks=trial.callbacks(), shard=placement.shard, logged=logged,
                                early_state=ckpt.early_stop if ckpt else None)
         metrics.update(training.evaluate(model, ds.x_test, config.batch_size))
-        metrics.update(audio_metrics.evaluate(model, ds, comps, vocoder_fn, config))
+        metrics.update(audio_metrics.evaluate(model, ds, comps, vocoder_fn, config, own))
         runlog.log_results(metrics)
         samples = runlog.log_samples(model, ds, comps["vocoder"], vocoder_fn, config)
         runlog.log_extras(model, ds, config)  # denormalisation arrays and figures, for generate and the UI

@@ -211,6 +211,15 @@ def log_datasets(dataset_name: str, ds) -> None:
         mlflow.log_input(dataset, context=context)
 
 
+def own_metrics(terms) -> frozenset[str]:
+    """The metric names a run logs itself, whose loss has the terms ``terms`` besides ``loss``: per epoch,
+    training and validation (``loss``, ``TERM``, ``val_…``), ``test_…``, training time, early stopping and
+    the samples' ``vocoder_mel_error_db``.  A metric component must not return one (:mod:`vaekit.audio_metrics`)."""
+    names = ["loss", *terms]
+    return frozenset([*names, *(f"val_{n}" for n in names), *(f"test_{n}" for n in names), "train_seconds",
+                      "train_samples_per_s", "best_epoch", "stopped_epoch", "vocoder_mel_error_db"])
+
+
 def log_results(metrics: dict[str, float]) -> None:
     """Training time and throughput (``train_seconds``, ``train_samples_per_s``) and ``test_*`` metrics."""
     import mlflow
