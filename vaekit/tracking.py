@@ -254,21 +254,30 @@ def check_sqlite_schema(uri: str) -> None:
     without a word.  A missing or empty file is a new store and passes; so does any other URI.
     The database is opened read-only: nothing is written, not even a lock file.
     """
+    db = sqlite_path(uri)
+    tables = sqlite_tables(db, f"--tracking-uri {uri}") if db is not None else []
+    if tables and not set(MLFLOW_MARKER_TABLES) & set(tables):
+        raise VaekitError(f"--tracking-uri {uri}: {db} is an sqlite database without MLflow's tables (it has: "
+                          f"{shown_tables(tables)}); not turning it into an MLflow store: name a new file or an MLflow store")
+
+
+def sqlite_tables(db: Path, where: str) -> list[str]:
+    """The tables of the sqlite database ``db`` (sqlite's own left out), read without writing anything (not even a
+    lock file); ``[]`` for a missing or empty file.  :class:`VaekitError` starting with ``where`` if it is not sqlite."""
     import sqlite3
 
-    db = sqlite_path(uri)
-    if db is None or not db.is_file() or db.stat().st_size == 0:
-        return
+    if not db.is_file() or db.stat().st_size == 0:
+        return []
     try:
         with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=20)) as con:
             tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
     except sqlite3.DatabaseError as exc:
-        raise VaekitError(f"--tracking-uri {uri}: {db} cannot be read as an sqlite database ({exc})") from None
-    tables = [t for t in tables if not t.startswith("sqlite_")]  # sqlite's own (sqlite_sequence, ...)
-    if tables and not set(MLFLOW_MARKER_TABLES) & set(tables):
-        shown = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
-        raise VaekitError(f"--tracking-uri {uri}: {db} is an sqlite database without MLflow's tables (it has: "
-                          f"{shown}); not turning it into an MLflow store: name a new file or an MLflow store")
+        raise VaekitError(f"{where}: {db} cannot be read as an sqlite database ({exc})") from None
+    return [t for t in tables if not t.startswith("sqlite_")]  # sqlite's own (sqlite_sequence, ...)
+
+
+def shown_tables(tables: list[str]) -> str:
+    return ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
 
 
 def check_artifact_location(artifact_uri: str, experiment: str = "") -> None:
