@@ -246,3 +246,26 @@ def test_a_metric_plugin_cannot_replace_the_runs_metrics_nor_return_names_mlflow
     assert line == (f"Error: metric 'named' (from {plugin.resolve()}) returns {key!r}: {problem} (pre-flight check on "
                     "16 test clips, before training)"), line
     assert runs_in(store) == []
+
+
+# -- 7. a WAV header's sample rate --------------------------------------------------------------------
+
+def test_a_wav_header_claiming_a_huge_sample_rate_is_one_line_not_a_resampling(trained, tmp_path):
+    """``reconstruct`` trusted the header: a file claiming 1 GHz was resampled from that rate (the issue saw
+    over 4 GB).  Rates outside 1 kHz–768 kHz are refused by the reader ``prepare`` and ``reconstruct`` share."""
+    import struct
+
+    import soundfile as sf
+
+    from conftest import make_tones
+    from vaekit.audio import AudioParams
+
+    run_id, uri, _ = trained
+    wav = tmp_path / "ghz.wav"
+    sf.write(wav, make_tones(1, AudioParams())[0], 22050, subtype="PCM_16")
+    header = bytearray(wav.read_bytes())
+    header[24:32] = struct.pack("<II", 1_000_000_000, 2_000_000_000)  # sample rate, byte rate
+    wav.write_bytes(bytes(header))
+    line = error_line(cli("reconstruct", run_id, wav, "--tracking-uri", uri))
+    assert line == f"Error: {wav}: sample rate 1000000000 Hz in its header, outside 1000–768000 Hz (a damaged file?)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ghz.wav"]  # nothing written beside it
