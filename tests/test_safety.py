@@ -269,3 +269,54 @@ def test_a_wav_header_claiming_a_huge_sample_rate_is_one_line_not_a_resampling(t
     line = error_line(cli("reconstruct", run_id, wav, "--tracking-uri", uri))
     assert line == f"Error: {wav}: sample rate 1000000000 Hz in its header, outside 1000–768000 Hz (a damaged file?)"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ghz.wav"]  # nothing written beside it
+
+
+# -- 7. the served generator: bounded z, bounded time ------------------------------------------------------
+
+def test_the_served_generator_refuses_far_z_and_stops_a_request_past_its_time(trained, monkeypatch):
+    """``z = [-10, 0, …]`` got a 504 while the server's worker burned a core for minutes; a finite large z got a
+    generic vocoder error.  A far z is now refused by name; a request is stopped at 90 % of the server's timeout
+    (``mlflow models serve`` sets MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT), in the worker thread as the server runs
+    it, and the thread stops working."""
+    import threading
+    import time
+
+    import mlflow
+    import numpy as np
+    from mlflow.exceptions import MlflowException
+
+    run_id, uri, _ = trained
+    mlflow.set_tracking_uri(uri)
+    generator = mlflow.pyfunc.load_model(mlflow.MlflowClient(uri).get_run(run_id).data.tags["vaekit.generator_uri"])
+    with pytest.raises(MlflowException) as info:
+        generator.predict({"z": [[0.0] * LATENT, [0.0, 1e6, 0.0, 0.0]]})
+    assert info.value.message == "z: row 1 holds 1e+06, beyond ±1000 (the prior is N(0, I))"
+    assert info.value.error_code == "INVALID_PARAMETER_VALUE"
+
+    # A z that decodes to a noise-like spectrogram: the run's Griffin-Lim spends minutes of CPU on its NNLS
+    # (151 CPU-s measured for one clip).  The decoder is made to give one; vocoder and all else are the run's.
+    impl = generator.unwrap_python_model()
+    noise = np.random.default_rng(0).uniform(size=(1, 50, 50, 1)).astype(np.float32)
+    monkeypatch.setattr(impl, "decoder", lambda z, training=False: np.repeat(noise, len(z), axis=0))
+    monkeypatch.setenv("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT", "4")
+    answer = {}
+
+    def worker():  # as the scoring server runs predict: in a thread of its own (asyncio.to_thread)
+        try:
+            answer["ok"] = generator.predict({"z": [[0.0] * LATENT]})
+        except MlflowException as exc:
+            answer["error"] = exc
+
+    thread = threading.Thread(target=worker, daemon=True)  # should it not stop, it must not hold the test process
+    start = time.monotonic()
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the request was not stopped"
+    assert time.monotonic() - start < 20
+    assert answer["error"].message == (
+        "z: stopped after 3.6 s, at rows 0-0 of 1 (the server's request timeout is 4 s): the vocoder takes long on what "
+        "they decode to; send fewer rows, or z nearer the prior N(0, I)")
+    assert answer["error"].error_code == "INVALID_PARAMETER_VALUE"
+    cpu = time.process_time()
+    time.sleep(2)
+    assert time.process_time() - cpu < 0.5  # nothing left burning a core

@@ -3,10 +3,17 @@
 ``mlflow.pyfunc.load_model(URI).predict({"z": Z})`` and ``mlflow models serve -m URI`` (``POST
 /invocations`` with ``{"inputs": {"z": Z}}``) take ``Z``, rows of ``latent_dim`` finite numbers, and
 answer one base64-encoded WAV file (16-bit PCM, mono, at the run's sample rate) per row: the run's
-decoder → denormalisation (the run's ``min_values``/``max_values``) → the run's vocoder with the
-options it was run with.  A wrong ``Z`` (not rows of ``latent_dim`` numbers, NaN or infinite values,
-more than :data:`MAX_ROWS` rows) raises ``MlflowException`` with ``INVALID_PARAMETER_VALUE``, which
-the scoring server answers with HTTP 400.
+decoder → its output clipped to the training range [0, 1] → denormalisation (the run's
+``min_values``/``max_values``) → the run's vocoder with the options it was run with.  A wrong ``Z`` (not
+rows of ``latent_dim`` numbers, NaN or infinite values, values beyond ±:data:`Z_LIMIT`, more than
+:data:`MAX_ROWS` rows) raises ``MlflowException`` with ``INVALID_PARAMETER_VALUE``, which the scoring
+server answers with HTTP 400.
+
+Served (``mlflow models serve`` sets ``MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT``), a request is stopped
+once it has taken :data:`BUDGET_SHARE` of that timeout, and answered 400 saying so: the server would
+answer 504 at the timeout but leave the worker vocoding on (a z that decodes to a noise-like spectrogram
+costs Griffin-Lim's NNLS minutes of CPU a clip).  The stop is an exception raised in the request's thread
+at its next Python step (:func:`deadline`): librosa's NNLS and Griffin-Lim take one every iteration.
 
 The model is logged "from code" (:data:`CODE`, a file that imports :class:`Generator`): loading it
 unpickles nothing.  Its artifacts (see :func:`save_artifacts`): ``decoder.keras`` (loaded with Keras
@@ -19,6 +26,7 @@ built-ins, installed plugin packages and the files named in ``VAEKIT_PLUGINS``; 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 from pathlib import Path
@@ -30,6 +38,14 @@ import numpy as np
 MAX_ROWS = 256
 #: The decoder is run on at most this many rows at a time.
 BATCH = 64
+#: Largest |z| value a request may hold (the prior is N(0, I); this only keeps the decoder's numbers finite).
+Z_LIMIT = 1000.0
+#: Share of the server's request timeout after which a request is stopped (and answered 400 before the 504).
+BUDGET_SHARE = 0.9
+#: Seconds between two stops of a request that ran on past its deadline (see :func:`deadline`).
+REFIRE = 0.5
+#: The scoring server's request timeout, in seconds (``mlflow models serve --timeout`` sets it).
+TIMEOUT_ENV = "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"
 ARTIFACTS = ("decoder", "audio", "min_values", "max_values", "vocoder")
 
 
@@ -102,7 +118,73 @@ def latents(model_input, latent_dim: int) -> np.ndarray:
     bad = ~np.isfinite(z).all(axis=1)
     if bad.any():
         raise invalid(f"z: row {int(np.argmax(bad))} holds NaN or infinite values")
+    far = np.abs(z).max(axis=1) > Z_LIMIT
+    if far.any():
+        row = int(np.argmax(far))
+        raise invalid(f"z: row {row} holds {z[row][np.argmax(np.abs(z[row]))]:g}, beyond ±{Z_LIMIT:g} (the prior is "
+                      "N(0, I))")
     return z.astype(np.float32)
+
+
+class TooSlow(BaseException):
+    """Raised in a thread by :func:`deadline` when its time is up (a BaseException, like KeyboardInterrupt: a
+    plugin's or library's ``except Exception`` must not swallow it)."""
+
+
+def request_budget() -> float | None:
+    """Seconds a request may take: :data:`BUDGET_SHARE` of the server's timeout (:data:`TIMEOUT_ENV`); None when
+    not served (``predict`` called in a process of the user's, who can interrupt it)."""
+    import os
+
+    try:
+        timeout = float(os.environ[TIMEOUT_ENV])
+    except (KeyError, ValueError):
+        return None
+    return BUDGET_SHARE * timeout if timeout > 0 else None
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None):
+    """Raise :class:`TooSlow` in this thread, at its next Python step, once ``seconds`` have passed in the block.
+
+    A watcher thread sets the exception asynchronously (``PyThreadState_SetAsyncExc``), and again every
+    :data:`REFIRE` seconds while the block runs on (an exception raised inside a finaliser is only printed,
+    not propagated); one set as the block ends is withdrawn, so it never reaches code after the block.
+    ``None``: no deadline.
+    """
+    if seconds is None:
+        yield
+        return
+    import ctypes
+    import threading
+
+    thread, lock, done = ctypes.c_ulong(threading.get_ident()), threading.Lock(), threading.Event()
+    fired = []
+
+    def watch():
+        wait = seconds
+        while not done.wait(wait):
+            with lock:
+                if done.is_set():
+                    return
+                fired.append(True)
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(thread, ctypes.py_object(TooSlow))
+            wait = REFIRE
+
+    watcher = threading.Thread(target=watch, name="vaekit-deadline", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        while True:  # a re-fired exception may land here too: until the watcher is told, take it and go on
+            try:
+                with lock:
+                    done.set()
+                    if fired:
+                        ctypes.pythonapi.PyThreadState_SetAsyncExc(thread, None)  # not yet raised: withdrawn
+                break
+            except TooSlow:
+                continue
 
 
 def wav_base64(wave: np.ndarray, sr: int) -> str:
@@ -147,10 +229,19 @@ class Generator(mlflow.pyfunc.PythonModel):
 
         z = latents(model_input, self.latent_dim)
         out = []
-        for start in range(0, len(z), BATCH):
-            # A direct call, not predict(): predict traces a new function for every batch size a request brings.
-            x = np.asarray(keras.ops.convert_to_numpy(self.decoder(z[start:start + BATCH], training=False)),
-                           dtype=np.float32)[..., 0]
-            waves = vocode(self.vocoder, self.vocoder_fn, denormalize(x, self.min_values, self.max_values))
-            out.extend(wav_base64(w, self.audio.sr) for w in waves)
+        budget = request_budget()
+        try:
+            with deadline(budget):
+                for start in range(0, len(z), BATCH):
+                    # A direct call, not predict(): predict traces a new function for every batch size a request brings.
+                    x = np.asarray(keras.ops.convert_to_numpy(self.decoder(z[start:start + BATCH], training=False)),
+                                   dtype=np.float32)[..., 0]
+                    # The training range: beyond it dB values overflow the vocoder (a relu decoder far from the prior).
+                    x = np.clip(np.nan_to_num(x, nan=0.0), 0.0, 1.0)
+                    waves = vocode(self.vocoder, self.vocoder_fn, denormalize(x, self.min_values, self.max_values))
+                    out.extend(wav_base64(w, self.audio.sr) for w in waves)
+        except TooSlow:
+            raise invalid(f"z: stopped after {budget:g} s, at rows {start}-{min(start + BATCH, len(z)) - 1} of {len(z)} "
+                          f"(the server's request timeout is {budget / BUDGET_SHARE:g} s): the vocoder takes long on what "
+                          "they decode to; send fewer rows, or z nearer the prior N(0, I)") from None
         return out
