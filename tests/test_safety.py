@@ -320,3 +320,84 @@ def test_the_served_generator_refuses_far_z_and_stops_a_request_past_its_time(tr
     cpu = time.process_time()
     time.sleep(2)
     assert time.process_time() - cpu < 0.5  # nothing left burning a core
+
+
+# -- 8. explore: 4xx for what a client sends, and no traceback on the console -----------------------------
+
+def test_explore_answers_hostile_requests_in_4xx_and_its_console_shows_no_traceback(trained, tmp_path):
+    """An integer too large for a float in z, deeply nested JSON, a non-ASCII digit as a clip index were 500s;
+    unknown keys in a body were ignored; each 500, each client that left mid-request and a Ctrl-C with a request
+    in flight printed a traceback on the server's console.  A real ``vaekit explore`` process."""
+    import json
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import mlflow
+    from test_explore import request
+
+    from conftest import free_port, stop_process_group
+
+    run_id, uri, _ = trained
+    port = free_port()
+    base, zeros = f"http://127.0.0.1:{port}", [0.0] * LATENT
+    err = open(tmp_path / "stderr", "w+")
+    # SIGINT as a terminal's Ctrl-C sends it, even when pytest runs as a background job (which ignores it).
+    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "explore", run_id, "--tracking-uri", uri, "--port", str(port)],
+                            cwd=tmp_path, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, stdout=subprocess.PIPE,
+                            stderr=err, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        line = proc.stdout.readline()
+        while line and not line.startswith("open "):  # printed just before the server accepts
+            line = proc.stdout.readline()
+        assert line, f"vaekit explore ended: {(tmp_path / 'stderr').read_text()[-2000:]}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                request(f"{base}/api/info", timeout=5)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "vaekit explore did not answer"
+                time.sleep(0.1)
+        for method, path, raw, status, message in (
+                ("POST", "/api/decode", b'{"z": [1' + b"0" * 400 + b', 0, 0, 0]}', 400,
+                 "z[0]: must be within ±1000, got an integer of 401 digits"),
+                ("POST", "/api/decode", b'{"z": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400,
+                 "request body: JSON nested too deeply"),
+                ("GET", "/api/clip/%C2%B2", None, 400, "index '²': expected a non-negative integer"),
+                ("GET", "/api/clip/%D9%A3", None, 400, "index '٣': expected a non-negative integer"),
+                ("POST", "/api/decode", json.dumps({"z": zeros, "seed": 1}).encode(), 400,
+                 f'expected {{"z": [{LATENT} numbers]}}; got unknown key "seed"'),
+                ("POST", "/api/interpolate", json.dumps({"a": 0, "b": 1, "steps": 2, "stpes": 4}).encode(), 400,
+                 'expected {"a": INDEX, "b": INDEX} or {"z_a": [...], "z_b": [...]}, and optionally "steps"; got unknown '
+                 'key "stpes"'),
+                ("POST", "/api/keep", json.dumps({"clip": 0, "part": "original", "name": "../x"}).encode(), 400,
+                 'expected a decode body, an interpolate body, or {"clip": INDEX, "part": "original"}; got unknown key '
+                 '"name"')):
+            got, kind, answer = request(base + path, method=method, raw=raw)
+            assert (got, kind, json.loads(answer)) == (status, "application/json", {"error": message}), (path, answer[:300])
+        assert mlflow.MlflowClient(uri).list_artifacts(run_id, "generated/explore") == []  # the refused keep kept nothing
+
+        port = int(base.rsplit(":", 1)[1])
+        head = (b"POST /api/decode HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 1000\r\n\r\n{\"z\": [")
+        with socket.create_connection(("127.0.0.1", port)) as gone:  # a client that leaves mid-body
+            gone.sendall(head)
+        time.sleep(0.5)
+        assert request(f"{base}/api/info")[0] == 200  # still serving
+        with socket.create_connection(("127.0.0.1", port)) as waiting:  # a request in flight at Ctrl-C
+            waiting.sendall(head)
+            time.sleep(0.5)
+            os.kill(proc.pid, signal.SIGINT)
+            proc.wait(timeout=30)
+            assert waiting.recv(100).startswith(b"HTTP/1.1 503 ")  # answered, not dropped
+    finally:
+        stop_process_group(proc)
+        err.close()
+    err = (tmp_path / "stderr").read_text()
+    assert proc.returncode == 130 and err.endswith("Interrupted.\n"), err[-3000:]
+    assert "Traceback" not in err and "ERROR" not in err, err[-3000:]
