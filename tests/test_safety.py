@@ -401,3 +401,98 @@ def test_explore_answers_hostile_requests_in_4xx_and_its_console_shows_no_traceb
     err = (tmp_path / "stderr").read_text()
     assert proc.returncode == 130 and err.endswith("Interrupted.\n"), err[-3000:]
     assert "Traceback" not in err and "ERROR" not in err, err[-3000:]
+
+
+# -- 9, 10. the logged VAE as MLflow's users call it --------------------------------------------------------
+
+def vae_uri(trained) -> str:
+    import mlflow
+
+    run_id, uri, _ = trained
+    return mlflow.MlflowClient(uri).get_run(run_id).data.tags["vaekit.model_uri"]
+
+
+def test_the_logged_vae_predicts_through_pyfunc_and_keeps_its_keras_flavour_and_input_example(trained, notebook_data):
+    """``mlflow.pyfunc.load_model(vaekit.model_uri).predict(x)`` failed (``Missing data for input "input_layer"``: the
+    signature names its input ``mel``); the input example could not be logged (mlflow#16183)."""
+    import json
+
+    import mlflow
+    import numpy as np
+
+    from vaekit.generate import open_run
+
+    run_id, uri, _ = trained
+    mlflow.set_tracking_uri(uri)
+    model_uri = vae_uri(trained)
+    x = np.load(notebook_data / "x_test.npy")[:3, ..., None].astype(np.float32)
+    vae = open_run(run_id, uri).model  # the Keras flavour, as vaekit loads it (mlflow.keras.load_model)
+    expected = vae.decode(vae.encode(x)[0])  # the reconstruction from z = μ
+    pyfunc = mlflow.pyfunc.load_model(model_uri)
+    np.testing.assert_allclose(pyfunc.predict(x), expected, atol=1e-5)
+    np.testing.assert_allclose(pyfunc.predict({"mel": x}), expected, atol=1e-5)
+
+    info = mlflow.models.get_model_info(model_uri)
+    assert set(info.flavors) == {"keras", "python_function"}
+    assert info.flavors["python_function"]["loader_module"] == "vaekit.serving"
+    assert (info.signature.inputs.inputs[0].shape, info.signature.inputs.inputs[0].name) == ((-1, 50, 50, 1), "mel")
+    local = Path(mlflow.artifacts.download_artifacts(model_uri))
+    model = mlflow.models.Model.load(str(local))
+    example = model.load_input_example(str(local))  # named as the signature names its input
+    np.testing.assert_array_equal(example["mel"], x[:2])  # the first test spectrograms
+    # The serving example (what `mlflow models serve` is posted in the next test): the same spectrograms.
+    serving = json.loads((local / "serving_input_example.json").read_text())
+    np.testing.assert_allclose(np.asarray(serving["inputs"], dtype=np.float32), x[:2], atol=1e-7)
+
+
+def test_mlflow_models_serve_serves_the_logged_vae(trained, notebook_data, tmp_path):
+    """A real ``mlflow models serve`` on the VAE's ``models:/`` URI, posted its own serving input example."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import mlflow
+    import numpy as np
+    from test_serving import post
+
+    from conftest import free_port, stop_process_group
+
+    run_id, uri, _ = trained
+    model_uri = vae_uri(trained)
+    serving = (Path(mlflow.artifacts.download_artifacts(model_uri, tracking_uri=uri)) / "serving_input_example.json").read_text()
+    port = free_port()
+    log = open(tmp_path / "serve.log", "w+")
+    # The server runs `uvicorn` from PATH: this checkout's vaekit first, whichever Python that is.
+    checkout = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join(filter(None, [checkout, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+                             "-h", "127.0.0.1", "-p", str(port), "-w", "1"], cwd=tmp_path, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                urllib.request.urlopen(f"{base}/ping", timeout=5).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "mlflow models serve did not answer within 180 s"
+                time.sleep(0.5)
+        status, body = post(f"{base}/invocations", serving)
+        assert status == 200, body
+        got = np.asarray(body["predictions"], dtype=np.float32)
+        status, refused = post(f"{base}/invocations", json.dumps({"inputs": [[[0.5] * 49] * 50]}))
+    finally:
+        stop_process_group(proc)
+        log.close()
+    from vaekit.generate import open_run
+
+    vae = open_run(run_id, uri).model
+    x = np.load(notebook_data / "x_test.npy")[:2, ..., None].astype(np.float32)
+    np.testing.assert_allclose(got, vae.decode(vae.encode(x)[0]), atol=1e-4)
+    assert status == 400 and refused["error_code"] == "INVALID_PARAMETER_VALUE", refused

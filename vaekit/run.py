@@ -81,7 +81,7 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None, ech
         runlog.log_results(metrics)
         samples = runlog.log_samples(model, ds, comps["vocoder"], vocoder_fn, config)
         runlog.log_extras(model, ds, config)  # denormalisation arrays and figures, for generate and the UI
-        runlog.log_model(model)
+        runlog.log_model(model, ds)
         runlog.log_generator(model, ds, config)  # the servable z → WAV model, beside the VAE
         result = RunResult(active.info.run_id, experiment_id, uri, active.info.artifact_uri, metrics, samples)
     checkpoint.discard(result.artifact_uri)  # FINISHED runs are not resumed: no 60 MB per run left behind

@@ -1,4 +1,5 @@
-"""The generator every run logs: an MLflow pyfunc model that turns latent vectors into WAV files.
+"""The two models every run logs, as MLflow serves them: the generator (latent vectors → WAV files) and the VAE
+(spectrograms → reconstructions, :func:`_load_pyfunc`).
 
 ``mlflow.pyfunc.load_model(URI).predict({"z": Z})`` and ``mlflow models serve -m URI`` (``POST
 /invocations`` with ``{"inputs": {"z": Z}}``) take ``Z``, rows of ``latent_dim`` finite numbers, and
@@ -21,6 +22,11 @@ unpickles nothing.  Its artifacts (see :func:`save_artifacts`): ``decoder.keras`
 vocoder's *name* and options: the serving process finds that component as vaekit does, among the
 built-ins, installed plugin packages and the files named in ``VAEKIT_PLUGINS``; a run made with a
 ``--plugin`` file needs that file named there, see docs/serving.md).
+
+The VAE is logged with MLflow's Keras flavour (``mlflow.keras.load_model`` gives the Keras model), and its
+pyfunc flavour names this module as its loader (:func:`_load_pyfunc`): ``mlflow.pyfunc.load_model(URI).predict(X)``
+and ``mlflow models serve`` take ``X``, spectrograms in [0, 1] shaped (n, n_mels, frames, 1) (or
+``{"mel": X}``, the signature's name), and answer their reconstructions from z = μ, the same shape.
 """
 
 from __future__ import annotations
@@ -77,6 +83,56 @@ from vaekit.serving import Generator
 
 mlflow.models.set_model(Generator())
 """
+
+
+def spectrograms(model_input, shape: tuple[int, int]) -> np.ndarray:
+    """``model_input`` (``{"mel": X}``, or ``X``: (n, n_mels, frames, 1) or (n, n_mels, frames)) → float32 (n, n_mels,
+    frames, 1); :func:`invalid` with one line naming what is wrong."""
+    if isinstance(model_input, dict):
+        if set(model_input) != {"mel"}:
+            raise invalid(f"inputs: expected one field 'mel' (spectrograms {shape[0]}×{shape[1]}), got {sorted(model_input)}")
+        model_input = model_input["mel"]
+    try:
+        x = np.asarray(model_input, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise invalid(f"mel: expected spectrograms of shape (n, {shape[0]}, {shape[1]}, 1), got something else") from None
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[1:] != (*shape, 1):
+        raise invalid(f"mel: expected spectrograms of shape (n, {shape[0]}, {shape[1]}, 1), got shape {x.shape}")
+    if not 0 < len(x) <= MAX_ROWS:
+        raise invalid(f"mel: {len(x)} spectrograms, expected 1 to {MAX_ROWS} a request")
+    if not np.isfinite(x).all():
+        raise invalid("mel: holds NaN or infinite values")
+    return x
+
+
+class Reconstructor:
+    """The VAE as ``mlflow.pyfunc`` gives it: spectrograms → their reconstructions from z = μ (what vaekit calls a
+    reconstruction: deterministic, as ``vaekit reconstruct`` and the test metrics make them)."""
+
+    def __init__(self, vae):
+        self.vae = vae
+        self.shape = tuple(int(s) for s in vae.encoder.inputs[0].shape[1:3])
+
+    def predict(self, model_input, params=None):
+        x = spectrograms(model_input, self.shape)
+        out = []
+        for start in range(0, len(x), BATCH):
+            z_mean, _ = self.vae.encoder(x[start:start + BATCH], training=False)
+            out.append(np.asarray(self.vae.decoder(z_mean, training=False), dtype=np.float32))
+        return np.concatenate(out)
+
+
+def _load_pyfunc(path):
+    """MLflow's pyfunc loader for a run's VAE (its ``MLmodel`` names this module): the Keras flavour's model, with
+    vaekit's Keras classes registered first (a serving process imports nothing else of vaekit), as a
+    :class:`Reconstructor`.  ``path``: the model's folder."""
+    import mlflow.keras
+
+    import vaekit.model  # noqa: F401  (registers the custom Keras classes)
+
+    return Reconstructor(mlflow.keras.load_model(path))
 
 
 def write_code(directory: Path) -> str:
