@@ -496,3 +496,69 @@ def test_mlflow_models_serve_serves_the_logged_vae(trained, notebook_data, tmp_p
     x = np.load(notebook_data / "x_test.npy")[:2, ..., None].astype(np.float32)
     np.testing.assert_allclose(got, vae.decode(vae.encode(x)[0]), atol=1e-4)
     assert status == 400 and refused["error_code"] == "INVALID_PARAMETER_VALUE", refused
+
+
+# -- 11. a vaekit run's page in the MLflow UI: the model-training layout ---------------------------------------
+
+def test_vaekit_ui_opens_a_runs_page_in_mlflows_model_training_layout_in_chromium(trained, tmp_path):
+    """A run's page opened from a link showed MLflow's GenAI layout (traces, sessions, judges).  MLflow 3.17's UI
+    picks its layout by its own switch, kept in the browser and GenAI by default, not by the experiment's
+    ``mlflow.experimentKind`` tag (vaekit sets it too); ``vaekit ui`` makes model training the default of a
+    browser that has not chosen, and a browser's own choice is kept."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import mlflow
+    from test_explore import CHROMIUM, CHROMIUM_ARGS
+
+    from conftest import free_port, stop_process_group
+
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (README's test extras)")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no {CHROMIUM}: apt-get install chromium (.ci/run does)")
+    run_id, uri, where = trained
+    run = mlflow.MlflowClient(uri).get_run(run_id)
+    experiment = mlflow.MlflowClient(uri).get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    port = free_port()
+    log = open(tmp_path / "ui.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "ui", str(where), "--port", str(port)], cwd=tmp_path,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    page_url = f"{base}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (tmp_path / "ui.log").read_text()[-3000:]
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=5).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "vaekit ui did not answer within 120 s"
+                time.sleep(0.5)
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})  # a fresh browser: nothing chosen
+
+                def sidebar() -> str:
+                    page.wait_for_selector(f"text={run.info.run_name}", timeout=60_000)
+                    return page.locator("aside").first.inner_text()
+
+                page.goto(page_url)
+                menu = sidebar()
+                assert "Model registry" in menu and "Judges" not in menu and "Sessions" not in menu, menu
+                page.screenshot(path=str(tmp_path / "run-page.png"))
+                # The user's own choice (the GenAI side of MLflow's switch) is kept.
+                page.evaluate("() => localStorage.setItem('mlflow.workflowType_v1', JSON.stringify('genai'))")
+                page.reload()
+                assert "Judges" in sidebar()
+            finally:
+                browser.close()
+    finally:
+        stop_process_group(proc)
+        log.close()

@@ -135,7 +135,7 @@ def check_store(uri: str, experiment: str, artifact_location: str | None = None)
                     raise VaekitError(
                         f"--experiment {experiment}: deleted in {uri}; restore it (mlflow experiments restore "
                         f"--experiment-id {exp.experiment_id}) or choose another --experiment")
-                exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location)
+                exp_id = exp.experiment_id if exp else _create_experiment(client, experiment, artifact_location)
             break
         except VaekitError:
             raise
@@ -153,6 +153,23 @@ def check_store(uri: str, experiment: str, artifact_location: str | None = None)
     check_artifact_location(MlflowClient(uri).get_experiment(exp_id).artifact_location, experiment)
     mlflow.set_tracking_uri(uri)
     return exp_id
+
+
+#: The experiment tag MLflow 3 names an experiment's kind by, and the kind of vaekit's (what the UI's "Machine
+#: learning" kind writes).  MLflow 3.17's UI reads its own GenAI / model-training switch instead (vaekit.ui).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
+def _create_experiment(client, name: str, artifact_location: str | None) -> str:
+    """Create experiment ``name`` with ``client`` (an MlflowClient or MLflow's SQLAlchemy store), tagged a model-training
+    experiment (:data:`EXPERIMENT_KIND`); return its id."""
+    from mlflow.entities import ExperimentTag
+    from mlflow.tracking import MlflowClient
+
+    key, value = EXPERIMENT_KIND
+    if isinstance(client, MlflowClient):
+        return client.create_experiment(name, artifact_location, tags={key: value})
+    return client.create_experiment(name, artifact_location, [ExperimentTag(key, value)])
 
 
 #: Where a sqlite store's artifacts live, relative to the folder of its database: the folder
