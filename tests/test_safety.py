@@ -405,6 +405,22 @@ def test_explore_answers_hostile_requests_in_4xx_and_its_console_shows_no_traceb
 
 # -- 9, 10. the logged VAE as MLflow's users call it --------------------------------------------------------
 
+def wait_until_answered(proc, url: str, log: Path, timeout: float = 180) -> None:
+    """Poll ``url`` until the server ``proc`` answers it; fail with the end of its ``log`` if it exits first."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            urllib.request.urlopen(url, timeout=5).read()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"{url}: no answer within {timeout:g} s"
+            time.sleep(0.5)
+
+
 def vae_uri(trained) -> str:
     import mlflow
 
@@ -451,8 +467,6 @@ def test_mlflow_models_serve_serves_the_logged_vae(trained, notebook_data, tmp_p
     import os
     import subprocess
     import sys
-    import time
-    import urllib.request
 
     import mlflow
     import numpy as np
@@ -474,15 +488,7 @@ def test_mlflow_models_serve_serves_the_logged_vae(trained, notebook_data, tmp_p
                             stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                urllib.request.urlopen(f"{base}/ping", timeout=5).read()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "mlflow models serve did not answer within 180 s"
-                time.sleep(0.5)
+        wait_until_answered(proc, f"{base}/ping", tmp_path / "serve.log")
         status, body = post(f"{base}/invocations", serving)
         assert status == 200, body
         got = np.asarray(body["predictions"], dtype=np.float32)
@@ -508,8 +514,6 @@ def test_vaekit_ui_opens_a_runs_page_in_mlflows_model_training_layout_in_chromiu
     import os
     import subprocess
     import sys
-    import time
-    import urllib.request
 
     import mlflow
     from test_explore import CHROMIUM, CHROMIUM_ARGS
@@ -531,15 +535,7 @@ def test_vaekit_ui_opens_a_runs_page_in_mlflows_model_training_layout_in_chromiu
     base = f"http://127.0.0.1:{port}"
     page_url = f"{base}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (tmp_path / "ui.log").read_text()[-3000:]
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=5).read()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "vaekit ui did not answer within 120 s"
-                time.sleep(0.5)
+        wait_until_answered(proc, f"{base}/health", tmp_path / "ui.log")
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
