@@ -127,13 +127,15 @@ def write(arrays: dict[str, np.ndarray], epochs_done: int, logs: dict | None, ru
     :class:`vaekit.training.EarlyStopping`, kept as ``b0, b1, ...`` in ``state.npz`` and ``"early_stop"``
     in ``state.json``.
     """
+    _quiet_downloads()
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     state_dict, best = early_stop if early_stop else (None, None)
     with tempfile.TemporaryDirectory() as tmp:
-        metas = _slot_metas(client, run_id, Path(tmp) / "read")
-        newest = max(metas.values(), key=lambda m: m["write"], default=None)
+        newest = _last_written.get((tracking_uri, run_id))
+        if newest is None:  # this process's first write into the run (a resumed run has some already)
+            newest = max(_slot_metas(client, run_id, Path(tmp) / "read").values(), key=lambda m: m["write"], default=None)
         slot = next(s for s in SLOTS if newest is None or s != newest["slot"])
         state = Path(tmp) / STATE_FILE
         np.savez(state, **arrays, **{f"b{i}": w for i, w in enumerate(best or [])})
@@ -153,8 +155,14 @@ def write(arrays: dict[str, np.ndarray], epochs_done: int, logs: dict | None, ru
             client.log_artifact(run_id, str(state), where)
             _reached(STATE_FILE, slot)
             client.log_artifact(run_id, str(Path(tmp) / META_FILE), where)
+            _last_written[(tracking_uri, run_id)] = {"slot": slot, "write": meta["write"]}
             _reached(META_FILE, slot)
     return slot
+
+
+#: ``(tracking URI, run id)`` → the slot and write number of the last complete write this process made there: the
+#: slots are read from the store only before a process's first write into a run (one process writes a run at a time).
+_last_written: dict[tuple[str, str], dict] = {}
 
 
 def _reached(point: str, slot: str) -> None:
@@ -419,6 +427,8 @@ def load(run_id: str, tracking_uri: str, interval: float | None = None) -> Check
                                f"one named for epoch {meta['epoch']}: a write cut off between the two files, or a "
                                "changed file)")
                 continue
+            # The next write goes into the other slot: never over the checkpoint a resumed run starts from.
+            _last_written[(tracking_uri, run_id)] = {"slot": meta["slot"], "write": meta["write"]}
             return _read(run_id, meta, state)
     raise ConfigError(f"{prefix}: {'; '.join(refused)}; start it again with vaekit run")
 
