@@ -222,7 +222,7 @@ def test_clip_decode_interpolate_and_keep(server, trained):
     assert len(read_wav(body)[1]) == 3 * SAMPLES + 2 * round(0.15 * SR)  # three steps, two gaps
     kept = json.loads(request(f"{base}/api/keep", {"a": 0, "b": 5, "steps": 3})[2])
     wav_path, json_path = kept["artifacts"]
-    assert re.fullmatch(r"generated/explore/keep_\d{8}-\d{6}_001\.wav", wav_path), wav_path
+    assert re.fullmatch(r"generated/explore/keep_\d{8}-\d{6}-[0-9a-f]{12}\.wav", wav_path), wav_path
     run_id, uri, _ = trained
     client = mlflow.MlflowClient(uri)
     assert {a.path for a in client.list_artifacts(run_id, "generated/explore")} == {wav_path, json_path}
@@ -239,6 +239,10 @@ BAD_REQUESTS = [
     ("POST", "/api/decode", b'{"z": [1,', 400, "request body: not valid JSON"),
     ("POST", "/api/decode", b"[1, 2]", 400, "request body: expected a JSON object"),
     ("POST", "/api/decode", {"path": "/etc/passwd"}, 400, 'expected {"z": [20 numbers]}'),
+    ("POST", "/api/decode", {"z": [0] * 20, "label": "seven"}, 400, "label: this run is unconditional"),
+    ("POST", "/api/interpolate", {"z_a": [0] * 20, "z_b": [0] * 20, "label_a": "a", "label_b": "b"}, 400,
+     "label_a: this run is unconditional"),
+    ("POST", "/api/interpolate", {"a": 0, "b": 1, "label_a": "a"}, 400, 'expected {"a": INDEX, "b": INDEX}'),
     ("POST", "/api/decode", b"{" + b" " * 300_000 + b"}", 413, "larger than"),
     ("GET", "/api/decode", None, 405, "method GET not allowed"),
     ("GET", "/api/clip/32", None, 404, "index 32: no such clip on the map"),

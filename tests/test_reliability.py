@@ -80,8 +80,8 @@ def test_sigint_to_a_real_run_mid_training_ends_killed_exit_130_with_epoch_metri
     assert r.info.status == "KILLED"
     assert [m.step for m in client.get_metric_history(run_id, "loss")][:1] == [0]
     assert "test_loss" not in r.data.metrics
-    assert {a.path for a in client.list_artifacts(run_id, "checkpoints")} >= {"checkpoints/state.npz",
-                                                                               "checkpoints/state.json"}
+    assert {a.path for a in client.list_artifacts(run_id, "checkpoints/slot0")} >= {"checkpoints/slot0/state.npz",
+                                                                                     "checkpoints/slot0/state.json"}
 
 
 # -- 2. NaN / Inf ------------------------------------------------------------------------------

@@ -202,7 +202,8 @@ def test_export_onnx_matches_keras_and_never_leaves_half_an_export(trained, logg
     result = cli("export", run_id, out, "--tracking-uri", uri)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["README.txt", "audio.json", "decoder.onnx", "encoder.onnx",
-                                                     "max_values.npy", "min_values.npy", "vocoder.json"]
+                                                     "max_values.npy", "min_values.npy", "vaekit-export.json",
+                                                     "vocoder.json"]
     z = np.random.default_rng(3).standard_normal((5, LATENT), dtype=np.float32)
     decoder = onnxruntime.InferenceSession(str(out / "decoder.onnx"))
     assert [i.name for i in decoder.get_inputs()] == ["z"]
@@ -216,7 +217,8 @@ def test_export_onnx_matches_keras_and_never_leaves_half_an_export(trained, logg
     assert "power = 10 ** (dB / 10)" in (out / "README.txt").read_text()
 
     (out / "marker").write_text("old")
-    assert error_line(cli("export", run_id, out, "--tracking-uri", uri)) == f"Error: {out}: already exists (--force replaces it)"
+    assert error_line(cli("export", run_id, out, "--tracking-uri", uri)) == \
+        f"Error: {out}: already exists (--force replaces it, if an earlier vaekit export wrote it)"
     assert (out / "marker").exists()
     assert error_line(cli("export", "0123456789abcdef", tmp_path / "typo", "--tracking-uri", uri)) == \
         f"Error: run 0123456789abcdef: not found in the tracking store {uri}"

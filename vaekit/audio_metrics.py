@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import posixpath
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -436,10 +438,30 @@ class Vocoded:
         return self.waves[:n]
 
 
+#: What MLflow takes as a metric name (``mlflow.utils.validation``): these characters, at most 250 of them.
+_METRIC_NAME = re.compile(r"[\w.\- /:]{1,250}")
+
+
+def name_problem(name: str, reserved=frozenset()) -> str | None:
+    """Why ``name`` cannot be a metric a component returns (MLflow would refuse it, or it is one the run logs
+    itself: ``reserved``), else None."""
+    if not _METRIC_NAME.fullmatch(name):
+        return ("MLflow takes metric names of 1 to 250 letters, digits, _, -, ., space, / and : only"
+                if name else "an empty name")
+    norm = posixpath.normpath(name)
+    if norm != name or norm == "." or norm.startswith(("..", "/")):
+        return f"MLflow refuses names that read as another path ({norm!r})"
+    if name in reserved or name.startswith("system/"):
+        return "the run logs a metric of that name itself; a metric must not replace it"
+    return None
+
+
 def compute(metric_comps, original, reconstructed, sampled, audio, vocoded, options: dict | None = None,
-            context: MetricContext | None = None) -> dict:
+            context: MetricContext | None = None, reserved=frozenset()) -> dict:
     """Run every metric component; ``{name: float}``.  A failing or malformed metric is a
-    :class:`PluginError` naming it.
+    :class:`PluginError` naming it: one that raises, returns something other than named numbers, a name
+    MLflow refuses, one of ``reserved`` (what the run logs itself, :func:`vaekit.runlog.own_metrics`) or a
+    name another metric returned.
 
     A metric declaring a keyword parameter ``context`` gets ``context`` (a default :class:`MetricContext`
     when None); one that raises :class:`MetricSkipped` gives nothing, and ``context.skipped[name]`` says why.
@@ -448,6 +470,7 @@ def compute(metric_comps, original, reconstructed, sampled, audio, vocoded, opti
 
     context = context if context is not None else MetricContext()
     out: dict[str, float] = {}
+    given_by: dict[str, str] = {}
     for comp in metric_comps:
         fn = comp.create(**metric_options(comp, options or {}))
         try:
@@ -466,16 +489,24 @@ def compute(metric_comps, original, reconstructed, sampled, audio, vocoded, opti
             raise PluginError(f"metric {comp.name!r} (from {comp.plugin}) must return a dict of named numbers, "
                               f"got {type(values).__name__}")
         for key, value in values.items():
+            problem = name_problem(key, reserved) if isinstance(key, str) else "names must be strings"
+            if problem is None and key in given_by:
+                problem = f"metric {given_by[key]!r} returns it too"
+            if problem:
+                raise PluginError(f"metric {comp.name!r} (from {comp.plugin}) returns {key!r}: {problem}")
             try:
-                out[str(key)] = float(value)
+                out[key] = float(value)
             except (TypeError, ValueError):
                 raise PluginError(f"metric {comp.name!r} (from {comp.plugin}): {key!r} is not a number: {value!r}") from None
+            given_by[key] = comp.name
     return out
 
 
-def check(metric_comps, ds, options: dict | None, waves: np.ndarray, condition: str | None = None) -> dict:
+def check(metric_comps, ds, options: dict | None, waves: np.ndarray, condition: str | None = None,
+          reserved=frozenset()) -> dict:
     """Pre-flight: run every plugin metric on the first :data:`PREFLIGHT_CLIPS` test clips, so a broken
-    one fails before training rather than after it (the built-ins are tested and skipped).
+    one fails before training rather than after it (the built-ins are tested and skipped).  Its names are
+    checked too (:func:`compute`): against ``reserved`` and the names of the built-ins selected.
 
     The clips stand in for originals, reconstructions and samples alike; ``vocoded()`` returns
     ``waves`` (the vocoder pre-flight's output), so no clip is vocoded here.  Returns what the plugin
@@ -496,9 +527,11 @@ def check(metric_comps, ds, options: dict | None, waves: np.ndarray, condition: 
         # The test clips stand in for samples of every class too.
         context.condition, context.classes, context.sample = condition, list(lab.classes), lambda c, n: clips[:n].copy()
         context.train_labels, context.test_labels = lab.train[:PREFLIGHT_CLIPS], lab.test[:PREFLIGHT_CLIPS]
+    # A built-in metric's component is named after the one metric it returns.
+    reserved = frozenset(reserved) | {c.name for c in metric_comps if c.plugin == BUILT_IN_METRICS_PLUGIN}
     try:
         return compute(plugins, clips, clips.copy(), clips.copy(), ds.audio, Vocoded(None, clips, waves), options,
-                       context)
+                       context, reserved)
     except PluginError as exc:
         raise PluginError(f"{exc} (pre-flight check on {len(clips)} test clips, before training)") from None
 
@@ -508,7 +541,8 @@ def metric_options(comp, options: dict) -> dict:
     return {k: v for k, v in options.items() if k in comp.options}
 
 
-def evaluate(model, ds, comps, vocoder_fn, config, context: MetricContext | None = None) -> dict:
+def evaluate(model, ds, comps, vocoder_fn, config, context: MetricContext | None = None,
+             reserved=frozenset()) -> dict:
     """The run's metrics (``comps["metrics"]``) on the test set, reconstructed from z = μ, and on decoded samples.
 
     Samples: :data:`SAMPLE_DRAWS` (or ``--samples``, if more) draws of z ~ N(0, I) with the run's seed,
@@ -540,7 +574,7 @@ def evaluate(model, ds, comps, vocoder_fn, config, context: MetricContext | None
         context.condition, context.classes, context.sample = config.condition, list(lab.classes), sample
         context.train_labels, context.test_labels = lab.train, lab.test
     return compute(comps["metrics"], original, reconstructed, sampled, ds.audio, vocoded, config.option("metrics"),
-                   context)
+                   context, reserved)
 
 
 def for_generated(run, sampled_db: np.ndarray, vocoder) -> dict:

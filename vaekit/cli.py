@@ -133,6 +133,9 @@ def setting_options(fn):
 @friendly_errors
 def run(config_file, options, plugin_files, trust_plugins, quiet, verbose, resume, **flags):
     """Train a VAE, evaluate it, generate sounds, and log everything to MLflow."""
+    from vaekit.trial import follow_parent
+
+    follow_parent()  # a trial of `vaekit tune` (or a sweep's run) stops when its tune process is gone
     console.configure(verbose)
     from vaekit import backend
     from vaekit.config import build_config

@@ -28,7 +28,6 @@ import io
 import json
 import math
 import threading
-import time
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -53,6 +52,18 @@ MAX_BODY = 256 * 1024
 PARTS = ("original", "reconstruction")
 #: Where "keep" logs sounds in the run.
 KEEP_DIR = "generated/explore"
+#: The request bodies the API takes, in one place: form → (keys it must hold, keys it may hold).  Any other
+#: key is refused (:func:`body_form`).
+#: A conditional run's class names ride along with z (``check_label`` then requires them; an unconditional
+#: run refuses them): the ends of a clip-to-clip walk are the clips' own classes.
+FORMS = {
+    "z": ({"z"}, {"label"}),
+    "ends": ({"a", "b"}, {"steps"}),
+    "z_ends": ({"z_a", "z_b"}, {"steps", "label_a", "label_b"}),
+    "clip": ({"clip"}, {"part"}),
+}
+#: Which forms each POST endpoint takes (keep: any sound the page can play).
+ENDPOINT_FORMS = {"decode": ("z",), "interpolate": ("ends", "z_ends"), "keep": ("z", "ends", "z_ends", "clip")}
 #: A run's vocoder too slow to play as a slider moves (librosa's Griffin-Lim takes seconds a clip) → the same
 #: algorithm batched and vectorised, used with the run's options unless ``--vocoder`` names one.
 STAND_INS = {"griffinlim": "fastgl"}
@@ -95,7 +106,6 @@ class Explorer:
     xy: np.ndarray = field(init=False)
     lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _row: dict = field(init=False)
-    _kept: int = field(default=0, init=False)
     _threadpools: object = field(default=None, init=False)
 
     def __post_init__(self):
@@ -170,6 +180,8 @@ class Explorer:
         for i, v in enumerate(value):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise RequestError(f"{name}[{i}]: expected a number, got {_shown(v)}")
+            if isinstance(v, int) and abs(v) > Z_LIMIT:  # before float(): JSON integers have no size limit
+                raise RequestError(f"{name}[{i}]: must be within ±{Z_LIMIT:g}, got an integer of {len(str(abs(v)))} digits")
             if not math.isfinite(v):
                 raise RequestError(f"{name}[{i}]: must be finite, got {v}")
             if abs(v) > Z_LIMIT:
@@ -241,18 +253,15 @@ class Explorer:
 
     def interpolation_ends(self, body: dict) -> tuple[np.ndarray, np.ndarray, int, tuple]:
         """(z_a, z_b, steps, (label_a, label_b)): the labels one-hot rows of a conditional run, else None."""
+        form = body_form(body, "interpolate", self.latent_dim)
         steps = body.get("steps", 8)
         if isinstance(steps, bool) or not isinstance(steps, int) or not MIN_STEPS <= steps <= MAX_STEPS:
             raise RequestError(f"steps: expected an integer from {MIN_STEPS} to {MAX_STEPS}, got {_shown(steps)}")
-        by_index, by_z = {"a", "b"} & set(body), {"z_a", "z_b"} & set(body)
-        if by_index == {"a", "b"} and not by_z and not {"label_a", "label_b"} & set(body):
+        if form == "ends":
             ra, rb = self.row(body["a"]), self.row(body["b"])
             return self.mu[ra], self.mu[rb], steps, (self.class_of(ra), self.class_of(rb))
-        if by_z == {"z_a", "z_b"} and not by_index:
-            labels = (self.check_label(body.get("label_a"), "label_a"), self.check_label(body.get("label_b"), "label_b"))
-            return self.check_z(body["z_a"], "z_a"), self.check_z(body["z_b"], "z_b"), steps, labels
-        raise RequestError('expected {"a": INDEX, "b": INDEX} or {"z_a": [...], "z_b": [...]} (and, for a conditional '
-                           'run, "label_a" and "label_b"), and optionally "steps"')
+        labels = (self.check_label(body.get("label_a"), "label_a"), self.check_label(body.get("label_b"), "label_b"))
+        return self.check_z(body["z_a"], "z_a"), self.check_z(body["z_b"], "z_b"), steps, labels
 
     def interpolate(self, body: dict) -> np.ndarray:
         """The straight latent walk between two ends (and their labels), ``steps`` clips one after another with short gaps."""
@@ -264,10 +273,11 @@ class Explorer:
 
     def render(self, body: dict) -> tuple[np.ndarray, dict]:
         """What "keep" logs: a decoded z, an interpolation, or a clip's original or reconstruction."""
-        if "z" in body:
+        form = body_form(body, "keep", self.latent_dim)
+        if form == "z":
             label = {"label": body.get("label")} if self.run.condition else {}
             return self.decode(body["z"], body.get("label")), {"z": _floats(self.check_z(body["z"])), **label}
-        if "clip" in body:
+        if form == "clip":
             part = body.get("part", "reconstruction")
             return self.clip_wave(body["clip"], part), {"clip": body["clip"], "part": part}
         za, zb, steps, _ = self.interpolation_ends(body)
@@ -276,21 +286,42 @@ class Explorer:
                                                            if k in body}}}
 
     def keep(self, body: dict) -> dict:
-        """Log the sound ``body`` describes into the run: ``generated/explore/keep_TIME_N.wav`` and its ``.json``."""
+        """Log the sound ``body`` describes into the run: ``generated/explore/keep_STAMP.wav`` and its ``.json``.
+
+        ``STAMP`` (:func:`vaekit.runlog.unique_stamp`) is the time and 48 random bits: two servers on one
+        run, or two requests at once, never keep under the same name.
+        """
         import tempfile
 
         import mlflow
 
+        from vaekit.runlog import unique_stamp
+
         wave_, what = self.render(body)
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        with self.lock:
-            self._kept += 1
-            stem = f"keep_{stamp}_{self._kept:03d}"
+        stem = f"keep_{unique_stamp()}"
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / f"{stem}.wav").write_bytes(wav_bytes(wave_, self.run.audio.sr))
             (Path(tmp) / f"{stem}.json").write_text(json.dumps({"vocoder": self.vocoder, **what}, indent=1))
             mlflow.MlflowClient(self.run.tracking_uri).log_artifacts(self.run.run_id, tmp, KEEP_DIR)
         return {"run_id": self.run.run_id, "artifacts": [f"{KEEP_DIR}/{stem}.wav", f"{KEEP_DIR}/{stem}.json"]}
+
+
+def body_form(body: dict, endpoint: str, latent_dim: int) -> str:
+    """Which of :data:`FORMS` a request body for ``endpoint`` is; a :class:`RequestError` naming what it takes for
+    a body that is none of them (a missing key, or a key the endpoint does not take)."""
+    for form in ENDPOINT_FORMS[endpoint]:
+        required, optional = FORMS[form]
+        if required <= body.keys() <= required | optional:
+            return form
+    expected = {
+        "decode": f'{{"z": [{latent_dim} numbers]}}',
+        "interpolate": '{"a": INDEX, "b": INDEX} or {"z_a": [...], "z_b": [...]}, and optionally "steps"',
+        "keep": 'a decode body, an interpolate body, or {"clip": INDEX, "part": "original"}',
+    }[endpoint]
+    known = set().union(*(required | optional for required, optional in FORMS.values()))
+    unknown = sorted(body.keys() - known)
+    got = f"unknown key {_shown(unknown[0])}" if unknown else f"keys {_shown(sorted(body))}"
+    raise RequestError(f"expected {expected}; got {got}")
 
 
 def principal_components(mu: np.ndarray, k: int):
@@ -439,6 +470,7 @@ def create_app(explorer: Explorer, loopback_only: bool = True):
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
     from starlette.responses import FileResponse, JSONResponse, Response
     from starlette.routing import Route
 
@@ -465,12 +497,14 @@ def create_app(explorer: Explorer, loopback_only: bool = True):
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise RequestError(f"request body: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise RequestError("request body: JSON nested too deeply") from None
         if not isinstance(body, dict):
             raise RequestError(f"request body: expected a JSON object, got {_shown(body)}")
         return body
 
     def index_of(text: str) -> int:
-        if not text.isdigit() or len(text) > 12:
+        if not (text.isascii() and text.isdigit()) or len(text) > 12:  # "²" and "٣" are digits to str.isdigit
             raise RequestError(f"index {text!r}: expected a non-negative integer")
         return int(text)
 
@@ -500,10 +534,7 @@ def create_app(explorer: Explorer, loopback_only: bool = True):
 
     async def decode(request):
         body = await body_of(request)
-        fields = {"z", "label"} if explorer.run.condition else {"z"}
-        if set(body) != fields:
-            also = ', "label": CLASS' if explorer.run.condition else ""
-            raise RequestError('expected {"z": [' + f'{explorer.latent_dim} numbers]{also}}}')
+        body_form(body, "decode", explorer.latent_dim)
         return wav(await run_in_threadpool(explorer.decode, body["z"], body.get("label")))
 
     async def interpolate(request):
@@ -520,10 +551,18 @@ def create_app(explorer: Explorer, loopback_only: bool = True):
         return error(f"{request.url.path}: {what.get(exc.status_code, exc.detail)}", exc.status_code)
 
     async def failed(request, exc: Exception):
-        # A plugin's vocoder or model failing on a request: the page shows the line; the server stays up.
+        # A plugin's vocoder or model failing on a request: the page shows the line, the console one line
+        # too (Starlette then re-raises it for the server's log: quiet() keeps its traceback off the console).
+        import sys
+
         from vaekit.errors import one_line
 
-        return error(str(exc) if isinstance(exc, VaekitError) else one_line(exc), 500)
+        message = str(exc) if isinstance(exc, VaekitError) else one_line(exc)
+        print(f"error: {request.method} {request.url.path}: {message}", file=sys.stderr, flush=True)
+        return error(message, 500)
+
+    async def gone(request, exc: ClientDisconnect):
+        return Response(status_code=499)  # the client left before its body came: no one to answer
 
     routes = [
         Route("/", index),
@@ -536,8 +575,8 @@ def create_app(explorer: Explorer, loopback_only: bool = True):
         Route("/api/keep", keep, methods=["POST"]),
         Route("/static/{name}", static),
     ]
-    app = Starlette(routes=routes, exception_handlers={RequestError: refused, HTTPException: http_error,
-                                                       VaekitError: failed, Exception: failed})
+    app = quiet(Starlette(routes=routes, exception_handlers={
+        RequestError: refused, HTTPException: http_error, ClientDisconnect: gone, VaekitError: failed, Exception: failed}))
     if not loopback_only:
         return app
 
@@ -550,6 +589,35 @@ def create_app(explorer: Explorer, loopback_only: bool = True):
         await app(scope, receive, send)
 
     return this_machine_only
+
+
+def quiet(app):
+    """``app``, ending a request without a traceback on the console: a failure was answered (a 500 with its
+    one-line JSON, and one line on the console, by the app's handler) before Starlette raised it again for the
+    server's log; a request cancelled by a stop (Ctrl-C while it runs) is answered 503 if nothing was sent yet."""
+    import asyncio
+    import contextlib
+
+    from starlette.responses import JSONResponse
+
+    async def guarded(scope, receive, send):
+        started = False
+
+        async def sending(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await app(scope, receive, sending)
+        except asyncio.CancelledError:
+            if not started and scope["type"] == "http":
+                with contextlib.suppress(Exception):  # the connection may be closing already
+                    await JSONResponse({"error": "the server is stopping"}, status_code=503)(scope, receive, send)
+        except Exception:
+            return
+
+    return guarded
 
 
 def host_name(header: str) -> str:
@@ -602,10 +670,14 @@ def is_loopback(host: str) -> bool:
 def serve(run_ref: str, port: int = 8765, host: str = "127.0.0.1", data=None, vocoder: str | None = None,
           options=(), tracking_uri: str | None = None, trust_plugins: bool = False, echo=print) -> None:
     """Load the run, print the page's URL, serve until Ctrl-C or SIGTERM (which stop it at once)."""
+    import logging
     import sys
 
     import uvicorn
 
+    # A stop with a request in flight cancels it (no graceful wait, below): that is what the stop asked for,
+    # not an error to report.
+    logging.getLogger("uvicorn.error").addFilter(lambda record: "graceful shutdown exceeded" not in record.getMessage())
     sock = listen_socket(host, port)  # before loading anything: a taken port should cost no time
     try:
         if not is_loopback(host):

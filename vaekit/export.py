@@ -10,10 +10,15 @@
   (max − min) + min) and ``vocoder.json`` (the vocoder the run used, for reference);
 - a conditional run (``vaekit run --condition NAME``): both take a second input ``label``, the class
   one-hot (batch, K) in the order ``condition.json`` lists the classes, written beside them.
+- ``vaekit-export.json`` (:data:`MARKER`): which run and format; ``--force`` replaces only a folder holding it.
 
 Both go through Keras' ``Model.export`` (ONNX via tf2onnx on the TensorFlow backend).  Everything
 is written into a staging folder beside ``OUT`` and renamed into place at the end: a failure leaves
 no ``OUT`` (and, with ``force``, the old ``OUT`` untouched).
+
+``force`` replaces an earlier export only: a folder holding :data:`MARKER`.  Never a folder without it
+(a user's files), nor one that is or holds the working directory, the tracking store or the run's
+artifacts, whatever it holds.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import numpy as np
 from vaekit.errors import ConfigError, DataError
 
 FORMATS = ("onnx", "saved_model")
+#: The file every export holds: what ``--force`` recognises an earlier export by.
+MARKER = "vaekit-export.json"
 
 README = """\
 Exported from vaekit run {run_id} ({fmt}).
@@ -77,19 +84,20 @@ def export(run_or_uri: str, out, fmt: str = "onnx", tracking_uri: str | None = N
     """
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    from vaekit import tracking
+
     out = Path(out)
-    if out.is_symlink():
-        raise DataError(f"{out}: is a symbolic link; not writing through it: remove the link or choose another OUT")
-    if out.exists() and not force:
-        raise ConfigError(f"{out}: already exists (--force replaces it)")
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: is a file, not an export folder; remove it or choose another OUT")
+    _check_out(out, force, store=tracking.sqlite_path(tracking.resolve_tracking_uri(tracking_uri)))
     if fmt == "onnx":
         _check_onnx_exporter()
+
+    import mlflow
 
     from vaekit.generate import open_run
 
     run = open_run(run_or_uri, tracking_uri, trust_plugins)  # before anything is written: a typo costs nothing
+    artifacts = mlflow.MlflowClient(run.tracking_uri).get_run(run.run_id).info.artifact_uri
+    _never_replace(out, _local_path(artifacts), f"run {run.run_id}'s artifacts")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     umask = os.umask(0)
@@ -103,6 +111,61 @@ def export(run_or_uri: str, out, fmt: str = "onnx", tracking_uri: str | None = N
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return [out / f for f in files]
+
+
+def _check_out(out: Path, force: bool, store: Path | None) -> None:
+    """Refuse an ``out`` that cannot be written or must not be replaced, before anything is loaded (one line each).
+
+    ``store``: the sqlite tracking store's database file, if it is one.
+    """
+    from vaekit.tracking import _first_non_dir
+
+    if out.is_symlink():
+        raise DataError(f"{out}: is a symbolic link; not writing through it: remove the link or choose another OUT")
+    blocker = _first_non_dir(out.absolute().parent)
+    if blocker.exists() and not blocker.is_dir():
+        raise DataError(f"{out}: {blocker} is a file, not a directory; choose another OUT")
+    _never_replace(out, Path.cwd(), "the working directory")
+    _never_replace(out, store, "the tracking store")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise DataError(f"{out}: is a file, not an export folder; remove it or choose another OUT")
+    if not force:
+        raise ConfigError(f"{out}: already exists (--force replaces it, if an earlier vaekit export wrote it)")
+    if not is_export(out):
+        raise ConfigError(f"{out}: not a folder vaekit export wrote (it has no {MARKER}); --force replaces only an "
+                          "earlier export: remove it yourself or choose another OUT")
+
+
+def _never_replace(out: Path, protected: Path | None, what: str) -> None:
+    """:class:`ConfigError` if ``out`` is ``protected`` or a folder above it (``--force`` or not)."""
+    if protected is None:
+        return
+    target, kept = out.resolve(), protected.resolve()
+    if target == kept or target in kept.parents:
+        where = "is" if target == kept else "holds"
+        raise ConfigError(f"{out}: {where} {what} ({kept}); an export never replaces it: choose another OUT")
+
+
+def _local_path(uri: str) -> Path | None:
+    """The folder of a local (``file:`` or plain path) artifact URI, else None."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(url2pathname(parsed.path))
+    return Path(uri) if parsed.scheme == "" else None
+
+
+def is_export(folder: Path) -> bool:
+    """Whether ``folder`` holds the :data:`MARKER` an export writes (a JSON object naming vaekit's export)."""
+    try:
+        marker = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("vaekit_export") == 1
 
 
 def _check_onnx_exporter() -> None:
@@ -151,6 +214,10 @@ def _write(run, directory: Path, fmt: str) -> None:
                          fmin=a.fmin, fmax=a.fmax, label_in=label_in, label_text=label_text,
                          vocoder=run.config.vocoder, usage=usage)
     (directory / "README.txt").write_text(text)
+    from vaekit import __version__
+
+    (directory / MARKER).write_text(json.dumps({"vaekit_export": 1, "run_id": run.run_id, "format": fmt,
+                                                "vaekit_version": __version__}, indent=2))
 
 
 def _named(vae):

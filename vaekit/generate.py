@@ -6,7 +6,8 @@ with Keras ``safe_mode``), ``audio.json`` (how mel spectrograms become sound), `
 vocoder and its options, where the data was), ``data/min_values.npy`` / ``data/max_values.npy``
 (decoder output [0, 1] → dB) and, for a conditional run, ``data/condition.json`` (its label and classes:
 ``--label`` asks for one of them).  Output goes to ``--out DIR`` and/or back into the run under
-``generated/``; logging back uses :class:`mlflow.MlflowClient` calls, which never change the
+``generated/``, each call in a folder of its own (``generated/WHAT/STAMP/``, see :func:`_emit`), so no call
+replaces another's files; logging back uses :class:`mlflow.MlflowClient` calls, which never change the
 run's status (a FINISHED run stays FINISHED).
 
 Everything that can fail (vocoding included) happens before the first file reaches ``--out`` or
@@ -29,7 +30,7 @@ from vaekit.audio import AudioParams, mel_error_db, waveforms_to_mel_db
 from vaekit.config import RunConfig, load_toml, merge, parse_options
 from vaekit.data import denormalize, normalize
 from vaekit.errors import ConfigError, DataError, PluginError, VaekitError, one_line
-from vaekit.runlog import safe_name
+from vaekit.runlog import safe_name, safe_path, unique_stamp
 
 GENERATED_DIR = "generated"
 #: ``generate`` decodes, vocodes and writes this many samples at a time: its memory does not grow with ``-n``.
@@ -241,16 +242,20 @@ def _vocode_all(vocoders: dict, mel_db: np.ndarray, audio: AudioParams) -> tuple
 
 
 def _emit(run: LoggedRun, build, subdir: str, out_dir, log: bool, metrics: dict) -> Output:
-    """Write files with ``build(directory) -> [paths]`` into ``out_dir`` and/or log them under ``generated/subdir``.
+    """Write files with ``build(directory) -> [paths]`` into ``out_dir`` and/or log them under
+    ``generated/SUBDIR/STAMP/`` (:func:`vaekit.runlog.unique_stamp`: each call its own folder).
 
     Files are drawn in a staging directory first, so nothing lands in ``out_dir`` if drawing fails,
     nor if any destination inside ``out_dir`` is a symbolic link (refused: vaekit never writes
     through a link).  Local files keep the names ``build`` gave them; in the run, every path
-    component goes through :func:`safe_name` (a file name may hold a newline).
+    component goes through :func:`safe_name` (a file name may hold a newline), and names that
+    sanitise alike are told apart (:func:`vaekit.runlog.safe_path`).
     """
     import mlflow
 
     _check_destination(out_dir, log)
+    where = f"{GENERATED_DIR}/{subdir}/{unique_stamp()}"
+    taken: set = set()
     result = Output()
     with tempfile.TemporaryDirectory() as tmp:
         staging, logged = Path(tmp) / "files", Path(tmp) / "logged"
@@ -262,10 +267,10 @@ def _emit(run: LoggedRun, build, subdir: str, out_dir, log: bool, metrics: dict)
                 _refuse_links(Path(out_dir), rel)
         for rel in rels:
             if log:
-                safe = Path(*(safe_name(part) for part in rel.parts))
+                safe = safe_path(rel, taken)
                 (logged / safe).parent.mkdir(parents=True, exist_ok=True)
                 _link_or_copy(staging / rel, logged / safe)
-                result.artifacts.append(f"{GENERATED_DIR}/{subdir}/{safe.as_posix()}")
+                result.artifacts.append(f"{where}/{safe.as_posix()}")
             if out_dir is not None:
                 dest = Path(out_dir) / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -273,7 +278,7 @@ def _emit(run: LoggedRun, build, subdir: str, out_dir, log: bool, metrics: dict)
                 result.files.append(dest)
         if log:
             client = mlflow.MlflowClient(run.tracking_uri)
-            client.log_artifacts(run.run_id, str(logged), f"{GENERATED_DIR}/{subdir}")
+            client.log_artifacts(run.run_id, str(logged), where)
             for key, value in metrics.items():
                 client.log_metric(run.run_id, key, value)
     return result
@@ -337,7 +342,8 @@ def generate(run_id: str, n: int = 8, vocoders=(), options=(), seed: int = 0, ou
              trust_plugins: bool = False, label: str | None = None) -> Output:
     """Decode ``n`` draws of z ~ N(0, I) (seeded), vocode with each vocoder, write WAVs and PNGs.
 
-    Layout (under ``out`` and/or the run's ``generated/``): ``seed_S/sample_II.png`` (one per z),
+    Layout (under ``out``, and/or the run's ``generated/`` with a folder per call below ``seed_S/``):
+    ``seed_S/sample_II.png`` (one per z),
     ``seed_S/VOCODER/sample_II.wav`` (one per z and vocoder), ``seed_S/grid.png`` (the first
     :data:`GRID_MAX` samples).  Metrics ``vocoder_mel_error_db.VOCODER`` (mean absolute dB
     difference after re-analysis, over all ``n``) and ``generate.NAME``, the run's sample metrics
@@ -555,7 +561,7 @@ def reconstruct(run_id: str, inputs, vocoders=(), options=(), out=None, log: boo
     figure of originals, reconstructions and their differences with each clip's error:
     ``STEM.reconstructed.png`` for a single file, ``reconstructions_NNN.png`` otherwise.  A single file's
     output goes beside it unless ``out``; folders and several files need ``out``.  With ``log``, also
-    under the run's ``generated/reconstruct_STEM/`` (``generated/reconstruct/`` for several).
+    under the run's ``generated/reconstruct_STEM/STAMP/`` (``generated/reconstruct/STAMP/`` for several).
 
     Metrics over all clips: ``vocoder_mel_error_db.VOCODER`` and, as ``reconstruct.NAME``, the run's
     ``--metrics`` that need no samples (``test_recon_mel_db`` …, their original being the input clip;

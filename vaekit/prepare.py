@@ -43,6 +43,11 @@ SPLITS = ("random", "speaker")
 MIN_POOL_TASKS = 4
 
 
+#: Sample rates a file's header may give (Hz): telephone speech to 768 kHz studio audio.  Outside, the header
+#: is damaged or hostile; resampling from it costs time and memory that grow with the claimed rate.
+SAMPLE_RATES = (1000, 768_000)
+
+
 class ClipError(Exception):
     """A file that cannot be used as a clip; the message says why (it is skipped, not fatal)."""
 
@@ -109,7 +114,7 @@ def read_clip(path, audio: AudioParams) -> np.ndarray:
 
     Reads only the first ``duration`` seconds.  Raises :class:`ClipError` for a file that is
     not a regular file (a FIFO, a device, ...: never opened, so a pipe cannot block), unreadable,
-    corrupt, empty or not finite.
+    corrupt, empty, not finite, or whose header gives a sample rate outside :data:`SAMPLE_RATES`.
     """
     import librosa
     import soundfile as sf
@@ -126,6 +131,9 @@ def read_clip(path, audio: AudioParams) -> np.ndarray:
             raise ClipError("empty (0 bytes)")
         with sf.SoundFile(fd, closefd=False) as f:
             sr = f.samplerate
+            if not SAMPLE_RATES[0] <= sr <= SAMPLE_RATES[1]:
+                raise ClipError(f"sample rate {sr} Hz in its header, outside {SAMPLE_RATES[0]}–{SAMPLE_RATES[1]} Hz "
+                                "(a damaged file?)")
             frames = f.frames
             want = int(math.ceil(audio.duration * sr)) + 1
             y = f.read(min(frames, want) if frames > 0 else want, dtype="float32", always_2d=True)

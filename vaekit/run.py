@@ -53,7 +53,8 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None, ech
     model, _ = training.build(config, comps, ds, placement)
     vocoder_fn = comps["vocoder"].create(ds.audio, **config.option("vocoder"))
     waves = components.check_vocoder(comps["vocoder"], vocoder_fn, ds, config.option("vocoder"))
-    audio_metrics.check(comps["metrics"], ds, config.option("metrics"), waves, config.condition)
+    own = runlog.own_metrics(model.terms.names)  # names a metric plugin must not take over
+    audio_metrics.check(comps["metrics"], ds, config.option("metrics"), waves, config.condition, own)
     ckpt = checkpoint.load(resume, uri, config.checkpoint_interval) if resume else None
     if ckpt:
         checkpoint.restore(model, ckpt)
@@ -79,11 +80,11 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None, ech
         metrics = training.fit(model, ds, config, progress, initial_epoch=ckpt.epoch if ckpt else 0, checkpointer=checkpointer,
                                callbacks=callbacks, shard=placement.shard, logged=logged, early_state=ckpt.early_stop if ckpt else None)
         metrics.update(training.evaluate(model, ds, config))
-        metrics.update(audio_metrics.evaluate(model, ds, comps, vocoder_fn, config, context))
+        metrics.update(audio_metrics.evaluate(model, ds, comps, vocoder_fn, config, context, own))
         runlog.log_results(metrics, context.skipped)
         samples = runlog.log_samples(model, ds, comps["vocoder"], vocoder_fn, config)
         runlog.log_extras(model, ds, config)  # denormalisation arrays and figures, for generate and the UI
-        runlog.log_model(model)
+        runlog.log_model(model, ds, config.condition)
         runlog.log_generator(model, ds, config)  # the servable z → WAV model, beside the VAE
         result = RunResult(active.info.run_id, experiment_id, uri, active.info.artifact_uri, metrics, samples, context.skipped)
     checkpoint.discard(result.artifact_uri)  # FINISHED runs are not resumed: no 60 MB per run left behind

@@ -16,7 +16,7 @@ logged keys with that list.  Every function here logs to the active run (started
   (reconstructions, a reconstruction grid with per-clip errors, a grid of samples, training curves);
 - :func:`log_datasets` (from :func:`log_start`): the training and test data as MLflow datasets;
 - :func:`log_model`: the VAE (MLflow's Keras flavour: a ``.keras`` file, loads with safe_mode), with
-  its signature;
+  its signature and an input example; its pyfunc flavour predicts reconstructions (:mod:`vaekit.serving`);
 - :func:`log_generator`: the generator (a pyfunc model, see :mod:`vaekit.serving`) and the tags
   ``vaekit.model_uri`` / ``vaekit.generator_uri`` (the two models' ``models:/`` URIs).
 """
@@ -52,6 +52,34 @@ N_GRID = 16
 def safe_name(text: str) -> str:
     """A string safe as one artifact path component."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "x"
+
+
+def unique_stamp() -> str:
+    """A name part no other call or process makes: the UTC time and 48 random bits (``20260102-030405-3f9a1c2b7d6e``).
+
+    What is logged into a finished run (``generate``, ``reconstruct --log``, explore's "keep") goes under
+    such a name, so two calls, or two processes at the same moment, never replace each other's files.
+    """
+    import time
+
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(6)}"
+
+
+def safe_path(rel: Path, taken: set) -> Path:
+    """``rel`` with every component through :func:`safe_name`, unlike every path in ``taken`` (then added to it).
+
+    Names that sanitise alike (``a b.wav`` and ``a_b.wav``, ``é.wav`` and ``è.wav``) get a short hash of
+    the original path before their suffix, so neither replaces the other.
+    """
+    import hashlib
+
+    safe = Path(*(safe_name(part) for part in rel.parts))
+    if safe in taken:
+        tag = hashlib.sha256(rel.as_posix().encode()).hexdigest()[:8]
+        head, dot, tail = safe.name.partition(".")
+        safe = safe.with_name(f"{head}-{tag}{dot}{tail}")
+    taken.add(safe)
+    return safe
 
 
 def run_name(config, comps) -> str:
@@ -197,6 +225,15 @@ def log_datasets(dataset_name: str, ds) -> None:
 
     for context, dataset in datasets(dataset_name, ds).items():
         mlflow.log_input(dataset, context=context)
+
+
+def own_metrics(terms) -> frozenset[str]:
+    """The metric names a run logs itself, whose loss has the terms ``terms`` besides ``loss``: per epoch,
+    training and validation (``loss``, ``TERM``, ``val_…``), ``test_…``, training time, early stopping and
+    the samples' ``vocoder_mel_error_db``.  A metric component must not return one (:mod:`vaekit.audio_metrics`)."""
+    names = ["loss", *terms]
+    return frozenset([*names, *(f"val_{n}" for n in names), *(f"test_{n}" for n in names), "train_seconds",
+                      "train_samples_per_s", "best_epoch", "stopped_epoch", "vocoder_mel_error_db"])
 
 
 #: Tag of a run whose metrics skipped some (e.g. ``test_audio_*`` on spectrograms without audio): which, and why.
@@ -451,13 +488,20 @@ def draw_run_figures(model, ds, config, directory: Path, history: dict) -> list[
     return paths
 
 
-def log_model(model) -> None:
-    """Log the trained VAE with MLflow's Keras flavour (a .keras file: loads with safe_mode, on any backend),
-    with its signature (:func:`model_signature`).
+#: Test spectrograms logged as the VAE's input example (and, by MLflow, as its serving example).
+EXAMPLE_CLIPS = 2
 
-    No input example: MLflow 3.17's Keras flavour writes one before it creates the model's folder
-    (``mlflow/keras/save.py``, ``save_model``; mlflow/mlflow#16183, open), so any example fails the
-    log; the signature gives the shapes an example would show.
+
+def log_model(model, ds, condition: str | None = None) -> None:
+    """Log the trained VAE with MLflow's Keras flavour (a .keras file: loads with safe_mode, on any backend),
+    with its signature (:func:`model_signature`) and an input example: the first :data:`EXAMPLE_CLIPS` test
+    spectrograms (``input_example.json``, ``serving_input_example.json``) and, conditional (``condition``: the
+    run's label), their labels one-hot.
+
+    Logged through ``mlflow.models.Model.log`` with :func:`_keras_flavor`: MLflow's own ``mlflow.keras.log_model``
+    writes an input example before it creates the model's folder (``mlflow/keras/save.py``, ``save_model``;
+    mlflow/mlflow#16183, open in MLflow 3.18), so any example failed the log.  The pyfunc flavour's loader is
+    :func:`vaekit.serving._load_pyfunc`, so that ``mlflow.pyfunc`` and ``mlflow models serve`` predict with it.
     """
     import keras
     import mlflow
@@ -467,12 +511,40 @@ def log_model(model) -> None:
     name = keras.backend.backend()
     # Explicit requirements: MLflow's inference re-imports the model and costs seconds.
     requirements = [f"{backend.BACKENDS[name][0]}=={backend.version(name)}", f"keras=={keras.__version__}",
-                    f"vaekit=={__version__}"]
+                    f"vaekit=={__version__}", f"mlflow=={mlflow.__version__}"]
+    example = np.ascontiguousarray(ds.x_test[:EXAMPLE_CLIPS, ..., None], dtype=np.float32)
+    if model.classes:  # a conditional VAE: the clips' own labels, one-hot, as its signature names them
+        from vaekit.model import one_hot
+
+        labels = ds.labels[condition].test[:EXAMPLE_CLIPS]
+        example = {"mel": example, "label": np.asarray(one_hot(labels, model.classes), dtype=np.float32)}
     try:
-        mlflow.keras.log_model(model, name="model", pip_requirements=requirements, signature=model_signature(model))
+        mlflow.models.Model.log(None, flavor=_keras_flavor(model), name="model", pip_requirements=requirements,
+                                signature=model_signature(model), input_example=example,
+                                # Validating the example loads and runs the model again (seconds a run); the
+                                # tests do it once (tests/test_safety.py).
+                                validate_serving_input=False)
     except BaseException:
         _discard_unfinished_models(mlflow.active_run().info.run_id)
         raise
+
+
+def _keras_flavor(model):
+    """What ``mlflow.models.Model.log`` saves the VAE with: ``mlflow.keras.save_model`` into a folder made first
+    (mlflow#16183), then the pyfunc flavour pointed at vaekit's loader; the Keras flavour stays as it is."""
+    import types
+
+    import mlflow.keras
+    from mlflow.models.model import MLMODEL_FILE_NAME
+
+    def save_model(path, mlflow_model, validate_serving_input=True, **kwargs):
+        Path(path).mkdir(parents=True, exist_ok=True)  # before the input example is written into it
+        mlflow.keras.save_model(model, path, mlflow_model=mlflow_model, **kwargs)
+        mlflow_model.flavors["python_function"]["loader_module"] = "vaekit.serving"
+        mlflow_model.save(str(Path(path) / MLMODEL_FILE_NAME))
+
+    # __name__: the flavour the logged model records (what mlflow.keras.log_model records).
+    return types.SimpleNamespace(__name__="mlflow.keras", save_model=save_model)
 
 
 def model_signature(model):
