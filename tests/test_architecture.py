@@ -28,29 +28,76 @@ def modules() -> dict[str, Path]:
     return out
 
 
-def imports_of(path: Path, known: set[str]) -> set[str]:
-    """Every vaekit module ``path`` imports, at module level or inside functions."""
+def imports_of(path: Path, known: set[str], name: str) -> set[str]:
+    """Every vaekit module that module ``name`` (at ``path``) imports, at module level or inside functions:
+    ``import vaekit.x``, ``from vaekit import x``, relative imports (``from . import x``, ``from .x import y``)
+    and ``importlib.import_module("vaekit.x")`` / ``import_module(".x", "vaekit")`` / ``__import__`` with a
+    literal name."""
+    package = name if path.stem == "__init__" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the module's package, one level up per extra dot
+                parts = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            if not base:
+                continue
             # `from vaekit import x` imports module vaekit.x when there is one, else a name of vaekit.
-            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
-                     for a in node.names]
+            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+        elif isinstance(node, ast.Call) and dynamic_import(node):
+            target, anchor = (arg.value if isinstance(arg, ast.Constant) else None for arg in (node.args + [None])[:2])
+            if not isinstance(target, str):
+                continue
+            if target.startswith("."):  # import_module(".x", "vaekit")
+                dots = len(target) - len(target.lstrip("."))
+                root = anchor if isinstance(anchor, str) else package
+                target = ".".join(root.split(".")[:len(root.split(".")) - (dots - 1)] + [target[dots:]])
+            names = [target]
         else:
             continue
-        for name in names:
-            while name and name not in known:  # vaekit.model.VAE → vaekit.model
-                name = name.rpartition(".")[0]
-            if name:
-                found.add(name)
+        for imported in names:
+            while imported and imported not in known:  # vaekit.model.VAE → vaekit.model
+                imported = imported.rpartition(".")[0]
+            if imported:
+                found.add(imported)
     return found
+
+
+def dynamic_import(call: ast.Call) -> bool:
+    """``importlib.import_module(...)``, ``import_module(...)`` or ``__import__(...)`` with arguments."""
+    func = call.func
+    called = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+    return called in ("import_module", "__import__") and bool(call.args)
+
+
+def test_the_import_parser_sees_relative_and_dynamic_imports(tmp_path):
+    """Each way a module can import another, in a function, as the two tests below read them."""
+    known = {"vaekit", "vaekit.run", "vaekit.model", "vaekit.default_plugins", "vaekit.default_plugins.dense"}
+    code = {
+        "from . import run": {"vaekit.run"},
+        "from .run import run": {"vaekit.run"},
+        "from .model import VAE": {"vaekit.model"},
+        "import vaekit.run": {"vaekit.run"},
+        "from vaekit import run, model": {"vaekit.run", "vaekit.model"},
+        "import importlib\nimportlib.import_module('vaekit.run')": {"vaekit.run"},
+        "from importlib import import_module\nimport_module('.run', 'vaekit')": {"vaekit.run"},
+        "__import__('vaekit.run')": {"vaekit.run"},
+        "from .. import run": {"vaekit.run"},  # from a built-in plugin
+        "from ..default_plugins import dense": {"vaekit.default_plugins.dense"},
+    }
+    for i, (line, expected) in enumerate(code.items()):
+        path = tmp_path / f"m{i}.py"
+        path.write_text("def f():\n" + "".join(f"    {part}\n" for part in line.split("\n")))
+        name = "vaekit.default_plugins.m" if line.startswith("from ..") else "vaekit.m"
+        assert imports_of(path, known, name) == expected, line
 
 
 def test_no_import_cycles_between_vaekit_modules_function_level_imports_included():
     mods = modules()
-    graph = {name: imports_of(path, set(mods)) - {name} for name, path in mods.items()}
+    graph = {name: imports_of(path, set(mods), name) - {name} for name, path in mods.items()}
     assert graph["vaekit.run"] >= {"vaekit.training", "vaekit.runlog", "vaekit.components"}  # the parser sees imports
     cycles = []
 
@@ -75,7 +122,7 @@ def test_no_import_cycles_between_vaekit_modules_function_level_imports_included
 def test_nothing_imports_run_but_the_cli():
     """run.py is the top of the run path, not a hub of helpers."""
     mods = modules()
-    importers = {name for name, path in mods.items() if "vaekit.run" in imports_of(path, set(mods))}
+    importers = {name for name, path in mods.items() if "vaekit.run" in imports_of(path, set(mods), name)}
     assert importers == {"vaekit.cli"}
 
 
