@@ -126,11 +126,6 @@ def test_cli_run_with_flags_options_and_config(notebook_data, store, tmp_path):
     assert p["epochs"] == "1" and p["latent_dim"] == "8" and p["loss.lambda"] == "1000.0"
 
 
-def test_python_m_vaekit_help_is_fast_and_lists_commands():
-    res = run_cli("--help")
-    assert res.returncode == 0 and "run" in res.stdout and "plugins" in res.stdout
-
-
 def test_settings_that_cannot_work_are_refused_with_the_flag_named():
     from vaekit.config import build_config
     from vaekit.errors import ConfigError
