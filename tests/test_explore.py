@@ -78,6 +78,14 @@ def trained(data_dir, tmp_path_factory) -> tuple[str, str, Path]:
     return (*train(data_dir, where), where)
 
 
+@pytest.fixture(scope="module")
+def logged_run(trained):
+    """The module's run as the test process loads it itself (vaekit.generate.open_run): what the server's answers are checked against."""
+    from vaekit.generate import open_run
+
+    return open_run(*trained[:2])
+
+
 class Server:
     """A real ``vaekit explore REF`` process, started at once; :meth:`ready` waits for its page."""
 
@@ -163,6 +171,52 @@ def served(app):
         sock.close()
 
 
+def wav_of(base: str, path: str, body=None) -> np.ndarray:
+    """The samples of a WAV the API answers (checking it is one), as floats."""
+    status, kind, data = request(base + path, body)
+    assert (status, kind) == (200, "audio/wav"), (path, status, data[:200])
+    sr, samples = read_wav(data)
+    assert sr == SR
+    return samples.astype(np.float64)
+
+
+def distance(a: np.ndarray, b: np.ndarray) -> float:
+    """The RMS difference of two waveforms relative to the RMS of ``b``: 0 for the same sound."""
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-9))
+
+
+def nearer(x: np.ndarray, own: np.ndarray, other: np.ndarray) -> bool:
+    """Whether ``x`` is the sound ``own`` and not ``other``: ten times nearer to ``own`` than ``other`` is.
+
+    A relative test: one epoch leaves a tiny model's sounds close together (clips' reconstructions differ by
+    1-6 %), while the same z decoded in a batch of one or of three differs by about 0.02 %."""
+    return distance(x, own) < distance(own, other) / 10
+
+
+def check_sounds(base: str, ends: tuple) -> None:
+    """What the sounds are, not only that they are WAVs: different z decode to different sounds; a 3-step walk
+    between ``ends`` starts and ends at their sounds and passes the midpoint; where ``ends`` are two clip
+    indices, the second clip's μ decodes to its reconstruction."""
+    if isinstance(ends[0], int):
+        body = {"a": ends[0], "b": ends[1], "steps": 3}
+        z_a, z_b = (json.loads(request(f"{base}/api/clip/{i}")[2])["z"] for i in ends)
+        sounds = [wav_of(base, f"/api/clip/{i}/reconstruction.wav") for i in ends]
+        assert nearer(wav_of(base, "/api/decode", {"z": z_b}), sounds[1], sounds[0])  # μ decodes to the reconstruction
+    else:
+        (z_a, z_b), body = ends, {"z_a": ends[0], "z_b": ends[1], "steps": 3}
+        sounds = [wav_of(base, "/api/decode", {"z": e}) for e in ends]
+    far = [wav_of(base, "/api/decode", {"z": [sign * 3.0] * len(z_a)}) for sign in (1, -1)]
+    assert distance(far[0], far[1]) > 0.1
+    walk = wav_of(base, "/api/interpolate", body)
+    gap = round(0.15 * SR)
+    assert len(walk) == 3 * SAMPLES + 2 * gap
+    steps = [walk[k * (SAMPLES + gap):k * (SAMPLES + gap) + SAMPLES] for k in range(3)]
+    assert not walk[SAMPLES:SAMPLES + gap].any() and not walk[2 * SAMPLES + gap:2 * (SAMPLES + gap)].any()  # silent gaps
+    assert nearer(steps[0], sounds[0], sounds[1]) and nearer(steps[2], sounds[1], sounds[0])
+    middle = wav_of(base, "/api/decode", {"z": [(a + b) / 2 for a, b in zip(z_a, z_b)]})
+    assert nearer(steps[1], middle, sounds[0]) and nearer(steps[1], middle, sounds[1])  # the straight walk
+
+
 def test_a_plugin_model_explores_like_a_built_in(data_dir, trained, started):
     """Served in-process by the same app; trained in the conv2 run's store while the module's server loads."""
     from vaekit.explore import create_app, load_explorer
@@ -179,9 +233,13 @@ def test_a_plugin_model_explores_like_a_built_in(data_dir, trained, started):
         assert (status, kind) == (200, "audio/wav") and len(read_wav(body)[1]) == SAMPLES
         assert request(f"{base}/api/decode", {"z": [0.0] * 20})[0] == 400
         assert request(f"{base}/api/clip/3/reconstruction.wav")[1] == "audio/wav"
+        clip = json.loads(request(f"{base}/api/clip/3")[2])
+        assert distance(wav_of(base, "/api/decode", {"z": clip["z"]}), wav_of(base, "/api/clip/3/reconstruction.wav")) < 1e-3
+        # One epoch leaves this small model's μ nearly the same for every clip: the walk goes between two z.
+        check_sounds(base, ends=([2.0, -1.0, 2.0], [-2.0, 1.0, -2.0]))
 
 
-def test_the_map_has_every_test_clip_labelled_by_speaker_from_dataset_json(server, trained):
+def test_the_map_has_every_test_clip_labelled_by_speaker_from_dataset_json(server, trained, logged_run, data_dir):
     base, _, stdout = server
     assert "vocoder fastgl" in stdout  # the run's griffinlim, played by its batched stand-in
     status, kind, body = request(f"{base}/api/points")
@@ -202,6 +260,17 @@ def test_the_map_has_every_test_clip_labelled_by_speaker_from_dataset_json(serve
     directions = np.array(info["pcs"]["directions"])
     np.testing.assert_allclose(directions @ directions.T, np.eye(len(directions)), atol=1e-4)
 
+    # The map is μ on its first two principal directions: μ from the logged model, its PCA by eigendecomposition.
+    mu = np.asarray(logged_run.model.encode(np.load(data_dir / "x_test.npy")[..., None])[0], dtype=np.float64)
+    eigenvalues, eigenvectors = np.linalg.eigh(np.cov(mu, rowvar=False))
+    order = np.argsort(eigenvalues)[::-1][:len(directions)]
+    eigenvalues, eigenvectors = eigenvalues[order], eigenvectors[:, order].T
+    np.testing.assert_allclose(info["pcs"]["mean"], mu.mean(axis=0), atol=1e-4)
+    np.testing.assert_allclose(np.abs(np.sum(directions[:2] * eigenvectors[:2], axis=1)), 1.0, atol=1e-3)
+    np.testing.assert_allclose(info["pcs"]["variance_share"], eigenvalues / np.trace(np.cov(mu, rowvar=False)), rtol=1e-3)
+    np.testing.assert_allclose(info["pcs"]["std"], np.sqrt(eigenvalues), rtol=1e-3)
+    np.testing.assert_allclose(xy, (mu - mu.mean(axis=0)) @ directions[:2].T, atol=1e-3)
+
 
 def test_clip_decode_interpolate_and_keep(server, trained):
     import mlflow
@@ -220,6 +289,8 @@ def test_clip_decode_interpolate_and_keep(server, trained):
     status, kind, body = request(f"{base}/api/interpolate", {"a": 0, "b": 5, "steps": 3})
     assert (status, kind) == (200, "audio/wav")
     assert len(read_wav(body)[1]) == 3 * SAMPLES + 2 * round(0.15 * SR)  # three steps, two gaps
+    x = [p["x"] for p in json.loads(request(f"{base}/api/points")[2])["points"]]
+    check_sounds(base, ends=(int(np.argmin(x)), int(np.argmax(x))))  # the clips farthest apart along PC1
     kept = json.loads(request(f"{base}/api/keep", {"a": 0, "b": 5, "steps": 3})[2])
     wav_path, json_path = kept["artifacts"]
     assert re.fullmatch(r"generated/explore/keep_\d{8}-\d{6}_001\.wav", wav_path), wav_path

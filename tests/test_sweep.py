@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from mlflow.tracking import MlflowClient
 
+import vaekit
 from conftest import run_cli
 from reliability_helpers import FAULTS
 from vaekit.config import RunConfig
@@ -37,6 +40,7 @@ def test_sweep_rejects_bad_points_before_any_run(notebook_data, store):
 
 
 def test_sweep_runs_children_in_parallel_under_a_parent_and_survives_a_failed_child(notebook_data, store, tmp_path):
+    """--jobs 2: both children start before either ends; the parent and children carry their tags."""
     # units=3 passes option checking (an int, no declared range) but the picky encoder rejects it when
     # it is built, so that child fails inside its own process, before its MLflow run starts.
     res = run_cli("sweep", "--grid", "encoder.units=3,4", "--jobs", "2", "--data", notebook_data,
@@ -70,6 +74,15 @@ def test_sweep_runs_children_in_parallel_under_a_parent_and_survives_a_failed_ch
     assert any(line.split()[:3] == ["1", "4", "FINISHED"] and ok.info.run_id in line for line in lines)
     assert f"parent run: {parent.info.run_id}" in res.stdout
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"sweep.txt", "children", "config.toml"}
+    # In parallel: both children were started before either ended (one at a time, the first ends before the second starts).
+    events = [(m.group(2), m.group(1)) for m in (re.match(r"\[(\d)\] (start|done|FAILED)\b", line) for line in lines) if m]
+    assert sorted(events[:2]) == [("start", "0"), ("start", "1")] and len(events) == 4, events
+    # The parent's and the children's tags (docs/sweeps.md, docs/logged.md).
+    assert {k: v for k, v in parent.data.tags.items() if not k.startswith("mlflow.")} == {
+        "vaekit.version": vaekit.__version__, "vaekit.sweep": "parent"}, parent.data.tags
+    assert parent.info.run_name == "sweep encoder.units(2)"
+    assert {c.data.tags["vaekit.sweep.parent"] for c in children.values()} == {parent.info.run_id}
+    assert sorted(c.data.tags["vaekit.trial"] for c in children.values()) == ["0", "1"]
 
 
 def test_a_second_ctrl_c_stops_the_children_at_once_and_none_outlives_the_sweep(notebook_data, store, tmp_path):
