@@ -25,12 +25,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import error_line, free_port, stop_process_group, tiny_run
+from conftest import HANG, chromium, error_line, free_port, required, restore_sigint, stop_process_group, tiny_run, wall_limit
 
 HERE = Path(__file__).resolve().parent
 N_TEST = 32  # conftest's notebook data
 NAMES = [f"spk{i % 4}/{i % 10}_{i % 4}_{i:02d}.wav" for i in range(N_TEST)]
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--autoplay-policy=no-user-gesture-required"]
@@ -96,17 +95,17 @@ class Server:
         self.out, self.err = open(where / "stdout", "w+"), open(where / "stderr", "w+")
         cmd = [sys.executable, "-m", "vaekit", "explore", ref, "--tracking-uri", uri, "--port", str(self.port)]
         self.proc = subprocess.Popen(cmd, cwd=where, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, stdout=self.out,
-                                     stderr=self.err, start_new_session=True)
+                                     stderr=self.err, start_new_session=True, preexec_fn=restore_sigint)
         self.stdout = None
 
     def ready(self) -> Server:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + HANG
         while self.stdout is None:
             text = (self.where / "stdout").read_text()
             if self.proc.poll() is not None:
                 pytest.fail(f"vaekit explore exited with {self.proc.returncode}: {(self.where / 'stderr').read_text()[-2000:]}")
             if time.monotonic() > deadline:
-                pytest.fail("vaekit explore did not answer within 180 s")
+                pytest.fail(f"vaekit explore did not answer within {HANG} s")
             if f"open {self.base}/" in text:  # printed just before uvicorn starts accepting
                 try:
                     request(f"{self.base}/api/info", timeout=5)
@@ -365,15 +364,17 @@ def test_a_taken_port_and_a_public_host_are_said_before_anything_loads(tmp_path)
 
 def test_the_page_in_chromium(server, tmp_path):
     """Map, click → original and reconstruction WAVs, slider → a newly decoded WAV, screenshot."""
-    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (README's test extras)")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no {CHROMIUM}: apt-get install chromium (.ci/run does)")
+    try:
+        import playwright.sync_api as playwright
+    except ImportError:
+        required("playwright", "pip install -e '.[test]' (README's set-up)")
+    browser_path = chromium()
     base, _, _ = server
     wav_head = ("async (id) => { const a = document.getElementById(id);"
                 " const b = new Uint8Array(await (await fetch(a.src)).arrayBuffer());"
                 " return [String.fromCharCode(...b.slice(0, 4)), String.fromCharCode(...b.slice(8, 12)), a.duration]; }")
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             errors = []
@@ -424,6 +425,47 @@ def test_the_page_in_chromium(server, tmp_path):
             browser.close()
 
 
+def keys_at_any_depth(value, skip=("labels",)) -> set[str]:
+    """Every key of every JSON object in ``value`` (not those under ``skip``: their keys are data, e.g. label kinds)."""
+    if isinstance(value, dict):
+        return set(value) | {k for key, v in value.items() if key not in skip for k in keys_at_any_depth(v, skip)}
+    if isinstance(value, list):
+        return {k for v in value for k in keys_at_any_depth(v, skip)}
+    return set()
+
+
+def test_docs_explore_md_lists_the_api_the_server_has(server):
+    """docs/explore.md's "The JSON API" table against the code and the server: the same endpoints and methods as
+    the app's routes, every documented GET answered, and the keys each GET answer holds named in its row."""
+    from conftest import docs_page
+
+    base, _, _ = server
+    table = docs_page("explore.md").split("## The JSON API", 1)[1].split("| request | answer |", 1)[1].split("\n\n", 1)[0]
+    documented, answers = set(), {}
+    for line in table.strip().splitlines()[1:]:  # after the |---| row
+        request_cell, answer = line.strip().strip("|").split(" | ", 1)
+        method = None
+        for verb, path in re.findall(r"`(?:(GET|POST) )?(/api/[^`\s]*)`", request_cell):
+            method = verb or method
+            documented.add((method, re.sub(r"/(original|reconstruction)\.wav$", "/{part}", path.replace("INDEX", "{index}"))))
+            answers[(method, path)] = answer
+    source = (Path(__file__).resolve().parent.parent / "vaekit" / "explore.py").read_text()
+    routes = {(methods or "GET", path) for path, methods in re.findall(r'Route\("(/api/[^"]*)", \w+(?:, methods=\["(\w+)"\])?\)', source)}
+    assert len(routes) >= 7 and documented == routes
+
+    for (method, path), answer in answers.items():
+        if method != "GET":
+            continue
+        status, kind, body = request(base + path.replace("INDEX", "0"))
+        assert status == 200, (path, body[:200])
+        if kind == "application/json":
+            got = json.loads(body)
+            # A row sketches the JSON ({"index", ...}) or lists its keys in backticks (`run_id`, ...).
+            named = set(re.findall(r'"(\w+)"', answer)) if '{"' in answer else set(re.findall(r"`(\w+)`", answer))
+            assert set(got) <= named, (path, set(got) - named)  # every key of the answer is documented
+            assert named <= keys_at_any_depth(got), (path, named - keys_at_any_depth(got))  # and none that is not there
+
+
 def test_labels_come_from_dataset_json_names_else_the_reconstruction_error():
     from vaekit.explore import clip_labels, test_names
 
@@ -450,7 +492,8 @@ def test_ctrl_c_stops_the_server_at_once(server, started):
         kept_alive.recv(100)
         start = time.monotonic()
         os.kill(proc.pid, signal.SIGINT)
-        proc.wait(timeout=10)
-    assert time.monotonic() - start < 3  # no wait for the open connection, nor for TensorFlow's teardown
+        proc.wait(timeout=60)
+        took = time.monotonic() - start  # measured while the connection is still open: the stop did not wait for it
+    assert took < wall_limit(3), took  # nor for TensorFlow's teardown (0.8 s on an idle 2-core machine)
     assert proc.returncode == 130
     assert (started.where / "stderr").read_text().endswith("Interrupted.\n")

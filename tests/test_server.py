@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import free_port, run_cli, stop_process_group
+from conftest import HANG, free_port, run_cli, stop_process_group
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def mlflow_server(tmp_path):
         stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + HANG
         while True:
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:

@@ -21,7 +21,7 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from conftest import error_line, free_port, stop_process_group, tiny_run
+from conftest import HANG, error_line, free_port, stop_process_group, tiny_run
 
 LATENT = 4
 
@@ -138,7 +138,7 @@ def server(trained, registered, tmp_path_factory):
                             cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + HANG
         while True:
             if proc.poll() is not None:
                 log.seek(0)
@@ -148,7 +148,7 @@ def server(trained, registered, tmp_path_factory):
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    pytest.fail("mlflow models serve did not answer within 120 s")
+                    pytest.fail(f"mlflow models serve did not answer within {HANG} s")
                 time.sleep(0.5)
         yield base
     finally:
