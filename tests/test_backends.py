@@ -1,8 +1,8 @@
 """The core on JAX (CPU), in real ``vaekit`` processes: train, resume, NaN stop, a plugin file, a sweep,
 several devices, and models that load on the other backend.
 
-JAX is installed by README's set-up (``.[test,jax]``); in CI a missing JAX fails these tests
-rather than skipping them.  Each test starts its own processes: Keras reads its backend once
+JAX is installed by README's set-up (``.[test,jax]``); in CI (``CI`` set, as ``.ci/run`` does) a missing
+JAX fails these tests rather than skipping them.  Each test starts its own processes: Keras reads its backend once
 per process, and this test process runs on TensorFlow.
 """
 
@@ -19,11 +19,13 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import run_cli
+from conftest import HANG, required, run_cli
 from reliability_helpers import SMALL_ARGS, first_epoch_logged, only_run, slow_run_args, start_cli, wait_for
 
-if os.environ.get("CI") is None:
-    pytest.importorskip("jax", reason="JAX is not installed: pip install -e '.[jax]'")
+try:
+    import jax  # noqa: F401
+except ImportError:
+    required("JAX", "pip install -e '.[test,jax]' (README's set-up)")
 
 JAX = ["--backend", "jax"]
 #: dense VAE, 1 epoch, one sample: what JAX must do, fast.
@@ -92,29 +94,51 @@ def test_models_load_on_the_other_backend_with_the_same_weights(notebook_data, s
     assert sorted(p.name for p in (tmp_path / "gen").rglob("*.wav")) == ["sample_00.wav"]
 
 
-def test_sigterm_then_resume_on_jax_matches_an_uninterrupted_jax_run(notebook_data, store, tmp_path):
+def test_sigterm_then_resume_on_jax_continues_the_run_and_matches_an_uninterrupted_jax_run(notebook_data, store, tmp_path):
+    """What tests/test_resume.py checks on TensorFlow: the resumed run continues from its checkpoint (the
+    epochs trained and the optimizer's step count in it, the resumed-from tag, each epoch logged once), and
+    its every epoch matches an uninterrupted run's (a fresh run with the same seed matches only at the end)."""
+    import math
+
+    from vaekit.checkpoint import load
+
     args = slow_run_args(notebook_data, store, 3)
     proc = start_cli(*args, *JAX, "--checkpoint-interval", "0", cwd=tmp_path)
     try:
         run_id = wait_for(first_epoch_logged(store), proc=proc, what="the first epoch's metrics")
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=120)
+        proc.communicate(timeout=HANG)
     finally:
         proc.kill() if proc.poll() is None else None
     assert proc.returncode == 143
     client = MlflowClient(store)
-    assert client.get_run(run_id).info.status == "KILLED"
+    killed = client.get_run(run_id)
+    assert killed.info.status == "KILLED"
+    kept = sorted(m.step for m in client.get_metric_history(run_id, "loss"))
+    assert kept and kept == list(range(len(kept))) and len(kept) < 3
+    ckpt = load(run_id, store)
+    params = killed.data.params
+    n_fit = int(params["data.train"]) - round(int(params["data.train"]) * float(params["validation_split"]))
+    batches = math.ceil(n_fit / int(params["batch_size"]))
+    assert ckpt.epoch == len(kept) and int(ckpt.optimizer_arrays[0]) == ckpt.epoch * batches  # Adam's step count
+
     res = run_cli("run", "--resume", run_id, "--tracking-uri", store, "--quiet", "--plugin", args[args.index("--plugin") + 1],
                   cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     resumed = client.get_run(run_id)
     assert resumed.info.status == "FINISHED" and resumed.data.params["backend"] == "jax"
+    assert resumed.data.tags["vaekit.resumed_from_epoch"] == str(ckpt.epoch)
     # The same run, uninterrupted, in another store.
     other = f"sqlite:///{tmp_path / 'other.db'}"
     full = run_id_of(run_cli(*[other if a == store else a for a in args], *JAX, cwd=tmp_path))
-    client_run = MlflowClient(other).get_run(full)
+    whole = MlflowClient(other)
+    for key in ("loss", "val_loss", "kl"):
+        got = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+        want = sorted((m.step, m.value) for m in whole.get_metric_history(full, key))
+        assert [s for s, _ in got] == [0, 1, 2], key  # every epoch exactly once, at its own step
+        np.testing.assert_allclose([v for _, v in got], [v for _, v in want], rtol=1e-4, err_msg=key)
     for key in ("test_loss", "test_mse", "test_kl"):
-        assert resumed.data.metrics[key] == pytest.approx(client_run.data.metrics[key], rel=1e-4), key
+        assert resumed.data.metrics[key] == pytest.approx(whole.get_run(full).data.metrics[key], rel=1e-4), key
 
 
 def test_nan_stop_on_jax_names_epoch_and_batch(notebook_data, store, tmp_path):
