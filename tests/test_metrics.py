@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import error_line, make_tones, run_cli, runs_in, tiny_config
+from conftest import docs_page, error_line, make_tones, run_cli, runs_in, tiny_config
 from vaekit.audio import AudioParams
 
 AUDIO = AudioParams()
@@ -297,6 +297,13 @@ def test_generate_logs_the_sample_metrics_of_what_it_generated(metric_run, tmp_p
     assert not any(k.startswith("generate.test_") for k in out.metrics)  # the run's own test figures are not redone
     logged = mlflow.MlflowClient(uri).get_run(result.run_id).data.metrics
     assert logged["generate.sample_fd"] == pytest.approx(out.metrics["generate.sample_fd"])
+    # The keys, as docs/metrics.md and docs/listen.md name them: "sample metrics of what it generated, as
+    # `generate.NAME`", and `vocoder_mel_error_db.VOCODER`.
+    assert "`generate.NAME`" in docs_page("metrics.md") and "`vocoder_mel_error_db.VOCODER`" in docs_page("listen.md")
+    samples = {k for k in result.metrics if k.startswith("sample_")}
+    assert samples == {"sample_fd", "sample_diversity"}
+    assert set(out.metrics) == {f"generate.{k}" for k in samples} | {"vocoder_mel_error_db.griffinlim"}
+    assert {k for k in logged if k.startswith(("generate.", "vocoder_mel_error_db."))} >= set(out.metrics)
 
 
 # -- reconstruct on folders --------------------------------------------------------------------------------------
@@ -329,8 +336,15 @@ def test_reconstruct_takes_folders_keeps_their_structure_and_lists_unreadable_fi
     import mlflow
 
     logged = mlflow.MlflowClient(uri).get_run(result.run_id).data.metrics
-    assert "reconstruct.test_recon_mel_db" in logged
     assert logged["test_recon_mel_db"] == result.metrics["test_recon_mel_db"]  # the run's own figure kept
+    # The keys, as docs/reconstruct.md names them: "the run's metrics that need no samples as reconstruct.NAME"
+    # (its built-ins listed), and vocoder_mel_error_db.VOCODER.
+    page = docs_page("reconstruct.md")
+    audio = {"test_recon_mel_db", "test_recon_mcd_db", "test_vocoded_mel_db", "test_peak_db"}  # the run's --metrics' test_*
+    assert audio <= set(result.metrics)
+    assert {k for k in logged if k.startswith("reconstruct.")} == {f"reconstruct.{k}" for k in audio}
+    assert all(f"`reconstruct.{k}`" in page for k in audio - {"test_peak_db"}) and "`vocoder_mel_error_db.VOCODER`" in page
+    assert "vocoder_mel_error_db.griffinlim" in logged
     missing = CliRunner().invoke(main, ["reconstruct", result.run_id, str(root), "--tracking-uri", uri])
     assert "needs --out DIR" in error_line(missing)
 
