@@ -128,8 +128,9 @@ def notebook_run(notebook_data, tmp_path_factory) -> tuple[str, str]:
     """One finished tiny run of the notebook's model and defaults (conv2, mse-kl, griffinlim with 4 iterations;
     2 epochs, 2 samples) in a store folder of its own, shared by the session: (run_id, tracking URI).
 
-    Read-only: a test that logs into a run or changes it takes :func:`copy_of_run` (a copy of the store folder,
-    no training).  At the end of the session the run must hold what it held when it was made."""
+    Read-only: a test that logs into a run or changes it trains its own.  (Not a copy of this store: MLflow
+    caches a run's artifact repository by run id for the whole process, so a copy's run, which has the same
+    id, would write into this one's folder.)  At the end of the session the run must hold what it held."""
     from vaekit.plugins import reset_plugin_manager
 
     reset_plugin_manager()
@@ -140,21 +141,6 @@ def notebook_run(notebook_data, tmp_path_factory) -> tuple[str, str]:
     made = run_contents(shared[1], shared[0])
     yield shared
     assert run_contents(shared[1], shared[0]) == made, "a test changed the shared notebook_run: use copy_of_run"
-
-
-def copy_of_run(shared: tuple[str, str], where: Path) -> tuple[str, str]:
-    """A private copy of a shared run's whole store folder, made at ``where`` (which must not exist):
-    (run_id, tracking URI of the copy).  vaekit follows a store folder that was moved or copied whole."""
-    import shutil
-
-    from vaekit.tracking import follow_moved_store, sqlite_path
-
-    run_id, uri = shared
-    db = sqlite_path(uri)
-    shutil.copytree(db.parent, where)
-    copy = f"sqlite:///{where / db.name}"
-    assert follow_moved_store(copy) >= 1
-    return run_id, copy
 
 
 def run_cli(*args, cwd=None, env=None, timeout=600, **kwargs) -> subprocess.CompletedProcess:
