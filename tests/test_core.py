@@ -62,7 +62,7 @@ def test_griffinlim_reproduces_librosa_mel_to_audio(notebook_data):
     vocoder = get_component("vocoder", "griffinlim").create(audio)
     out = vocoder(mel_db)
     assert out.shape == (3, audio.samples) and out.dtype == np.float32
-    np.testing.assert_array_equal(out, vocoder(mel_db))
+    np.testing.assert_array_equal(out[:1], vocoder(mel_db[:1]))  # repeatable, whatever else is in the batch
     ref = np.stack([librosa.feature.inverse.mel_to_audio(librosa.db_to_power(m), sr=22050, hop_length=442,
                                                          length=audio.samples) for m in mel_db])
     ours, theirs = mel_error_db(out, mel_db, audio), mel_error_db(ref, mel_db, audio)
