@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from conftest import error_line, models_serve, tiny_run
+from conftest import HANG, error_line, models_serve, tiny_run
 
 LATENT = 4
 
@@ -125,7 +125,7 @@ def test_generator_predicts_one_wav_per_row_as_vaekit_makes_it_and_refuses_bad_z
 def server(trained, registered, tmp_path_factory):
     """A real ``mlflow models serve`` of models:/tones-generator@champion on 127.0.0.1: its base URL."""
     _, uri = trained
-    with models_serve("models:/tones-generator@champion", uri, tmp_path_factory.mktemp("serve"), wait=120) as base:
+    with models_serve("models:/tones-generator@champion", uri, tmp_path_factory.mktemp("serve"), wait=HANG) as base:
         yield base
 
 
@@ -215,6 +215,19 @@ def test_export_onnx_matches_keras_and_never_leaves_half_an_export(trained, logg
     np.testing.assert_array_equal(np.load(out / "max_values.npy"), run.max_values)
     assert json.loads((out / "audio.json").read_text()) == run.audio.to_dict()
     assert "power = 10 ** (dB / 10)" in (out / "README.txt").read_text()
+    # The whole bundle, read from OUT alone as README.txt says: decode → dB → the named vocoder → the audio vaekit makes.
+    from vaekit.audio import AudioParams
+    from vaekit.components import get_component, vocode
+
+    low, high = np.load(out / "min_values.npy"), np.load(out / "max_values.npy")
+    mel_db = decoder.run(None, {"z": z})[0][..., 0] * (high - low) + low
+    np.testing.assert_allclose(mel_db, run.denormalize(run.model.decode(z)[..., 0]), atol=1e-2)  # dB
+    named = json.loads((out / "vocoder.json").read_text())
+    comp = get_component("vocoder", named["name"])
+    waves = vocode(comp, comp.create(AudioParams.from_dict(json.loads((out / "audio.json").read_text())), **named["options"]),
+                   mel_db.astype(np.float32))
+    expected, _ = reference_waves(run, z)
+    np.testing.assert_allclose(waves, expected, atol=1e-3)
 
     (out / "marker").write_text("old")
     assert error_line(cli("export", run_id, out, "--tracking-uri", uri)) == \
