@@ -55,12 +55,7 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None, ech
     waves = components.check_vocoder(comps["vocoder"], vocoder_fn, ds, config.option("vocoder"))
     own = runlog.own_metrics(model.terms.names)  # names a metric plugin must not take over
     audio_metrics.check(comps["metrics"], ds, config.option("metrics"), waves, config.condition, own)
-    ckpt = checkpoint.load(resume, uri, config.checkpoint_interval) if resume else None
-    if ckpt:
-        checkpoint.restore(model, ckpt)
-        from mlflow.tracking import MlflowClient
-
-        echo(checkpoint.describe(ckpt, checkpoint.logged_epochs(MlflowClient(uri), resume)))
+    ckpt = _restore(resume, uri, model, config, echo) if resume else None
 
     # Training keeps the last completed epoch in memory; a stop anywhere in the run (Ctrl-C, SIGTERM,
     # an exception) writes it before tracked_run ends the run KILLED or FAILED, so --resume has it.
@@ -89,6 +84,16 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None, ech
         result = RunResult(active.info.run_id, experiment_id, uri, active.info.artifact_uri, metrics, samples, context.skipped)
     checkpoint.discard(result.artifact_uri)  # FINISHED runs are not resumed: no 60 MB per run left behind
     return result
+
+
+def _restore(resume: str, uri: str, model, config: RunConfig, echo):
+    """Load run ``resume``'s last checkpoint into ``model`` and say from which epoch it goes on; the checkpoint."""
+    from mlflow.tracking import MlflowClient
+
+    ckpt = checkpoint.load(resume, uri, config.checkpoint_interval)
+    checkpoint.restore(model, ckpt)
+    echo(checkpoint.describe(ckpt, checkpoint.logged_epochs(MlflowClient(uri), resume)))
+    return ckpt
 
 
 def _check_store(config: RunConfig) -> tuple[str, str]:
