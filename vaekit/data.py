@@ -19,10 +19,7 @@ Arrays are loaded with ``allow_pickle=False``.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +28,7 @@ import numpy as np
 
 from vaekit.audio import AudioParams
 from vaekit.errors import DataError
+from vaekit.staging import staged_folder
 
 ARRAY_FILES = ("x_train.npy", "x_test.npy", "min_values.npy", "max_values.npy")
 META_FILE = "dataset.json"
@@ -474,27 +472,9 @@ def staged_output_dir(out_dir, force: bool = False):
 
     A dataset directory therefore either is complete or does not exist: an error or an
     interrupt removes the temporary directory, and even a killed process leaves only a
-    hidden ``.NAME.partial-*`` directory that no loader takes for data.
+    hidden ``.NAME.partial-*`` directory that no loader takes for data
+    (:func:`vaekit.staging.staged_folder`).
     """
     out_dir = check_output_dir(out_dir, force)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir, replace=force) as tmp:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    try:
-        if force and out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old / "data")
-        # Without force this fails if another process made out_dir meanwhile: theirs stays.
-        os.replace(tmp, out_dir)
-    except BaseException:
-        if old is not None and not out_dir.exists():
-            os.replace(old / "data", out_dir)  # put the previous dataset back
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
