@@ -24,16 +24,15 @@ reconstruction (a dataset holds spectrograms, not audio), so the two differ only
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import threading
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from vaekit.audio import wav_bytes
 from vaekit.errors import VaekitError
 
 #: At most this many test clips are mapped (evenly spaced over the test set when it has more).
@@ -427,18 +426,6 @@ def pick_vocoder(run, name: str | None = None, options=()) -> tuple[str, object,
         options = [*carried, *options]
     ((name, (comp, fn)),) = build_vocoders(run, [name] if name else (), options).items()
     return name, comp, fn
-
-
-def wav_bytes(wave_: np.ndarray, sr: int) -> bytes:
-    """A mono 16-bit PCM WAV file of ``wave_`` (clipped to [-1, 1])."""
-    pcm = (np.clip(np.nan_to_num(wave_), -1.0, 1.0) * 32767).astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(int(sr))
-        w.writeframes(pcm.tobytes())
-    return buf.getvalue()
 
 
 def _floats(values) -> list[float]:
