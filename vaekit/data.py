@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from vaekit.audio import AudioParams
-from vaekit.errors import DataError
+from vaekit.errors import ConfigError, DataError
 from vaekit.staging import staged_folder
 
 ARRAY_FILES = ("x_train.npy", "x_test.npy", "min_values.npy", "max_values.npy")
@@ -231,8 +231,6 @@ def _validate_labels(ds: Dataset, key: str, labels: Labels, directory: Path | No
 def check_condition(ds: Dataset, name: str) -> Labels:
     """The labels ``--condition NAME`` conditions on; a one-line error if the dataset lacks them or cannot
     condition on them (a class only in the test split)."""
-    from vaekit.errors import ConfigError
-
     if name not in ds.labels:
         have = f"its labels: {', '.join(ds.labels)}" if ds.labels else \
             "it has none (vaekit prepare --label NAME=SOURCE adds them; the synthetic voices have speaker)"
@@ -376,8 +374,6 @@ def parse_label_specs(items, flag: str = "--label") -> dict[str, str]:
 
     :class:`vaekit.errors.ConfigError` naming ``flag`` for a malformed item, name or source.
     """
-    from vaekit.errors import ConfigError
-
     if isinstance(items, str):
         items = [part for part in items.split(",") if part.strip()]
     out: dict[str, str] = {}

@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from vaekit.audio import wav_bytes
-from vaekit.errors import VaekitError
+from vaekit.errors import DataError, PluginError, VaekitError, one_line
 
 #: At most this many test clips are mapped (evenly spaced over the test set when it has more).
 MAX_POINTS = 4000
@@ -190,7 +190,6 @@ class Explorer:
     def check_label(self, value, name: str = "label") -> np.ndarray | None:
         """A request's class name → its one-hot row (a conditional run), None for an unconditional run, which takes none."""
         from vaekit.data import class_indices
-        from vaekit.errors import DataError
 
         if self.run.condition is None:
             if value is not None:
@@ -388,8 +387,6 @@ def load_explorer(run_ref: str, data=None, vocoder: str | None = None, options=(
     names = [names[i] for i in indices] if names else None
     classes_of = None
     if run.condition:
-        from vaekit.errors import DataError
-
         cond = ds.labels.get(run.condition["name"])
         if cond is None or list(cond.classes) != run.classes:
             raise DataError(f"{ds.source or 'the data'}: has no label {run.condition['name']} with the run's classes, "
@@ -413,7 +410,6 @@ def pick_vocoder(run, name: str | None = None, options=()) -> tuple[str, object,
     (``vocoder.KEY=VALUE``) apply last.
     """
     from vaekit.components import get_component
-    from vaekit.errors import PluginError
     from vaekit.generate import build_vocoders
 
     if name is None and run.config.vocoder in STAND_INS:
@@ -541,8 +537,6 @@ def create_app(explorer: Explorer, loopback_only: bool = True):
         # A plugin's vocoder or model failing on a request: the page shows the line, the console one line
         # too (Starlette then re-raises it for the server's log: quiet() keeps its traceback off the console).
         import sys
-
-        from vaekit.errors import one_line
 
         message = str(exc) if isinstance(exc, VaekitError) else one_line(exc)
         print(f"error: {request.method} {request.url.path}: {message}", file=sys.stderr, flush=True)

@@ -43,7 +43,7 @@ from pathlib import Path
 import mlflow.pyfunc
 import numpy as np
 
-from vaekit.audio import wav_bytes
+from vaekit.audio import AudioParams, wav_bytes
 
 #: Rows one request may hold: each answer is a whole WAV file (~60 kB of base64 a second of audio).
 MAX_ROWS = 256
@@ -338,7 +338,6 @@ class Generator(mlflow.pyfunc.PythonModel):
         import keras
 
         import vaekit.model  # noqa: F401  (registers vaekit's Keras classes before the decoder is read)
-        from vaekit.audio import AudioParams
         from vaekit.components import get_component
 
         art = context.artifacts
