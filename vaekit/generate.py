@@ -493,19 +493,6 @@ def interpolate(run_id: str, clips=None, seeds=None, steps: int = 8, vocoders=()
                  {f"vocoder_mel_error_db.{k}": v for k, v in errors.items()})
 
 
-def load_clip(path, audio: AudioParams) -> np.ndarray:
-    """One audio file → mono float32 at ``audio.sr``, padded or trimmed: ``vaekit prepare``'s reader."""
-    from vaekit.prepare import ClipError, read_clip
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        return read_clip(path, audio)
-    except ClipError as exc:
-        raise DataError(f"{path}: {exc}") from None
-
-
 #: ``reconstruct`` reads, encodes, vocodes and draws this many clips at a time (one figure per batch).
 RECONSTRUCT_BATCH = 16
 #: ``reconstruct`` keeps the run's vocoder's audio of at most this many clips for ``test_vocoded_mel_db``
