@@ -34,8 +34,8 @@ import numpy as np
 
 from vaekit.audio import AudioParams, fit_length, mel_basis, power_spectrogram, waveforms_to_mel_db
 
-#: Clips ``vocoded()`` vocodes by default (the first of the test set): Griffin-Lim at its default 32
-#: iterations costs about 2 CPU-s a clip on a 2-core machine, so a whole test set would cost minutes per run.
+#: Clips ``vocoded()`` vocodes by default (the first of the test set): Griffin-Lim costs CPU-seconds a clip,
+#: so a whole test set would add minutes to every run (figure in docs/benchmarks.md).
 VOCODED_CLIPS = 4
 #: Draws of z ~ N(0, I) the sample metrics see (decoding is cheap; the first ``--samples`` are the run's samples).
 SAMPLE_DRAWS = 256

@@ -593,7 +593,7 @@ def explore(run_id, port, host, data, vocoder, options, tracking_uri, backend, p
         click.echo("Interrupted.", err=True)
         code = 130
     # The server has stopped and nothing is left to write (a kept sound is logged within its request); the
-    # interpreter's own teardown of TensorFlow would hold the terminal for seconds more (7 s measured).
+    # interpreter's own teardown of TensorFlow would hold the terminal for seconds more (docs/benchmarks.md).
     sys.stdout.flush()
     console.drain()
     os._exit(code)

@@ -217,7 +217,8 @@ class Explorer:
             inputs = [inputs, np.asarray(labels, dtype=np.float32)]
         with self.lock:
             # predict_on_batch runs the backend's compiled predict step: Model.predict builds a data pipeline
-            # per call and an eager call runs op by op (each tens of ms for one z; this a few ms).
+            # per call and an eager call runs op by op, each costing more than the decode itself
+            # (docs/explore.md, Latency).
             out = np.asarray(self.run.model.decoder.predict_on_batch(inputs))
         return self.run.denormalize(np.asarray(out, dtype=np.float32)[..., 0] if out.ndim == 4 else out)
 
@@ -225,8 +226,8 @@ class Explorer:
         """Mel spectrograms in dB (N, n_mels, frames) → waveforms (N, samples) with the explorer's vocoder."""
         from vaekit.components import vocode
 
-        # One BLAS thread: for one clip's small products a second thread mostly spins (benchmarks/explore.py:
-        # 105 → 56 CPU-ms a decode on the 2-core machine).
+        # One BLAS thread: for one clip's small products a second thread mostly spins, doubling the CPU a
+        # decode costs (benchmarks/explore.py; figures in docs/explore.md, Latency).
         with self.lock, self._blas().limit(limits=1, user_api="blas"):
             return vocode(self.vocoder_comp, self.vocode_fn, mel_db)
 
@@ -234,7 +235,7 @@ class Explorer:
         from threadpoolctl import ThreadpoolController
 
         if self._threadpools is None:
-            self._threadpools = ThreadpoolController()  # finds the loaded BLAS libraries once (tens of ms)
+            self._threadpools = ThreadpoolController()  # finds the loaded BLAS libraries once, not per request
         return self._threadpools
 
     def decode(self, z, label=None) -> np.ndarray:
