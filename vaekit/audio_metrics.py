@@ -28,14 +28,14 @@ import math
 import posixpath
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from vaekit.audio import AudioParams
+from vaekit.audio import AudioParams, fit_length, mel_basis, power_spectrogram, waveforms_to_mel_db
 
-#: Clips ``vocoded()`` vocodes by default (the first of the test set): Griffin-Lim at its default 32
-#: iterations costs about 2 CPU-s a clip on a 2-core machine, so a whole test set would cost minutes per run.
+#: Clips ``vocoded()`` vocodes by default (the first of the test set): Griffin-Lim costs CPU-seconds a clip,
+#: so a whole test set would add minutes to every run (figure in docs/benchmarks.md).
 VOCODED_CLIPS = 4
 #: Draws of z ~ N(0, I) the sample metrics see (decoding is cheap; the first ``--samples`` are the run's samples).
 SAMPLE_DRAWS = 256
@@ -192,8 +192,6 @@ def floored_distance_db(reference_db: np.ndarray, other_db: np.ndarray) -> float
 
 def reference_log_mel(waves: np.ndarray) -> np.ndarray:
     """Waveforms at the reference rate → (N, 80, frames) mel power in dB at the :data:`REFERENCE` analysis."""
-    from vaekit.audio import mel_basis, power_spectrogram
-
     power = power_spectrogram(np.asarray(waves, np.float32), REFERENCE.n_fft, REFERENCE.hop_length)
     return power_db(np.einsum("mf,ntf->nmt", mel_basis(REFERENCE), power.astype(np.float64), optimize=True))
 
@@ -212,8 +210,6 @@ def audio_mel_db(original: np.ndarray, vocoded: np.ndarray, sr: int) -> float:
 
 def audio_stft_db(original: np.ndarray, vocoded: np.ndarray, sr: int) -> float:
     """``test_audio_stft_db``: the mean over :data:`STFT_SIZES` of :func:`floored_distance_db` of 20·log10 |STFT| (hop n_fft/4)."""
-    from vaekit.audio import power_spectrogram
-
     original, vocoded = _aligned(original, vocoded, sr)
     return float(np.mean([floored_distance_db(power_db(power_spectrogram(original, n_fft, n_fft // 4)),
                                               power_db(power_spectrogram(vocoded, n_fft, n_fft // 4)))
@@ -262,8 +258,6 @@ class ReferenceAudio:
         return self.waves[:n]
 
     def _verify(self, rows, waves) -> None:
-        from vaekit.audio import fit_length, waveforms_to_mel_db
-
         again = waveforms_to_mel_db(fit_length(waves, self.audio.samples), self.audio)
         gap = np.abs(again - np.asarray(self.check(rows), np.float32)).reshape(len(rows), -1).max(axis=1)
         if (gap > MATCH_DB).any():
@@ -585,8 +579,6 @@ def for_generated(run, sampled_db: np.ndarray, vocoder) -> dict:
     which generating does not change); ``{}`` when the run's data cannot be loaded here (moved, or
     a plugin dataset not loaded).
     """
-    from dataclasses import replace
-
     from vaekit.components import select_dataset, select_metrics, vocode
     from vaekit.errors import VaekitError
 

@@ -12,10 +12,10 @@ import sys
 
 import click
 
-from vaekit import __version__, console
+from vaekit import __version__, backend, console
 from vaekit.backend import BACKENDS
-from vaekit.errors import VaekitError
-from vaekit.trial import PRUNERS
+from vaekit.errors import ConfigError, VaekitError, save_traceback, write_failure
+from vaekit.trial import PRUNERS, follow_parent
 
 
 def friendly_errors(fn):
@@ -37,7 +37,6 @@ def friendly_errors(fn):
             click.echo(f"Stopped: {exc}.", err=True)
             sys.exit(128 + exc.signum)
         except Exception as exc:
-            from vaekit.errors import save_traceback, write_failure
             from vaekit.tracking import MLFLOW_TRACEBACKS
 
             reason = write_failure(exc)
@@ -77,6 +76,11 @@ def load_plugin_files(paths) -> None:
 plugin_option = click.option(
     "--plugin", "plugin_files", multiple=True, type=click.Path(dir_okay=False),
     help="A one-off plugin file to load (repeatable; VAEKIT_PLUGINS also takes paths).")
+
+
+#: ``--tracking-uri`` of the commands that read a logged run (``vaekit run`` takes its own from RunConfig).
+tracking_uri_option = click.option(
+    "--tracking-uri", help="The run's tracking store [MLFLOW_TRACKING_URI, else ./mlflow.db].")
 
 
 trust_option = click.option(
@@ -133,16 +137,12 @@ def setting_options(fn):
 @friendly_errors
 def run(config_file, options, plugin_files, trust_plugins, quiet, verbose, resume, **flags):
     """Train a VAE, evaluate it, generate sounds, and log everything to MLflow."""
-    from vaekit.trial import follow_parent
-
     follow_parent()  # a trial of `vaekit tune` (or a sweep's run) stops when its tune process is gone
     console.configure(verbose)
-    from vaekit import backend
     from vaekit.config import build_config
 
     if resume:
         from vaekit.checkpoint import resume_config
-        from vaekit.errors import ConfigError
 
         given = sorted(k for k, v in flags.items() if v is not None and k != "tracking_uri")
         if given or options or config_file:
@@ -361,7 +361,7 @@ def _listen_options(fn):
                      help="Vocoder to use (repeatable: each one's audio for the same z) [the run's]."),
         click.option("--option", "options", multiple=True, metavar="vocoder.KEY=VALUE",
                      help="A vocoder option, e.g. vocoder.n_iter=64 (repeatable)."),
-        click.option("--tracking-uri", help="The run's tracking store [MLFLOW_TRACKING_URI, else ./mlflow.db]."),
+        tracking_uri_option,
         click.option("--backend", type=click.Choice(list(BACKENDS)),
                      help="Keras backend to load the model with (any: a model loads on every backend) "
                           "[KERAS_BACKEND, else tensorflow]."),
@@ -374,10 +374,7 @@ def _listen_options(fn):
 
 def _listen_setup(backend_name, plugin_files) -> None:
     """Quiet the console and choose the backend (before a plugin file could import Keras), then load ``--plugin`` files."""
-    from vaekit import backend
-
     console.configure()
-
     backend.select(backend_name)
     load_plugin_files(plugin_files)
 
@@ -483,7 +480,7 @@ def _list_skipped(skipped: list[dict]) -> None:
 @click.argument("run_id", metavar="RUN_OR_URI")
 @click.argument("name")
 @click.option("--alias", help="Also point this alias (e.g. champion) at both new versions.")
-@click.option("--tracking-uri", help="The run's tracking store [MLFLOW_TRACKING_URI, else ./mlflow.db].")
+@tracking_uri_option
 @friendly_errors
 def register(run_id, name, alias, tracking_uri):
     """Register a finished run's VAE as NAME and its generator as NAME-generator in the model registry.
@@ -511,7 +508,7 @@ def register(run_id, name, alias, tracking_uri):
               help="onnx: decoder.onnx and encoder.onnx (needs tf2onnx and onnx: pip install 'vaekit[export]'); "
                    "saved_model: TensorFlow SavedModel folders decoder/ and encoder/.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists (once the new export is complete).")
-@click.option("--tracking-uri", help="The run's tracking store [MLFLOW_TRACKING_URI, else ./mlflow.db].")
+@tracking_uri_option
 @click.option("--backend", type=click.Choice(list(BACKENDS)),
               help="Keras backend to export with [KERAS_BACKEND, else tensorflow; tensorflow is the tested one].")
 @plugin_option
@@ -539,7 +536,7 @@ def runs():
 
 @runs.command("close")
 @click.argument("run_id")
-@click.option("--tracking-uri", help="The run's tracking store [MLFLOW_TRACKING_URI, else ./mlflow.db].")
+@tracking_uri_option
 @click.option("--force", is_flag=True,
               help="Close it although vaekit cannot tell its process is gone (another host, no owner tags).")
 @friendly_errors
@@ -573,7 +570,7 @@ def ui(store, port, host):
 @click.option("--vocoder", metavar="NAME", help="Vocoder for every sound [the run's, with its options].")
 @click.option("--option", "options", multiple=True, metavar="vocoder.KEY=VALUE",
               help="A vocoder option, e.g. vocoder.n_iter=16 (repeatable).")
-@click.option("--tracking-uri", help="The run's tracking store [MLFLOW_TRACKING_URI, else ./mlflow.db].")
+@tracking_uri_option
 @click.option("--backend", type=click.Choice(list(BACKENDS)),
               help="Keras backend to load the model with [KERAS_BACKEND, else tensorflow].")
 @plugin_option
@@ -596,7 +593,7 @@ def explore(run_id, port, host, data, vocoder, options, tracking_uri, backend, p
         click.echo("Interrupted.", err=True)
         code = 130
     # The server has stopped and nothing is left to write (a kept sound is logged within its request); the
-    # interpreter's own teardown of TensorFlow would hold the terminal for seconds more (7 s measured).
+    # interpreter's own teardown of TensorFlow would hold the terminal for seconds more (docs/benchmarks.md).
     sys.stdout.flush()
     console.drain()
     os._exit(code)

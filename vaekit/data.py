@@ -19,10 +19,7 @@ Arrays are loaded with ``allow_pickle=False``.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from vaekit.audio import AudioParams
-from vaekit.errors import DataError
+from vaekit.errors import ConfigError, DataError
+from vaekit.staging import staged_folder
 
 ARRAY_FILES = ("x_train.npy", "x_test.npy", "min_values.npy", "max_values.npy")
 META_FILE = "dataset.json"
@@ -233,8 +231,6 @@ def _validate_labels(ds: Dataset, key: str, labels: Labels, directory: Path | No
 def check_condition(ds: Dataset, name: str) -> Labels:
     """The labels ``--condition NAME`` conditions on; a one-line error if the dataset lacks them or cannot
     condition on them (a class only in the test split)."""
-    from vaekit.errors import ConfigError
-
     if name not in ds.labels:
         have = f"its labels: {', '.join(ds.labels)}" if ds.labels else \
             "it has none (vaekit prepare --label NAME=SOURCE adds them; the synthetic voices have speaker)"
@@ -378,8 +374,6 @@ def parse_label_specs(items, flag: str = "--label") -> dict[str, str]:
 
     :class:`vaekit.errors.ConfigError` naming ``flag`` for a malformed item, name or source.
     """
-    from vaekit.errors import ConfigError
-
     if isinstance(items, str):
         items = [part for part in items.split(",") if part.strip()]
     out: dict[str, str] = {}
@@ -474,27 +468,9 @@ def staged_output_dir(out_dir, force: bool = False):
 
     A dataset directory therefore either is complete or does not exist: an error or an
     interrupt removes the temporary directory, and even a killed process leaves only a
-    hidden ``.NAME.partial-*`` directory that no loader takes for data.
+    hidden ``.NAME.partial-*`` directory that no loader takes for data
+    (:func:`vaekit.staging.staged_folder`).
     """
     out_dir = check_output_dir(out_dir, force)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir, replace=force) as tmp:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    try:
-        if force and out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old / "data")
-        # Without force this fails if another process made out_dir meanwhile: theirs stays.
-        os.replace(tmp, out_dir)
-    except BaseException:
-        if old is not None and not out_dir.exists():
-            os.replace(old / "data", out_dir)  # put the previous dataset back
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)

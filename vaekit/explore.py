@@ -24,17 +24,16 @@ reconstruction (a dataset holds spectrograms, not audio), so the two differ only
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import threading
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from vaekit.errors import VaekitError
+from vaekit.audio import wav_bytes
+from vaekit.errors import DataError, PluginError, VaekitError, one_line
 
 #: At most this many test clips are mapped (evenly spaced over the test set when it has more).
 MAX_POINTS = 4000
@@ -191,7 +190,6 @@ class Explorer:
     def check_label(self, value, name: str = "label") -> np.ndarray | None:
         """A request's class name → its one-hot row (a conditional run), None for an unconditional run, which takes none."""
         from vaekit.data import class_indices
-        from vaekit.errors import DataError
 
         if self.run.condition is None:
             if value is not None:
@@ -219,7 +217,8 @@ class Explorer:
             inputs = [inputs, np.asarray(labels, dtype=np.float32)]
         with self.lock:
             # predict_on_batch runs the backend's compiled predict step: Model.predict builds a data pipeline
-            # per call and an eager call runs op by op (each tens of ms for one z; this a few ms).
+            # per call and an eager call runs op by op, each costing more than the decode itself
+            # (docs/explore.md, Latency).
             out = np.asarray(self.run.model.decoder.predict_on_batch(inputs))
         return self.run.denormalize(np.asarray(out, dtype=np.float32)[..., 0] if out.ndim == 4 else out)
 
@@ -227,8 +226,8 @@ class Explorer:
         """Mel spectrograms in dB (N, n_mels, frames) → waveforms (N, samples) with the explorer's vocoder."""
         from vaekit.components import vocode
 
-        # One BLAS thread: for one clip's small products a second thread mostly spins (benchmarks/explore.py:
-        # 105 → 56 CPU-ms a decode on the 2-core machine).
+        # One BLAS thread: for one clip's small products a second thread mostly spins, doubling the CPU a
+        # decode costs (benchmarks/explore.py; figures in docs/explore.md, Latency).
         with self.lock, self._blas().limit(limits=1, user_api="blas"):
             return vocode(self.vocoder_comp, self.vocode_fn, mel_db)
 
@@ -236,7 +235,7 @@ class Explorer:
         from threadpoolctl import ThreadpoolController
 
         if self._threadpools is None:
-            self._threadpools = ThreadpoolController()  # finds the loaded BLAS libraries once (tens of ms)
+            self._threadpools = ThreadpoolController()  # finds the loaded BLAS libraries once, not per request
         return self._threadpools
 
     def decode(self, z, label=None) -> np.ndarray:
@@ -389,8 +388,6 @@ def load_explorer(run_ref: str, data=None, vocoder: str | None = None, options=(
     names = [names[i] for i in indices] if names else None
     classes_of = None
     if run.condition:
-        from vaekit.errors import DataError
-
         cond = ds.labels.get(run.condition["name"])
         if cond is None or list(cond.classes) != run.classes:
             raise DataError(f"{ds.source or 'the data'}: has no label {run.condition['name']} with the run's classes, "
@@ -414,7 +411,6 @@ def pick_vocoder(run, name: str | None = None, options=()) -> tuple[str, object,
     (``vocoder.KEY=VALUE``) apply last.
     """
     from vaekit.components import get_component
-    from vaekit.errors import PluginError
     from vaekit.generate import build_vocoders
 
     if name is None and run.config.vocoder in STAND_INS:
@@ -427,18 +423,6 @@ def pick_vocoder(run, name: str | None = None, options=()) -> tuple[str, object,
         options = [*carried, *options]
     ((name, (comp, fn)),) = build_vocoders(run, [name] if name else (), options).items()
     return name, comp, fn
-
-
-def wav_bytes(wave_: np.ndarray, sr: int) -> bytes:
-    """A mono 16-bit PCM WAV file of ``wave_`` (clipped to [-1, 1])."""
-    pcm = (np.clip(np.nan_to_num(wave_), -1.0, 1.0) * 32767).astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(int(sr))
-        w.writeframes(pcm.tobytes())
-    return buf.getvalue()
 
 
 def _floats(values) -> list[float]:
@@ -554,8 +538,6 @@ def create_app(explorer: Explorer, loopback_only: bool = True):
         # A plugin's vocoder or model failing on a request: the page shows the line, the console one line
         # too (Starlette then re-raises it for the server's log: quiet() keeps its traceback off the console).
         import sys
-
-        from vaekit.errors import one_line
 
         message = str(exc) if isinstance(exc, VaekitError) else one_line(exc)
         print(f"error: {request.method} {request.url.path}: {message}", file=sys.stderr, flush=True)

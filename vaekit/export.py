@@ -24,15 +24,13 @@ artifacts, whatever it holds.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from vaekit.errors import ConfigError, DataError
+from vaekit.staging import staged_folder
 
 FORMATS = ("onnx", "saved_model")
 #: The file every export holds: what ``--force`` recognises an earlier export by.
@@ -99,17 +97,10 @@ def export(run_or_uri: str, out, fmt: str = "onnx", tracking_uri: str | None = N
     artifacts = mlflow.MlflowClient(run.tracking_uri).get_run(run.run_id).info.artifact_uri
     _never_replace(out, _local_path(artifacts), f"run {run.run_id}'s artifacts")
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp's folder is private; OUT is an ordinary folder
-    try:
+    # An existing OUT was checked above: replaced only with force, and only if an earlier export wrote it.
+    with staged_folder(out, replace=force) as staging:
         _write(run, staging, fmt)
         files = sorted(p.relative_to(staging) for p in staging.rglob("*") if p.is_file())
-        _move_into_place(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return [out / f for f in files]
 
 
@@ -241,18 +232,3 @@ def _named(vae):
     encoder(np.zeros((1, *mel.shape[1:]), dtype=np.float32))
     decoder(np.zeros((1, vae.latent_dim), dtype=np.float32))
     return encoder, decoder
-
-
-def _move_into_place(staging: Path, out: Path) -> None:
-    """Rename the finished ``staging`` folder to ``out``; an existing ``out`` is removed only after."""
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, old / "out")
-    try:
-        os.replace(staging, out)
-    except BaseException:
-        os.replace(old / "out", out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

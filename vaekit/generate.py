@@ -21,14 +21,14 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from vaekit.audio import AudioParams, mel_error_db, waveforms_to_mel_db
 from vaekit.config import RunConfig, load_toml, merge, parse_options
-from vaekit.data import denormalize, normalize
+from vaekit.data import class_indices, denormalize, normalize
 from vaekit.errors import ConfigError, DataError, PluginError, VaekitError, one_line
 from vaekit.runlog import safe_name, safe_path, unique_stamp
 
@@ -68,8 +68,6 @@ class LoggedRun:
 
     def label_indices(self, names, flag: str = "--label") -> np.ndarray:
         """Class names → indices; one-line errors for an unconditional run or an unknown class (listing the classes)."""
-        from vaekit.data import class_indices
-
         if not self.condition:
             raise ConfigError(f"{flag}: run {self.run_id} is unconditional (trained without --condition): "
                               "it generates from z alone")
@@ -409,8 +407,6 @@ def load_test_set(run: LoggedRun, data=None):
 
     Returns the :class:`vaekit.data.Dataset` (``x_test`` normalised; ``info`` is its ``dataset.json``, if any).
     """
-    from dataclasses import replace
-
     from vaekit.components import select_dataset
 
     config = replace(run.config, data=str(data) if data is not None else run.config.data)
@@ -495,19 +491,6 @@ def interpolate(run_id: str, clips=None, seeds=None, steps: int = 8, vocoders=()
 
     return _emit(run, build, subdir, Path(out) / subdir if out is not None else None, log,
                  {f"vocoder_mel_error_db.{k}": v for k, v in errors.items()})
-
-
-def load_clip(path, audio: AudioParams) -> np.ndarray:
-    """One audio file → mono float32 at ``audio.sr``, padded or trimmed: ``vaekit prepare``'s reader."""
-    from vaekit.prepare import ClipError, read_clip
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        return read_clip(path, audio)
-    except ClipError as exc:
-        raise DataError(f"{path}: {exc}") from None
 
 
 #: ``reconstruct`` reads, encodes, vocodes and draws this many clips at a time (one figure per batch).

@@ -39,7 +39,8 @@ CHUNK_FILES = 32
 #: Spectrograms per block when normalising into x_train/x_test.
 WRITE_BLOCK = 512
 SPLITS = ("random", "speaker")
-#: Below this many tasks a process pool costs more than it saves (workers start in ~0.1–3 s).
+#: Below this many tasks a process pool costs more than it saves: starting its workers costs more than
+#: reading a few chunks in this process (figure in docs/benchmarks.md).
 MIN_POOL_TASKS = 4
 
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from vaekit import __version__, tracking
 from vaekit.audio import mel_error_db
-from vaekit.components import KINDS
+from vaekit.components import KINDS, vocode
 
 #: Environment variable through which a sweep hands a child run its tags (read by :func:`run_tags`).
 ENV_TAGS = "VAEKIT_SWEEP_TAGS"
@@ -210,8 +210,6 @@ def _dataset_source(where: str):
     from mlflow.data.dataset_source_registry import resolve_dataset_source
 
     if Path(where).exists():
-        import warnings
-
         with warnings.catch_warnings():  # MLflow registers the local source twice, and says so for every path
             warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
             return resolve_dataset_source(str(Path(where).resolve()))
@@ -273,7 +271,6 @@ def log_samples(model, ds, vocoder, vocoder_fn, config) -> list[str]:
     import mlflow
     import soundfile as sf
 
-    from vaekit.components import vocode
     from vaekit.figures import color_scale, save_mel_png
     from vaekit.model import sample_latent
 
@@ -352,7 +349,6 @@ def epoch_audio(model, ds, vocoder, vocoder_fn, config, reference=None) -> list:
 def _original_waves(ds, x, vocoder, vocoder_fn, reference) -> np.ndarray:
     """The original audio of the clips ``x`` (the first test clips), else their spectrograms vocoded."""
     from vaekit.audio_metrics import MetricSkipped
-    from vaekit.components import vocode
 
     if reference is not None:
         try:
@@ -372,7 +368,6 @@ def log_epoch_audio(model, ds, vocoder, vocoder_fn, x, z, number: int, originals
     import soundfile as sf
 
     from vaekit import figures
-    from vaekit.components import vocode
 
     z_mean, _ = model.encode(x[..., None], x_labels)
     recon = ds.denormalize(model.decode(z_mean, x_labels)[..., 0])
@@ -503,15 +498,8 @@ def log_model(model, ds, condition: str | None = None) -> None:
     mlflow/mlflow#16183, open in MLflow 3.18), so any example failed the log.  The pyfunc flavour's loader is
     :func:`vaekit.serving._load_pyfunc`, so that ``mlflow.pyfunc`` and ``mlflow models serve`` predict with it.
     """
-    import keras
     import mlflow
 
-    from vaekit import backend
-
-    name = keras.backend.backend()
-    # Explicit requirements: MLflow's inference re-imports the model and costs seconds.
-    requirements = [f"{backend.BACKENDS[name][0]}=={backend.version(name)}", f"keras=={keras.__version__}",
-                    f"vaekit=={__version__}", f"mlflow=={mlflow.__version__}"]
     example = np.ascontiguousarray(ds.x_test[:EXAMPLE_CLIPS, ..., None], dtype=np.float32)
     if model.classes:  # a conditional VAE: the clips' own labels, one-hot, as its signature names them
         from vaekit.model import one_hot
@@ -519,7 +507,7 @@ def log_model(model, ds, condition: str | None = None) -> None:
         labels = ds.labels[condition].test[:EXAMPLE_CLIPS]
         example = {"mel": example, "label": np.asarray(one_hot(labels, model.classes), dtype=np.float32)}
     try:
-        mlflow.models.Model.log(None, flavor=_keras_flavor(model), name="model", pip_requirements=requirements,
+        mlflow.models.Model.log(None, flavor=_keras_flavor(model), name="model", pip_requirements=pip_requirements(),
                                 signature=model_signature(model), input_example=example,
                                 # Validating the example loads and runs the model again (seconds a run); the
                                 # tests do it once (tests/test_safety.py).
@@ -527,6 +515,19 @@ def log_model(model, ds, condition: str | None = None) -> None:
     except BaseException:
         _discard_unfinished_models(mlflow.active_run().info.run_id)
         raise
+
+
+def pip_requirements() -> list[str]:
+    """What both logged models need, pinned to this process's versions: the backend Keras runs on, Keras,
+    vaekit and MLflow.  Given, not inferred: MLflow's inference imports the model again."""
+    import keras
+    import mlflow
+
+    from vaekit import backend
+
+    name = keras.backend.backend()
+    return [f"{backend.BACKENDS[name][0]}=={backend.version(name)}", f"keras=={keras.__version__}",
+            f"vaekit=={__version__}", f"mlflow=={mlflow.__version__}"]
 
 
 def _keras_flavor(model):
@@ -565,22 +566,18 @@ def log_generator(model, ds, config) -> str:
     """Log the servable generator beside the VAE just logged by :func:`log_model`; tag both URIs; return the generator's.
 
     The generator (:class:`vaekit.serving.Generator`) holds the decoder, ``audio.json``, the
-    denormalisation arrays and the run's vocoder (name and options); its requirements are given, not
-    inferred (MLflow's inference imports the model again).
+    denormalisation arrays and the run's vocoder (name and options); its requirements are
+    :func:`pip_requirements`.
     """
-    import keras
     import mlflow
 
-    from vaekit import backend, registry, serving
+    from vaekit import registry, serving
 
     run_id = mlflow.active_run().info.run_id
     vae = mlflow.last_logged_model()
     if vae is None or vae.source_run_id != run_id or vae.name != registry.MODEL_NAME:
         raise RuntimeError("log_generator must follow log_model in the same run")  # a bug, not bad input
     mlflow.set_tag(registry.MODEL_TAG, f"models:/{vae.model_id}")
-    name = keras.backend.backend()
-    requirements = [f"{backend.BACKENDS[name][0]}=={backend.version(name)}", f"keras=={keras.__version__}",
-                    f"vaekit=={__version__}", f"mlflow=={mlflow.__version__}"]
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = serving.save_artifacts(model.decoder, ds.audio, ds.min_values, ds.max_values, config.vocoder,
                                            config.option("vocoder"), Path(tmp), condition=condition_meta(config, ds))
@@ -590,7 +587,7 @@ def log_generator(model, ds, config) -> str:
             with _environment(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
                 info = mlflow.pyfunc.log_model(name="generator", python_model=serving.write_code(tmp), artifacts=artifacts,
-                                               pip_requirements=requirements,
+                                               pip_requirements=pip_requirements(),
                                                metadata=serving.metadata(model.latent_dim, ds.audio,
                                                                          condition_meta(config, ds)))
         except BaseException:

@@ -37,12 +37,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import io
 import json
 from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
+
+from vaekit.audio import AudioParams, wav_bytes
 
 #: Rows one request may hold: each answer is a whole WAV file (~60 kB of base64 a second of audio).
 MAX_ROWS = 256
@@ -321,12 +322,8 @@ def deadline(seconds: float | None):
 
 
 def wav_base64(wave: np.ndarray, sr: int) -> str:
-    """One waveform as a base64-encoded 16-bit PCM WAV file."""
-    import soundfile as sf
-
-    buffer = io.BytesIO()
-    sf.write(buffer, wave, sr, format="WAV", subtype="PCM_16")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    """One waveform as a base64-encoded 16-bit PCM WAV file (:func:`vaekit.audio.wav_bytes`)."""
+    return base64.b64encode(wav_bytes(wave, sr)).decode("ascii")
 
 
 class Generator(mlflow.pyfunc.PythonModel):
@@ -341,7 +338,6 @@ class Generator(mlflow.pyfunc.PythonModel):
         import keras
 
         import vaekit.model  # noqa: F401  (registers vaekit's Keras classes before the decoder is read)
-        from vaekit.audio import AudioParams
         from vaekit.components import get_component
 
         art = context.artifacts

@@ -108,8 +108,8 @@ def batches(x: np.ndarray, orders, batch_size: int, steps: int | None = None):
     cardinality of one epoch, so the last compiled call of ``steps_per_execution`` stops at the
     epoch's end) is given, once per ``fit`` for an endless pipeline.  Each batch is gathered from ``x``
     without a permuted copy of the data.  No tf.data autotuning: a gather needs no tuning, and the
-    autotuner's thread made deleting the iterator at the end of fit wait up to ~7 s (seen with 3000
-    clips on 2 cores).  ``x`` may be a tuple of arrays (a conditional run's spectrograms and labels):
+    autotuner's thread holds up deleting the iterator at the end of fit (figures in docs/benchmarks.md).
+    ``x`` may be a tuple of arrays (a conditional run's spectrograms and labels):
     each batch is then that tuple, as the model's one input.
     """
     if isinstance(x, tuple):

@@ -26,6 +26,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from vaekit import tracking
 from vaekit.errors import VaekitError
 from vaekit.tracking import ARTIFACTS_DIR
 
@@ -38,8 +39,6 @@ class Store:
 
 def resolve_store(store: str | None = None) -> Store:
     """The backend URI and the served-artifacts folder for ``store`` (see the module docstring)."""
-    from vaekit import tracking
-
     if store and "://" in store and not store.startswith("sqlite:"):
         if store.startswith(("http://", "https://")):
             raise VaekitError(f"{store} is already a tracking server: open it in a browser")
@@ -162,8 +161,6 @@ def _experiments(backend_uri: str) -> list[tuple[str, str, int | None, str]]:
     """(id, name, last update time, lifecycle stage) of every experiment.  A sqlite store is read with
     sqlite3, so this process never imports MLflow: it stays small while it waits on the server, and
     exits at once when the server stops (an interpreter that imported MLflow takes seconds to end)."""
-    from vaekit import tracking
-
     db = tracking.sqlite_path(backend_uri)
     if db is not None:
         import contextlib
