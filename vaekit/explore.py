@@ -157,7 +157,7 @@ class Explorer:
             "index": int(index), "name": self.names[row] if self.names else f"test clip {int(index)}",
             "label": self.labels[self.label_kind][row], "error_db": round(float(self.errors_db[row]), 3),
             "z": _floats(self.mu[row]),
-            **({"condition": self.run.classes[self.classes_of[row]]} if self.classes_of is not None else {}),
+            "condition": self.run.classes[self.classes_of[row]] if self.classes_of is not None else None,
             "wav": {part: f"/api/clip/{int(index)}/{part}.wav" for part in PARTS},
             "spectrogram": {"original": _db_rows(original), "reconstruction": _db_rows(recon)},
         }

@@ -190,7 +190,7 @@ async function selectClip(index) {
   $("clip-meta").textContent = `test clip ${clip.index} · ${state.points.label_kind}: ${clip.label} · `
     + `reconstruction error ${clip.error_db.toFixed(2)} dB`;
   $("end-a").textContent = clip.name;
-  if (clip.condition !== undefined) { state.label = clip.condition; $("label").value = clip.condition; }
+  if (clip.condition != null) { state.label = clip.condition; $("label").value = clip.condition; }
   drawSpectrogram($("spec-original"), clip.spectrogram.original);
   drawSpectrogram($("spec-reconstruction"), clip.spectrogram.reconstruction);
   const original = $("audio-original"), recon = $("audio-reconstruction");
