@@ -136,6 +136,8 @@ class Reconstructor:
         self.classes = int(getattr(vae, "classes", 0) or 0)
 
     def predict(self, model_input, params=None):
+        import keras
+
         label = None
         if self.classes:
             if not isinstance(model_input, dict) or set(model_input) != {"mel", "label"}:
@@ -150,8 +152,10 @@ class Reconstructor:
         out = []
         for start in range(0, len(x), BATCH):
             rows = slice(start, start + BATCH)
-            extra = [] if label is None else [label[rows]]
-            z_mean, _ = self.vae.encoder([x[rows], *extra] if extra else x[rows], training=False)
+            # A tensor: Keras refuses a list mixing the encoder's output tensor with a NumPy array.
+            extra = [] if label is None else [keras.ops.convert_to_tensor(label[rows])]
+            part = keras.ops.convert_to_tensor(x[rows])
+            z_mean, _ = self.vae.encoder([part, *extra] if extra else part, training=False)
             out.append(np.asarray(self.vae.decoder([z_mean, *extra] if extra else z_mean, training=False),
                                   dtype=np.float32))
         return np.concatenate(out)
