@@ -487,11 +487,15 @@ def test_explore_a_speaker_conditioned_run_label_picker_api(speaker_run):
 def test_the_page_has_a_label_picker_that_decodes_the_class_picked(speaker_run):
     """In a real headless Chromium: the picker lists the classes, a clip click sets it to the clip's, a change
     decodes the same z as the class picked; the map is coloured by the condition."""
-    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (README's test extras)")
-    from conftest import chromium
     from test_explore import CHROMIUM_ARGS, served
 
+    from conftest import chromium, required
     from vaekit.explore import create_app, load_explorer
+
+    try:
+        import playwright.sync_api as playwright
+    except ImportError:
+        required("playwright", "pip install -e '.[test]' (README's set-up)")
 
     browser_path = chromium()
     explorer = load_explorer(speaker_run[0], tracking_uri=speaker_run[1])

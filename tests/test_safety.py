@@ -518,13 +518,15 @@ def test_vaekit_ui_opens_a_runs_page_in_mlflows_model_training_layout_in_chromiu
     import sys
 
     import mlflow
-    from test_explore import CHROMIUM, CHROMIUM_ARGS
+    from test_explore import CHROMIUM_ARGS
 
-    from conftest import free_port, stop_process_group
+    from conftest import chromium, free_port, required, stop_process_group
 
-    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (README's test extras)")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no {CHROMIUM}: apt-get install chromium (.ci/run does)")
+    try:
+        import playwright.sync_api as playwright
+    except ImportError:
+        required("playwright", "pip install -e '.[test]' (README's set-up)")
+    browser_path = chromium()
     run_id, uri, where = trained
     run = mlflow.MlflowClient(uri).get_run(run_id)
     experiment = mlflow.MlflowClient(uri).get_experiment(run.info.experiment_id)
@@ -539,7 +541,7 @@ def test_vaekit_ui_opens_a_runs_page_in_mlflows_model_training_layout_in_chromiu
     try:
         wait_until_answered(proc, f"{base}/health", tmp_path / "ui.log")
         with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser = p.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page(viewport={"width": 1280, "height": 900})  # a fresh browser: nothing chosen
 
