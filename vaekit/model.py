@@ -21,7 +21,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from vaekit import backend
+from vaekit import adversarial, backend
 from vaekit.errors import PluginError, ShapeError, one_line
 
 backend.keep_tensorflow_out()
@@ -78,10 +78,14 @@ class VAE(keras.Model):
     loss needs.  Call :meth:`set_loss` before ``compile``/``fit``.  Metrics are the loss's terms.
     """
 
-    def __init__(self, encoder, decoder, seed=None, **kwargs):
+    def __init__(self, encoder, decoder, seed=None, discriminator=None, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
+        #: The adversarial phase's discriminator (None: no phase); its weights are the VAE's variables, so
+        #: the one optimizer trains them and checkpoints keep them.  :attr:`phase` holds the phase's settings.
+        self.discriminator = discriminator
+        self.phase = adversarial.Phase() if discriminator is not None else None
         self.seed = seed
         self.sampling = Sampling(seed=seed, name="sampling")
         self.latent_dim = int(decoder.inputs[0].shape[-1])
@@ -116,8 +120,9 @@ class VAE(keras.Model):
         for name, value in terms.items():
             if len(ops.shape(value)) != 0:
                 raise PluginError(f"loss term {name!r} must be a scalar, got shape {tuple(ops.shape(value))}")
-        self.terms = TermsMean([name for name in terms if name != "loss"], name="terms")
-        return list(terms)
+        phase = list(adversarial.TERMS) if self.discriminator is not None else []
+        self.terms = TermsMean([name for name in terms if name != "loss"] + phase, name="terms")
+        return [*terms, *phase]
 
     def loss_terms(self, x, outputs) -> dict:
         """The plugin loss's terms for a batch ``x`` and the model's ``(x̂, μ, log σ²)``, in float32."""
@@ -141,10 +146,15 @@ class VAE(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         terms = self.loss_terms(x, y_pred)
+        loss = terms["loss"]
+        if self.discriminator is not None:
+            # Zero-valued, with the phase's gradients (vaekit.adversarial): `loss` stays the loss component's.
+            adv, carried = adversarial.terms(self.discriminator, self.phase, x, y_pred[0], self.epoch, training)
+            terms, loss = {**terms, **adv}, loss + carried
         others = [terms[name] for name in self.terms.names]
         if others:
             self.terms.update_state(others, ops.shape(x)[0])
-        return terms["loss"] * self.loss_scale
+        return loss * self.loss_scale
 
     def fit(self, *args, **kwargs):
         with self._latents():
@@ -185,18 +195,23 @@ class VAE(keras.Model):
         return np.asarray(self.decoder.predict(z, verbose=0), dtype="float32")
 
     def get_config(self):
-        return {
+        config = {
             **super().get_config(),
             "encoder": keras.saving.serialize_keras_object(self.encoder),
             "decoder": keras.saving.serialize_keras_object(self.decoder),
             "seed": self.seed,
         }
+        if self.discriminator is not None:
+            config["discriminator"] = keras.saving.serialize_keras_object(self.discriminator)
+        return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         encoder = keras.saving.deserialize_keras_object(config.pop("encoder"))
         decoder = keras.saving.deserialize_keras_object(config.pop("decoder"))
+        if config.get("discriminator") is not None:
+            config["discriminator"] = keras.saving.deserialize_keras_object(config["discriminator"])
         return cls(encoder, decoder, **config)
 
 
@@ -215,7 +230,13 @@ def build_vae(config, comps, ds):
     encoder = _create_for_data(comps["encoder"], ds, x_shape, d, **config.option("encoder"))
     decoder = _create_for_data(comps["decoder"], ds, d, x_shape, **config.option("decoder"))
     check_model_shapes(encoder, decoder, comps, x_shape, d)
-    model = VAE(encoder, decoder, seed=config.seed, name="vae")
+    discriminator = None
+    if comps.get("discriminator") is not None:
+        discriminator = _create_for_data(comps["discriminator"], ds, x_shape, **config.option("discriminator"))
+        check_discriminator(discriminator, comps["discriminator"], x_shape)
+    model = VAE(encoder, decoder, seed=config.seed, discriminator=discriminator, name="vae")
+    if discriminator is not None:
+        model.phase = adversarial.Phase.from_config(config)
     loss = comps["loss"]
     loss_fn = loss.create(**config.option("loss"))
     try:
@@ -265,3 +286,21 @@ def check_model_shapes(encoder, decoder, comps, x_shape, d: int) -> None:
             f"decoder {dec.name!r} (from {dec.plugin}): expected output of shape "
             f"(batch, {', '.join(map(str, x_shape))}), got {got_y} for a batch of 2"
         )
+
+
+def check_discriminator(discriminator, comp, x_shape) -> None:
+    """Raise :class:`PluginError` unless the discriminator is a keras.Model mapping a batch of spectrograms to
+    a list of batched tensors (feature maps, the patch logits last)."""
+    where = f"discriminator {comp.name!r} (from {comp.plugin})"
+    if not isinstance(discriminator, keras.Model):
+        raise PluginError(f"{where} must return a keras.Model, got {type(discriminator).__name__}")
+    x = np.zeros((2, *x_shape), dtype="float32")
+    try:
+        out = discriminator(x)
+    except Exception as exc:
+        raise PluginError(f"{where} fails on input of shape {x.shape}: {one_line(exc)}; "
+                          "its keras.Input must have shape=input_shape") from None
+    shapes = [tuple(o.shape) for o in out] if isinstance(out, (list, tuple)) else [tuple(out.shape)]
+    if not shapes or any(len(s) < 2 or s[0] != 2 for s in shapes):
+        raise PluginError(f"{where}: expected a list of tensors (batch, ...), the patch logits last, got shapes "
+                          f"{shapes} for a batch of 2")
