@@ -13,15 +13,17 @@ gradients:
 - the discriminator's loss ``L_D`` is computed on ``stop_gradient(x̂)``, so it reaches the discriminator's
   weights only; it enters as ``L_D − stop_gradient(L_D)`` (value 0);
 - a generator term ``f`` (the GAN loss on x̂, feature matching) enters as ``f(x̂) − f(stop_gradient(x̂))``:
-  both have the same value, so their gradients with respect to the discriminator's weights cancel
-  exactly, and only x̂ (hence the decoder and encoder) receives gradient.  It is multiplied by
-  ``epoch ≥ warmup`` (0 or 1).
+  both have the same value, so their gradients with respect to the discriminator's weights cancel (to
+  float rounding), and only x̂ (hence the decoder and encoder) receives gradient.
 
 So the loss the run reports (``loss``) stays the loss component's value, comparable with runs without
-a discriminator, and the phase's terms are reported on their own (:data:`TERMS`).  The discriminator
-trains from the first epoch (it learns to tell the warm-up's reconstructions from the data) and its
-gradient reaches the VAE from epoch ``warmup`` on (0-based).  Its weights are variables of the VAE, and
-its Adam moments variables of the one optimizer: checkpoints keep both, so ``--resume`` replays exactly.
+a discriminator, and the phase's terms are reported on their own (:data:`TERMS`).
+
+The phase starts at the 0-based epoch ``warmup``, for both networks at once, as in RAVE and
+stable-audio-tools: until then the compiled steps do not run the discriminator at all (the model's
+``set_epoch`` re-traces them when the phase starts), so the warm-up costs what a run without one costs,
+and its terms are 0 and not logged.  The discriminator's weights are variables of the VAE and its Adam
+moments variables of the one optimizer: checkpoints keep both, so ``--resume`` replays exactly.
 """
 
 from __future__ import annotations
@@ -84,9 +86,9 @@ def feature_matching(real: list, fake: list):
     return ops.mean(ops.stack([ops.mean(ops.abs(r - f)) for r, f in zip(real, fake)]))
 
 
-def terms(discriminator, phase: Phase, x, x_hat, epoch, training=True) -> tuple[dict, object]:
+def terms(discriminator, phase: Phase, x, x_hat, training=True) -> tuple[dict, object]:
     """The phase's terms for a batch (values, as :data:`TERMS`) and the zero-valued ``carried`` scalar
-    whose gradient is the phase's (see the module's docstring).  ``epoch``: the 0-based epoch, a tensor."""
+    whose gradient is the phase's (see the module's docstring)."""
     from keras import ops
 
     sg = ops.stop_gradient
@@ -94,12 +96,33 @@ def terms(discriminator, phase: Phase, x, x_hat, epoch, training=True) -> tuple[
     # identical passes): the data, x̂ (gradient to the VAE and the discriminator), and the same values
     # stopped (gradient to the discriminator only).
     both = ops.concatenate([ops.cast(t, "float32") for t in (x, x_hat, sg(x_hat))], axis=0)
-    real_out, fake_out, stopped_out = zip(*(ops.split(o, 3, axis=0) for o in outputs(discriminator, both, training)))
-    d_loss = discriminator_loss(phase.loss, real_out[-1], stopped_out[-1])
-    g_loss = generator_loss(phase.loss, fake_out[-1])
-    fm = feature_matching(real_out, fake_out)
-    on = ops.cast(ops.greater_equal(ops.cast(epoch, "float32"), float(phase.warmup)), "float32")
-    generator = (phase.weight * (g_loss - generator_loss(phase.loss, stopped_out[-1]))
-                 + phase.feature_weight * (fm - feature_matching(real_out, stopped_out)))
-    carried = (d_loss - sg(d_loss)) + on * generator
-    return {"adv_disc": d_loss, "adv_gen": g_loss, "adv_fm": fm}, carried
+    real, fake, stopped = zip(*(ops.split(o, 3, axis=0) for o in outputs(discriminator, both, training)))
+    d_loss = discriminator_loss(phase.loss, real[-1], stopped[-1])
+    g_loss = generator_loss(phase.loss, fake[-1])
+    fm = feature_matching(real, fake)
+    generator = (phase.weight * (g_loss - generator_loss(phase.loss, stopped[-1]))
+                 + phase.feature_weight * (fm - feature_matching(real, stopped)))
+    return {"adv_disc": d_loss, "adv_gen": g_loss, "adv_fm": fm}, (d_loss - sg(d_loss)) + generator
+
+
+def idle(discriminator) -> tuple[dict, object]:
+    """What :func:`terms` returns in the warm-up, without running the discriminator: zeros, and a ``carried``
+    of 0·Σ mean(w) so that every discriminator weight has a (zero) gradient rather than none (TensorFlow
+    warns of variables without gradients)."""
+    from keras import ops
+
+    zero = ops.zeros((), "float32")
+    carried = 0.0 * ops.sum(ops.stack([ops.cast(ops.mean(w), "float32") for w in discriminator.trainable_weights]))
+    return {name: zero for name in TERMS}, carried
+
+
+def active(model, epoch: int) -> bool:
+    """Whether the phase is on in ``epoch`` (0-based) for ``model`` (a VAE; False without a discriminator)."""
+    return getattr(model, "discriminator", None) is not None and epoch >= model.phase.warmup
+
+
+def idle_terms(model, epoch: int) -> set[str]:
+    """The epoch metrics of ``model`` that hold no value in ``epoch`` (0-based): the phase's, in its warm-up."""
+    if getattr(model, "discriminator", None) is None or active(model, epoch):
+        return set()
+    return {*TERMS, *(f"val_{t}" for t in TERMS)}

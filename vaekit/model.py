@@ -86,6 +86,9 @@ class VAE(keras.Model):
         #: the one optimizer trains them and checkpoints keep them.  :attr:`phase` holds the phase's settings.
         self.discriminator = discriminator
         self.phase = adversarial.Phase() if discriminator is not None else None
+        # Whether the traced steps run the discriminator: a Python flag, fixed when a step is traced, so the
+        # warm-up's steps do not compute it at all (set_epoch re-traces them when the phase starts).
+        self._phase_on = False
         self.seed = seed
         self.sampling = Sampling(seed=seed, name="sampling")
         self.latent_dim = int(decoder.inputs[0].shape[-1])
@@ -149,12 +152,24 @@ class VAE(keras.Model):
         loss = terms["loss"]
         if self.discriminator is not None:
             # Zero-valued, with the phase's gradients (vaekit.adversarial): `loss` stays the loss component's.
-            adv, carried = adversarial.terms(self.discriminator, self.phase, x, y_pred[0], self.epoch, training)
+            adv, carried = (adversarial.terms(self.discriminator, self.phase, x, y_pred[0], training)
+                            if self._phase_on else adversarial.idle(self.discriminator))
             terms, loss = {**terms, **adv}, loss + carried
         others = [terms[name] for name in self.terms.names]
         if others:
             self.terms.update_state(others, ops.shape(x)[0])
         return loss * self.loss_scale
+
+    def set_epoch(self, epoch: int) -> None:
+        """Tell the model the (0-based) epoch it trains or evaluates in: the ``epoch`` variable losses read,
+        and the adversarial phase, whose start re-traces the compiled steps (between epochs, once a run)."""
+        self.epoch.assign(float(epoch))
+        on = adversarial.active(self, epoch)
+        if on != self._phase_on:
+            self._phase_on = on
+            if self.train_function is not None:
+                self.make_train_function(force=True)
+            self.test_function = None
 
     def fit(self, *args, **kwargs):
         with self._latents():

@@ -14,7 +14,7 @@ import time
 import keras
 import numpy as np
 
-from vaekit import distribute
+from vaekit import adversarial, distribute
 from vaekit.errors import TrainingError
 from vaekit.model import build_vae
 
@@ -163,6 +163,9 @@ def check_monitor(config, terms) -> None:
     if not config.early_stop:
         return
     names = [*terms, *(f"val_{t}" for t in terms)]
+    if config.monitor.removeprefix("val_") in adversarial.TERMS:
+        raise ConfigError(f"--monitor {config.monitor}: a term of the adversarial phase, 0 during its warm-up; "
+                          "monitor the loss or one of its terms")
     if config.monitor not in names:
         raise ConfigError(f"--monitor {config.monitor}: not an epoch metric of this run; choose one of {', '.join(names)}")
     if config.monitor.startswith("val_") and config.validation_split <= 0:
@@ -208,7 +211,7 @@ class EpochLogger(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
-        self.vae.epoch.assign(float(epoch))
+        self.vae.set_epoch(epoch)
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
@@ -221,7 +224,8 @@ class EpochLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         import mlflow
 
-        new = {k: float(v) for k, v in (logs or {}).items() if epoch not in self.logged.get(k, ())}
+        idle = adversarial.idle_terms(self.vae, epoch)  # the adversarial phase's terms before it starts: 0, not logged
+        new = {k: float(v) for k, v in (logs or {}).items() if epoch not in self.logged.get(k, ()) and k not in idle}
         if new:
             mlflow.log_metrics(new, step=epoch)
 
@@ -281,5 +285,6 @@ def fit(model, ds, config, progress: bool, initial_epoch: int = 0, checkpointer=
 
 def evaluate(model, x: np.ndarray, batch_size: int) -> dict[str, float]:
     """The loss terms on ``x`` (N, H, W), as ``test_<term>``: means over the clips."""
+    model.set_epoch(int(keras.ops.convert_to_numpy(model.epoch)))  # after a resume that trains no further, the phase is the checkpoint's
     result = model.evaluate(x[..., None], batch_size=batch_size, verbose=0, return_dict=True)
     return {f"test_{k}": float(v) for k, v in result.items()}
