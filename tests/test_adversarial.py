@@ -175,6 +175,8 @@ def test_a_run_with_a_discriminator_stopped_mid_phase_resumes_exactly(notebook_d
         # The phase's terms from its first epoch (1) on: not logged in the warm-up, where they are 0.
         assert [m.step for m in got] == ([1, 2] if "adv" in key else [0, 1, 2]), key
         np.testing.assert_allclose([m.value for m in got], [m.value for m in want], rtol=1e-5, err_msg=key)
+    # The phase ran in training (its step re-traced when it started): a discriminator's hinge loss is ~2 at chance.
+    assert all(m.value > 1 for m in client.get_metric_history(run_id, "adv_disc")), "the training step ran no discriminator"
     for key in ("test_loss", "test_mse", "test_adv_disc", "test_adv_gen", "test_adv_fm"):
         assert resumed.metrics[key] == pytest.approx(whole.metrics[key], rel=1e-5), key
 
