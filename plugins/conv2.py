@@ -4,25 +4,40 @@ Encoder: Conv2D(40, 3×3, relu) → AvgPool 2×2 → Conv2D(25, 3×3, relu) → 
 Flatten → Dense(800, relu) → Dense(60, relu) → Dense(d) μ and Dense(d) log σ².
 Decoder: the mirror image, ending in Conv2DTranspose(1, 3×3, relu).
 At 50×50 and d = 20: encoder 2,480,725 parameters, decoder 2,482,486.
+
+Any H×W of at least 10×10: the decoder mirrors the encoder exactly only for sizes n ≡ 2 (mod 4)
+(50 included), so other sizes are zero-padded at the end (bottom rows, last frames) up to the next such
+size before the first convolution, and the decoder's output is cropped back to H×W.  At sizes
+n ≡ 2 (mod 4) there is no padding and no cropping: the model is layer for layer the notebook's.
 """
 
 import vaekit
 
+#: The smallest side conv2 takes: 3×3 conv → pool 2 → 3×3 conv → pool 2 must leave at least one cell.
+MIN_SIZE = 10
 
-def _grid(size: int, axis: str) -> int:
-    """Side length after conv 3×3 → pool 2 → conv 3×3 → pool 2, if the decoder can undo it exactly."""
-    after_first = size - 2
-    after_second = after_first // 2 - 2
-    if size < 10 or after_first % 2 or after_second % 2:
-        ok = [n for n in range(10, 200) if (n - 2) % 2 == 0 and ((n - 2) // 2 - 2) % 2 == 0]
-        near = sorted(ok, key=lambda n: abs(n - size))[:2]
+
+def _padded(size: int) -> int:
+    """The smallest n ≥ ``size`` with n ≡ 2 (mod 4): the sizes the decoder's upsampling mirrors exactly."""
+    return size + (2 - size) % 4
+
+
+def _grid(size: int) -> int:
+    """Side length after conv 3×3 → pool 2 → conv 3×3 → pool 2 of a side padded to :func:`_padded`."""
+    return ((_padded(size) - 2) // 2 - 2) // 2
+
+
+def _check_size(shape) -> None:
+    if min(shape[0], shape[1]) < MIN_SIZE:
         from vaekit.errors import ShapeError
 
-        raise ShapeError(
-            f"conv2 cannot take a spectrogram {axis} of {size}: it needs a size n ≥ 10 with n ≡ 2 (mod 4) "
-            f"so the decoder mirrors the encoder exactly (nearest: {', '.join(map(str, sorted(near)))})"
-        )
-    return after_second // 2
+        raise ShapeError(f"conv2 needs spectrograms of at least {MIN_SIZE}×{MIN_SIZE} (mel bands × frames), "
+                         f"got {shape[0]}×{shape[1]}")
+
+
+def _padding(shape) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Rows and columns added at the end of each axis to reach the mirrored sizes (none at n ≡ 2 mod 4)."""
+    return (0, _padded(shape[0]) - shape[0]), (0, _padded(shape[1]) - shape[1])
 
 
 def build_encoder(input_shape, latent_dim, filters1=40, filters2=25, dense1=800, dense2=60):
@@ -30,9 +45,12 @@ def build_encoder(input_shape, latent_dim, filters1=40, filters2=25, dense1=800,
     import keras
     from keras import layers
 
-    h, w = _grid(input_shape[0], "height (mel bands)"), _grid(input_shape[1], "width (frames)")
+    _check_size(input_shape)
+    h, w = _grid(input_shape[0]), _grid(input_shape[1])
     inputs = keras.Input(shape=tuple(input_shape))
-    x = layers.Conv2D(filters1, (3, 3), activation="relu")(inputs)  # (48, 48, 40)
+    pad = _padding(input_shape)
+    x = layers.ZeroPadding2D(pad, name="pad")(inputs) if pad != ((0, 0), (0, 0)) else inputs
+    x = layers.Conv2D(filters1, (3, 3), activation="relu")(x)  # (48, 48, 40)
     x = layers.AveragePooling2D((2, 2))(x)  # (24, 24, 40)
     x = layers.Conv2D(filters2, (3, 3), activation="relu")(x)  # (22, 22, 25)
     x = layers.AveragePooling2D((2, 2))(x)  # (11, 11, 25)
@@ -50,7 +68,8 @@ def build_decoder(latent_dim, output_shape, filters1=40, filters2=25, dense1=800
     import keras
     from keras import layers
 
-    h, w = _grid(output_shape[0], "height (mel bands)"), _grid(output_shape[1], "width (frames)")
+    _check_size(output_shape)
+    h, w = _grid(output_shape[0]), _grid(output_shape[1])
     inputs = keras.Input(shape=(latent_dim,))
     x = layers.Dense(dense2, activation="relu")(inputs)
     x = layers.Dense(dense1, activation="relu")(x)
@@ -60,6 +79,9 @@ def build_decoder(latent_dim, output_shape, filters1=40, filters2=25, dense1=800
     x = layers.Conv2DTranspose(filters1, (3, 3), activation="relu")(x)  # (24, 24, 40)
     x = layers.UpSampling2D((2, 2))(x)  # (48, 48, 40)
     outputs = layers.Conv2DTranspose(output_shape[-1], (3, 3), activation="relu")(x)  # (50, 50, 1)
+    crop = _padding(output_shape)
+    if crop != ((0, 0), (0, 0)):
+        outputs = layers.Cropping2D(crop, name="crop")(outputs)  # back to H×W
     return keras.Model(inputs, outputs, name="conv2_decoder")
 
 

@@ -2,7 +2,9 @@
 
 ``synthetic`` and ``audio-folder`` write notebook-format data into the cache
 (``VAEKIT_CACHE``, else ``~/.cache/vaekit``) once, keyed by everything that determines it,
-and load it from there afterwards.
+and load it from there afterwards.  Both take the audio parameters as options, as ``vaekit prepare``
+does (``sr``, ``n_mels``, ``n_fft``, ``hop_length``, ``duration``; ``hop_length=0``: the notebook's hop,
+50 frames a clip); the ``audio`` argument of their build functions is not used.
 """
 
 import vaekit
@@ -16,11 +18,31 @@ def build_notebook(path, audio):
     return data.load_notebook_dir(path, audio)
 
 
-def build_synthetic(path, audio, clips=4000, seed=0, speakers=24, test_fraction=0.25, progress=True):
+def audio_options(sr, n_mels, n_fft, hop_length, duration):
+    """The ``AudioParams`` of a dataset's audio options (``hop_length`` 0: the notebook's, 50 frames a clip)."""
+    from vaekit.errors import ConfigError
+    from vaekit.prepare import audio_params
+
+    try:
+        return audio_params(sr=sr, duration=duration, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length or None)
+    except ConfigError as exc:  # "audio parameters: ..." → name the options
+        raise ConfigError(f"--option dataset.*: {str(exc).removeprefix('audio parameters: ')}") from None
+
+
+#: The audio options of ``synthetic`` and ``audio-folder`` (the notebook's values), and their ranges: a clip
+#: must hold at least one frame, and the sizes stay where one spectrogram still fits in memory.
+AUDIO_RANGES = {"sr": {"min": 1000, "max": 384_000}, "n_mels": {"min": 1, "max": 1024},
+                "n_fft": {"min": 16, "max": 65_536}, "hop_length": {"min": 0, "max": 1_000_000},
+                "duration": {"above": 0, "max": 600}}
+
+
+def build_synthetic(path, audio, clips=4000, seed=0, speakers=24, test_fraction=0.25, progress=True,
+                    sr=22050, n_mels=50, n_fft=2048, hop_length=0, duration=1.0):
     """Built-in synthetic voices (source-filter speech, 80-300 Hz speakers), generated on first use and cached."""
     from vaekit import synth
     from vaekit.errors import ConfigError
 
+    audio = audio_options(sr, n_mels, n_fft, hop_length, duration)
     if clips < 2 or speakers < 1:
         raise ConfigError(f"dataset synthetic: clips must be ≥ 2 and speakers ≥ 1, got clips={clips}, speakers={speakers}")
     target = synth.synthetic_dir(clips, seed, speakers, audio, test_fraction)
@@ -28,7 +50,8 @@ def build_synthetic(path, audio, clips=4000, seed=0, speakers=24, test_fraction=
                                                          progress=progress), audio)
 
 
-def build_audio_folder(path, audio, split_by="random", test_fraction=0.25, seed=0, workers=0, progress=True):
+def build_audio_folder(path, audio, split_by="random", test_fraction=0.25, seed=0, workers=0, progress=True,
+                       sr=22050, n_mels=50, n_fft=2048, hop_length=0, duration=1.0):
     """A folder tree of audio files (wav, flac, ogg), prepared like `vaekit prepare` into the cache on first use.
 
     The cache key covers the folder, the audio parameters, these options and every file's
@@ -39,6 +62,7 @@ def build_audio_folder(path, audio, split_by="random", test_fraction=0.25, seed=
     from vaekit import prepare, synth
     from vaekit.errors import DataError
 
+    audio = audio_options(sr, n_mels, n_fft, hop_length, duration)
     if path is None:
         raise DataError("the audio-folder dataset needs --data AUDIO_DIR")
     root = Path(path).resolve()
@@ -84,8 +108,8 @@ def register_datasets(register):
     split = {"above": 0, "below": 1}  # both sides must keep a clip
     register("synthetic", build_synthetic, options={
         "clips": {"min": 2, "max": 10_000_000}, "seed": seed, "speakers": {"min": 1, "max": 1_000_000},
-        "test_fraction": split})
+        "test_fraction": split, **AUDIO_RANGES})
     register("notebook", build_notebook, detect=data.is_notebook_dir)
     register("audio-folder", build_audio_folder, detect=is_audio_folder, options={
         "split_by": {"choices": list(SPLITS)}, "test_fraction": split, "seed": seed,
-        "workers": {"min": 0, "max": 4096}})
+        "workers": {"min": 0, "max": 4096}, **AUDIO_RANGES})

@@ -1,7 +1,9 @@
 """Metrics: the built-in audio metrics of every run (formulas in docs/metrics.md and vaekit.audio_metrics).
 
 Each is ``build(**options)`` → ``metric(original, reconstructed, sampled, audio, vocoded)`` → {name: number};
-all are in dB or plain ratios, so they compare across datasets and normalisations.
+all are in dB or plain ratios, so they compare across datasets and normalisations.  ``test_audio_*`` also take
+the ``context`` keyword (:class:`vaekit.audio_metrics.MetricContext`): they compare with the original audio,
+at one analysis whatever the data's resolution, and are skipped where that audio is not known.
 """
 
 import vaekit
@@ -37,6 +39,34 @@ def build_vocoded_mel_db(clips=4):
     return metric
 
 
+def build_audio_mel_db(clips=4):
+    """Log-mel distance (dB) of vocoded test reconstructions from the original audio (80 mels, n_fft 1024, hop 256, 22050 Hz).
+
+    The first `clips` test clips, the same ones test_vocoded_mel_db vocodes; skipped where the audio is not known.
+    """
+    from vaekit.audio_metrics import audio_mel_db, reference_pairs
+
+    def metric(original, reconstructed, sampled, audio, vocoded, context=None):
+        reference, waves = reference_pairs(context, vocoded, clips)
+        return {"test_audio_mel_db": audio_mel_db(reference, waves, audio.sr)}
+
+    return metric
+
+
+def build_audio_stft_db(clips=4):
+    """Multi-resolution STFT log-magnitude distance (dB; FFT 512, 1024, 2048) of vocoded test reconstructions from the original audio.
+
+    The first `clips` test clips, at 22050 Hz; skipped where the audio is not known.
+    """
+    from vaekit.audio_metrics import audio_stft_db, reference_pairs
+
+    def metric(original, reconstructed, sampled, audio, vocoded, context=None):
+        reference, waves = reference_pairs(context, vocoded, clips)
+        return {"test_audio_stft_db": audio_stft_db(reference, waves, audio.sr)}
+
+    return metric
+
+
 def build_sample_fd():
     """Fréchet distance between per-clip mel statistics (each band's mean and std in dB) of samples and test clips."""
     from vaekit.audio_metrics import clip_statistics, frechet_distance
@@ -68,5 +98,8 @@ def register_metrics(register):
     register("test_recon_mcd_db", build_recon_mcd_db, options={"order": {"min": 1, "max": 1024}})
     # Each clip costs a vocoder call (Griffin-Lim: ~2 CPU-s at 32 iterations on 2 cores): bounded.
     register("test_vocoded_mel_db", build_vocoded_mel_db, options={"clips": {"min": 1, "max": 100_000}})
+    # Against the original audio (where the data knows it): the same vocoded clips as test_vocoded_mel_db's.
+    register("test_audio_mel_db", build_audio_mel_db, options={"clips": {"min": 1, "max": 100_000}})
+    register("test_audio_stft_db", build_audio_stft_db, options={"clips": {"min": 1, "max": 100_000}})
     register("sample_fd", build_sample_fd)
     register("sample_diversity", build_sample_diversity)

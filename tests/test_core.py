@@ -22,13 +22,26 @@ def test_conv2_parameter_counts_match_the_notebook():
     assert tuple(dec.outputs[0].shape) == (None, 50, 50, 1)
 
 
-def test_conv2_other_sizes_work_or_fail_clearly():
+def test_conv2_takes_any_size_from_10_padding_only_where_the_notebooks_model_cannot_mirror():
+    """Sizes n ≡ 2 (mod 4) are the notebook's model layer for layer; others are padded, then cropped back."""
+    import keras
+
     enc = get_component("encoder", "conv2").create((42, 62, 1), 8)
     dec = get_component("decoder", "conv2").create(8, (42, 62, 1))
     assert tuple(dec.outputs[0].shape) == (None, 42, 62, 1)
     assert [tuple(o.shape) for o in enc.outputs] == [(None, 8), (None, 8)]
-    with pytest.raises(PluginError, match=r"conv2 cannot take a spectrogram height \(mel bands\) of 64.*nearest: 62, 66"):
-        get_component("encoder", "conv2").create((64, 50, 1), 20)
+    assert not any(isinstance(layer, (keras.layers.ZeroPadding2D, keras.layers.Cropping2D))
+                   for layer in enc.layers + dec.layers)
+    for shape, padded in (((128, 87, 1), (130, 90)), ((80, 44, 1), (82, 46)), ((64, 50, 1), (66, 50))):
+        enc = get_component("encoder", "conv2").create(shape, 8)
+        dec = get_component("decoder", "conv2").create(8, shape)
+        assert tuple(enc.get_layer("pad").output.shape[1:3]) == padded
+        assert tuple(dec.get_layer("crop").input.shape[1:3]) == padded
+        assert tuple(dec.outputs[0].shape) == (None, *shape)
+        x = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
+        assert [tuple(o.shape) for o in enc(x)] == [(2, 8), (2, 8)]
+    with pytest.raises(PluginError, match=r"^conv2 needs spectrograms of at least 10×10 \(mel bands × frames\), got 9×50$"):
+        get_component("encoder", "conv2").create((9, 50, 1), 20)
 
 
 def test_mse_kl_matches_the_notebook_reductions():
@@ -120,6 +133,9 @@ def test_cli_run_with_flags_options_and_config(notebook_data, store, tmp_path):
                   "--epochs", "1", "--option", "loss.lambda=1000", "--tracking-uri", store, "--quiet", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "run id:" in res.stdout and "test MSE:" in res.stdout and "test KL:" in res.stdout
+    # Plain .npy data holds no audio: the metrics against the original audio are skipped, in one line saying why.
+    assert (f"skipped:   test_audio_mel_db, test_audio_stft_db: {notebook_data}: the data holds spectrograms only "
+            "(no dataset.json), so the original audio is not known\n") in res.stdout
     assert "vaekit ui" in res.stdout and "samples/" in res.stdout
     run_id = res.stdout.split("run id:")[1].split()[0]
     p = MlflowClient(store).get_run(run_id).data.params
@@ -203,14 +219,20 @@ def test_a_run_logs_exactly_the_keys_the_docs_list(notebook_data, store):
            "inputs": {t.value for d in logged.inputs.dataset_inputs for t in d.tags if t.key == "mlflow.data.context"}}
     placeholders = {
         "SETTING": "|".join(f.name for f in fields(RunConfig) if f.name not in ("options", "tracking_uri")),
-        "KIND": "|".join(kinds.NAMES), "OPTION": r"[\w-]+", "TERM": "loss|mse|kl", "NN": r"\d\d",
+        "KIND": "|".join(kinds.NAMES), "OPTION": r"[\w-]+", "TERM": "loss|mse|kl", "NNN": r"\d\d\d", "NN": r"\d\d",
         "AUDIO": "|".join(AudioParams().to_dict()),
     }
     only_some_runs = {"vaekit.plugin_files", "vaekit.closed", "vaekit.sweep.parent", "vaekit.sweep.point", "mlflow.parentRunId",
                       "vaekit.trial", "vaekit.study", "vaekit.pruned", "vaekit.pruned_epoch",
                       "vaekit.resumed_from_epoch", "vaekit.error", "mlflow.*", "checkpoints/state.npz",
                       "checkpoints/state.json", "error/traceback.txt", "system/*",
-                      "best_epoch", "stopped_epoch"}
+                      "best_epoch", "stopped_epoch",
+                      # Against the original audio: plain .npy data (this run's) has none; the tag says so.
+                      "test_audio_mel_db", "test_audio_stft_db",
+                      # --audio-every (tests/test_audio_every.py checks what such a run logs against the same list)
+                      "epochs/NNN/reconstruction_NN.wav", "epochs/NNN/sample_NN.wav", "epochs/NNN/strip.png",
+                      "epochs/original_NN.wav"}
+    assert logged.data.tags["vaekit.metrics_skipped"].startswith("test_audio_mel_db, test_audio_stft_db: ")
     documented = documented_logged_keys()
     assert set(documented) == set(got)
     for what, keys in documented.items():

@@ -126,6 +126,206 @@ def test_vocoded_mel_db_compares_the_vocoded_audio_with_the_original():
     assert 0 < got <= 20 * math.log10(2) + 1e-3
 
 
+# -- against the original audio (issue 21) ------------------------------------------------------------------------
+
+def _floored_by_hand(ref_db, other_db):
+    """mean over clips of mean |max(R, f) − max(O, f)|, f = each clip's max(R) − 80 dB."""
+    out = []
+    for r, o in zip(ref_db, other_db):
+        f = r.max() - 80.0
+        out.append(np.mean(np.abs(np.maximum(r, f) - np.maximum(o, f))))
+    return float(np.mean(out))
+
+
+def test_the_floor_by_hand():
+    from vaekit.audio_metrics import floored_distance_db
+
+    ref = np.array([[0.0, -70.0, -90.0, -100.0]])
+    other = np.array([[-3.0, -85.0, -50.0, -100.0]])
+    # floor −80: ref → 0, −70, −80, −80; other → −3, −80, −50, −80; |differences| 3, 10, 30, 0.
+    assert floored_distance_db(ref, other) == pytest.approx((3 + 10 + 30 + 0) / 4)
+    # Each clip has its own floor (its original's peak − 80), and clips count equally.
+    # Second clip: peak −10, floor −90: ref → −10, −20, −90, −30; other → −10, −26, −60, −90; |differences| 0, 6, 30, 60.
+    ref2 = np.concatenate([ref, [[-10.0, -20.0, -95.0, -30.0]]])
+    other2 = np.concatenate([other, [[-10.0, -26.0, -60.0, -100.0]]])
+    assert floored_distance_db(ref2, other2) == pytest.approx(((3 + 10 + 30 + 0) / 4 + (0 + 6 + 30 + 60) / 4) / 2)
+
+
+@pytest.mark.parametrize("sr", [22050, 16000])
+def test_audio_mel_db_and_audio_stft_db_by_hand(sr):
+    """librosa's own mel spectrogram and STFT at the reference analysis (22050 Hz, 80 mels / n_fft 1024 / hop 256;
+    FFT sizes 512, 1024, 2048 with hop n_fft/4), power in dB with a −100 dB floor, the 80 dB floor per clip."""
+    import librosa
+
+    from vaekit.audio_metrics import audio_mel_db, audio_stft_db
+
+    audio = AudioParams(sr=sr)
+    original = make_tones(2, audio, seed=1)
+    vocoded = original * 0.7 + 0.02 * np.random.default_rng(2).standard_normal(original.shape).astype(np.float32)
+    if sr != 22050:
+        to_ref = [librosa.resample(y, orig_sr=sr, target_sr=22050, res_type="soxr_hq") for y in (original, vocoded)]
+    else:
+        to_ref = [original, vocoded]
+
+    def mel_db(y):
+        p = librosa.feature.melspectrogram(y=y, sr=22050, n_fft=1024, hop_length=256, n_mels=80, power=2.0,
+                                           pad_mode="constant")
+        return librosa.power_to_db(p, ref=1.0, amin=1e-10, top_db=None)
+
+    def stft_db(y, n_fft):
+        return 20 * np.log10(np.maximum(np.abs(librosa.stft(y, n_fft=n_fft, hop_length=n_fft // 4, pad_mode="constant")),
+                                        1e-5))
+
+    expected_mel = _floored_by_hand(mel_db(to_ref[0]), mel_db(to_ref[1]))
+    expected_stft = np.mean([_floored_by_hand(stft_db(to_ref[0], n), stft_db(to_ref[1], n)) for n in (512, 1024, 2048)])
+    assert audio_mel_db(original, vocoded, sr) == pytest.approx(expected_mel, rel=1e-4)
+    assert audio_stft_db(original, vocoded, sr) == pytest.approx(expected_stft, rel=1e-4)
+    assert expected_mel > 1 and expected_stft > 1
+
+
+def test_half_the_amplitude_is_6_02_db_away_in_both():
+    """White noise never falls 80 dB below its peak: every value is clipped by neither, and halving the amplitude moves
+    each by 20·log10(2) dB."""
+    from vaekit.audio_metrics import audio_mel_db, audio_stft_db
+
+    noise = np.random.default_rng(0).standard_normal((2, 22050)).astype(np.float32) * 0.1
+    assert audio_mel_db(noise, noise / 2, 22050) == pytest.approx(20 * math.log10(2), abs=1e-6)
+    assert audio_stft_db(noise, noise / 2, 22050) == pytest.approx(20 * math.log10(2), abs=1e-6)
+    assert audio_mel_db(noise, noise, 22050) == 0.0 == audio_stft_db(noise, noise, 22050)
+
+
+def _metric(name):
+    from vaekit.components import get_component
+
+    return get_component("metrics", name)
+
+
+def test_a_metric_declaring_context_gets_it_and_one_that_cannot_be_computed_is_skipped_with_the_reason(tmp_path):
+    from vaekit.audio_metrics import MetricContext, ReferenceAudio, Vocoded, audio_mel_db, audio_stft_db, compute
+    from vaekit.components import Component
+
+    tones = make_tones(3, AUDIO)
+    mel = np.zeros((3, 50, 50))
+    seen = {}
+
+    def build_plain():
+        return lambda original, reconstructed, sampled, audio, vocoded: {"test_plain": 1.0}
+
+    def build_curious():
+        def metric(original, reconstructed, sampled, audio, vocoded, *, context):
+            seen["context"] = context
+            return {"test_refs": float(len(context.reference_audio(2)))}
+        return metric
+
+    comps = [_metric("test_audio_mel_db"), _metric("test_audio_stft_db"), Component("metrics", "plain", build_plain, "t", "0"),
+             Component("metrics", "curious", build_curious, "t", "0")]
+    vocoded = Vocoded(None, mel, waves=tones * 0.5)
+    context = MetricContext(ReferenceAudio.of(tones))
+    out = compute(comps, mel, mel, None, AUDIO, vocoded, {"clips": 3}, context)
+    assert seen["context"] is context and out["test_refs"] == 2.0 and out["test_plain"] == 1.0
+    assert out["test_audio_mel_db"] == pytest.approx(audio_mel_db(tones, tones * 0.5, AUDIO.sr))
+    assert out["test_audio_stft_db"] == pytest.approx(audio_stft_db(tones, tones * 0.5, AUDIO.sr))
+    assert context.skipped == {}
+
+    # docs/metrics.md's example of a metric of one's own that takes the context: SNR against the original audio.
+    from conftest import docs_page
+    from vaekit.plugins import load_plugin_file
+
+    example = docs_page("metrics.md").split("# snr_metric.py\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "snr_metric.py").write_text(example)
+    load_plugin_file(tmp_path / "snr_metric.py")
+    snr = compute([_metric("snr")], mel, mel, None, AUDIO, vocoded, None, context)["test_snr_db"]
+    assert snr == pytest.approx(10 * math.log10(1 / 0.25), rel=1e-4)  # ŷ = y/2: noise y/2, a quarter of the power
+
+    unknown = MetricContext(reference_reason="DIR: the data holds spectrograms only")
+    out = compute(comps[:3], mel, mel, None, AUDIO, vocoded, None, unknown)
+    assert out == {"test_plain": 1.0}
+    assert unknown.skipped == {"test_audio_mel_db": "DIR: the data holds spectrograms only",
+                               "test_audio_stft_db": "DIR: the data holds spectrograms only"}
+    compute([_metric("snr")], mel, mel, None, AUDIO, vocoded, None, unknown)
+    assert unknown.skipped["snr"] == "DIR: the data holds spectrograms only"
+
+
+def test_the_metrics_against_the_original_audio_are_columns_of_the_sweep_and_tune_tables():
+    """Both tables show the test_ and sample_ metrics a child logged (vaekit.tune.TABLE_METRICS)."""
+    from vaekit.sweep import format_table
+    from vaekit.tune import TABLE_METRICS, TrialRun
+
+    assert all(_metric(name).name.startswith(TABLE_METRICS) for name in ("test_audio_mel_db", "test_audio_stft_db"))
+    child = TrialRun(0, {"loss.lambda": 500}, 0, status="FINISHED", run_id="r1",
+                     metrics={"test_audio_mel_db": 7.25, "test_audio_stft_db": 9.5})
+    header, row = format_table([("loss.lambda", [500])], [child]).splitlines()[:3:2]
+    assert header.split() == ["#", "loss.lambda", "status", "test_audio_mel_db", "test_audio_stft_db", "run", "id"]
+    assert row.split() == ["0", "500", "FINISHED", "7.2500", "9.5000", "r1"]
+
+
+def _prepared(tmp_path, **kw):
+    from test_prepare import make_audio_tree
+
+    from vaekit.data import load_notebook_dir
+    from vaekit.prepare import audio_params, prepare_folder
+
+    src = make_audio_tree(tmp_path / "audio", speakers=2, per_speaker=4, bad=False)
+    prepare_folder(src, tmp_path / "prepared", audio_params(**kw), workers=1, progress=False)
+    return src, load_notebook_dir(tmp_path / "prepared")
+
+
+def test_prepare_records_how_to_reload_each_test_clip_and_the_context_checks_it_did(tmp_path):
+    import json
+    import shutil
+
+    from vaekit.audio_metrics import MetricSkipped, context_for
+    from vaekit.prepare import read_clip
+
+    src, ds = _prepared(tmp_path, sr=16000, n_mels=40, hop_length=400)
+    meta = json.loads((tmp_path / "prepared" / "dataset.json").read_text())
+    spec = meta["test_audio"]
+    assert spec["kind"] == "files" and spec["root"] == str(src.resolve()) and len(spec["clips"]) == len(ds.x_test) == 2
+    names = sorted(p.relative_to(src).as_posix() for p in src.rglob("*.*"))
+    assert [names[i] for i in spec["clips"]] == meta["test_files"]
+    reference = context_for(ds).reference_audio
+    waves = reference(5)  # at most the test set
+    assert waves.shape == (2, 16000)
+    for wave, name in zip(waves, meta["test_files"]):
+        np.testing.assert_array_equal(wave, read_clip(src / name, ds.audio))
+
+    # Prepared by an older vaekit (no test_audio): its source folder and test_files say the same.
+    del meta["test_audio"]
+    (tmp_path / "prepared" / "dataset.json").write_text(json.dumps(meta))
+    from vaekit.data import load_notebook_dir
+
+    np.testing.assert_array_equal(context_for(load_notebook_dir(tmp_path / "prepared")).reference_audio(2), waves)
+
+    # A test file that changed since: its audio no longer gives its spectrogram, and the metrics say so.
+    sf.write(src / meta["test_files"][1], np.zeros(8000, np.float32) + 0.1, 16000)
+    with pytest.raises(MetricSkipped, match=rf"^test clip 1 \({meta['test_files'][1]}\) no longer gives its spectrogram "
+                                            r"\([\d.]+ dB apart\): its audio changed since the data was prepared$"):
+        context_for(ds).reference_audio(2)
+    assert context_for(ds).reference_audio(1).shape == (1, 16000)  # the first is still the same
+    # The folder is gone (the dataset was copied to another machine).
+    shutil.rmtree(src)
+    context = context_for(ds)
+    assert context.reference_audio is None
+    assert context.reference_reason == f"{ds.source}: the audio folder it was prepared from, {src.resolve()}, is not here"
+
+
+def test_the_synthetic_voices_reference_is_each_clip_synthesised_again_and_plain_data_has_none(notebook_data):
+    from vaekit.audio_metrics import context_for
+    from vaekit.components import get_component
+    from vaekit.data import load_notebook_dir
+    from vaekit.synth import synthesize
+
+    ds = get_component("dataset", "synthetic").create(None, AUDIO, clips=12, speakers=3, progress=False, n_mels=64)
+    clips = ds.info["test_audio"]["clips"]
+    assert ds.shape == (64, 50) and ds.audio.n_mels == 64
+    assert len(clips) == len(ds.x_test) == 3 and ds.info["test_files"][0].endswith(f"clip{clips[0]:05d}")
+    np.testing.assert_array_equal(context_for(ds).reference_audio(3), synthesize(clips, 0, 3, ds.audio)[0])
+    plain = context_for(load_notebook_dir(notebook_data))
+    assert plain.reference_audio is None
+    assert plain.reference_reason == (f"{notebook_data}: the data holds spectrograms only (no dataset.json), so the "
+                                      "original audio is not known")
+
+
 def test_sample_metrics_need_samples():
     from vaekit.default_plugins.metrics import build_sample_diversity, build_sample_fd
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import tiny_config
 from vaekit.audio import AudioParams
+from vaekit.errors import PluginError
 from vaekit.synth import make_speakers, synthesize
 
 AUDIO = AudioParams()
@@ -101,7 +103,16 @@ def test_synthetic_dataset_is_cached_by_parameters_and_made_like_prepare(vaekit_
     assert again.source == ds.source and (where / "x_train.npy").stat().st_mtime_ns == mtime
     other = comp.create(None, AUDIO, clips=64, speakers=8, seed=1, progress=False)
     assert other.source != ds.source and not np.allclose(other.x_train, ds.x_train)
-    assert sorted(p.name for p in (vaekit_cache / "synthetic").iterdir()) == sorted({where.name, Path(other.source).name})
+    # The audio parameters are options too (as vaekit prepare's flags), each set cached apart: 64 mels at hop 256.
+    fine = comp.create(None, AUDIO, clips=64, speakers=8, n_mels=64, hop_length=256, progress=False)
+    assert fine.x_train.shape == (48, 64, 87) and (fine.audio.n_mels, fine.audio.hop_length) == (64, 256)
+    assert fine.info["audio"] == fine.audio.to_dict() and ds.audio == AUDIO
+    assert sorted(p.name for p in (vaekit_cache / "synthetic").iterdir()) == sorted(
+        {where.name, Path(other.source).name, Path(fine.source).name})
+    assert comp.create(None, AUDIO, clips=64, speakers=8, n_mels=64, hop_length=256, progress=False).source == fine.source
+    with pytest.raises(PluginError, match=r"^--option dataset.n_mels=0: out of range; dataset 'synthetic' takes "
+                                          r"1 ≤ n_mels ≤ 1024$"):
+        comp.create(None, AUDIO, clips=64, n_mels=0)
 
 
 def test_run_without_data_trains_on_synthetic_voices(store, vaekit_cache):

@@ -12,14 +12,23 @@ A metric component (kind ``metrics``, hook ``register_metrics``) is ``build(**op
   ``reconstructed[:K]``, K = min(n, N) (a bounded subset: vocoding is the costly part), each clip
   vocoded once and shared by every metric.
 
+A metric that needs more declares a keyword parameter ``context``: it then also gets a
+:class:`MetricContext` (e.g. ``context.reference_audio``, the original waveforms of the test clips).
+A metric that cannot be computed on this data raises :class:`MetricSkipped` with the reason: it logs
+nothing, and the run says why in one line.
+
 The formulas are in docs/metrics.md; each built-in is checked against a hand computation.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from vaekit.audio import AudioParams
 
 #: Clips ``vocoded()`` vocodes by default (the first of the test set): Griffin-Lim at its default 32
 #: iterations costs about 2 CPU-s a clip on a 2-core machine, so a whole test set would cost minutes per run.
@@ -98,6 +107,238 @@ def diversity(sampled: np.ndarray, original: np.ndarray) -> float:
     return mean_pairwise_distance(sampled[:DIVERSITY_CLIPS]) / ref if ref > 0 else 0.0
 
 
+# -- against the original audio ------------------------------------------------------------------------------
+
+#: The one analysis the audio-reference metrics use, whatever the data's: 80 mel bands (0 Hz to Nyquist,
+#: Slaney), n_fft 1024, hop 256 at 22050 Hz.  Both signals are resampled to this rate first.
+REFERENCE = AudioParams(sr=22050, n_fft=1024, hop_length=256, n_mels=80)
+#: FFT sizes of the multi-resolution STFT distance (hop = n_fft / 4, Hann window, centred).
+STFT_SIZES = (512, 1024, 2048)
+#: Power below this is this (−100 dB), as librosa.power_to_db's ``amin``.
+AMIN = 1e-10
+#: Each clip's dB values are floored at its original's peak minus this, in both signals (power_to_db's ``top_db``):
+#: differences in what is inaudibly far below the clip's loudest part do not count.
+FLOOR_DB = 80.0
+#: Largest |dB| between a reloaded test clip's spectrogram and the stored one for the waveform to count as
+#: the one the spectrogram was made from (float rounding and BLAS threads differ by ~1e-4 dB).
+MATCH_DB = 0.01
+
+
+def to_reference_rate(waves: np.ndarray, sr: int) -> np.ndarray:
+    """Waveforms (N, samples) at ``sr`` → at :data:`REFERENCE`'s rate (soxr, as ``vaekit prepare`` resamples)."""
+    waves = np.asarray(waves, np.float32)
+    if sr == REFERENCE.sr:
+        return waves
+    import librosa
+
+    return librosa.resample(waves, orig_sr=sr, target_sr=REFERENCE.sr, res_type="soxr_hq", axis=-1).astype(np.float32)
+
+
+def power_db(power: np.ndarray) -> np.ndarray:
+    """10·log10(max(power, :data:`AMIN`)), in float64."""
+    return 10.0 * np.log10(np.maximum(np.asarray(power, np.float64), AMIN))
+
+
+def floored_distance_db(reference_db: np.ndarray, other_db: np.ndarray) -> float:
+    """Mean over clips of mean |max(R, f) − max(O, f)| over each clip's values, f = max(R) − :data:`FLOOR_DB` per clip.
+
+    ``reference_db``, ``other_db``: (N, ...) dB values of the original and of the vocoded reconstruction.
+    """
+    ref, other = np.asarray(reference_db, np.float64), np.asarray(other_db, np.float64)
+    axes = tuple(range(1, ref.ndim))
+    floor = ref.max(axis=axes, keepdims=True) - FLOOR_DB
+    return float(np.mean(np.abs(np.maximum(ref, floor) - np.maximum(other, floor)).mean(axis=axes)))
+
+
+def reference_log_mel(waves: np.ndarray) -> np.ndarray:
+    """Waveforms at the reference rate → (N, 80, frames) mel power in dB at the :data:`REFERENCE` analysis."""
+    from vaekit.audio import mel_basis, power_spectrogram
+
+    power = power_spectrogram(np.asarray(waves, np.float32), REFERENCE.n_fft, REFERENCE.hop_length)
+    return power_db(np.einsum("mf,ntf->nmt", mel_basis(REFERENCE), power.astype(np.float64), optimize=True))
+
+
+def _aligned(original: np.ndarray, vocoded: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
+    original, vocoded = to_reference_rate(original, sr), to_reference_rate(vocoded, sr)
+    n = min(original.shape[-1], vocoded.shape[-1])
+    return original[..., :n], vocoded[..., :n]
+
+
+def audio_mel_db(original: np.ndarray, vocoded: np.ndarray, sr: int) -> float:
+    """``test_audio_mel_db``: :func:`floored_distance_db` of the :func:`reference_log_mel` of both waveforms (N, samples) at ``sr``."""
+    original, vocoded = _aligned(original, vocoded, sr)
+    return floored_distance_db(reference_log_mel(original), reference_log_mel(vocoded))
+
+
+def audio_stft_db(original: np.ndarray, vocoded: np.ndarray, sr: int) -> float:
+    """``test_audio_stft_db``: the mean over :data:`STFT_SIZES` of :func:`floored_distance_db` of 20·log10 |STFT| (hop n_fft/4)."""
+    from vaekit.audio import power_spectrogram
+
+    original, vocoded = _aligned(original, vocoded, sr)
+    return float(np.mean([floored_distance_db(power_db(power_spectrogram(original, n_fft, n_fft // 4)),
+                                              power_db(power_spectrogram(vocoded, n_fft, n_fft // 4)))
+                          for n_fft in STFT_SIZES]))
+
+
+class MetricSkipped(Exception):
+    """Raised by a metric that cannot be computed on this data; the message (one line) says why."""
+
+
+class ReferenceAudio:
+    """``reference_audio(n=VOCODED_CLIPS)``: the original waveforms (K, samples) at the data's rate of the first
+    K = min(n, N) test clips, aligned with ``original`` (and with ``vocoded(n)``), loaded once each.
+
+    ``load(rows)`` returns the waveforms of those test rows.  With ``check`` (``check(rows)``: the stored test
+    spectrograms of those rows in dB) each loaded waveform is analysed again with the data's audio parameters
+    and must give its stored spectrogram (within :data:`MATCH_DB`): otherwise :class:`MetricSkipped` says which
+    clip changed.  ``names``: what to call the clips in that message.
+    """
+
+    def __init__(self, load, total: int, audio: AudioParams | None = None, check=None, names=None):
+        self.load, self.total, self.audio, self.check, self.names = load, int(total), audio, check, names
+        self.waves = np.zeros((0, 0), np.float32)
+
+    @classmethod
+    def of(cls, waves) -> ReferenceAudio:
+        """Waveforms already in hand (``vaekit reconstruct``'s inputs)."""
+        waves = np.asarray(waves, np.float32)
+        return cls(lambda rows: waves[rows], len(waves))
+
+    def __call__(self, n: int = VOCODED_CLIPS) -> np.ndarray:
+        n = min(int(n), self.total)
+        if len(self.waves) < n:
+            rows = list(range(len(self.waves), n))
+            try:
+                more = np.asarray(self.load(rows), np.float32)
+            except MetricSkipped:
+                raise
+            except Exception as exc:
+                from vaekit.errors import one_line
+
+                raise MetricSkipped(f"the original audio of the test clips cannot be loaded: {one_line(exc)}") from None
+            if self.check is not None:
+                self._verify(rows, more)
+            self.waves = np.concatenate([self.waves, more]) if len(self.waves) else more
+        return self.waves[:n]
+
+    def _verify(self, rows, waves) -> None:
+        from vaekit.audio import fit_length, waveforms_to_mel_db
+
+        again = waveforms_to_mel_db(fit_length(waves, self.audio.samples), self.audio)
+        gap = np.abs(again - np.asarray(self.check(rows), np.float32)).reshape(len(rows), -1).max(axis=1)
+        if (gap > MATCH_DB).any():
+            i = int(np.argmax(gap > MATCH_DB))
+            name = f" ({self.names[rows[i]]})" if self.names else ""
+            raise MetricSkipped(f"test clip {rows[i]}{name} no longer gives its spectrogram ({gap[i]:.2f} dB apart): "
+                                "its audio changed since the data was prepared")
+
+
+@dataclass
+class MetricContext:
+    """What a metric that declares a keyword parameter ``context`` gets besides its five positional arguments.
+
+    - ``reference_audio``: a :class:`ReferenceAudio`, ``reference_audio(n)`` → the original waveforms
+      (K, samples) at ``audio.sr`` of ``original[:K]``; ``None`` where the data's audio is not known, and
+      ``reference_reason`` then says why (one line).
+    - ``skipped``: metric name → why it logged nothing (filled by :func:`compute`).
+    """
+
+    reference_audio: ReferenceAudio | None = None
+    reference_reason: str = "no original audio was given"
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def require_reference(self) -> ReferenceAudio:
+        """``reference_audio``, or :class:`MetricSkipped` with ``reference_reason``."""
+        if self.reference_audio is None:
+            raise MetricSkipped(self.reference_reason)
+        return self.reference_audio
+
+
+def reference_pairs(context: MetricContext | None, vocoded, clips: int) -> tuple[np.ndarray, np.ndarray]:
+    """(originals, vocoded reconstructions) of the first ``clips`` test clips, as many of each; :class:`MetricSkipped`
+    when the original audio is not known."""
+    if context is None:
+        raise MetricSkipped("no metric context was given")
+    reference = context.require_reference()(clips)
+    waves = vocoded(len(reference))
+    k = min(len(reference), len(waves))
+    return reference[:k], waves[:k]
+
+
+def test_audio_loader(info: dict, audio: AudioParams):
+    """``(load(clips) → waveforms, names, "")`` for the test clips of a dataset whose ``dataset.json`` (``info``)
+    says how to reload them, else ``(None, None, reason)``.
+
+    ``info["test_audio"]`` (written by ``vaekit prepare`` and the synthetic voices) is
+    ``{"kind": "files", "root": DIR, "clips": [...]}`` (the test clips are ``test_files`` under DIR, read with
+    :func:`vaekit.prepare.read_clip`) or ``{"kind": "synthetic", "seed": S, "speakers": K, "generator_version": V,
+    "clips": [...]}`` (clip i is :func:`vaekit.synth.synthesize` ``([i], S, K)``).  Data prepared before it was
+    recorded is read from ``source`` and ``test_files`` the same way.
+    """
+    spec = info.get("test_audio") if isinstance(info, dict) else None
+    names = info.get("test_files") if isinstance(info, dict) else None
+    if spec is None and isinstance(info, dict) and isinstance(names, list):
+        source = info.get("source")
+        if source == "synthetic" and isinstance(info.get("generator"), dict):
+            gen = info["generator"]
+            try:
+                spec = {"kind": "synthetic", "seed": gen["seed"], "speakers": gen["speakers"],
+                        "generator_version": gen["version"], "clips": [int(n.rsplit("clip", 1)[1]) for n in names]}
+            except (KeyError, ValueError, IndexError, AttributeError):
+                spec = None
+        elif isinstance(source, str) and source:
+            spec = {"kind": "files", "root": source}
+    if not isinstance(spec, dict):
+        why = "no dataset.json" if not info else "its dataset.json does not say where the test clips' audio is"
+        return None, None, f"the data holds spectrograms only ({why}), so the original audio is not known"
+    kind = spec.get("kind")
+    if kind == "synthetic":
+        from vaekit import synth
+
+        if spec.get("generator_version") != synth.GENERATOR_VERSION:
+            return None, names, (f"the synthetic voices were made by generator version {spec.get('generator_version')}; "
+                                 f"this vaekit has version {synth.GENERATOR_VERSION} (delete the cache to make them again)")
+        clips, seed, speakers = list(spec.get("clips", [])), int(spec["seed"]), int(spec["speakers"])
+        return (lambda rows: synth.synthesize([clips[r] for r in rows], seed, speakers, audio)[0]), names, ""
+    if kind == "files":
+        from pathlib import Path
+
+        from vaekit.prepare import read_clip
+
+        root = Path(str(spec.get("root", "")))
+        if not isinstance(names, list):
+            return None, None, "its dataset.json does not list the test files"
+        if not root.is_dir():
+            return None, names, f"the audio folder it was prepared from, {root}, is not here"
+        return (lambda rows: np.stack([read_clip(root / names[r], audio) for r in rows])), names, ""
+    return None, names, f"dataset.json: unknown test_audio kind {kind!r}"
+
+
+def context_for(ds) -> MetricContext:
+    """The :class:`MetricContext` of a run on ``ds``: its test clips' original audio where ``dataset.json`` says
+    how to reload it, checked against the stored spectrograms as it is loaded."""
+    info, source = getattr(ds, "info", {}), getattr(ds, "source", "")  # a stand-in for a Dataset may have neither
+    load, names, reason = test_audio_loader(info, ds.audio)
+    if load is None:
+        where = f"{source}: " if source else ""
+        return MetricContext(reference_reason=f"{where}{reason}")
+    if names is not None and len(names) != len(ds.x_test):
+        return MetricContext(reference_reason=f"{source}: dataset.json lists {len(names)} test files for "
+                                              f"{len(ds.x_test)} test clips")
+
+    return MetricContext(ReferenceAudio(load, len(ds.x_test), ds.audio, lambda rows: ds.denormalize(ds.x_test[rows]),
+                                        names))
+
+
+def takes_context(fn) -> bool:
+    """Whether a metric callable declares a keyword parameter ``context`` (or takes ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "context" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+
 def reconstructions(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
     """Normalised x (N, H, W) → the model's reconstructions from z = μ, normalised (N, H, W)."""
     out = []
@@ -126,16 +367,28 @@ class Vocoded:
         return self.waves[:n]
 
 
-def compute(metric_comps, original, reconstructed, sampled, audio, vocoded, options: dict | None = None) -> dict:
+def compute(metric_comps, original, reconstructed, sampled, audio, vocoded, options: dict | None = None,
+            context: MetricContext | None = None) -> dict:
     """Run every metric component; ``{name: float}``.  A failing or malformed metric is a
-    :class:`PluginError` naming it."""
+    :class:`PluginError` naming it.
+
+    A metric declaring a keyword parameter ``context`` gets ``context`` (a default :class:`MetricContext`
+    when None); one that raises :class:`MetricSkipped` gives nothing, and ``context.skipped[name]`` says why.
+    """
     from vaekit.errors import PluginError, one_line
 
+    context = context if context is not None else MetricContext()
     out: dict[str, float] = {}
     for comp in metric_comps:
         fn = comp.create(**metric_options(comp, options or {}))
         try:
-            values = fn(original, reconstructed, sampled, audio, vocoded)
+            if takes_context(fn):
+                values = fn(original, reconstructed, sampled, audio, vocoded, context=context)
+            else:
+                values = fn(original, reconstructed, sampled, audio, vocoded)
+        except MetricSkipped as exc:
+            context.skipped[comp.name] = str(exc)
+            continue
         except PluginError:
             raise  # the vocoder's own failure (vocoded() names it), not the metric's
         except Exception as exc:
@@ -167,7 +420,8 @@ def check(metric_comps, ds, options: dict | None, waves: np.ndarray) -> dict:
         return {}
     clips = ds.denormalize(ds.x_test[:PREFLIGHT_CLIPS])
     try:
-        return compute(plugins, clips, clips.copy(), clips.copy(), ds.audio, Vocoded(None, clips, waves), options)
+        return compute(plugins, clips, clips.copy(), clips.copy(), ds.audio, Vocoded(None, clips, waves), options,
+                       context_for(ds))
     except PluginError as exc:
         raise PluginError(f"{exc} (pre-flight check on {len(clips)} test clips, before training)") from None
 
@@ -177,23 +431,25 @@ def metric_options(comp, options: dict) -> dict:
     return {k: v for k, v in options.items() if k in comp.options}
 
 
-def evaluate(model, ds, comps, vocoder_fn, config) -> dict:
+def evaluate(model, ds, comps, vocoder_fn, config, context: MetricContext | None = None) -> dict:
     """The run's metrics (``comps["metrics"]``) on the test set, reconstructed from z = μ, and on decoded samples.
 
     Samples: :data:`SAMPLE_DRAWS` (or ``--samples``, if more) draws of z ~ N(0, I) with the run's seed,
-    the first ``--samples`` of which are the run's logged samples.
+    the first ``--samples`` of which are the run's logged samples.  ``context`` (default :func:`context_for`
+    ``(ds)``) collects the metrics skipped and why.
     """
     from vaekit.components import vocode
     from vaekit.model import sample_latent
 
     if not comps["metrics"]:
         return {}
+    context = context if context is not None else context_for(ds)
     original = ds.denormalize(ds.x_test)
     reconstructed = ds.denormalize(reconstructions(model, ds.x_test))
     z = sample_latent(max(config.samples, SAMPLE_DRAWS), config.latent_dim, config.seed)
     sampled = ds.denormalize(np.concatenate([model.decode(z[i:i + 256])[..., 0] for i in range(0, len(z), 256)]))
     vocoded = Vocoded(lambda mel_db: vocode(comps["vocoder"], vocoder_fn, mel_db), reconstructed)
-    return compute(comps["metrics"], original, reconstructed, sampled, ds.audio, vocoded, config.option("metrics"))
+    return compute(comps["metrics"], original, reconstructed, sampled, ds.audio, vocoded, config.option("metrics"), context)
 
 
 def for_generated(run, sampled_db: np.ndarray, vocoder) -> dict:

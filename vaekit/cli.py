@@ -161,9 +161,13 @@ def run(config_file, options, plugin_files, trust_plugins, quiet, verbose, resum
     click.echo(f"test MSE:  {m['test_mse']:.4f}" if "test_mse" in m else "")
     click.echo(f"test KL:   {m['test_kl']:.4f}" if "test_kl" in m else "")
     click.echo(f"test loss: {m['test_loss']:.4f}")
-    audio = [f"{k} {v:.3f}" for k, v in m.items() if k.startswith(("test_recon", "test_vocoded", "sample_"))]
+    audio = [f"{k} {v:.3f}" for k, v in m.items() if k.startswith(("test_recon", "test_vocoded", "test_audio", "sample_"))]
     if audio:
         click.echo(f"metrics:   {', '.join(audio)}")
+    from vaekit.runlog import skipped_lines
+
+    for line in skipped_lines(result.skipped):
+        click.echo(f"skipped:   {line}")
     if m.get("stopped_epoch"):
         click.echo(f"stopped:   after epoch {m['stopped_epoch']:.0f}; kept epoch {m['best_epoch']:.0f}'s weights")
     if result.samples:

@@ -15,7 +15,8 @@ The kinds and the contract of each ``build`` function:
 - ``dataset``: ``build(path, audio, **options)`` → a :class:`vaekit.data.Dataset`.  A dataset
   may register ``detect=fn(path) -> bool`` so ``--data PATH`` can pick it.
 - ``metrics``: ``build(**options)`` → a callable ``(original, reconstructed, sampled, audio, vocoded)``
-  → dict of named numbers (see :mod:`vaekit.audio_metrics`); a run uses several (``--metrics A,B``).
+  → dict of named numbers (see :mod:`vaekit.audio_metrics`; one declaring a keyword parameter ``context``
+  also gets a :class:`vaekit.audio_metrics.MetricContext`); a run uses several (``--metrics A,B``).
 
 ``options`` are keyword arguments with defaults; their names and default values are the
 component's options (``vaekit plugins`` lists them, ``--option KIND.KEY=VALUE`` sets them).

@@ -78,6 +78,10 @@ class RunConfig:
                                "epoch's weights are kept. --epochs stays the upper bound.", metavar="PATIENCE")
     monitor: str = _setting("val_loss", "The epoch metric --early-stop watches (lower is better).")
     samples: int = _setting(4, "Sounds generated from z ~ N(0, I) after training.")
+    #: Listening while it trains (:func:`vaekit.runlog.epoch_audio`).  Each time costs 4 vocoder calls: every 10
+    #: epochs keeps a default run within 5 % of its time without it (benchmarks/audio_every.py, docs/listen.md).
+    audio_every: int = _setting(10, "Every N epochs, log vocoded reconstructions of test clips and samples of fixed z "
+                                "as WAVs under epochs/NNN/, with a strip of their spectrograms (0: never).", metavar="N")
     seed: int = _setting(0, "Random seed (data split and order, initial weights, sampling).")
     experiment: str = _setting("vaekit", "MLflow experiment name.")
     run_name: str | None = _setting(None, "MLflow run name.", "ENCODER-LOSS-λ-random suffix")
@@ -131,6 +135,7 @@ class RunConfig:
             ("batch-size", self.batch_size >= 1, "must be at least 1"),
             ("latent-dim", self.latent_dim >= 1, "must be at least 1"),
             ("samples", self.samples >= 0, "must be 0 or more"),
+            ("audio-every", self.audio_every >= 0, "must be 0 (never) or more epochs"),
             ("early-stop", self.early_stop >= 0, "must be 0 (never) or more epochs"),
             ("learning-rate", self.learning_rate > 0, "must be positive"),
             ("validation-split", 0 <= self.validation_split < 1, "must be in [0, 1)"),
@@ -224,8 +229,9 @@ def merge(base: RunConfig, **overrides) -> RunConfig:
 def _check_types(cfg: RunConfig) -> RunConfig:
     for f, cast in (("epochs", int), ("batch_size", int), ("latent_dim", int), ("samples", int), ("seed", int),
                     ("steps_per_execution", int), ("early_stop", int), ("adversarial_warmup", int),
-                    ("learning_rate", float), ("validation_split", float), ("checkpoint_interval", float),
-                    ("adversarial_weight", float), ("adversarial_feature_weight", float)):
+                    ("audio_every", int), ("learning_rate", float), ("validation_split", float),
+                    ("checkpoint_interval", float), ("adversarial_weight", float),
+                    ("adversarial_feature_weight", float)):
         value = getattr(cfg, f)
         if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
                 or (cast is int and value != int(value))):

@@ -493,8 +493,9 @@ def reconstruct(run_id: str, inputs, vocoders=(), options=(), out=None, log: boo
     under the run's ``generated/reconstruct_STEM/`` (``generated/reconstruct/`` for several).
 
     Metrics over all clips: ``vocoder_mel_error_db.VOCODER`` and, as ``reconstruct.NAME``, the run's
-    ``--metrics`` that need no samples (``test_recon_mel_db`` …, their original being the input clip; ``test_vocoded_mel_db`` over
-    the first :data:`RECONSTRUCT_VOCODED`, with the first vocoder).  Files that cannot be read are
+    ``--metrics`` that need no samples (``test_recon_mel_db`` …, their original being the input clip;
+    ``test_vocoded_mel_db`` and ``test_audio_*``, against the input audio, over the first
+    :data:`RECONSTRUCT_VOCODED`, with the first vocoder).  Files that cannot be read are
     skipped and listed in ``Output.skipped`` (all unreadable, or a single file: a :class:`DataError`).
     """
     import soundfile as sf
@@ -519,7 +520,7 @@ def reconstruct(run_id: str, inputs, vocoders=(), options=(), out=None, log: boo
     metrics: dict[str, float] = {}
 
     def build(directory: Path) -> list[Path]:
-        paths, originals, recons, kept_waves = [], [], [], []
+        paths, originals, recons, kept_waves, kept_inputs = [], [], [], [], []
         errors = dict.fromkeys(vocs, 0.0)
         for number, start in enumerate(range(0, len(items), RECONSTRUCT_BATCH)):
             ok, ys = [], []
@@ -556,6 +557,7 @@ def reconstruct(run_id: str, inputs, vocoders=(), options=(), out=None, log: boo
             originals.append(mel)
             recons.append(mel_hat)
             first = next(iter(waves.values()))
+            kept_inputs.extend(ys[:max(0, RECONSTRUCT_VOCODED - len(kept_waves))])  # the originals of the clips kept
             kept_waves.extend(first[:max(0, RECONSTRUCT_VOCODED - len(kept_waves))])
         if not originals:
             raise DataError(f"none of the {len(items)} audio files could be read (e.g. {result_extra['skipped'][0]['file']}: "
@@ -565,10 +567,12 @@ def reconstruct(run_id: str, inputs, vocoders=(), options=(), out=None, log: boo
         original, reconstructed = np.concatenate(originals), np.concatenate(recons)
         vocoded = audio_metrics.Vocoded(None, reconstructed, waves=np.stack(kept_waves))  # all there is: no more vocoding
         # Prefixed: logged back into the run, they must not overwrite its own test metrics.
+        # The input files are the original audio of the test_audio_* metrics.
+        context = audio_metrics.MetricContext(audio_metrics.ReferenceAudio.of(np.stack(kept_inputs)))
         metrics.update({f"reconstruct.{k}": v for k, v in audio_metrics.compute(
             metric_comps, original, reconstructed, None, run.audio, vocoded,
-            # Every clip was vocoded anyway: test_vocoded_mel_db over all that were kept.
-            {**run.config.option("metrics"), "clips": len(kept_waves)}).items()})
+            # Every clip was vocoded anyway: test_vocoded_mel_db and test_audio_* over all that were kept.
+            {**run.config.option("metrics"), "clips": len(kept_waves)}, context).items()})
         return paths
 
     subdir = f"reconstruct_{safe_name(items[0][0].stem)}" if single else "reconstruct"

@@ -51,5 +51,6 @@ def register_discriminators(register):
 def register_metrics(register):
     """Register metrics: ``build(**options)`` → callable (original, reconstructed, sampled, audio, vocoded) → dict of named numbers.
 
-    See :mod:`vaekit.audio_metrics` for what each argument holds.
+    See :mod:`vaekit.audio_metrics` for what each argument holds; a callable that also declares a keyword
+    parameter ``context`` gets a :class:`vaekit.audio_metrics.MetricContext` (e.g. the original audio).
     """

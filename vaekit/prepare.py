@@ -297,7 +297,9 @@ def write_dataset(out_dir, n: int, results: Iterable[tuple], names: list[str], a
 
     ``results`` yields ``(indices, mel_db or None, [(index, reason)])`` for clips ``0..n-1``
     named ``names``; ``groups`` (a speaker per clip) makes the split keep groups apart.
-    ``progress`` is a tqdm-like object updated per clip.
+    ``progress`` is a tqdm-like object updated per clip.  ``meta["test_audio"]``, if given, says how to
+    reload the waveform of each test clip (see :func:`vaekit.audio_metrics.test_audio_loader`); the
+    clip number of each row of ``x_test`` is added to it as ``"clips"``.
     """
     start = time.perf_counter()
     where = (meta or {}).get("source", str(out_dir))  # what errors name
@@ -343,6 +345,8 @@ def write_dataset(out_dir, n: int, results: Iterable[tuple], names: list[str], a
         np.save(tmp / "max_values.npy", np.float32(lo + span))
         info = {
             **(meta or {}),
+            **({"test_audio": {**meta["test_audio"], "clips": [int(i) for i in test]}} if meta and "test_audio" in meta
+               else {}),
             "vaekit_version": __version__,
             "normalization": "global min-max over all clips, in dB",
             "split": {"by": "speaker" if groups is not None else "random", "test_fraction": test_fraction,
@@ -411,6 +415,9 @@ def prepare_folder(audio_dir, out_dir, audio: AudioParams | None = None, *, spli
     groups = [speaker_of(Path(n)) for n in names] if split_by == "speaker" else None
     bar = tqdm(total=len(paths), unit="file", desc="prepare", disable=not progress, file=sys.stderr,
                dynamic_ncols=True)
-    meta = {"source": str(audio_dir.resolve())}
+    # What reloads each test clip's waveform exactly (the reference of the audio metrics): read_clip on the
+    # file under this folder with the dataset's audio parameters.
+    meta = {"source": str(audio_dir.resolve()),
+            "test_audio": {"kind": "files", "root": str(audio_dir.resolve()), "reader": "vaekit.prepare.read_clip"}}
     return write_dataset(out_dir, len(paths), convert_files(paths, audio, workers), names, audio, groups=groups,
                          test_fraction=test_fraction, seed=seed, force=force, meta=meta, progress=bar)

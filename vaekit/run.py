@@ -24,6 +24,8 @@ class RunResult:
     artifact_uri: str
     metrics: dict[str, float]
     samples: list[str] = field(default_factory=list)
+    #: Metrics that logged nothing on this data, and why (e.g. the test_audio_* ones on spectrograms without audio).
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def run(config: RunConfig, progress: bool = True, resume: str | None = None, echo=lambda line: None) -> RunResult:
@@ -71,18 +73,19 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None, ech
             logged = checkpoint.mark_resumed(resume, ckpt)
         else:
             runlog.log_start(config, comps, ds, placement, backend.version(config.backend))
-        # callbacks: a `vaekit tune` trial's pruning (none for a plain run)
+        context = audio_metrics.context_for(ds)  # the test clips' original audio, where the data knows it
+        # callbacks: a `vaekit tune` trial's pruning (none for a plain run); --audio-every's listening
+        callbacks = trial.callbacks() + runlog.epoch_audio(model, ds, comps["vocoder"], vocoder_fn, config, context.reference_audio)
         metrics = training.fit(model, ds, config, progress, initial_epoch=ckpt.epoch if ckpt else 0, checkpointer=checkpointer,
-                               callbacks=trial.callbacks(), shard=placement.shard, logged=logged,
-                               early_state=ckpt.early_stop if ckpt else None)
+                               callbacks=callbacks, shard=placement.shard, logged=logged, early_state=ckpt.early_stop if ckpt else None)
         metrics.update(training.evaluate(model, ds.x_test, config.batch_size))
-        metrics.update(audio_metrics.evaluate(model, ds, comps, vocoder_fn, config))
-        runlog.log_results(metrics)
+        metrics.update(audio_metrics.evaluate(model, ds, comps, vocoder_fn, config, context))
+        runlog.log_results(metrics, context.skipped)
         samples = runlog.log_samples(model, ds, comps["vocoder"], vocoder_fn, config)
         runlog.log_extras(model, ds, config)  # denormalisation arrays and figures, for generate and the UI
         runlog.log_model(model)
         runlog.log_generator(model, ds, config)  # the servable z → WAV model, beside the VAE
-        result = RunResult(active.info.run_id, experiment_id, uri, active.info.artifact_uri, metrics, samples)
+        result = RunResult(active.info.run_id, experiment_id, uri, active.info.artifact_uri, metrics, samples, context.skipped)
     checkpoint.discard(result.artifact_uri)  # FINISHED runs are not resumed: no 60 MB per run left behind
     return result
 

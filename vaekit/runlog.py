@@ -8,6 +8,8 @@ logged keys with that list.  Every function here logs to the active run (started
   defaults, audio parameters, data sizes, backend, placement), ``config.toml``, ``audio.json``;
 - per-epoch metrics come from :class:`vaekit.training.EpochLogger`;
 - :func:`log_results`: training time and throughput, test metrics;
+- :func:`epoch_audio` (a Keras callback, with ``--audio-every N``): every N epochs ``epochs/NNN/`` (vocoded
+  reconstructions of test clips, samples of fixed z, a strip of their spectrograms), and ``epochs/original_II.wav``;
 - :func:`log_samples`: ``samples/`` (WAV and PNG per z ~ N(0, I)) and ``vocoder_mel_error_db``;
 - :func:`log_extras`: ``data/min_values.npy``, ``data/max_values.npy`` (to denormalise what the
   decoder makes) and ``figures/`` (reconstructions, a reconstruction grid with per-clip errors, a grid of
@@ -185,11 +187,26 @@ def log_datasets(dataset_name: str, ds) -> None:
         mlflow.log_input(dataset, context=context)
 
 
-def log_results(metrics: dict[str, float]) -> None:
-    """Training time and throughput (``train_seconds``, ``train_samples_per_s``) and ``test_*`` metrics."""
+#: Tag of a run whose metrics skipped some (e.g. ``test_audio_*`` on spectrograms without audio): which, and why.
+SKIPPED_TAG = "vaekit.metrics_skipped"
+
+
+def skipped_lines(skipped: dict[str, str]) -> list[str]:
+    """``{metric: reason}`` → one ``"NAME, NAME: reason"`` line per reason."""
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in skipped.items():
+        by_reason.setdefault(reason, []).append(name)
+    return [f"{', '.join(names)}: {reason}" for reason, names in by_reason.items()]
+
+
+def log_results(metrics: dict[str, float], skipped: dict[str, str] | None = None) -> None:
+    """Training time and throughput (``train_seconds``, ``train_samples_per_s``) and ``test_*`` metrics; the metrics
+    that were skipped, and why, as the tag :data:`SKIPPED_TAG`."""
     import mlflow
 
     mlflow.log_metrics(metrics)
+    if skipped:
+        mlflow.set_tag(SKIPPED_TAG, "; ".join(skipped_lines(skipped)))
 
 
 #: Samples decoded, vocoded and written at a time: peak memory depends on this, not on ``--samples``.
@@ -234,6 +251,95 @@ def log_samples(model, ds, vocoder, vocoder_fn, config) -> list[str]:
         with tracking.all_or_nothing("samples"):
             mlflow.log_artifacts(tmp, "samples")
     return names
+
+
+#: ``--audio-every``: test clips reconstructed and fixed z decoded each time (each is vocoded: that is the cost).
+EPOCH_CLIPS = 2
+EPOCH_SAMPLES = 2
+EPOCHS_DIR = "epochs"
+
+
+def epoch_audio(model, ds, vocoder, vocoder_fn, config, reference=None) -> list:
+    """``[a Keras callback]`` that logs what the model sounds like every ``config.audio_every`` epochs; ``[]`` when 0.
+
+    After epoch E (1-based) with E divisible by N it logs under ``epochs/EEE/``: ``reconstruction_II.wav``
+    (the first :data:`EPOCH_CLIPS` test clips, encoded to μ, decoded and vocoded with the run's vocoder),
+    ``sample_II.wav`` (the first :data:`EPOCH_SAMPLES` of the run's samples: the same z as ``samples/``, drawn
+    by :func:`vaekit.model.sample_latent` from the run's seed, not from the training's random state) and
+    ``strip.png`` (their spectrograms beside the originals').  The first time it also logs
+    ``epochs/original_II.wav``: the clips' original audio (``reference``, a
+    :class:`vaekit.audio_metrics.ReferenceAudio`, where known; else their test spectrograms vocoded).
+    It only reads the model (encode and decode, no random draws), so training is the same with or without it.
+    """
+    if not config.audio_every:
+        return []
+    import keras
+
+    from vaekit.model import sample_latent
+
+    x = ds.x_test[:EPOCH_CLIPS]
+    z = sample_latent(EPOCH_SAMPLES, config.latent_dim, config.seed)
+    every = config.audio_every
+
+    class EpochAudio(keras.callbacks.Callback):
+        originals_logged = False
+
+        def on_epoch_end(self, epoch, logs=None):
+            if (epoch + 1) % every:
+                return
+            originals = None
+            if not self.originals_logged:
+                originals = _original_waves(ds, x, vocoder, vocoder_fn, reference)
+            log_epoch_audio(model, ds, vocoder, vocoder_fn, x, z, epoch + 1, originals)
+            self.originals_logged = True
+
+    return [EpochAudio()]
+
+
+def _original_waves(ds, x, vocoder, vocoder_fn, reference) -> np.ndarray:
+    """The original audio of the clips ``x`` (the first test clips), else their spectrograms vocoded."""
+    from vaekit.audio_metrics import MetricSkipped
+    from vaekit.components import vocode
+
+    if reference is not None:
+        try:
+            return reference(len(x))
+        except MetricSkipped:
+            pass
+    return vocode(vocoder, vocoder_fn, ds.denormalize(x))
+
+
+def log_epoch_audio(model, ds, vocoder, vocoder_fn, x, z, number: int, originals=None) -> None:
+    """Log ``epochs/NNN/``: the reconstructions of ``x`` and the decoded ``z``, vocoded, and one strip figure."""
+    import mlflow
+    import soundfile as sf
+
+    from vaekit import figures
+    from vaekit.components import vocode
+
+    z_mean, _ = model.encode(x[..., None])
+    recon = ds.denormalize(model.decode(z_mean)[..., 0])
+    samples = ds.denormalize(model.decode(z)[..., 0])
+    waves = vocode(vocoder, vocoder_fn, np.concatenate([recon, samples]))  # one call: a batched vocoder batches
+    vmin, vmax = figures.color_scale(ds.min_values, ds.max_values)
+    sr = ds.audio.sr
+    with tempfile.TemporaryDirectory() as tmp:
+        epoch_dir = Path(tmp) / f"{number:03d}"
+        epoch_dir.mkdir()
+        for i, wave in enumerate(waves[:len(recon)]):
+            sf.write(epoch_dir / f"reconstruction_{i:02d}.wav", wave, sr)
+        for i, wave in enumerate(waves[len(recon):]):
+            sf.write(epoch_dir / f"sample_{i:02d}.wav", wave, sr)
+        mels = [m for pair in zip(ds.denormalize(x), recon) for m in pair] + list(samples)
+        titles = [t for i in range(len(recon)) for t in (f"test {i}", f"reconstruction {i}")]
+        titles += [f"sample {i}" for i in range(len(samples))]
+        figures.save_mel_grid(np.stack(mels), epoch_dir / "strip.png", ds.audio, vmin, vmax, titles=titles,
+                              columns=len(mels), suptitle=f"after epoch {number}")
+        if originals is not None:
+            for i, wave in enumerate(originals):
+                sf.write(Path(tmp) / f"original_{i:02d}.wav", wave, sr)
+        with tracking.all_or_nothing(f"{EPOCHS_DIR}/{number:03d}"):
+            mlflow.log_artifacts(tmp, EPOCHS_DIR)
 
 
 def log_extras(model, ds, config) -> None:

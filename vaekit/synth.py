@@ -263,6 +263,9 @@ def write_synthetic(out_dir, clips: int = 4000, seed: int = 0, speakers: int = 2
     bar = tqdm(total=clips, unit="clip", desc="synthetic voices", disable=not progress, file=sys.stderr)
     meta = {"source": "synthetic", "generator": {"version": GENERATOR_VERSION, "clips": clips, "seed": seed,
                                                  "speakers": speakers,
-                                                 "voices": [asdict(v) for v in make_speakers(speakers, seed)]}}
+                                                 "voices": [asdict(v) for v in make_speakers(speakers, seed)]},
+            # Each test clip's waveform is synthesize([clip], seed, speakers, audio) again (the audio metrics' reference).
+            "test_audio": {"kind": "synthetic", "generator_version": GENERATOR_VERSION, "seed": seed,
+                           "speakers": speakers}}
     return write_dataset(out_dir, clips, run_chunks(_synth_chunk, tasks, workers), names, audio, test_fraction=test_fraction, seed=seed,
                          force=force, meta=meta, progress=bar)
