@@ -189,6 +189,7 @@ def recipes_figure(arms: dict, path: str, n: int = 6) -> None:
 
     first = next(iter(arms.values()))
     pick = spread(len(first["original"]), n)
+    n = len(pick)
     originals = ref_db(first["original"][pick], first["sr"])
     vmax = float(originals.max())
     rows = [("original audio", originals, None)]
