@@ -175,7 +175,7 @@ def recipe_metrics(r: dict, clips: int) -> dict:
 def recipes_figure(arms: dict, path: str, n: int = 6) -> None:
     """Rows: the original audio of ``n`` spread test clips, then each arm's vocoded reconstructions, all as log-mel
     spectrograms at the reference analysis (80 mels, n_fft 1024, hop 256 at 22050 Hz), each titled with its clip's
-    test_audio_mel_db."""
+    test_audio_mel_db (the arm's name labels its row)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -198,7 +198,7 @@ def recipes_figure(arms: dict, path: str, n: int = 6) -> None:
     for row, (name, mels, errors) in enumerate(rows):
         for i in range(n):
             im = _mel_axes(axes[row, i], mels[i], audio_metrics.REFERENCE, vmax - 80, vmax,
-                           "original" if errors is None else f"{name}: {errors[i]:.2f} dB", labels=False)
+                           "original" if errors is None else f"{errors[i]:.2f} dB", labels=False)
         axes[row, 0].set_ylabel(f"{name}\nmel bin", fontsize=7)
     fig.tight_layout()
     fig.colorbar(im, ax=axes.ravel().tolist(), label="dB", shrink=0.8)
