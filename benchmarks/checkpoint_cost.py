@@ -50,7 +50,7 @@ def main(n_clips: int = 1024) -> None:
                 checkpoint.write(checkpoint.snapshot(model, {}), i + 1, {"loss": 0.0}, run.info.run_id,
                                  mlflow.get_tracking_uri())
                 times.append(time.perf_counter() - t)
-            state = Path(urlparse(run.info.artifact_uri).path) / "checkpoints" / "state.npz"
+            state = Path(urlparse(run.info.artifact_uri).path) / "checkpoints" / "slot0" / "state.npz"
             size_mb = state.stat().st_size / 1e6
     save_s = min(times)
     print(f"conv2 VAE, d=20: checkpoint {size_mb:.1f} MB, save {save_s:.2f} s (min of 3; max {max(times):.2f} s)")

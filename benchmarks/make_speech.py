@@ -4,7 +4,7 @@ Writes ``OUT/VOICE/DIGIT_SPEED_PITCH.wav`` for the ten English digits, several e
 variants (speakers), speeds (words per minute) and pitches, then ``vaekit prepare`` turns the folder
 into notebook-format data split by speaker.  Needs ``espeak-ng`` (``apt-get install espeak-ng``).
 
-    python benchmarks/make_speech.py /tmp/digits            # ≈ 2,400 clips
+    python benchmarks/make_speech.py /tmp/digits            # 3,360 clips (10 digits, 24 voices)
     vaekit prepare /tmp/digits /tmp/digits-data --split-by speaker
     python benchmarks/quality.py --data /tmp/digits-data
 """

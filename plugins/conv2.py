@@ -9,6 +9,10 @@ Any H×W of at least 10×10: the decoder mirrors the encoder exactly only for si
 (50 included), so other sizes are zero-padded at the end (bottom rows, last frames) up to the next such
 size before the first convolution, and the decoder's output is cropped back to H×W.  At sizes
 n ≡ 2 (mod 4) there is no padding and no cropping: the model is layer for layer the notebook's.
+
+Conditional (``condition=K``, a run with ``--condition``): the label's one-hot is concatenated to the
+flattened features before Dense(dense1) in the encoder and to z before Dense(dense2) in the decoder;
+without ``condition`` the networks are exactly the notebook's.
 """
 
 import vaekit
@@ -40,7 +44,7 @@ def _padding(shape) -> tuple[tuple[int, int], tuple[int, int]]:
     return (0, _padded(shape[0]) - shape[0]), (0, _padded(shape[1]) - shape[1])
 
 
-def build_encoder(input_shape, latent_dim, filters1=40, filters2=25, dense1=800, dense2=60):
+def build_encoder(input_shape, latent_dim, filters1=40, filters2=25, dense1=800, dense2=60, condition=None):
     """The notebook's conv encoder: Conv2D(filters1) → pool → Conv2D(filters2) → pool → Dense(dense1, dense2) → μ, log σ²."""
     import keras
     from keras import layers
@@ -56,14 +60,17 @@ def build_encoder(input_shape, latent_dim, filters1=40, filters2=25, dense1=800,
     x = layers.AveragePooling2D((2, 2))(x)  # (11, 11, 25)
     assert x.shape[1:3] == (h, w)
     x = layers.Flatten()(x)  # 3025
+    if condition:
+        label = keras.Input(shape=(condition,), name="label")
+        x = layers.Concatenate(name="with_label")([x, label])
     x = layers.Dense(dense1, activation="relu")(x)
     x = layers.Dense(dense2, activation="relu")(x)
     z_mean = layers.Dense(latent_dim, name="dense_mean")(x)
     z_log_var = layers.Dense(latent_dim, name="dense_log_std")(x)
-    return keras.Model(inputs, [z_mean, z_log_var], name="conv2_encoder")
+    return keras.Model([inputs, label] if condition else inputs, [z_mean, z_log_var], name="conv2_encoder")
 
 
-def build_decoder(latent_dim, output_shape, filters1=40, filters2=25, dense1=800, dense2=60):
+def build_decoder(latent_dim, output_shape, filters1=40, filters2=25, dense1=800, dense2=60, condition=None):
     """The encoder's mirror image: Dense(dense2, dense1) → reshape → upsample + Conv2DTranspose → x̂ (ReLU)."""
     import keras
     from keras import layers
@@ -71,7 +78,11 @@ def build_decoder(latent_dim, output_shape, filters1=40, filters2=25, dense1=800
     _check_size(output_shape)
     h, w = _grid(output_shape[0]), _grid(output_shape[1])
     inputs = keras.Input(shape=(latent_dim,))
-    x = layers.Dense(dense2, activation="relu")(inputs)
+    x = inputs
+    if condition:
+        label = keras.Input(shape=(condition,), name="label")
+        x = layers.Concatenate(name="with_label")([x, label])
+    x = layers.Dense(dense2, activation="relu")(x)
     x = layers.Dense(dense1, activation="relu")(x)
     x = layers.Dense(h * w * filters2, activation="relu")(x)
     x = layers.Reshape((h, w, filters2))(x)  # (11, 11, 25)
@@ -82,7 +93,7 @@ def build_decoder(latent_dim, output_shape, filters1=40, filters2=25, dense1=800
     crop = _padding(output_shape)
     if crop != ((0, 0), (0, 0)):
         outputs = layers.Cropping2D(crop, name="crop")(outputs)  # back to H×W
-    return keras.Model(inputs, outputs, name="conv2_decoder")
+    return keras.Model([inputs, label] if condition else inputs, outputs, name="conv2_decoder")
 
 
 #: Layer widths: at least one unit; the upper bounds are far above any size that fits a GPU's memory

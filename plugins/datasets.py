@@ -50,10 +50,11 @@ def build_synthetic(path, audio, clips=4000, seed=0, speakers=24, test_fraction=
                                                          progress=progress), audio)
 
 
-def build_audio_folder(path, audio, split_by="random", test_fraction=0.25, seed=0, workers=0, progress=True,
-                       sr=22050, n_mels=50, n_fft=2048, hop_length=0, duration=1.0):
+def build_audio_folder(path, audio, split_by="random", test_fraction=0.25, seed=0, workers=0, labels="",
+                       progress=True, sr=22050, n_mels=50, n_fft=2048, hop_length=0, duration=1.0):
     """A folder tree of audio files (wav, flac, ogg), prepared like `vaekit prepare` into the cache on first use.
 
+    ``labels``: ``vaekit prepare``'s ``--label`` items, comma-separated (``digit=field:0,speaker=folder``).
     The cache key covers the folder, the audio parameters, these options and every file's
     relative path, size and modification time: change a file and it is prepared again.
     """
@@ -65,6 +66,7 @@ def build_audio_folder(path, audio, split_by="random", test_fraction=0.25, seed=
     audio = audio_options(sr, n_mels, n_fft, hop_length, duration)
     if path is None:
         raise DataError("the audio-folder dataset needs --data AUDIO_DIR")
+    specs = data.parse_label_specs(labels, "--option dataset.labels")
     root = Path(path).resolve()
     if not root.is_dir():
         raise DataError(f"{path}: no such directory")
@@ -73,11 +75,11 @@ def build_audio_folder(path, audio, split_by="random", test_fraction=0.25, seed=
         raise DataError(f"{path}: no audio files ({', '.join(prepare.AUDIO_EXTENSIONS)}) in this folder tree")
     stats = [(f.relative_to(root).as_posix(), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     key = synth.params_key(dict(folder=str(root), audio=audio.to_dict(), split_by=split_by,
-                                test_fraction=test_fraction, seed=seed, files=stats))
+                                test_fraction=test_fraction, seed=seed, files=stats, **({"labels": specs} if specs else {})))
     target = synth.cache_root() / "prepared" / f"{root.name}-{key}"
     return _cached(target, lambda: prepare.prepare_folder(root, target, audio, split_by=split_by,
                                                           test_fraction=test_fraction, seed=seed,
-                                                          workers=workers, progress=progress), audio)
+                                                          workers=workers, progress=progress, labels=specs), audio)
 
 
 def _cached(target, make, audio):

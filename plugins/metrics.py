@@ -91,6 +91,21 @@ def build_sample_diversity():
     return metric
 
 
+def build_sample_label_accuracy(per_class=32, classifier_epochs=30):
+    """Conditional runs: the share of samples of each class that a classifier trained on the run's clips assigns to it.
+
+    Beside it ``sample_label_classifier_accuracy``, the classifier's own test accuracy; unconditional runs report neither.
+    """
+    from vaekit.audio_metrics import label_accuracy
+
+    def metric(original, reconstructed, sampled, audio, vocoded, context=None):
+        if context is None or not context.classes or context.train is None or context.sample is None:
+            return {}  # an unconditional run (or generate, reconstruct): nothing to ask for
+        return label_accuracy(context, original, per_class, classifier_epochs)
+
+    return metric
+
+
 @vaekit.hookimpl
 def register_metrics(register):
     register("test_recon_mel_db", build_recon_mel_db)
@@ -103,3 +118,5 @@ def register_metrics(register):
     register("test_audio_stft_db", build_audio_stft_db, options={"clips": {"min": 1, "max": 100_000}})
     register("sample_fd", build_sample_fd)
     register("sample_diversity", build_sample_diversity)
+    register("sample_label_accuracy", build_sample_label_accuracy,
+             options={"per_class": {"min": 1, "max": 100_000}, "classifier_epochs": {"min": 1, "max": 10_000}})

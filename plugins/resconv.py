@@ -6,6 +6,8 @@ x + Conv(act(Norm(Conv(act(Norm(x)))))), 3×3, same channels (the pre-activation
 ``activation``: leaky ReLU (slope 0.2) by default.
 Decoder: Dense(dense, act) → Dense onto the encoder's smallest grid → per level, residual blocks and
 Conv2DTranspose(stride 2), channels halving → Conv2D(1, 3×3) → cropped to the input's H×W → ``output``.
+Conditional (``condition=K``): the label's one-hot joins the flattened features before the dense layers
+of the encoder, and z before the decoder's first dense layer.
 Stride-2 "same" convolutions take any size (each level maps n to ⌈n/2⌉) and the decoder crops its
 2^levels-multiple back, so there is no size rule like conv2's.  Backend-agnostic Keras only.
 
@@ -68,7 +70,8 @@ def _check_size(shape, levels):
         raise ShapeError(f"resconv needs spectrograms of at least 2×2, got {shape[0]}×{shape[1]}")
 
 
-def build_encoder(input_shape, latent_dim, filters=16, levels=2, blocks=1, dense=1024, norm="none", activation="leaky_relu"):
+def build_encoder(input_shape, latent_dim, filters=16, levels=2, blocks=1, dense=1024, norm="none", activation="leaky_relu",
+                  condition=None):
     """Residual conv encoder: `levels` × (stride-2 conv, `blocks` residual blocks), channels filters·2^level → μ, log σ²."""
     import keras
     from keras import layers
@@ -81,15 +84,25 @@ def build_encoder(input_shape, latent_dim, filters=16, levels=2, blocks=1, dense
         for b in range(blocks):
             x = _residual(x, norm, f"down{level}_res{b}", act=activation)
     x = layers.Flatten()(x)
+    label = _with_label(condition)
+    if label is not None:
+        x = layers.Concatenate(name="with_label")([x, label])
     if dense:
         x = layers.Dense(dense, activation=activation, name="dense_hidden")(x)
     z_mean = layers.Dense(latent_dim, name="dense_mean")(x)
     z_log_var = layers.Dense(latent_dim, name="dense_log_std")(x)
-    return keras.Model(inputs, [z_mean, z_log_var], name="resconv_encoder")
+    return keras.Model([inputs, label] if label is not None else inputs, [z_mean, z_log_var], name="resconv_encoder")
+
+
+def _with_label(condition):
+    """The one-hot label input of a conditional model (``condition`` classes), or None."""
+    import keras
+
+    return keras.Input(shape=(condition,), name="label") if condition else None
 
 
 def build_decoder(latent_dim, output_shape, filters=16, levels=2, blocks=1, dense=1024, norm="none", output="linear",
-                  activation="leaky_relu"):
+                  activation="leaky_relu", condition=None):
     """The encoder's mirror: Dense → grid → `levels` × (residual blocks, stride-2 transposed conv) → crop to H×W."""
     import keras
     from keras import layers
@@ -99,7 +112,9 @@ def build_decoder(latent_dim, output_shape, filters=16, levels=2, blocks=1, dens
     h, w = _grid(height, levels), _grid(width, levels)
     top = filters * 2 ** (levels - 1)
     inputs = keras.Input(shape=(latent_dim,))
-    x = layers.Dense(dense, activation=activation, name="dense_hidden")(inputs) if dense else inputs
+    label = _with_label(condition)
+    x = layers.Concatenate(name="with_label")([inputs, label]) if label is not None else inputs
+    x = layers.Dense(dense, activation=activation, name="dense_hidden")(x) if dense else x
     x = layers.Dense(h * w * top, name="dense_grid")(x)
     x = layers.Reshape((h, w, top))(x)
     for level in reversed(range(levels)):
@@ -110,7 +125,7 @@ def build_decoder(latent_dim, output_shape, filters=16, levels=2, blocks=1, dens
     # 2^levels·⌈n/2^levels⌉ ≥ n: crop the surplus rows and columns at the end.
     x = layers.Cropping2D(((0, h * 2 ** levels - height), (0, w * 2 ** levels - width)))(x)
     outputs = layers.Activation(output, name="out_activation", dtype="float32")(x)
-    return keras.Model(inputs, outputs, name="resconv_decoder")
+    return keras.Model([inputs, label] if label is not None else inputs, outputs, name="resconv_decoder")
 
 
 #: 1..256 base filters (the top level has filters·2^(levels-1) channels); 1..6 levels (64× downsampling);

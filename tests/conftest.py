@@ -108,6 +108,41 @@ def tiny_run(data, where: Path, **overrides) -> tuple[str, str]:
         os.chdir(cwd)
 
 
+def run_contents(uri: str, run_id: str) -> dict:
+    """What a run holds: its params, metric and tag names (MLflow's own tags aside) and every artifact path."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+
+    def artifacts(path=None):
+        for f in client.list_artifacts(run_id, path):
+            yield from (artifacts(f.path) if f.is_dir else [f.path])
+
+    return {"params": dict(run.data.params), "metrics": sorted(run.data.metrics), "status": run.info.status,
+            "tags": sorted(t for t in run.data.tags if not t.startswith("mlflow.")), "artifacts": sorted(artifacts())}
+
+
+@pytest.fixture(scope="session")
+def notebook_run(notebook_data, tmp_path_factory) -> tuple[str, str]:
+    """One finished tiny run of the notebook's model and defaults (conv2, mse-kl, griffinlim with 4 iterations;
+    2 epochs, 2 samples) in a store folder of its own, shared by the session: (run_id, tracking URI).
+
+    Read-only: a test that logs into a run or changes it trains its own.  (Not a copy of this store: MLflow
+    caches a run's artifact repository by run id for the whole process, so a copy's run, which has the same
+    id, would write into this one's folder.)  At the end of the session the run must hold what it held."""
+    from vaekit.plugins import reset_plugin_manager
+
+    reset_plugin_manager()
+    try:
+        shared = tiny_run(notebook_data, tmp_path_factory.mktemp("notebook-run"), epochs=2, samples=2)
+    finally:
+        reset_plugin_manager()
+    made = run_contents(shared[1], shared[0])
+    yield shared
+    assert run_contents(shared[1], shared[0]) == made, "a test changed the shared notebook_run: use copy_of_run"
+
+
 def run_cli(*args, cwd=None, env=None, timeout=600, **kwargs) -> subprocess.CompletedProcess:
     """Run ``python -m vaekit ARGS`` in a real subprocess; text output captured."""
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
@@ -139,6 +174,48 @@ def runs_in(store: str) -> list:
     return client.search_runs(ids) if ids else []
 
 
+#: How long a test waits for a process or server before calling it hung: far beyond any wait seen on a loaded
+#: 2-core machine, and never reached when things work (not a speed check: those use :func:`wall_limit`).
+HANG = 600
+
+
+def restore_sigint() -> None:
+    """``preexec_fn`` of a child process a test stops with Ctrl-C (SIGINT): SIGINT's default action again.
+
+    A background job of a non-interactive shell (``(pytest &)``, ``setsid pytest &``, some CI harnesses) starts
+    with SIGINT ignored, and its children inherit that: the Ctrl-C under test would then do nothing."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def wall_limit(seconds: float) -> float:
+    """A wall-clock limit that is ``seconds`` on an idle machine, stretched by how many runnable tasks share each
+    core now (the 1-minute load average per CPU, when above 1): at load 8 on 2 cores a process gets about a
+    quarter of a core, so a stop that takes 0.8 s idle takes about 3 s.  On an idle or a many-core machine the
+    limit is ``seconds`` as written."""
+    return seconds * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+
+
+def required(what: str, how: str) -> None:
+    """``what`` is missing: skip where tests run by hand, fail in CI (``CI`` set, as ``.ci/run`` does), where
+    ``.ci/run`` installs it: a skip there would hide a broken set-up."""
+    message = f"{what} is missing: {how}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (CI is set: nothing the set-up installs may be skipped)")
+    pytest.skip(message, allow_module_level=True)  # also at a module's top (tests/test_backends.py)
+
+
+def chromium() -> str:
+    """Debian's Chromium, found as ``.ci/run`` looks for it (``command -v chromium``: the first on PATH)."""
+    import shutil
+
+    found = shutil.which("chromium")
+    if found is None:
+        required("chromium", "apt-get install chromium (.ci/run does)")
+    return found
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     import socket
@@ -146,6 +223,43 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def models_serve(model: str, tracking_uri: str, where: Path, wait: float = 180):
+    """A context running a real ``mlflow models serve -m MODEL`` on 127.0.0.1 (from ``where``): its base URL,
+    once it answers ``/ping``; stopped (with its workers) on exit."""
+    import contextlib
+    import time
+    import urllib.request
+
+    @contextlib.contextmanager
+    def serving():
+        port = free_port()
+        log = open(where / "serve.log", "w+")
+        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
+                                 "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+                                cwd=where, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    pytest.fail(f"mlflow models serve exited with {proc.returncode}: {log.read()[-3000:]}")
+                try:
+                    urllib.request.urlopen(f"{base}/ping", timeout=5).read()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        pytest.fail(f"mlflow models serve did not answer within {wait:.0f} s")
+                    time.sleep(0.5)
+            yield base
+        finally:
+            stop_process_group(proc)
+            log.close()
+
+    return serving()
 
 
 def stop_process_group(proc: subprocess.Popen, grace: float = 30) -> None:

@@ -57,11 +57,16 @@ def build_slow(lambda_=500.0, slow_from_epoch=1, seconds=0.5):
     return loss
 
 
+#: The training-batch counter of each ``inf-at-batch`` loss built: a test reads how many batches ran.
+INF_LOSS_CALLS = []
+
+
 def build_inf(lambda_=500.0, batch=2):
     import tensorflow as tf
 
     base = build_mse_kl(lambda_)
     calls = tf.Variable(0, dtype=tf.int64, trainable=False)
+    INF_LOSS_CALLS.append(calls)
 
     def loss(x, x_hat, z_mean, z_log_var):
         terms = base(x, x_hat, z_mean, z_log_var)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import tiny_config
+from conftest import HANG, restore_sigint, tiny_config
 
 FAULTS = Path(__file__).with_name("fault_plugins.py")
 #: A small dense VAE: the faults under test do not need the notebook's 5M-parameter conv net.
@@ -30,9 +30,10 @@ def small_config(data, store, **kw):
 
 
 def load_faults():
+    """Load tests/fault_plugins.py as a plugin file; the module."""
     from vaekit.plugins import load_plugin_file
 
-    load_plugin_file(FAULTS)
+    return load_plugin_file(FAULTS)
 
 
 def only_run(store):
@@ -42,8 +43,11 @@ def only_run(store):
     return runs[0]
 
 
-def wait_for(predicate, timeout=120.0, proc=None, what="condition"):
-    """Poll ``predicate`` until it returns something truthy; fail early if ``proc`` exits first."""
+def wait_for(predicate, timeout=600.0, proc=None, what="condition"):
+    """Poll ``predicate`` until it returns something truthy; fail early if ``proc`` exits first.
+
+    ``timeout`` only guards against a hang, so it is generous: on a loaded 2-core machine a JAX run's start-up
+    and first epoch have taken over 120 s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -85,9 +89,10 @@ def first_epoch_logged(store):
 
 
 def start_cli(*args, cwd):
+    """``python -m vaekit ARGS`` started in the background; it takes Ctrl-C whatever pytest's parent ignores."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     return subprocess.Popen([sys.executable, "-m", "vaekit", *map(str, args)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=restore_sigint)
 
 
 def slow_run_args(data, store, epochs):
@@ -102,7 +107,7 @@ def signal_mid_training(data, store, cwd, signum, epochs=3):
     try:
         run_id = wait_for(first_epoch_logged(store), proc=proc, what="the first epoch's metrics")
         proc.send_signal(signum)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=HANG)
     finally:
         proc.kill() if proc.poll() is None else None
     return run_id, proc.returncode, err

@@ -71,13 +71,11 @@ def test_out_of_range_options_are_refused_in_one_line_before_any_run(case, noteb
     assert runs_in(store) == []
 
 
-def test_out_of_range_vocoder_option_is_refused_by_generate_too(notebook_data, store):
+def test_out_of_range_vocoder_option_is_refused_by_generate_too(notebook_run, tmp_path):
     """``vaekit generate --option vocoder.n_iter=...`` is checked against the same range, before any file."""
-    res = cli("run", "--data", notebook_data, "--tracking-uri", store, *FAST, "--option", "vocoder.n_iter=2")
-    assert res.exit_code == 0, res.output
-    [run] = runs_in(store)
-    out = Path(store.removeprefix("sqlite:///")).parent / "gen"
-    res = cli("generate", run.info.run_id, "--tracking-uri", store, "--out", out, "--no-log",
+    run_id, store = notebook_run  # a griffinlim run; refused before anything is written or logged
+    out = tmp_path / "gen"
+    res = cli("generate", run_id, "--tracking-uri", store, "--out", out, "--no-log",
               "--option", "vocoder.n_iter=0")
     assert error_line(res) == ("Error: --option vocoder.n_iter=0: out of range; vocoder 'griffinlim' takes "
                                "1 ≤ n_iter ≤ 10000")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from click.testing import CliRunner
 
-from conftest import make_tones, run_cli, tiny_run
+from conftest import error_line, make_tones, run_cli, tiny_run
 from vaekit.audio import AudioParams
 
 AUDIO = AudioParams()
@@ -92,8 +94,10 @@ def test_generate_writes_and_logs_back_several_vocoders_for_the_same_z(trained, 
     after = client.get_run(run_id)
     assert after.info.status == "FINISHED" and after.info.end_time == before.end_time
     assert after.data.metrics["vocoder_mel_error_db.gl-quick"] == pytest.approx(out.metrics["vocoder_mel_error_db.gl-quick"])
-    logged = {a.path for a in client.list_artifacts(run_id, "generated/seed_5/gl-quick")}
-    assert logged == {f"generated/seed_5/gl-quick/sample_{i:02d}.wav" for i in range(3)}
+    [call] = {a.rsplit("/", 2)[0] for a in out.artifacts if a.endswith(".wav")}  # each call its own folder
+    assert re.fullmatch(r"generated/seed_5/\d{8}-\d{6}-[0-9a-f]{12}", call), call
+    logged = {a.path for a in client.list_artifacts(run_id, f"{call}/gl-quick")}
+    assert logged == {f"{call}/gl-quick/sample_{i:02d}.wav" for i in range(3)}
 
     # Seeded: the same seed gives the same sound, another seed another one.
     again = generate(run_id, n=1, options=["vocoder.n_iter=4"], seed=5, out=tmp_path / "again", log=False,
@@ -133,9 +137,11 @@ def test_interpolate_between_seeds_and_between_test_clips(trained, tmp_path):
     assert (d / "strip.png").stat().st_size > 1000 and not seeds.artifacts
 
     clips = interpolate(run_id, clips=(0, 3), steps=3, options=["vocoder.n_iter=2"], log=True, run=run)
-    assert "generated/interpolate_clips_0_3/strip.png" in clips.artifacts
-    assert {a.path for a in _client(uri).list_artifacts(run_id, "generated/interpolate_clips_0_3/griffinlim")} == {
-        f"generated/interpolate_clips_0_3/griffinlim/step_{i:02d}.wav" for i in range(3)}
+    [strip] = [a for a in clips.artifacts if a.endswith("/strip.png")]
+    call = strip.rsplit("/", 1)[0]
+    assert call.startswith("generated/interpolate_clips_0_3/")
+    assert {a.path for a in _client(uri).list_artifacts(run_id, f"{call}/griffinlim")} == {
+        f"{call}/griffinlim/step_{i:02d}.wav" for i in range(3)}
     with pytest.raises(ConfigError, match="test clip 999 out of range"):
         interpolate(run_id, clips=(0, 999), run=run, log=False, out=tmp_path / "never")
     for steps in (1, 65):
@@ -206,9 +212,10 @@ def test_a_file_name_with_a_newline_never_becomes_an_artifact_name(trained, tmp_
     wav = tmp_path / "take\n2.wav"
     sf.write(wav, make_tones(1, AUDIO, seed=5)[0], 22050)
     out = reconstruct(run_id, wav, options=["vocoder.n_iter=2"], out=tmp_path / "out", log=True, tracking_uri=uri)
-    assert sorted(out.artifacts) == ["generated/reconstruct_take_2/take_2.reconstructed.png",
-                                     "generated/reconstruct_take_2/take_2.reconstructed.wav"]
-    logged = {a.path for a in _client(uri).list_artifacts(run_id, "generated/reconstruct_take_2")}
+    call = out.artifacts[0].rsplit("/", 1)[0]
+    assert call.startswith("generated/reconstruct_take_2/")
+    assert sorted(out.artifacts) == [f"{call}/take_2.reconstructed.png", f"{call}/take_2.reconstructed.wav"]
+    logged = {a.path for a in _client(uri).list_artifacts(run_id, call)}
     assert logged == set(out.artifacts)
     assert not any("\n" in a.path for a in _client(uri).list_artifacts(run_id, "generated"))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["take\n2.reconstructed.png",
@@ -256,3 +263,10 @@ def test_cli_generate(trained, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "vocoder_mel_error_db.griffinlim:" in out.stdout
     assert len(list((tmp_path / "g" / "seed_0" / "griffinlim").glob("*.wav"))) == 2
+    # A label means nothing to an unconditional run (tests/test_conditioning.py asks conditional runs for one).
+    from vaekit.cli import main
+
+    for args in (["generate", run_id, "--label", "seven"], ["interpolate", run_id, "--label", "one", "two"]):
+        line = error_line(CliRunner().invoke(main, [*args, "--no-log", "--out", tmp_path / "l", "--tracking-uri", uri]))
+        assert line == f"Error: --label: run {run_id} is unconditional (trained without --condition): it generates from z alone"
+    assert not (tmp_path / "l").exists()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import error_line, make_tones, run_cli, runs_in, tiny_config
+from conftest import docs_page, error_line, make_tones, run_cli, runs_in, tiny_config
 from vaekit.audio import AudioParams
 
 AUDIO = AudioParams()
@@ -220,7 +220,7 @@ def test_a_metric_declaring_context_gets_it_and_one_that_cannot_be_computed_is_s
     comps = [_metric("test_audio_mel_db"), _metric("test_audio_stft_db"), Component("metrics", "plain", build_plain, "t", "0"),
              Component("metrics", "curious", build_curious, "t", "0")]
     vocoded = Vocoded(None, mel, waves=tones * 0.5)
-    context = MetricContext(ReferenceAudio.of(tones))
+    context = MetricContext(reference_audio=ReferenceAudio.of(tones))
     out = compute(comps, mel, mel, None, AUDIO, vocoded, {"clips": 3}, context)
     assert seen["context"] is context and out["test_refs"] == 2.0 and out["test_plain"] == 1.0
     assert out["test_audio_mel_db"] == pytest.approx(audio_mel_db(tones, tones * 0.5, AUDIO.sr))
@@ -374,6 +374,49 @@ def test_a_run_logs_every_metric_and_a_plugin_metric_end_to_end(metric_run):
     assert matplotlib.image.imread(grid).shape[1] > 800  # 8 clips side by side
 
 
+def test_the_logged_metrics_equal_an_independent_computation_on_the_runs_own_test_clips(metric_run, notebook_data):
+    """The logged model, the dataset's files and the formulas of docs/metrics.md, outside the run's code path:
+    a step of it that goes wrong (reconstructions not denormalised, the wrong clips, the wrong seed) shows."""
+    import mlflow
+    import scipy.fft
+    import scipy.linalg
+
+    from vaekit.audio import waveforms_to_mel_db
+    from vaekit.components import vocode
+    from vaekit.generate import build_vocoders, open_run
+
+    result, uri, _, _ = metric_run
+    logged = mlflow.MlflowClient(uri).get_run(result.run_id).data.metrics
+    run = open_run(result.run_id, uri)
+    lo, hi = float(np.load(notebook_data / "min_values.npy")), float(np.load(notebook_data / "max_values.npy"))
+    x = np.load(notebook_data / "x_test.npy")
+    original = x * (hi - lo) + lo  # the clips in dB, as the dataset's files define them
+    mu, _ = run.model.encode(x[..., None])
+    recon = np.asarray(run.model.decode(mu))[..., 0] * (hi - lo) + lo
+    assert np.allclose(recon, run.denormalize(np.asarray(run.model.decode(mu))[..., 0]))
+
+    diff = np.abs(original.astype(np.float64) - recon)
+    assert logged["test_recon_mel_db"] == pytest.approx(diff.mean(), rel=1e-4)
+    assert logged["test_peak_db"] == pytest.approx(diff.max(), rel=1e-4)  # the plugin metric saw the same clips
+    cep = lambda db: scipy.fft.dct(db.astype(np.float64) * math.log(10) / 20, type=2, norm="ortho", axis=1)[:, 1:13]
+    mcd = 10 / math.log(10) * np.sqrt(2 * np.sum((cep(original) - cep(recon)) ** 2, axis=1))
+    assert logged["test_recon_mcd_db"] == pytest.approx(mcd.mean(), rel=1e-4)
+
+    (comp, fn), = build_vocoders(run).values()  # the run's vocoder with its options, on the first 4 reconstructions
+    again = waveforms_to_mel_db(vocode(comp, fn, recon[:4].astype(np.float32)), AUDIO)
+    assert logged["test_vocoded_mel_db"] == pytest.approx(np.abs(again - original[:4]).mean(), rel=1e-3)
+
+    z = np.random.default_rng(run.config.seed).standard_normal((256, run.latent_dim))  # the run's 256 draws
+    sampled = np.asarray(run.model.decode(z.astype(np.float32)))[..., 0] * (hi - lo) + lo
+    stats = lambda db: np.concatenate([db.mean(axis=2), db.std(axis=2)], axis=1).astype(np.float64)
+    s, t = stats(sampled), stats(original)
+    root = np.real(scipy.linalg.sqrtm(np.cov(s, rowvar=False) @ np.cov(t, rowvar=False)))
+    fd = np.sum((s.mean(0) - t.mean(0)) ** 2) + np.trace(np.cov(s, rowvar=False) + np.cov(t, rowvar=False) - 2 * root)
+    assert logged["sample_fd"] == pytest.approx(fd, rel=1e-3)
+    spread = lambda db: np.mean([np.linalg.norm(db[i] - db[j]) for i in range(len(db)) for j in range(i + 1, len(db))])
+    assert logged["sample_diversity"] == pytest.approx(spread(sampled) / spread(original), rel=1e-3)
+
+
 # "loud" reads the vocoded audio; "broken" fails on any input, as a metric with a bug would after hours of training.
 BROKEN_METRIC = '''
 import numpy as np
@@ -454,6 +497,13 @@ def test_generate_logs_the_sample_metrics_of_what_it_generated(metric_run, tmp_p
     assert not any(k.startswith("generate.test_") for k in out.metrics)  # the run's own test figures are not redone
     logged = mlflow.MlflowClient(uri).get_run(result.run_id).data.metrics
     assert logged["generate.sample_fd"] == pytest.approx(out.metrics["generate.sample_fd"])
+    # The keys, as docs/metrics.md and docs/listen.md name them: "sample metrics of what it generated, as
+    # `generate.NAME`", and `vocoder_mel_error_db.VOCODER`.
+    assert "`generate.NAME`" in docs_page("metrics.md") and "`vocoder_mel_error_db.VOCODER`" in docs_page("listen.md")
+    samples = {k for k in result.metrics if k.startswith("sample_")}
+    assert samples == {"sample_fd", "sample_diversity"}
+    assert set(out.metrics) == {f"generate.{k}" for k in samples} | {"vocoder_mel_error_db.griffinlim"}
+    assert {k for k in logged if k.startswith(("generate.", "vocoder_mel_error_db."))} >= set(out.metrics)
 
 
 # -- reconstruct on folders --------------------------------------------------------------------------------------
@@ -486,8 +536,15 @@ def test_reconstruct_takes_folders_keeps_their_structure_and_lists_unreadable_fi
     import mlflow
 
     logged = mlflow.MlflowClient(uri).get_run(result.run_id).data.metrics
-    assert "reconstruct.test_recon_mel_db" in logged
     assert logged["test_recon_mel_db"] == result.metrics["test_recon_mel_db"]  # the run's own figure kept
+    # The keys, as docs/reconstruct.md names them: "the run's metrics that need no samples as reconstruct.NAME"
+    # (its built-ins listed), and vocoder_mel_error_db.VOCODER.
+    page = docs_page("reconstruct.md")
+    audio = {"test_recon_mel_db", "test_recon_mcd_db", "test_vocoded_mel_db", "test_peak_db"}  # the run's --metrics' test_*
+    assert audio <= set(result.metrics)
+    assert {k for k in logged if k.startswith("reconstruct.")} == {f"reconstruct.{k}" for k in audio}
+    assert all(f"`reconstruct.{k}`" in page for k in audio - {"test_peak_db"}) and "`vocoder_mel_error_db.VOCODER`" in page
+    assert "vocoder_mel_error_db.griffinlim" in logged
     missing = CliRunner().invoke(main, ["reconstruct", result.run_id, str(root), "--tracking-uri", uri])
     assert "needs --out DIR" in error_line(missing)
 

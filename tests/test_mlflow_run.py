@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import free_port, write_notebook_data
+from conftest import HANG, free_port, restore_sigint, wall_limit, write_notebook_data
 
 #: Lines a default run must not print (written independently of vaekit.console's own list).
 NOISE = [re.compile(p) for p in (
@@ -178,10 +178,11 @@ def test_vaekit_ui_serves_the_store_without_job_consumers_and_stops_within_3_s(t
     port = free_port()
     log = open(tmp_path / "ui.log", "w+")
     proc = subprocess.Popen([sys.executable, "-m", "vaekit", "ui", str(store), "--port", str(port)], cwd=tmp_path,
-                            env=clean_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            env=clean_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=restore_sigint)
     started = []
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + HANG
         while True:
             assert proc.poll() is None, (tmp_path / "ui.log").read_text()[-2000:]
             try:
@@ -190,7 +191,7 @@ def test_vaekit_ui_serves_the_store_without_job_consumers_and_stops_within_3_s(t
                     assert b"epochs = 1" in resp.read()
                 break
             except OSError:
-                assert time.monotonic() < deadline, "vaekit ui did not answer within 120 s"
+                assert time.monotonic() < deadline, f"vaekit ui did not answer within {HANG} s"
                 time.sleep(0.5)
         started = descendants(proc.pid)
         commands = [" ".join(p.cmdline()) for p in started]
@@ -201,8 +202,9 @@ def test_vaekit_ui_serves_the_store_without_job_consumers_and_stops_within_3_s(t
             proc.send_signal(signal.SIGTERM)
         else:
             os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=30)
-        assert time.monotonic() - t0 < 3.0
+        proc.wait(timeout=60)
+        took = time.monotonic() - t0
+        assert took < wall_limit(3), took  # about 2 s on an idle 2-core machine (docs/listen.md)
         time.sleep(0.2)
         assert [p.pid for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
     finally:

@@ -254,17 +254,6 @@ def test_non_finite_loss_stops_training_naming_epoch_and_batch(notebook_data, st
     assert [r.info.status for r in runs] == ["FAILED"]
 
 
-def test_help_and_plugins_do_not_import_tensorflow():
-    code = ("import sys\nfrom click.testing import CliRunner\nfrom vaekit.cli import main\n"
-            "for args in (['--help'], ['plugins'], ['sweep', '--help']):\n"
-            "    r = CliRunner().invoke(main, args)\n    assert r.exit_code == 0, r.output\n"
-            "assert 'fastgl' in CliRunner().invoke(main, ['plugins']).output\n"
-            "print(sorted(m for m in ('tensorflow', 'keras', 'librosa', 'mlflow') if m in sys.modules))\n")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "[]"
-
-
 def test_multiworker_strategy_with_two_local_workers(notebook_data, store, tmp_path, float32_run):
     """Two `vaekit run --strategy multiworker` processes on localhost, as on two machines: they train
     together, the chief (worker 0) logs to the store, the other worker to a throw-away one."""

@@ -16,7 +16,7 @@ import soundfile as sf
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
-from conftest import run_cli, tiny_config
+from conftest import restore_sigint, run_cli, tiny_config
 from vaekit.audio import AudioParams
 from vaekit.data import load_notebook_dir
 from vaekit.prepare import audio_params, prepare_folder
@@ -169,7 +169,11 @@ def test_a_fifo_among_the_audio_is_skipped_as_not_a_regular_file_without_blockin
 
 
 def test_interrupted_prepare_leaves_no_dataset(tmp_path):
-    """Ctrl-C in the middle: exit 130, no OUT_DIR, no partial directory left, no traceback."""
+    """Ctrl-C in the middle: exit 130, no OUT_DIR, no partial directory left, no traceback.
+
+    "In the middle" by synchronisation, not by timing: once the partial directory exists, the process is
+    stopped (SIGSTOP) before it is checked to be still running and sent SIGINT, then continued; however fast
+    the machine, it cannot finish in between."""
     src = tmp_path / "audio"
     src.mkdir()
     y = tone(220, 48000, 1.5, stereo=True)
@@ -178,14 +182,19 @@ def test_interrupted_prepare_leaves_no_dataset(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "VAEKIT_CACHE": str(tmp_path / "cache")}
     proc = subprocess.Popen([sys.executable, "-m", "vaekit", "prepare", str(src), str(out), "--workers", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.time() + 60
-    while not list(tmp_path.glob(".out.partial-*")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.2)
-    assert proc.poll() is None, "prepare finished before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=restore_sigint)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(tmp_path.glob(".out.partial-*")) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGSTOP)
+        assert proc.poll() is None and not out.exists(), "prepare finished before it could be interrupted"
+        assert list(tmp_path.glob(".out.partial-*")), "prepare wrote no partial directory within 300 s"
+        proc.send_signal(signal.SIGINT)  # pending until it runs again
+        proc.send_signal(signal.SIGCONT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill() if proc.poll() is None else None
     assert proc.returncode == 130, (stdout, stderr)
     assert "Interrupted." in stderr and "Traceback" not in stderr
     assert not out.exists() and not list(tmp_path.glob(".out.*"))

@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -80,8 +79,8 @@ def test_sigint_to_a_real_run_mid_training_ends_killed_exit_130_with_epoch_metri
     assert r.info.status == "KILLED"
     assert [m.step for m in client.get_metric_history(run_id, "loss")][:1] == [0]
     assert "test_loss" not in r.data.metrics
-    assert {a.path for a in client.list_artifacts(run_id, "checkpoints")} >= {"checkpoints/state.npz",
-                                                                               "checkpoints/state.json"}
+    assert {a.path for a in client.list_artifacts(run_id, "checkpoints/slot0")} >= {"checkpoints/slot0/state.npz",
+                                                                                     "checkpoints/slot0/state.json"}
 
 
 # -- 2. NaN / Inf ------------------------------------------------------------------------------
@@ -90,8 +89,7 @@ def test_sigint_to_a_real_run_mid_training_ends_killed_exit_130_with_epoch_metri
 def test_non_finite_loss_stops_at_once_and_fails_naming_epoch_batch_and_what_to_try(notebook_data, store):
     from vaekit.run import run
 
-    load_faults()
-    t0 = time.perf_counter()
+    faults = load_faults()
     with pytest.raises(TrainingError) as info:
         run(small_config(notebook_data, store, epochs=3, loss="inf-at-batch"), progress=False)
     message = str(info.value)
@@ -103,7 +101,10 @@ def test_non_finite_loss_stops_at_once_and_fails_naming_epoch_batch_and_what_to_
     client = MlflowClient(store)
     assert client.get_metric_history(r.info.run_id, "loss") == []
     assert client.list_artifacts(r.info.run_id, "checkpoints") == []
-    assert time.perf_counter() - t0 < 60
+    # Training stopped in the epoch of the inf, not at the end of the run: the loss of batch 2 was computed and at
+    # most that of batch 3 (the epoch's last: the check runs in Keras' callback thread and the epoch's end waits for
+    # it), not the 9 batches of 3 epochs.
+    assert 2 <= int(faults.INF_LOSS_CALLS[-1].numpy()) <= 3
 
 
 # -- 3. tracking problems before training -------------------------------------------------------

@@ -108,11 +108,11 @@ def test_sigkill_with_interval_0_keeps_every_logged_epoch_runs_close_ends_it_and
     proc = start_cli(*args, cwd=tmp_path)
     try:
         run_id = wait_for(first_epoch_logged(store), proc=proc, what="the first epoch's metrics")
-        meta = artifact_dir(store, run_id) / "checkpoints" / "state.json"
+        meta = artifact_dir(store, run_id) / "checkpoints" / "slot0" / "state.json"
         # Read at once, while the process trains epoch 2: epoch 1's checkpoint must already be whole.
         assert meta.is_file(), "epoch 1's metrics are logged but its checkpoint is not written"
         saved = tmp_path / "epoch-1"
-        shutil.copytree(meta.parent, saved)
+        shutil.copytree(meta.parent.parent, saved)
         assert load(run_id, store).epoch == 1
         assert tracking.get_run(run_id, store, "t")[1].data.tags["vaekit.pid_start"] == tracking.process_start(proc.pid)
 
@@ -142,8 +142,8 @@ def test_sigkill_with_interval_0_keeps_every_logged_epoch_runs_close_ends_it_and
                                     "process is gone can be closed")
 
     # The checkpoint of epoch 1 while epochs 1 and 2 are logged: epoch 2 is trained again.
-    shutil.rmtree(meta.parent)
-    shutil.copytree(saved, meta.parent)
+    shutil.rmtree(meta.parent.parent)
+    shutil.copytree(saved, meta.parent.parent)
     res = run_cli("run", "--resume", run_id, "--tracking-uri", store, "--quiet", "--trust-run-plugins", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     for key in ("loss", "kl", "val_loss"):
@@ -261,7 +261,8 @@ def test_resume_refuses_what_it_cannot_continue(notebook_data, store, tmp_path, 
     seen_by_discard = []
 
     def discard(artifact_uri):
-        seen_by_discard.append(sorted(p.name for p in (Path(urlparse(artifact_uri).path) / "checkpoints").iterdir()))
+        seen_by_discard.append(sorted(str(p.relative_to(folder)) for folder in [Path(urlparse(artifact_uri).path) / "checkpoints"]
+                                      for p in folder.rglob("*") if p.is_file()))
         real_discard(artifact_uri)
 
     real_discard = checkpoint.discard
@@ -275,7 +276,8 @@ def test_resume_refuses_what_it_cannot_continue(notebook_data, store, tmp_path, 
         resume_config("0123abcd", store)
 
     # A finished run's checkpoints are gone (only KILLED and FAILED runs are resumed) ...
-    assert seen_by_discard == [["state.json", "state.npz"]]  # there was one, and discard was called on it
+    # There were two (one per epoch, in the two slots), and discard was called on them.
+    assert seen_by_discard == [["slot0/state.json", "slot0/state.npz", "slot1/state.json", "slot1/state.npz"]]
     assert client.list_artifacts(done.run_id, "checkpoints") == []
     client.set_terminated(done.run_id, "KILLED")
     with pytest.raises(ConfigError, match="has no checkpoint"):
@@ -287,9 +289,9 @@ def test_resume_refuses_what_it_cannot_continue(notebook_data, store, tmp_path, 
     with pytest.raises(Exception, match="vocoder exploded"):
         run(small_config(notebook_data, store, vocoder="fails", options={"vocoder": {}}), progress=False)
     failed = client.search_runs([done.experiment_id], "attributes.status = 'FAILED'")[0]
-    state = Path(urlparse(failed.info.artifact_uri).path) / "checkpoints" / "state.npz"
+    state = Path(urlparse(failed.info.artifact_uri).path) / "checkpoints" / "slot0" / "state.npz"
     state.write_bytes(state.read_bytes()[:-10])
-    with pytest.raises(ConfigError, match="checkpoints/state.npz does not match checkpoints/state.json"):
+    with pytest.raises(ConfigError, match="checkpoints/slot0/state.npz does not match checkpoints/slot0/state.json"):
         run(resume_config(failed.info.run_id, store), progress=False, resume=failed.info.run_id)
     assert client.get_run(failed.info.run_id).info.status == "FAILED"
 
@@ -302,8 +304,6 @@ def test_resume_refuses_what_it_cannot_continue(notebook_data, store, tmp_path, 
 def test_checkpoints_are_written_every_interval_and_always_at_a_stop(store, monkeypatch):
     """The policy, on a real model and store: the last epoch is kept in memory; written when the
     interval has passed (0: every epoch) and, whatever the interval, when the run stops early."""
-    import json
-
     import keras
     import mlflow
 
@@ -318,7 +318,7 @@ def test_checkpoints_are_written_every_interval_and_always_at_a_stop(store, monk
     def written_epoch(run_id):
         if not client.list_artifacts(run_id, "checkpoints"):
             return None
-        return json.loads(Path(client.download_artifacts(run_id, "checkpoints/state.json")).read_text())["epoch"]
+        return load(run_id, store).epoch
 
     def state():
         return [v.numpy() for v in model.variables] + [v.numpy() for v in model.optimizer.variables]

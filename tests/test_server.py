@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import free_port, run_cli, stop_process_group
+from conftest import HANG, free_port, run_cli, stop_process_group
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def mlflow_server(tmp_path):
         stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + HANG
         while True:
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
@@ -76,7 +76,9 @@ def test_run_logs_to_a_tracking_server_over_http(mlflow_server, notebook_data, t
     assert len(stored) == 1 and run_id in str(stored[0])
 
 
-def test_unreachable_server_is_one_line_before_any_training(tmp_path):
+def test_check_store_says_an_unreachable_server_in_one_line_naming_the_flag(tmp_path):
+    """The message itself; that `vaekit run` says it before building or training anything (before importing
+    Keras even) is tests/test_reliability.py::test_unreachable_tracking_server_is_a_one_line_error_before_tensorflow."""
     from vaekit.errors import VaekitError
     from vaekit.tracking import check_store
 

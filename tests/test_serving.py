@@ -9,10 +9,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -21,7 +17,7 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from conftest import error_line, free_port, stop_process_group, tiny_run
+from conftest import HANG, error_line, models_serve, tiny_run
 
 LATENT = 4
 
@@ -129,31 +125,8 @@ def test_generator_predicts_one_wav_per_row_as_vaekit_makes_it_and_refuses_bad_z
 def server(trained, registered, tmp_path_factory):
     """A real ``mlflow models serve`` of models:/tones-generator@champion on 127.0.0.1: its base URL."""
     _, uri = trained
-    tmp = tmp_path_factory.mktemp("serve")
-    port = free_port()
-    log = open(tmp / "serve.log", "w+")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/tones-generator@champion",
-                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-                            cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"mlflow models serve exited with {proc.returncode}: {log.read()[-3000:]}")
-            try:
-                urllib.request.urlopen(f"{base}/ping", timeout=5).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("mlflow models serve did not answer within 120 s")
-                time.sleep(0.5)
+    with models_serve("models:/tones-generator@champion", uri, tmp_path_factory.mktemp("serve"), wait=HANG) as base:
         yield base
-    finally:
-        stop_process_group(proc)
-        log.close()
 
 
 def post(url: str, body: str) -> tuple[int, dict]:
@@ -229,7 +202,8 @@ def test_export_onnx_matches_keras_and_never_leaves_half_an_export(trained, logg
     result = cli("export", run_id, out, "--tracking-uri", uri)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["README.txt", "audio.json", "decoder.onnx", "encoder.onnx",
-                                                     "max_values.npy", "min_values.npy", "vocoder.json"]
+                                                     "max_values.npy", "min_values.npy", "vaekit-export.json",
+                                                     "vocoder.json"]
     z = np.random.default_rng(3).standard_normal((5, LATENT), dtype=np.float32)
     decoder = onnxruntime.InferenceSession(str(out / "decoder.onnx"))
     assert [i.name for i in decoder.get_inputs()] == ["z"]
@@ -241,9 +215,23 @@ def test_export_onnx_matches_keras_and_never_leaves_half_an_export(trained, logg
     np.testing.assert_array_equal(np.load(out / "max_values.npy"), run.max_values)
     assert json.loads((out / "audio.json").read_text()) == run.audio.to_dict()
     assert "power = 10 ** (dB / 10)" in (out / "README.txt").read_text()
+    # The whole bundle, read from OUT alone as README.txt says: decode → dB → the named vocoder → the audio vaekit makes.
+    from vaekit.audio import AudioParams
+    from vaekit.components import get_component, vocode
+
+    low, high = np.load(out / "min_values.npy"), np.load(out / "max_values.npy")
+    mel_db = decoder.run(None, {"z": z})[0][..., 0] * (high - low) + low
+    np.testing.assert_allclose(mel_db, run.denormalize(run.model.decode(z)[..., 0]), atol=1e-2)  # dB
+    named = json.loads((out / "vocoder.json").read_text())
+    comp = get_component("vocoder", named["name"])
+    waves = vocode(comp, comp.create(AudioParams.from_dict(json.loads((out / "audio.json").read_text())), **named["options"]),
+                   mel_db.astype(np.float32))
+    expected, _ = reference_waves(run, z)
+    np.testing.assert_allclose(waves, expected, atol=1e-3)
 
     (out / "marker").write_text("old")
-    assert error_line(cli("export", run_id, out, "--tracking-uri", uri)) == f"Error: {out}: already exists (--force replaces it)"
+    assert error_line(cli("export", run_id, out, "--tracking-uri", uri)) == \
+        f"Error: {out}: already exists (--force replaces it, if an earlier vaekit export wrote it)"
     assert (out / "marker").exists()
     assert error_line(cli("export", "0123456789abcdef", tmp_path / "typo", "--tracking-uri", uri)) == \
         f"Error: run 0123456789abcdef: not found in the tracking store {uri}"

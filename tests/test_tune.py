@@ -12,7 +12,8 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import error_line, free_port
+import vaekit
+from conftest import HANG, error_line, free_port, required, restore_sigint
 from reliability_helpers import FAULTS, query_store, wait_for
 
 #: A tiny dense VAE: what is tested here is the study around it.
@@ -27,11 +28,10 @@ def start_tune(*args, cwd):
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     return subprocess.Popen([sys.executable, "-m", "vaekit", "tune", *map(str, args)], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=restore_sigint)
 
 
-def finish(proc, timeout=300):
+def finish(proc, timeout=HANG):
     try:
         out, err = proc.communicate(timeout=timeout)
     finally:
@@ -106,8 +106,12 @@ def test_two_processes_share_one_journal_study_each_trial_runs_once_under_one_pa
         assert run.data.metrics["test_mse"] == pytest.approx(t.value)
         assert t.user_attrs["vaekit.run_id"] == run.info.run_id
     best = min(done, key=lambda t: t.value)
-    assert parent.info.status == "FINISHED" and parent.data.tags["vaekit.best_trial"] == str(best.number)
-    assert parent.data.tags["vaekit.best_run_id"] == by_number[best.number].info.run_id
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "tune space"
+    assert {k: v for k, v in parent.data.tags.items() if not k.startswith("mlflow.")} == {
+        "vaekit.version": vaekit.__version__, "vaekit.tune": "parent", "vaekit.study": "space",
+        "vaekit.study.storage": str(tmp_path / "optuna.journal"), "vaekit.best_trial": str(best.number),
+        "vaekit.best_run_id": by_number[best.number].info.run_id}  # docs/tune.md's "What MLflow shows"
+    assert {c.data.tags["vaekit.study"] for c in children} == {"space"}
     assert parent.data.metrics["best_test_mse"] == pytest.approx(best.value)
     assert parent.data.metrics["trials_complete"] == 3
     table = client.download_artifacts(parent.info.run_id, "trials.txt", str(tmp_path))
@@ -125,9 +129,9 @@ def test_ctrl_c_stops_the_trial_a_rerun_continues_the_study_and_a_lagging_trial_
     proc = start_tune(*base, "--trials", 1, "--option", "loss.seconds=8", cwd=tmp_path)
     try:
         wait_for(lambda: (query_store(store, "SELECT COUNT(*) FROM metrics WHERE key = 'loss'") or [[0]])[0][0] >= 1,
-                 timeout=300, proc=proc, what="the trial's first epoch")
+                 proc=proc, what="the trial's first epoch")
         proc.send_signal(signal.SIGINT)
-        rc, out, err = finish(proc, timeout=120)
+        rc, out, err = finish(proc, timeout=HANG)
     finally:
         proc.kill() if proc.poll() is None else None
     assert rc == 130 and "Interrupted." in err and "Traceback" not in err, err[-3000:]
@@ -163,6 +167,56 @@ def test_ctrl_c_stops_the_trial_a_rerun_continues_the_study_and_a_lagging_trial_
     assert [m.step for m in client.get_metric_history(pruned.info.run_id, "val_mse")] == [0]
     assert "test_mse" in pruned.data.metrics  # evaluated and logged like any run
     assert "PRUNED@1" in out
+
+
+def test_tpe_draws_a_quarter_of_the_study_at_random_first_3_to_10():
+    from vaekit.tune import make_sampler, tpe_startup
+
+    assert [tpe_startup(n) for n in (1, 12, 16, 20, 40, 41, 1000)] == [3, 3, 4, 5, 10, 10, 10]
+    assert make_sampler("tpe", [], 0, "--space", 16)._n_startup_trials == 4  # the sampler a 16-trial study gets
+    assert make_sampler("tpe", [], 0, "--space", 200)._n_startup_trials == 10
+
+
+def test_trials_left_running_by_a_process_gone_from_this_host_are_failed_and_queued_again(tmp_path):
+    """What ``vaekit tune`` does first on a study a killed process left behind (tune.reap_stale): a trial whose
+    owner on this host is gone, or whose pid now belongs to another process, fails, interrupted, its settings
+    queued again; a live owner's trial, another host's and one with no owner are left running."""
+    import os
+    import socket
+
+    import optuna
+
+    from vaekit import tracking
+    from vaekit import trial as trials
+    from vaekit.tune import INTERRUPTED, OWNER_ATTR, reap_stale
+
+    gone = subprocess.Popen(["sleep", "60"])
+    gone_owner = {"host": socket.gethostname(), "pid": gone.pid, "start": tracking.process_start(gone.pid)}
+    gone.kill()
+    gone.wait()
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "start": tracking.process_start(os.getpid())}
+    owners = {"gone": gone_owner, "alive": me, "pid reused": {**me, "start": "another process"},
+              "elsewhere": {**gone_owner, "host": "another-host"}, "no owner": None}
+    study = optuna.create_study(study_name="s", storage=trials.open_storage(str(tmp_path / "optuna.journal")))
+    asked = {}
+    for i, (what, who) in enumerate(owners.items()):
+        t = study.ask({"x": optuna.distributions.FloatDistribution(0, 10)})
+        if who:
+            t.set_user_attr(OWNER_ATTR, who)
+        asked[what] = (t.number, t.params)
+    said = []
+    reap_stale(study, said.append)
+
+    by_number = {t.number: t for t in study.trials}
+    states = {what: by_number[n].state.name for what, (n, _) in asked.items()}
+    assert states == {"gone": "FAIL", "alive": "RUNNING", "pid reused": "FAIL", "elsewhere": "RUNNING", "no owner": "RUNNING"}
+    queued = [t for t in study.trials if t.state.name == "WAITING"]
+    assert sorted(t.user_attrs["vaekit.retry_of"] for t in queued) == sorted(asked[w][0] for w in ("gone", "pid reused"))
+    again = [study.ask({"x": optuna.distributions.FloatDistribution(0, 10)}) for _ in queued]  # what the next trials get
+    assert sorted(t.params["x"] for t in again) == sorted(asked[w][1]["x"] for w in ("gone", "pid reused"))
+    assert all(by_number[asked[w][0]].user_attrs[INTERRUPTED] is True for w in ("gone", "pid reused"))
+    assert sorted(said) == sorted(f"trial {asked[w][0]}: its process ({owners[w]['pid']}) is gone; marked FAIL and queued again"
+                                  for w in ("gone", "pid reused"))
 
 
 @pytest.mark.parametrize("pruner", ["median", "halving"])
@@ -220,8 +274,11 @@ def postgres_url():
 
     initdb = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))), None)
     if initdb is None:
-        pytest.skip("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
-    pytest.importorskip("psycopg")
+        required("PostgreSQL", "apt-get install postgresql (.ci/run does)")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        required("psycopg", "pip install -e '.[test]' (README's set-up)")
     bindir = Path(initdb).resolve().parent
     root = Path(tempfile.mkdtemp(prefix="vaekit-pg-"))  # not tmp_path: the postgres user must reach it
     as_pg = []
@@ -267,3 +324,13 @@ def test_two_processes_share_a_postgresql_study_as_two_machines_would(notebook_d
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert parent.data.tags["vaekit.study.storage"] == postgres_url.replace("s3cret", "***")
     assert parent.data.metrics["trials_complete"] == 2
+    # The password is nowhere in the store: no param, tag or metric name of any run, no byte of the store's files
+    # (the database and every artifact: trials.txt, the trials' logs and configs, plots).
+    for run in [parent, *children]:
+        data = run.data
+        texts = [*data.params, *data.params.values(), *data.tags, *data.tags.values(), *data.metrics, run.info.run_name]
+        assert not [t for t in texts if "s3cret" in t], run.info.run_id
+    stored = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {"mlflow.db", "trials.txt", "config.toml"} <= {p.name for p in stored}, stored
+    assert [p for p in stored if b"s3cret" in p.read_bytes()] == []
+

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, run_cli, stop_process_group
+from conftest import HANG, free_port, run_cli, stop_process_group
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "mlruns.example"
 
@@ -38,7 +38,7 @@ def served_example(tmp_path):
                             cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + HANG
         while True:
             if proc.poll() is not None:
                 log.seek(0)
@@ -48,7 +48,7 @@ def served_example(tmp_path):
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    pytest.fail("vaekit ui did not answer within 120 s")
+                    pytest.fail(f"vaekit ui did not answer within {HANG} s")
                 time.sleep(0.5)
         log.seek(0)
         yield base, log.read()

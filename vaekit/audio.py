@@ -6,6 +6,8 @@ hop_length int((sr + 1) / 50) + 1 = 442, which gives 50 frames a clip.
 
 from __future__ import annotations
 
+import io
+import wave
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -130,3 +132,16 @@ def mel_error_db(waveforms: np.ndarray, mel_db: np.ndarray, audio: AudioParams) 
     again = waveforms_to_mel_db(fit_length(np.asarray(waveforms), audio.samples), audio)
     frames = min(again.shape[-1], mel_db.shape[-1])
     return float(np.mean(np.abs(again[..., :frames] - np.asarray(mel_db)[..., :frames])))
+
+
+def wav_bytes(wave_: np.ndarray, sr: int) -> bytes:
+    """A mono 16-bit PCM WAV file of ``wave_`` (NaN → 0, clipped to [-1, 1]): what explore plays and the served
+    generator answers (standard library only: the scoring server imports this module)."""
+    pcm = (np.clip(np.nan_to_num(wave_), -1.0, 1.0) * 32767).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(sr))
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue()

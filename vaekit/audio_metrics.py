@@ -12,8 +12,9 @@ A metric component (kind ``metrics``, hook ``register_metrics``) is ``build(**op
   ``reconstructed[:K]``, K = min(n, N) (a bounded subset: vocoding is the costly part), each clip
   vocoded once and shared by every metric.
 
-A metric that needs more declares a keyword parameter ``context``: it then also gets a
-:class:`MetricContext` (e.g. ``context.reference_audio``, the original waveforms of the test clips).
+A metric that needs more declares a keyword parameter ``context``: :func:`compute` then passes it a
+:class:`MetricContext` (the original waveforms of the test clips, the training set, a conditional run's
+labels and a way to decode samples of one class, ...); the five positional arguments stay as they are.
 A metric that cannot be computed on this data raises :class:`MetricSkipped` with the reason: it logs
 nothing, and the run says why in one line.
 
@@ -24,14 +25,17 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass, field
+import posixpath
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from vaekit.audio import AudioParams
+from vaekit.audio import AudioParams, fit_length, mel_basis, power_spectrogram, waveforms_to_mel_db
 
-#: Clips ``vocoded()`` vocodes by default (the first of the test set): Griffin-Lim at its default 32
-#: iterations costs about 2 CPU-s a clip on a 2-core machine, so a whole test set would cost minutes per run.
+#: Clips ``vocoded()`` vocodes by default (the first of the test set): Griffin-Lim costs CPU-seconds a clip,
+#: so a whole test set would add minutes to every run (figure in docs/benchmarks.md).
 VOCODED_CLIPS = 4
 #: Draws of z ~ N(0, I) the sample metrics see (decoding is cheap; the first ``--samples`` are the run's samples).
 SAMPLE_DRAWS = 256
@@ -41,6 +45,42 @@ DIVERSITY_CLIPS = 256
 PREFLIGHT_CLIPS = 16
 #: Mel-cepstral coefficients 1..MCD_ORDER enter the MCD (c0, the overall level, does not).
 MCD_ORDER = 12
+#: ``sample_label_accuracy``: conditional samples decoded per class.
+LABEL_SAMPLES_PER_CLASS = 32
+
+
+@dataclass
+class MetricContext:
+    """What a metric may ask for beyond its five arguments, by declaring a keyword parameter ``context``.
+
+    A field is empty (None, ``[]``) where the caller has nothing to give: ``vaekit reconstruct`` and
+    ``vaekit generate`` have no training set; an unconditional run has no condition.
+    """
+
+    #: The run's training spectrograms in dB, (N_train, n_mels, frames).
+    train: np.ndarray | None = None
+    #: A conditional run's label name (``--condition``) and its classes, in class-index order.
+    condition: str | None = None
+    classes: list[str] = field(default_factory=list)
+    #: Class indices of ``train`` and of ``original`` (the test clips), in a conditional run.
+    train_labels: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
+    #: ``sample(class_index, n)`` → ``n`` decoded draws of z ~ N(0, I) with that class, in dB (n, n_mels, frames).
+    sample: Callable[[int, int], np.ndarray] | None = None
+    #: The run's seed (a metric that trains something seeds it with this).
+    seed: int = 0
+    #: A :class:`ReferenceAudio`: ``reference_audio(n)`` → the original waveforms (K, samples) at ``audio.sr``
+    #: of ``original[:K]``; ``None`` where the data's audio is not known, and ``reference_reason`` says why.
+    reference_audio: ReferenceAudio | None = None
+    reference_reason: str = "no original audio was given"
+    #: Metric name → why it logged nothing (filled by :func:`compute`).
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def require_reference(self) -> ReferenceAudio:
+        """``reference_audio``, or :class:`MetricSkipped` with ``reference_reason``."""
+        if self.reference_audio is None:
+            raise MetricSkipped(self.reference_reason)
+        return self.reference_audio
 
 
 def recon_mel_db(original: np.ndarray, reconstructed: np.ndarray) -> float:
@@ -152,8 +192,6 @@ def floored_distance_db(reference_db: np.ndarray, other_db: np.ndarray) -> float
 
 def reference_log_mel(waves: np.ndarray) -> np.ndarray:
     """Waveforms at the reference rate → (N, 80, frames) mel power in dB at the :data:`REFERENCE` analysis."""
-    from vaekit.audio import mel_basis, power_spectrogram
-
     power = power_spectrogram(np.asarray(waves, np.float32), REFERENCE.n_fft, REFERENCE.hop_length)
     return power_db(np.einsum("mf,ntf->nmt", mel_basis(REFERENCE), power.astype(np.float64), optimize=True))
 
@@ -172,8 +210,6 @@ def audio_mel_db(original: np.ndarray, vocoded: np.ndarray, sr: int) -> float:
 
 def audio_stft_db(original: np.ndarray, vocoded: np.ndarray, sr: int) -> float:
     """``test_audio_stft_db``: the mean over :data:`STFT_SIZES` of :func:`floored_distance_db` of 20·log10 |STFT| (hop n_fft/4)."""
-    from vaekit.audio import power_spectrogram
-
     original, vocoded = _aligned(original, vocoded, sr)
     return float(np.mean([floored_distance_db(power_db(power_spectrogram(original, n_fft, n_fft // 4)),
                                               power_db(power_spectrogram(vocoded, n_fft, n_fft // 4)))
@@ -222,8 +258,6 @@ class ReferenceAudio:
         return self.waves[:n]
 
     def _verify(self, rows, waves) -> None:
-        from vaekit.audio import fit_length, waveforms_to_mel_db
-
         again = waveforms_to_mel_db(fit_length(waves, self.audio.samples), self.audio)
         gap = np.abs(again - np.asarray(self.check(rows), np.float32)).reshape(len(rows), -1).max(axis=1)
         if (gap > MATCH_DB).any():
@@ -231,27 +265,6 @@ class ReferenceAudio:
             name = f" ({self.names[rows[i]]})" if self.names else ""
             raise MetricSkipped(f"test clip {rows[i]}{name} no longer gives its spectrogram ({gap[i]:.2f} dB apart): "
                                 "its audio changed since the data was prepared")
-
-
-@dataclass
-class MetricContext:
-    """What a metric that declares a keyword parameter ``context`` gets besides its five positional arguments.
-
-    - ``reference_audio``: a :class:`ReferenceAudio`, ``reference_audio(n)`` → the original waveforms
-      (K, samples) at ``audio.sr`` of ``original[:K]``; ``None`` where the data's audio is not known, and
-      ``reference_reason`` then says why (one line).
-    - ``skipped``: metric name → why it logged nothing (filled by :func:`compute`).
-    """
-
-    reference_audio: ReferenceAudio | None = None
-    reference_reason: str = "no original audio was given"
-    skipped: dict[str, str] = field(default_factory=dict)
-
-    def require_reference(self) -> ReferenceAudio:
-        """``reference_audio``, or :class:`MetricSkipped` with ``reference_reason``."""
-        if self.reference_audio is None:
-            raise MetricSkipped(self.reference_reason)
-        return self.reference_audio
 
 
 def reference_pairs(context: MetricContext | None, vocoded, clips: int) -> tuple[np.ndarray, np.ndarray]:
@@ -326,8 +339,8 @@ def context_for(ds) -> MetricContext:
         return MetricContext(reference_reason=f"{source}: dataset.json lists {len(names)} test files for "
                                               f"{len(ds.x_test)} test clips")
 
-    return MetricContext(ReferenceAudio(load, len(ds.x_test), ds.audio, lambda rows: ds.denormalize(ds.x_test[rows]),
-                                        names))
+    return MetricContext(reference_audio=ReferenceAudio(load, len(ds.x_test), ds.audio,
+                                                        lambda rows: ds.denormalize(ds.x_test[rows]), names))
 
 
 def takes_context(fn) -> bool:
@@ -339,13 +352,65 @@ def takes_context(fn) -> bool:
     return "context" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
 
 
-def reconstructions(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Normalised x (N, H, W) → the model's reconstructions from z = μ, normalised (N, H, W)."""
+def reconstructions(model, x: np.ndarray, batch: int = 256, labels=None) -> np.ndarray:
+    """Normalised x (N, H, W) → the model's reconstructions from z = μ, normalised (N, H, W).
+
+    ``labels``: each clip's class index (N,), which a conditional model encodes and decodes with.
+    """
     out = []
     for start in range(0, len(x), batch):
-        z_mean, _ = model.encode(x[start:start + batch, ..., None])
-        out.append(model.decode(z_mean)[..., 0])
+        part = None if labels is None else labels[start:start + batch]
+        z_mean, _ = model.encode(x[start:start + batch, ..., None], part)
+        out.append(model.decode(z_mean, part)[..., 0])
     return np.concatenate(out) if out else np.zeros_like(x)
+
+
+def train_label_classifier(x_db: np.ndarray, labels: np.ndarray, classes: int, seed: int = 0, epochs: int = 30):
+    """A small CNN that tells the classes of mel spectrograms in dB apart: returns ``predict(x_db) → class indices``.
+
+    Conv(16)–pool–Conv(32)–pool–Conv(32)–pool → Dense(64) → softmax over ``classes``, on spectrograms
+    standardised with the training set's mean and deviation; Adam, batch 64, ``epochs`` passes in an
+    order seeded by ``seed``.  Backend-agnostic Keras; its weights are seeded, so it trains the same each time.
+    """
+    import keras
+    from keras import layers
+
+    mean, std = float(np.mean(x_db)), float(np.std(x_db)) or 1.0
+    prepare = lambda db: ((np.asarray(db, np.float32) - mean) / std)[..., None]  # noqa: E731
+    init = [keras.initializers.GlorotUniform(seed=seed * 8 + i) for i in range(5)]
+    inputs = keras.Input(shape=(*x_db.shape[1:], 1))
+    h = inputs
+    for i, width in enumerate((16, 32, 32)):
+        h = layers.Conv2D(width, 3, padding="same", activation="relu", kernel_initializer=init[i])(h)
+        h = layers.MaxPooling2D(2, padding="same")(h)
+    h = layers.Flatten()(h)
+    h = layers.Dense(64, activation="relu", kernel_initializer=init[3])(h)
+    outputs = layers.Dense(classes, activation="softmax", kernel_initializer=init[4])(h)
+    model = keras.Model(inputs, outputs, name="label_classifier")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    x, y = prepare(x_db), np.asarray(labels, np.int64)
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):  # our own seeded order: fit's shuffle draws from the backend's global state
+        order = rng.permutation(len(x))
+        model.fit(x[order], y[order], batch_size=64, epochs=1, shuffle=False, verbose=0)
+
+    def predict(db: np.ndarray) -> np.ndarray:
+        return np.argmax(model.predict(prepare(db), batch_size=256, verbose=0), axis=1)
+
+    return predict
+
+
+def label_accuracy(context: MetricContext, original: np.ndarray, per_class: int = LABEL_SAMPLES_PER_CLASS,
+                   epochs: int = 30) -> dict[str, float]:
+    """``sample_label_accuracy``: the share of ``per_class`` conditional samples of every class that a
+    classifier (:func:`train_label_classifier`, on the training clips and labels) assigns to the class
+    asked for; ``sample_label_classifier_accuracy``: that classifier's accuracy on the test clips
+    (``original`` and ``context.test_labels``), which says how far the first can be trusted."""
+    k = len(context.classes)
+    predict = train_label_classifier(context.train, context.train_labels, k, context.seed, epochs)
+    test_accuracy = float(np.mean(predict(original) == np.asarray(context.test_labels)))
+    hits = [np.mean(predict(context.sample(c, per_class)) == c) for c in range(k)]
+    return {"sample_label_accuracy": float(np.mean(hits)), "sample_label_classifier_accuracy": test_accuracy}
 
 
 class Vocoded:
@@ -367,10 +432,30 @@ class Vocoded:
         return self.waves[:n]
 
 
+#: What MLflow takes as a metric name (``mlflow.utils.validation``): these characters, at most 250 of them.
+_METRIC_NAME = re.compile(r"[\w.\- /:]{1,250}")
+
+
+def name_problem(name: str, reserved=frozenset()) -> str | None:
+    """Why ``name`` cannot be a metric a component returns (MLflow would refuse it, or it is one the run logs
+    itself: ``reserved``), else None."""
+    if not _METRIC_NAME.fullmatch(name):
+        return ("MLflow takes metric names of 1 to 250 letters, digits, _, -, ., space, / and : only"
+                if name else "an empty name")
+    norm = posixpath.normpath(name)
+    if norm != name or norm == "." or norm.startswith(("..", "/")):
+        return f"MLflow refuses names that read as another path ({norm!r})"
+    if name in reserved or name.startswith("system/"):
+        return "the run logs a metric of that name itself; a metric must not replace it"
+    return None
+
+
 def compute(metric_comps, original, reconstructed, sampled, audio, vocoded, options: dict | None = None,
-            context: MetricContext | None = None) -> dict:
+            context: MetricContext | None = None, reserved=frozenset()) -> dict:
     """Run every metric component; ``{name: float}``.  A failing or malformed metric is a
-    :class:`PluginError` naming it.
+    :class:`PluginError` naming it: one that raises, returns something other than named numbers, a name
+    MLflow refuses, one of ``reserved`` (what the run logs itself, :func:`vaekit.runlog.own_metrics`) or a
+    name another metric returned.
 
     A metric declaring a keyword parameter ``context`` gets ``context`` (a default :class:`MetricContext`
     when None); one that raises :class:`MetricSkipped` gives nothing, and ``context.skipped[name]`` says why.
@@ -379,6 +464,7 @@ def compute(metric_comps, original, reconstructed, sampled, audio, vocoded, opti
 
     context = context if context is not None else MetricContext()
     out: dict[str, float] = {}
+    given_by: dict[str, str] = {}
     for comp in metric_comps:
         fn = comp.create(**metric_options(comp, options or {}))
         try:
@@ -397,16 +483,24 @@ def compute(metric_comps, original, reconstructed, sampled, audio, vocoded, opti
             raise PluginError(f"metric {comp.name!r} (from {comp.plugin}) must return a dict of named numbers, "
                               f"got {type(values).__name__}")
         for key, value in values.items():
+            problem = name_problem(key, reserved) if isinstance(key, str) else "names must be strings"
+            if problem is None and key in given_by:
+                problem = f"metric {given_by[key]!r} returns it too"
+            if problem:
+                raise PluginError(f"metric {comp.name!r} (from {comp.plugin}) returns {key!r}: {problem}")
             try:
-                out[str(key)] = float(value)
+                out[key] = float(value)
             except (TypeError, ValueError):
                 raise PluginError(f"metric {comp.name!r} (from {comp.plugin}): {key!r} is not a number: {value!r}") from None
+            given_by[key] = comp.name
     return out
 
 
-def check(metric_comps, ds, options: dict | None, waves: np.ndarray) -> dict:
+def check(metric_comps, ds, options: dict | None, waves: np.ndarray, condition: str | None = None,
+          reserved=frozenset()) -> dict:
     """Pre-flight: run every plugin metric on the first :data:`PREFLIGHT_CLIPS` test clips, so a broken
-    one fails before training rather than after it (the built-ins are tested and skipped).
+    one fails before training rather than after it (the built-ins are tested and skipped).  Its names are
+    checked too (:func:`compute`): against ``reserved`` and the names of the built-ins selected.
 
     The clips stand in for originals, reconstructions and samples alike; ``vocoded()`` returns
     ``waves`` (the vocoder pre-flight's output), so no clip is vocoded here.  Returns what the plugin
@@ -419,9 +513,19 @@ def check(metric_comps, ds, options: dict | None, waves: np.ndarray) -> dict:
     if not plugins:
         return {}
     clips = ds.denormalize(ds.x_test[:PREFLIGHT_CLIPS])
+    train = getattr(ds, "x_train", None)  # a stand-in dataset may hold test clips only
+    context = context_for(ds)
+    context.train = ds.denormalize(train[:PREFLIGHT_CLIPS]) if train is not None else None
+    if condition:
+        lab = ds.labels[condition]
+        # The test clips stand in for samples of every class too.
+        context.condition, context.classes, context.sample = condition, list(lab.classes), lambda c, n: clips[:n].copy()
+        context.train_labels, context.test_labels = lab.train[:PREFLIGHT_CLIPS], lab.test[:PREFLIGHT_CLIPS]
+    # A built-in metric's component is named after the one metric it returns.
+    reserved = frozenset(reserved) | {c.name for c in metric_comps if c.plugin == BUILT_IN_METRICS_PLUGIN}
     try:
         return compute(plugins, clips, clips.copy(), clips.copy(), ds.audio, Vocoded(None, clips, waves), options,
-                       context_for(ds))
+                       context, reserved)
     except PluginError as exc:
         raise PluginError(f"{exc} (pre-flight check on {len(clips)} test clips, before training)") from None
 
@@ -431,25 +535,40 @@ def metric_options(comp, options: dict) -> dict:
     return {k: v for k, v in options.items() if k in comp.options}
 
 
-def evaluate(model, ds, comps, vocoder_fn, config, context: MetricContext | None = None) -> dict:
+def evaluate(model, ds, comps, vocoder_fn, config, context: MetricContext | None = None,
+             reserved=frozenset()) -> dict:
     """The run's metrics (``comps["metrics"]``) on the test set, reconstructed from z = μ, and on decoded samples.
 
     Samples: :data:`SAMPLE_DRAWS` (or ``--samples``, if more) draws of z ~ N(0, I) with the run's seed,
-    the first ``--samples`` of which are the run's logged samples.  ``context`` (default :func:`context_for`
-    ``(ds)``) collects the metrics skipped and why.
+    the first ``--samples`` of which are the run's logged samples; in a conditional run sample i has
+    class i mod K (:func:`vaekit.model.sample_labels`), and test clips are reconstructed with their own.
+    ``context`` (default :func:`context_for` ``(ds)``) gets the training set and labels, and collects the
+    metrics skipped and why.
     """
     from vaekit.components import vocode
-    from vaekit.model import sample_latent
+    from vaekit.model import sample_labels, sample_latent
 
     if not comps["metrics"]:
         return {}
     context = context if context is not None else context_for(ds)
+    lab = ds.labels[config.condition] if config.condition else None
     original = ds.denormalize(ds.x_test)
-    reconstructed = ds.denormalize(reconstructions(model, ds.x_test))
+    reconstructed = ds.denormalize(reconstructions(model, ds.x_test, labels=lab.test if lab else None))
     z = sample_latent(max(config.samples, SAMPLE_DRAWS), config.latent_dim, config.seed)
-    sampled = ds.denormalize(np.concatenate([model.decode(z[i:i + 256])[..., 0] for i in range(0, len(z), 256)]))
+    y = sample_labels(len(z), len(lab.classes)) if lab else None
+    sampled = ds.denormalize(np.concatenate([model.decode(z[i:i + 256], None if y is None else y[i:i + 256])[..., 0]
+                                             for i in range(0, len(z), 256)]))
     vocoded = Vocoded(lambda mel_db: vocode(comps["vocoder"], vocoder_fn, mel_db), reconstructed)
-    return compute(comps["metrics"], original, reconstructed, sampled, ds.audio, vocoded, config.option("metrics"), context)
+    context.train, context.seed = ds.denormalize(ds.x_train), config.seed
+    if lab:
+        def sample(c: int, n: int) -> np.ndarray:  # each class its own draws of z, seeded by the run
+            return ds.denormalize(model.decode(sample_latent(n, config.latent_dim, config.seed + 1 + c),
+                                               np.full(n, c))[..., 0])
+
+        context.condition, context.classes, context.sample = config.condition, list(lab.classes), sample
+        context.train_labels, context.test_labels = lab.train, lab.test
+    return compute(comps["metrics"], original, reconstructed, sampled, ds.audio, vocoded, config.option("metrics"),
+                   context, reserved)
 
 
 def for_generated(run, sampled_db: np.ndarray, vocoder) -> dict:
@@ -460,8 +579,6 @@ def for_generated(run, sampled_db: np.ndarray, vocoder) -> dict:
     which generating does not change); ``{}`` when the run's data cannot be loaded here (moved, or
     a plugin dataset not loaded).
     """
-    from dataclasses import replace
-
     from vaekit.components import select_dataset, select_metrics, vocode
     from vaekit.errors import VaekitError
 
@@ -479,8 +596,14 @@ def for_generated(run, sampled_db: np.ndarray, vocoder) -> dict:
     if tuple(ds.shape) != run.input_shape:
         return {}
     x = ds.x_test[:1000]  # a bounded reference: the statistics settle long before
+    labels = None
+    if run.condition:  # a conditional model reconstructs each clip with its own class
+        lab = ds.labels.get(run.condition["name"])
+        if lab is None or list(lab.classes) != run.classes:
+            return {}
+        labels = lab.test[:1000]
     original = run.denormalize(x)
-    reconstructed = run.denormalize(reconstructions(run.model, x))
+    reconstructed = run.denormalize(reconstructions(run.model, x, labels=labels))
     vocoded = Vocoded(lambda mel_db: vocode(vocoder[0], vocoder[1], mel_db), reconstructed)
     values = compute([c for c in comps if not c.name.startswith("test_")], original, reconstructed, sampled_db,
                      run.audio, vocoded, run.config.option("metrics"))

@@ -1,29 +1,36 @@
 """Checkpoints kept in the run's own MLflow artifacts, and resuming from them.
 
 A run's state after its last completed epoch is taken in memory after every epoch and written
-as ``checkpoints/state.npz`` and ``checkpoints/state.json`` (overwritten each time), so a run can
-be resumed from its MLflow store alone.  They are deleted once the run is FINISHED
-(:func:`discard`): only KILLED and FAILED runs are resumed.
+into the run's artifacts, so a run can be resumed from its MLflow store alone.  They are deleted
+once the run is FINISHED (:func:`discard`): only KILLED and FAILED runs are resumed.
 
 When it is written (:class:`Checkpointer`): at most every ``checkpoint_interval`` seconds of
 training (``--checkpoint-interval``; 0 = after every epoch), and always when a run stops early
 (Ctrl-C, SIGTERM, an exception): then the last completed epoch is written before the run ends.
 Only a stop nothing can catch (SIGKILL, the OOM killer, a power cut) loses up to the interval.
 
+A checkpoint is two files in one of two folders, :data:`SLOTS` (``checkpoints/slot0/``,
+``checkpoints/slot1/``), written in turn:
+
 - ``state.npz`` holds every model variable (weights *and* the random seed-generator states
   of the sampling layer and of any plugin layer that draws random numbers) as ``m0, m1, ...``
   and every optimizer variable (Adam's iteration count, moments, ...) as ``o0, o1, ...``;
   it is loaded with ``allow_pickle=False`` (plain arrays, never code);
-- ``state.json`` holds the number of completed epochs, that epoch's logged metrics and the
-  SHA-256 of ``state.npz``, so a torn or swapped file is refused rather than half-restored.
+- ``state.json``, written last, holds the write's number (``write``), the number of completed
+  epochs, that epoch's logged metrics and the SHA-256 of ``state.npz``.
+
+A write goes into the slot that does not hold the newest checkpoint, so that one survives until
+the new one is complete: a write cut off at any point (even SIGKILL) leaves a slot whose
+``state.json`` is missing, unreadable or names another ``state.npz``, and :func:`load` takes the
+newest slot that checks out.  Runs from a vaekit before slots (``checkpoints/state.npz`` and
+``state.json``) are read too.
 
 Training order is a function of (seed, epoch) (:func:`vaekit.training.epoch_order`), not of how many epochs
 this process has run, so a resumed run sees the same batches an uninterrupted one would.
 Together these make a resumed run reach the same test metrics as an uninterrupted one.
 
 Writes due during training (``checkpoint_interval`` > 0) run in a background thread that is not a daemon: a process stopped
-by Ctrl-C or SIGTERM finishes the write in flight before it exits, and ``state.json`` (written
-last) names the hash of ``state.npz``, so a torn pair is refused.  The write at a stop runs in
+by Ctrl-C or SIGTERM finishes the write in flight before it exits.  The write at a stop runs in
 line, with SIGINT/SIGTERM held back (:func:`deferred_signals`) meanwhile.
 """
 
@@ -48,6 +55,14 @@ from vaekit.errors import ConfigError
 ARTIFACT_DIR = "checkpoints"
 STATE_FILE = "state.npz"
 META_FILE = "state.json"
+#: The two folders under ``checkpoints/`` that writes take in turn (see the module's docstring).
+SLOTS = ("slot0", "slot1")
+#: The points of a write, in order, at which :data:`on_write` is called: nothing written yet, ``state.npz``
+#: written, ``state.json`` written (the write complete).
+WRITE_POINTS = ("start", STATE_FILE, META_FILE)
+#: Called as ``on_write(point, slot)`` at each of :data:`WRITE_POINTS` when set: how a test stops a write
+#: (``os.kill(os.getpid(), signal.SIGKILL)``) at each point.  None in normal use.
+on_write = None
 #: Statuses ``--resume`` continues; a RUNNING run whose process died (:func:`vaekit.tracking.crashed`) too.
 RESUMABLE = ("KILLED", "FAILED")
 
@@ -104,31 +119,73 @@ def snapshot(model, into: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def write(arrays: dict[str, np.ndarray], epochs_done: int, logs: dict | None, run_id: str, tracking_uri: str,
-          early_stop: tuple | None = None) -> None:
-    """Write a snapshot as ``checkpoints/state.npz`` + ``state.json`` into run ``run_id``'s artifacts.
+          early_stop: tuple | None = None) -> str:
+    """Write a snapshot as ``state.npz`` + ``state.json`` into a slot of run ``run_id``'s ``checkpoints/``;
+    return the slot.
 
-    ``early_stop``: ``(state, best_weights)`` of a :class:`vaekit.training.EarlyStopping`, kept as
-    ``b0, b1, ...`` in ``state.npz`` and ``"early_stop"`` in ``state.json``.
+    The slot is the one that does not hold the newest checkpoint (:func:`_slot_metas`), so a write cut
+    off at any point leaves that one whole.  ``early_stop``: ``(state, best_weights)`` of a
+    :class:`vaekit.training.EarlyStopping`, kept as ``b0, b1, ...`` in ``state.npz`` and ``"early_stop"``
+    in ``state.json``.
     """
+    _quiet_downloads()
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     state_dict, best = early_stop if early_stop else (None, None)
     with tempfile.TemporaryDirectory() as tmp:
+        newest = _last_written.get((tracking_uri, run_id))
+        if newest is None:  # this process's first write into the run (a resumed run has some already)
+            newest = max(_slot_metas(client, run_id, Path(tmp) / "read").values(), key=lambda m: m["write"], default=None)
+        slot = next(s for s in SLOTS if newest is None or s != newest["slot"])
         state = Path(tmp) / STATE_FILE
         np.savez(state, **arrays, **{f"b{i}": w for i, w in enumerate(best or [])})
         n_model = sum(k.startswith("m") for k in arrays)
-        meta = {"epoch": int(epochs_done), "logs": {k: float(v) for k, v in (logs or {}).items()},
+        meta = {"write": newest["write"] + 1 if newest else 1, "epoch": int(epochs_done),
+                "logs": {k: float(v) for k, v in (logs or {}).items()},
                 "model_variables": n_model, "optimizer_variables": len(arrays) - n_model,
                 "sha256": _sha256(state),
                 "written_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
         if state_dict is not None:
             meta["early_stop"] = {**state_dict, "best_variables": len(best or [])}
         (Path(tmp) / META_FILE).write_text(json.dumps(meta, indent=1))
+        where = f"{ARTIFACT_DIR}/{slot}"
         with deferred_signals():
-            # state.npz first: state.json names its hash, so a stop between the two is detected.
-            client.log_artifact(run_id, str(state), ARTIFACT_DIR)
-            client.log_artifact(run_id, str(Path(tmp) / META_FILE), ARTIFACT_DIR)
+            # state.npz first: until state.json names its hash, the slot is not a checkpoint.
+            _reached("start", slot)
+            client.log_artifact(run_id, str(state), where)
+            _reached(STATE_FILE, slot)
+            client.log_artifact(run_id, str(Path(tmp) / META_FILE), where)
+            _last_written[(tracking_uri, run_id)] = {"slot": slot, "write": meta["write"]}
+            _reached(META_FILE, slot)
+    return slot
+
+
+#: ``(tracking URI, run id)`` → the slot and write number of the last complete write this process made there: the
+#: slots are read from the store only before a process's first write into a run (one process writes a run at a time).
+_last_written: dict[tuple[str, str], dict] = {}
+
+
+def _reached(point: str, slot: str) -> None:
+    if on_write is not None:
+        on_write(point, slot)
+
+
+def _slot_metas(client, run_id: str, tmp: Path) -> dict[str, dict]:
+    """``{slot: its state.json}`` for every slot whose ``state.json`` can be read (with ``"slot"`` and
+    ``"write"`` added: 0 for a checkpoint from before slots, kept in ``checkpoints/`` itself)."""
+    found = {}
+    for slot in (*SLOTS, ""):
+        path = posixpath.join(ARTIFACT_DIR, slot, META_FILE) if slot else posixpath.join(ARTIFACT_DIR, META_FILE)
+        if META_FILE not in {posixpath.basename(f.path) for f in client.list_artifacts(run_id, posixpath.dirname(path))}:
+            continue
+        try:
+            meta = json.loads(Path(client.download_artifacts(run_id, path, str(tmp))).read_text())
+            meta = {**meta, "epoch": int(meta["epoch"]), "write": int(meta.get("write", 0)), "slot": slot}
+        except (ValueError, KeyError, TypeError, OSError):
+            continue  # cut off while written (or changed): not a checkpoint
+        found[slot] = meta
+    return found
 
 
 class Checkpointer:
@@ -330,20 +387,21 @@ def logged_epochs(client, run_id: str) -> list[int]:
 
 
 def load(run_id: str, tracking_uri: str, interval: float | None = None) -> Checkpoint:
-    """The run's last checkpoint; :class:`ConfigError` saying why if it has none or it does not check out.
+    """The run's newest checkpoint that checks out; :class:`ConfigError` saying why if there is none.
 
-    Why, truthfully: no checkpoint was written (the run stopped before its first epoch ended, or
-    before its first write was due: ``interval`` is the run's ``--checkpoint-interval``), a write
-    was cut off (``state.json`` missing or unreadable: it is written last), or the pair does not
-    match (``state.npz`` missing, or not the file whose SHA-256 ``state.json`` names).
+    Slots are tried newest first (by the write number in ``state.json``); a slot whose
+    ``state.npz`` is missing or is not the file whose SHA-256 its ``state.json`` names (a write cut
+    off, a changed file) is passed over for the other.  Why none, truthfully: no checkpoint was
+    written (the run stopped before its first epoch ended, or before its first write was due:
+    ``interval`` is the run's ``--checkpoint-interval``), the first write was cut off (no readable
+    ``state.json``), or no slot's pair matches.
     """
     _quiet_downloads()
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     prefix = f"--resume {run_id}"
-    files = {posixpath.basename(f.path) for f in client.list_artifacts(run_id, ARTIFACT_DIR)}
-    if not files:
+    if not client.list_artifacts(run_id, ARTIFACT_DIR):
         epochs = logged_epochs(client, run_id)
         if not epochs:
             why = "it stopped before its first epoch ended"
@@ -354,32 +412,39 @@ def load(run_id: str, tracking_uri: str, interval: float | None = None) -> Check
         else:
             why = f"it logged {len(epochs)} epoch(s), but its checkpoints were deleted or never written"
         raise ConfigError(f"{prefix}: the run has no checkpoint ({why}); start it again with vaekit run")
-    if META_FILE not in files:
-        raise ConfigError(f"{prefix}: checkpoints/{META_FILE} is missing: the first checkpoint write was cut off "
-                          f"({STATE_FILE} is written first); start it again with vaekit run")
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(client.download_artifacts(run_id, ARTIFACT_DIR, tmp))
-        try:
-            meta = json.loads((local / META_FILE).read_text())
-            named = int(meta["epoch"])
-        except (ValueError, KeyError, TypeError):
-            raise ConfigError(f"{prefix}: checkpoints/{META_FILE} cannot be read (a write cut off, or a changed "
-                              "file)") from None
-        state = local / STATE_FILE
-        if not state.is_file():
-            raise ConfigError(f"{prefix}: checkpoints/{STATE_FILE} is missing ({META_FILE} names epoch {named})")
-        if _sha256(state) != meta.get("sha256"):
-            raise ConfigError(f"{prefix}: checkpoints/{STATE_FILE} does not match checkpoints/{META_FILE} (its "
-                              f"SHA-256 differs from the one named for epoch {named}: a write cut off between the "
-                              "two files, or a changed file); start it again with vaekit run")
-        with np.load(state, allow_pickle=False) as npz:
-            model_arrays = [npz[f"m{i}"] for i in range(meta["model_variables"])]
-            optimizer_arrays = [npz[f"o{i}"] for i in range(meta["optimizer_variables"])]
-            early = meta.get("early_stop")
-            if early is not None:
-                best = [npz[f"b{i}"] for i in range(early.pop("best_variables", 0))]
-                early = (early, best or None)
-    return Checkpoint(run_id, named, meta.get("logs", {}), model_arrays, optimizer_arrays, meta.get("written_at"),
+        metas = sorted(_slot_metas(client, run_id, Path(tmp) / "meta").values(), key=lambda m: -m["write"])
+        if not metas:
+            raise ConfigError(f"{prefix}: no readable {ARTIFACT_DIR}/*/{META_FILE}: the first checkpoint write was cut "
+                              f"off ({STATE_FILE} is written first); start it again with vaekit run")
+        refused = []
+        for meta in metas:
+            folder = posixpath.join(ARTIFACT_DIR, meta["slot"]) if meta["slot"] else ARTIFACT_DIR
+            try:
+                state = Path(client.download_artifacts(run_id, posixpath.join(folder, STATE_FILE), tmp))
+            except Exception:
+                refused.append(f"{folder}/{STATE_FILE} is missing ({META_FILE} names epoch {meta['epoch']})")
+                continue
+            if _sha256(state) != meta.get("sha256"):
+                refused.append(f"{folder}/{STATE_FILE} does not match {folder}/{META_FILE} (its SHA-256 differs from the "
+                               f"one named for epoch {meta['epoch']}: a write cut off between the two files, or a "
+                               "changed file)")
+                continue
+            # The next write goes into the other slot: never over the checkpoint a resumed run starts from.
+            _last_written[(tracking_uri, run_id)] = {"slot": meta["slot"], "write": meta["write"]}
+            return _read(run_id, meta, state)
+    raise ConfigError(f"{prefix}: {'; '.join(refused)}; start it again with vaekit run")
+
+
+def _read(run_id: str, meta: dict, state: Path) -> Checkpoint:
+    with np.load(state, allow_pickle=False) as npz:
+        model_arrays = [npz[f"m{i}"] for i in range(meta["model_variables"])]
+        optimizer_arrays = [npz[f"o{i}"] for i in range(meta["optimizer_variables"])]
+        early = meta.get("early_stop")
+        if early is not None:
+            best = [npz[f"b{i}"] for i in range(early.pop("best_variables", 0))]
+            early = (early, best or None)
+    return Checkpoint(run_id, meta["epoch"], meta.get("logs", {}), model_arrays, optimizer_arrays, meta.get("written_at"),
                       early)
 
 

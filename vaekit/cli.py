@@ -12,10 +12,10 @@ import sys
 
 import click
 
-from vaekit import __version__, console
+from vaekit import __version__, backend, console
 from vaekit.backend import BACKENDS
-from vaekit.errors import VaekitError
-from vaekit.trial import PRUNERS
+from vaekit.errors import ConfigError, VaekitError, save_traceback, write_failure
+from vaekit.trial import PRUNERS, follow_parent
 
 
 def friendly_errors(fn):
@@ -37,7 +37,6 @@ def friendly_errors(fn):
             click.echo(f"Stopped: {exc}.", err=True)
             sys.exit(128 + exc.signum)
         except Exception as exc:
-            from vaekit.errors import save_traceback, write_failure
             from vaekit.tracking import MLFLOW_TRACEBACKS
 
             reason = write_failure(exc)
@@ -77,6 +76,11 @@ def load_plugin_files(paths) -> None:
 plugin_option = click.option(
     "--plugin", "plugin_files", multiple=True, type=click.Path(dir_okay=False),
     help="A one-off plugin file to load (repeatable; VAEKIT_PLUGINS also takes paths).")
+
+
+#: ``--tracking-uri`` of the commands that read a logged run (``vaekit run`` takes its own from RunConfig).
+tracking_uri_option = click.option(
+    "--tracking-uri", help="The run's tracking store [MLFLOW_TRACKING_URI, else ./mlflow.db].")
 
 
 trust_option = click.option(
@@ -133,13 +137,12 @@ def setting_options(fn):
 @friendly_errors
 def run(config_file, options, plugin_files, trust_plugins, quiet, verbose, resume, **flags):
     """Train a VAE, evaluate it, generate sounds, and log everything to MLflow."""
+    follow_parent()  # a trial of `vaekit tune` (or a sweep's run) stops when its tune process is gone
     console.configure(verbose)
-    from vaekit import backend
     from vaekit.config import build_config
 
     if resume:
         from vaekit.checkpoint import resume_config
-        from vaekit.errors import ConfigError
 
         given = sorted(k for k, v in flags.items() if v is not None and k != "tracking_uri")
         if given or options or config_file:
@@ -283,19 +286,24 @@ tune.params.extend(p for p in run.params if p.name not in {q.name for q in tune.
 @click.option("--n-fft", type=int, help="FFT size [2048].")
 @click.option("--hop-length", type=int, help="Hop in samples [int((samples + 1) / 50) + 1: 50 frames; 442 at 22050 Hz, 1 s].")
 @click.option("--workers", type=int, default=0, help="Worker processes [0: one per CPU core].")
+@click.option("--label", "labels", multiple=True, metavar="NAME=SOURCE",
+              help="A label of every clip, for --condition NAME: SOURCE folder (the file's parent folder) or field:K "
+                   "(the K-th _-separated field of the file name, from 0), e.g. digit=field:0 (repeatable).")
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it already holds a dataset.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
 def prepare(audio_dir, out_dir, split_by, test_fraction, seed, sr, duration, n_mels, n_fft, hop_length, workers,
-            force, quiet):
+            labels, force, quiet):
     """Turn a folder tree of audio (wav, flac, ogg) into notebook-format data in OUT_DIR."""
     from vaekit.prepare import audio_params, prepare_folder
 
     audio = audio_params(sr=sr, duration=duration, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length)
     s = prepare_folder(audio_dir, out_dir, audio, split_by=split_by, test_fraction=test_fraction, seed=seed,
-                       workers=workers, force=force, progress=not quiet)
+                       workers=workers, force=force, progress=not quiet, labels=labels)
     click.echo(f"prepared {s.train + s.test} clips ({s.shape[0]}×{s.shape[1]}) from {s.files} files in "
                f"{s.seconds:.1f} s ({s.files_per_s:.0f} files/s): {s.train} train, {s.test} test → {s.out_dir}")
+    if s.labels:
+        click.echo("labels:   " + ", ".join(f"{name} ({k} classes)" for name, k in s.labels.items()))
     if s.skipped:
         click.echo(f"skipped {len(s.skipped)} file(s) (listed in {s.out_dir}/dataset.json):")
         for item in s.skipped[:20]:
@@ -353,7 +361,7 @@ def _listen_options(fn):
                      help="Vocoder to use (repeatable: each one's audio for the same z) [the run's]."),
         click.option("--option", "options", multiple=True, metavar="vocoder.KEY=VALUE",
                      help="A vocoder option, e.g. vocoder.n_iter=64 (repeatable)."),
-        click.option("--tracking-uri", help="The run's tracking store [MLFLOW_TRACKING_URI, else ./mlflow.db]."),
+        tracking_uri_option,
         click.option("--backend", type=click.Choice(list(BACKENDS)),
                      help="Keras backend to load the model with (any: a model loads on every backend) "
                           "[KERAS_BACKEND, else tensorflow]."),
@@ -366,10 +374,7 @@ def _listen_options(fn):
 
 def _listen_setup(backend_name, plugin_files) -> None:
     """Quiet the console and choose the backend (before a plugin file could import Keras), then load ``--plugin`` files."""
-    from vaekit import backend
-
     console.configure()
-
     backend.select(backend_name)
     load_plugin_files(plugin_files)
 
@@ -390,11 +395,13 @@ def _report(result) -> None:
 @click.argument("run_id", metavar="RUN_OR_URI")
 @click.option("-n", "n", type=int, default=8, show_default=True, help="Sounds to generate.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for z ~ N(0, I).")
+@click.option("--label", metavar="CLASS", help="A conditional run: the class every sound is drawn with, e.g. seven "
+                                              "[sample i: class i mod K].")
 @click.option("--out", type=click.Path(file_okay=False), help="Also write WAVs and PNGs to this directory.")
 @click.option("--log/--no-log", default=True, show_default=True, help="Log them back to the run under generated/.")
 @_listen_options
 @friendly_errors
-def generate(run_id, n, seed, out, log, vocoders, options, tracking_uri, backend, plugin_files, trust_plugins):
+def generate(run_id, n, seed, label, out, log, vocoders, options, tracking_uri, backend, plugin_files, trust_plugins):
     """Generate sounds from a logged run: z ~ N(0, I) → decoder → vocoder(s).
 
     RUN_OR_URI is a run id, models:/NAME/VERSION or models:/NAME@ALIAS (a registered model: its run).
@@ -403,22 +410,24 @@ def generate(run_id, n, seed, out, log, vocoders, options, tracking_uri, backend
     from vaekit.generate import generate as generate_api
 
     _report(generate_api(run_id, n=n, vocoders=vocoders, options=options, seed=seed, out=out, log=log,
-                         tracking_uri=tracking_uri, trust_plugins=trust_plugins))
+                         tracking_uri=tracking_uri, trust_plugins=trust_plugins, label=label))
 
 
 @main.command()
 @click.argument("run_id", metavar="RUN_OR_URI")
 @click.option("--clips", type=int, nargs=2, metavar="A B", help="Walk between test clips A and B (needs the run's data).")
 @click.option("--seeds", type=int, nargs=2, metavar="A B", help="Walk between the z of seeds A and B [0 1 unless --clips].")
+@click.option("--label", "labels", type=str, nargs=2, metavar="A B",
+              help="A conditional run: walk the label from class A to class B too; alone, at the fixed z of seed 0.")
 @click.option("--steps", type=int, default=8, show_default=True, help="Points on the walk, ends included (2 to 64).")
 @click.option("--data", type=click.Path(), help="The run's data, if it moved [the run's --data].")
 @click.option("--out", type=click.Path(file_okay=False), help="Also write WAVs and the PNG strip here.")
 @click.option("--log/--no-log", default=True, show_default=True, help="Log them back to the run under generated/.")
 @_listen_options
 @friendly_errors
-def interpolate(run_id, clips, seeds, steps, data, out, log, vocoders, options, tracking_uri, backend, plugin_files,
-                trust_plugins):
-    """A latent walk between two test clips or two seeds, as WAVs and one PNG strip.
+def interpolate(run_id, clips, seeds, labels, steps, data, out, log, vocoders, options, tracking_uri, backend,
+                plugin_files, trust_plugins):
+    """A latent walk between two test clips or two seeds, as WAVs and one PNG strip; with --label, between two labels.
 
     RUN_OR_URI is a run id, models:/NAME/VERSION or models:/NAME@ALIAS (a registered model: its run).
     """
@@ -426,10 +435,10 @@ def interpolate(run_id, clips, seeds, steps, data, out, log, vocoders, options, 
     from vaekit.generate import interpolate as interpolate_api
 
     if not clips and not seeds:
-        seeds = (0, 1)
+        seeds = (0, 0) if labels else (0, 1)
     _report(interpolate_api(run_id, clips=clips or None, seeds=seeds or None, steps=steps, vocoders=vocoders,
                             options=options, data=data, out=out, log=log, tracking_uri=tracking_uri,
-                            trust_plugins=trust_plugins))
+                            trust_plugins=trust_plugins, labels=labels or None))
 
 
 @main.command()
@@ -438,9 +447,10 @@ def interpolate(run_id, clips, seeds, steps, data, out, log, vocoders, options, 
 @click.option("--out", type=click.Path(file_okay=False),
               help="Write here (folder structure kept) instead of beside the original; needed for folders and several files.")
 @click.option("--log/--no-log", default=False, show_default=True, help="Also log to the run under generated/.")
+@click.option("--label", metavar="CLASS", help="A conditional run: the class of the inputs (required there).")
 @_listen_options
 @friendly_errors
-def reconstruct(run_id, inputs, out, log, vocoders, options, tracking_uri, backend, plugin_files, trust_plugins):
+def reconstruct(run_id, inputs, out, log, label, vocoders, options, tracking_uri, backend, plugin_files, trust_plugins):
     """Encode and decode real clips (files, or folders searched recursively): STEM.reconstructed.wav each, a figure
     per 16, and the metrics over all of them.
 
@@ -451,7 +461,7 @@ def reconstruct(run_id, inputs, out, log, vocoders, options, tracking_uri, backe
 
     result = reconstruct_api(run_id, inputs[0] if len(inputs) == 1 and not os.path.isdir(inputs[0]) else list(inputs),
                              vocoders=vocoders, options=options, out=out, log=log, tracking_uri=tracking_uri,
-                             trust_plugins=trust_plugins)
+                             trust_plugins=trust_plugins, label=label)
     _report(result)
     _list_skipped(result.skipped)
 
@@ -470,7 +480,7 @@ def _list_skipped(skipped: list[dict]) -> None:
 @click.argument("run_id", metavar="RUN_OR_URI")
 @click.argument("name")
 @click.option("--alias", help="Also point this alias (e.g. champion) at both new versions.")
-@click.option("--tracking-uri", help="The run's tracking store [MLFLOW_TRACKING_URI, else ./mlflow.db].")
+@tracking_uri_option
 @friendly_errors
 def register(run_id, name, alias, tracking_uri):
     """Register a finished run's VAE as NAME and its generator as NAME-generator in the model registry.
@@ -498,7 +508,7 @@ def register(run_id, name, alias, tracking_uri):
               help="onnx: decoder.onnx and encoder.onnx (needs tf2onnx and onnx: pip install 'vaekit[export]'); "
                    "saved_model: TensorFlow SavedModel folders decoder/ and encoder/.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists (once the new export is complete).")
-@click.option("--tracking-uri", help="The run's tracking store [MLFLOW_TRACKING_URI, else ./mlflow.db].")
+@tracking_uri_option
 @click.option("--backend", type=click.Choice(list(BACKENDS)),
               help="Keras backend to export with [KERAS_BACKEND, else tensorflow; tensorflow is the tested one].")
 @plugin_option
@@ -526,7 +536,7 @@ def runs():
 
 @runs.command("close")
 @click.argument("run_id")
-@click.option("--tracking-uri", help="The run's tracking store [MLFLOW_TRACKING_URI, else ./mlflow.db].")
+@tracking_uri_option
 @click.option("--force", is_flag=True,
               help="Close it although vaekit cannot tell its process is gone (another host, no owner tags).")
 @friendly_errors
@@ -560,7 +570,7 @@ def ui(store, port, host):
 @click.option("--vocoder", metavar="NAME", help="Vocoder for every sound [the run's, with its options].")
 @click.option("--option", "options", multiple=True, metavar="vocoder.KEY=VALUE",
               help="A vocoder option, e.g. vocoder.n_iter=16 (repeatable).")
-@click.option("--tracking-uri", help="The run's tracking store [MLFLOW_TRACKING_URI, else ./mlflow.db].")
+@tracking_uri_option
 @click.option("--backend", type=click.Choice(list(BACKENDS)),
               help="Keras backend to load the model with [KERAS_BACKEND, else tensorflow].")
 @plugin_option
@@ -583,7 +593,7 @@ def explore(run_id, port, host, data, vocoder, options, tracking_uri, backend, p
         click.echo("Interrupted.", err=True)
         code = 130
     # The server has stopped and nothing is left to write (a kept sound is logged within its request); the
-    # interpreter's own teardown of TensorFlow would hold the terminal for seconds more (7 s measured).
+    # interpreter's own teardown of TensorFlow would hold the terminal for seconds more (docs/benchmarks.md).
     sys.stdout.flush()
     console.drain()
     os._exit(code)

@@ -7,6 +7,12 @@ The kinds and the contract of each ``build`` function:
   The core samples z (the reparameterisation) in its own serializable layer.
 - ``decoder``: ``build(latent_dim, output_shape, **options)`` → a ``keras.Model`` that maps
   z of shape ``(batch, latent_dim)`` to x̂ of shape ``(batch, *output_shape)``.
+- Conditional runs (``--condition NAME``): an encoder or decoder that declares a keyword parameter
+  ``condition`` (default ``None``) takes a condition.  A conditional run calls it with ``condition=K``,
+  the label's number of classes, and the model it returns takes a second input, the label one-hot
+  ``(batch, K)`` (float32; a mix of classes for a walk between labels): ``[x, label]`` → ``(z_mean,
+  z_log_var)`` and ``[z, label]`` → x̂.  An unconditional run never passes ``condition``.  A build
+  function without the parameter is refused for a conditional run and works as ever otherwise.
 - ``loss``: ``build(**options)`` → a callable ``(x, x_hat, z_mean, z_log_var)`` → dict of
   named scalar tensors, one of them ``"loss"`` (what is optimised).  If the callable also
   takes an ``epoch`` keyword it gets the current (0-based) epoch as a float tensor.
@@ -159,8 +165,9 @@ class Component:
         """
         out = {}
         params = _parameters(self.build)
-        for p in params[len(kinds.get(self.kind).contract):]:
-            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+        kind = kinds.get(self.kind)
+        for p in params[len(kind.contract):]:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or (kind.conditional and p.name == kinds.CONDITION):
                 continue
             out[option_name(p.name)] = None if p.default is inspect.Parameter.empty else p.default
         return out
@@ -175,6 +182,19 @@ class Component:
             elif isinstance(default, float):
                 out[key] = FINITE
         return out
+
+    @property
+    def takes_condition(self) -> bool:
+        """Whether ``build`` declares the keyword ``condition`` (encoders and decoders; see the module docstring)."""
+        return kinds.get(self.kind).conditional and any(
+            p.name == kinds.CONDITION and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in _parameters(self.build))
+
+    def refuse_condition(self, condition: str) -> None:
+        """:class:`PluginError` (one line) unless this component takes a condition."""
+        if not self.takes_condition:
+            raise PluginError(f"--condition {condition}: {self.kind} {self.name!r} (from {self.plugin}) does not take a "
+                              f"condition (its build function has no `{kinds.CONDITION}=None` parameter); conv2, resconv "
+                              "and dense do, or run without --condition")
 
     @property
     def description(self) -> str:
@@ -218,9 +238,14 @@ class Component:
         """Every option with its value for this run (defaults filled in)."""
         return {**self.options, **self.check_options(options)}
 
-    def create(self, *args, **options):
-        """Call ``build`` with the contract arguments and checked options, naming the plugin on failure."""
+    def create(self, *args, condition: int | None = None, **options):
+        """Call ``build`` with the contract arguments and checked options, naming the plugin on failure.
+
+        ``condition`` (encoders and decoders of a conditional run: the number of classes) is passed only when given.
+        """
         options = {parameter_name(k): v for k, v in self.check_options(options).items()}
+        if condition is not None:
+            options[kinds.CONDITION] = int(condition)
         try:
             return self.build(*args, **options)
         except VaekitError:
@@ -412,6 +437,9 @@ def resolve(config) -> dict:
     comps["dataset"] = select_dataset(config)
     comps["discriminator"] = get_component("discriminator", config.discriminator) if config.discriminator else None
     comps["metrics"] = select_metrics(config.metrics)
+    if getattr(config, "condition", None):
+        for kind in ("encoder", "decoder"):
+            comps[kind].refuse_condition(config.condition)
     for kind in config.options:
         if kind == "metrics":
             check_metric_options(comps["metrics"], config.option(kind))
@@ -466,6 +494,10 @@ def load_dataset(config, comps: dict[str, Component]):
     if not isinstance(ds, Dataset):
         raise PluginError(f"dataset {comp.name!r} (from {comp.plugin}) must return a vaekit.data.Dataset, "
                           f"got {type(ds).__name__}")
+    if getattr(config, "condition", None):
+        from vaekit.data import check_condition
+
+        check_condition(ds, config.condition)
     return ds
 
 

@@ -71,6 +71,9 @@ class RunConfig:
     epochs: int = _setting(10, "Training epochs.")
     batch_size: int = _setting(64, "Batch size (global: split over the replicas of --strategy).")
     latent_dim: int = _setting(20, "Latent dimensions d.")
+    condition: str | None = _setting(None, "Train a conditional VAE on this label of the dataset (e.g. digit, speaker): "
+                                     "encoder and decoder get each clip's class; generate --label asks for one.",
+                                     "none: unconditional", metavar="LABEL")
     learning_rate: float = _setting(0.001, "Adam learning rate.")
     validation_split: float = _setting(0.1, "Share of x_train held out for per-epoch validation.")
     metrics: str | None = _setting(None, kinds.BY_NAME["metrics"].help, "all built-ins")
@@ -149,6 +152,8 @@ class RunConfig:
         ]
         if self.adversarial_loss not in ADVERSARIAL_LOSSES:
             raise ConfigError(f"--adversarial-loss {self.adversarial_loss!r}: must be one of {', '.join(ADVERSARIAL_LOSSES)}")
+        if self.condition is not None and (not isinstance(self.condition, str) or not self.condition):
+            raise ConfigError(f"--condition: expected a label name, got {self.condition!r}")
         for name in ("deterministic", "system_metrics"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")

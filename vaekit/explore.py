@@ -3,9 +3,14 @@
 At start-up the run's model and vocoder (``--vocoder``, else the run's own, with its options) and its
 test set (``--data``, else the run's ``--data``) are loaded once.  The test clips (all of them, or
 :data:`MAX_POINTS` evenly spaced ones) are encoded; the map is the first two principal components of
-their latent means μ.  Each point has a label: the clip's speaker (its parent folder) or the first
-``_``-separated field of its file name, where the dataset's ``dataset.json`` lists the test files
-(``vaekit prepare``, the synthetic voices), else its reconstruction error in dB.
+their latent means μ.  Each point has a label: the dataset's own labels (``vaekit prepare --label``, the
+synthetic voices' ``speaker``), a conditional run's condition first, which colours the map at first;
+the clip's speaker (its parent folder) or the first ``_``-separated field of its file name, where the
+dataset's ``dataset.json`` lists the test files; and its reconstruction error in dB.
+
+A conditional run (``vaekit run --condition NAME``) encodes and decodes each clip with its own class;
+decoding a z from the sliders, and the ends of an interpolation between z, take a class too
+(``"label"``, ``"label_a"``/``"label_b"``), which the page's label picker sets.
 
 Every request's values are checked before any model call: a bad one is a 4xx answer whose JSON body
 is ``{"error": "one line"}``.  No request value ever becomes a file path: the page's files are a fixed
@@ -19,18 +24,16 @@ reconstruction (a dataset holds spectrograms, not audio), so the two differ only
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import threading
-import time
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from vaekit.errors import VaekitError
+from vaekit.audio import wav_bytes
+from vaekit.errors import DataError, PluginError, VaekitError, one_line
 
 #: At most this many test clips are mapped (evenly spaced over the test set when it has more).
 MAX_POINTS = 4000
@@ -48,6 +51,18 @@ MAX_BODY = 256 * 1024
 PARTS = ("original", "reconstruction")
 #: Where "keep" logs sounds in the run.
 KEEP_DIR = "generated/explore"
+#: The request bodies the API takes, in one place: form → (keys it must hold, keys it may hold).  Any other
+#: key is refused (:func:`body_form`).
+#: A conditional run's class names ride along with z (``check_label`` then requires them; an unconditional
+#: run refuses them): the ends of a clip-to-clip walk are the clips' own classes.
+FORMS = {
+    "z": ({"z"}, {"label"}),
+    "ends": ({"a", "b"}, {"steps"}),
+    "z_ends": ({"z_a", "z_b"}, {"steps", "label_a", "label_b"}),
+    "clip": ({"clip"}, {"part"}),
+}
+#: Which forms each POST endpoint takes (keep: any sound the page can play).
+ENDPOINT_FORMS = {"decode": ("z",), "interpolate": ("ends", "z_ends"), "keep": ("z", "ends", "z_ends", "clip")}
 #: A run's vocoder too slow to play as a slider moves (librosa's Griffin-Lim takes seconds a clip) → the same
 #: algorithm batched and vectorised, used with the run's options unless ``--vocoder`` names one.
 STAND_INS = {"griffinlim": "fastgl"}
@@ -81,6 +96,8 @@ class Explorer:
     labels: dict[str, list]
     label_kind: str
     test_clips: int
+    #: A conditional run's class index of each mapped clip (None: the run is unconditional).
+    classes_of: np.ndarray | None = None
     pc_mean: np.ndarray = field(init=False)
     pcs: np.ndarray = field(init=False)
     pc_std: np.ndarray = field(init=False)
@@ -88,7 +105,6 @@ class Explorer:
     xy: np.ndarray = field(init=False)
     lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _row: dict = field(init=False)
-    _kept: int = field(default=0, init=False)
     _threadpools: object = field(default=None, init=False)
 
     def __post_init__(self):
@@ -111,6 +127,7 @@ class Explorer:
             "n_mels": int(self.x.shape[1]), "frames": int(self.x.shape[2]),
             "points": len(self.indices), "test_clips": self.test_clips,
             "label_kind": self.label_kind, "label_kinds": list(self.labels),
+            "condition": self.run.condition,
             "db_range": [lo, hi],
             "dims": {"low": _floats(dims_lo), "high": _floats(dims_hi)},
             "pcs": {"mean": _floats(self.pc_mean), "directions": [_floats(p) for p in self.pcs[:k]],
@@ -135,11 +152,12 @@ class Explorer:
         """A mapped clip: its name, label, μ, and both spectrograms in dB (n_mels rows, low bands first)."""
         row = self.row(index)
         original = self.run.denormalize(self.x[row])
-        recon = self.decode_mel(self.mu[row])
+        recon = self.decode_mel(self.mu[row], self.class_of(row))
         return {
             "index": int(index), "name": self.names[row] if self.names else f"test clip {int(index)}",
             "label": self.labels[self.label_kind][row], "error_db": round(float(self.errors_db[row]), 3),
             "z": _floats(self.mu[row]),
+            "condition": self.run.classes[self.classes_of[row]] if self.classes_of is not None else None,
             "wav": {part: f"/api/clip/{int(index)}/{part}.wav" for part in PARTS},
             "spectrogram": {"original": _db_rows(original), "reconstruction": _db_rows(recon)},
         }
@@ -161,29 +179,55 @@ class Explorer:
         for i, v in enumerate(value):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise RequestError(f"{name}[{i}]: expected a number, got {_shown(v)}")
+            if isinstance(v, int) and abs(v) > Z_LIMIT:  # before float(): JSON integers have no size limit
+                raise RequestError(f"{name}[{i}]: must be within ±{Z_LIMIT:g}, got an integer of {len(str(abs(v)))} digits")
             if not math.isfinite(v):
                 raise RequestError(f"{name}[{i}]: must be finite, got {v}")
             if abs(v) > Z_LIMIT:
                 raise RequestError(f"{name}[{i}]: must be within ±{Z_LIMIT:g}, got {v:g}")
         return np.asarray(value, dtype=np.float32)
 
-    def decode_mel(self, z: np.ndarray) -> np.ndarray:
-        """One z (d,) → the decoded mel spectrogram in dB (n_mels, frames)."""
-        return self.decode_mels(z[None])[0]
+    def check_label(self, value, name: str = "label") -> np.ndarray | None:
+        """A request's class name → its one-hot row (a conditional run), None for an unconditional run, which takes none."""
+        from vaekit.data import class_indices
 
-    def decode_mels(self, z: np.ndarray) -> np.ndarray:
+        if self.run.condition is None:
+            if value is not None:
+                raise RequestError(f"{name}: this run is unconditional (trained without --condition); send no label")
+            return None
+        if value is None:
+            raise RequestError(f"{name}: this run is conditioned on {self.run.condition['name']}: give a class, one of "
+                               f"{', '.join(self.run.classes)}")
+        try:
+            return self.run.one_hot(class_indices([value], self.run.classes, self.run.condition["name"], name))[0]
+        except DataError as exc:
+            raise RequestError(str(exc)) from None
+
+    def class_of(self, row: int) -> np.ndarray | None:
+        """A mapped clip's own one-hot label (None for an unconditional run)."""
+        return None if self.classes_of is None else self.run.one_hot(self.classes_of[row:row + 1])[0]
+
+    def decode_mel(self, z: np.ndarray, label: np.ndarray | None = None) -> np.ndarray:
+        """One z (d,) (and, conditional, its one-hot label) → the decoded mel spectrogram in dB (n_mels, frames)."""
+        return self.decode_mels(z[None], None if label is None else label[None])[0]
+
+    def decode_mels(self, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        inputs = np.asarray(z, dtype=np.float32)
+        if labels is not None:
+            inputs = [inputs, np.asarray(labels, dtype=np.float32)]
         with self.lock:
             # predict_on_batch runs the backend's compiled predict step: Model.predict builds a data pipeline
-            # per call and an eager call runs op by op (each tens of ms for one z; this a few ms).
-            out = np.asarray(self.run.model.decoder.predict_on_batch(np.asarray(z, dtype=np.float32)))
+            # per call and an eager call runs op by op, each costing more than the decode itself
+            # (docs/explore.md, Latency).
+            out = np.asarray(self.run.model.decoder.predict_on_batch(inputs))
         return self.run.denormalize(np.asarray(out, dtype=np.float32)[..., 0] if out.ndim == 4 else out)
 
     def vocode(self, mel_db: np.ndarray) -> np.ndarray:
         """Mel spectrograms in dB (N, n_mels, frames) → waveforms (N, samples) with the explorer's vocoder."""
         from vaekit.components import vocode
 
-        # One BLAS thread: for one clip's small products a second thread mostly spins (benchmarks/explore.py:
-        # 105 → 56 CPU-ms a decode on the 2-core machine).
+        # One BLAS thread: for one clip's small products a second thread mostly spins, doubling the CPU a
+        # decode costs (benchmarks/explore.py; figures in docs/explore.md, Latency).
         with self.lock, self._blas().limit(limits=1, user_api="blas"):
             return vocode(self.vocoder_comp, self.vocode_fn, mel_db)
 
@@ -191,66 +235,92 @@ class Explorer:
         from threadpoolctl import ThreadpoolController
 
         if self._threadpools is None:
-            self._threadpools = ThreadpoolController()  # finds the loaded BLAS libraries once (tens of ms)
+            self._threadpools = ThreadpoolController()  # finds the loaded BLAS libraries once, not per request
         return self._threadpools
 
-    def decode(self, z) -> np.ndarray:
-        """A request's z → one clip's waveform."""
-        return self.vocode(self.decode_mel(self.check_z(z))[None])[0]
+    def decode(self, z, label=None) -> np.ndarray:
+        """A request's z (and, conditional, class name) → one clip's waveform."""
+        z, label = self.check_z(z), self.check_label(label)
+        return self.vocode(self.decode_mel(z, label)[None])[0]
 
     def clip_wave(self, index, part: str) -> np.ndarray:
         row = self.row(index)
         if part not in PARTS:
             raise RequestError(f"part {_shown(part)}: expected one of {', '.join(PARTS)}")
-        mel = self.run.denormalize(self.x[row]) if part == "original" else self.decode_mel(self.mu[row])
+        mel = self.run.denormalize(self.x[row]) if part == "original" else self.decode_mel(self.mu[row], self.class_of(row))
         return self.vocode(mel[None])[0]
 
-    def interpolation_ends(self, body: dict) -> tuple[np.ndarray, np.ndarray, int]:
+    def interpolation_ends(self, body: dict) -> tuple[np.ndarray, np.ndarray, int, tuple]:
+        """(z_a, z_b, steps, (label_a, label_b)): the labels one-hot rows of a conditional run, else None."""
+        form = body_form(body, "interpolate", self.latent_dim)
         steps = body.get("steps", 8)
         if isinstance(steps, bool) or not isinstance(steps, int) or not MIN_STEPS <= steps <= MAX_STEPS:
             raise RequestError(f"steps: expected an integer from {MIN_STEPS} to {MAX_STEPS}, got {_shown(steps)}")
-        by_index, by_z = {"a", "b"} & set(body), {"z_a", "z_b"} & set(body)
-        if by_index == {"a", "b"} and not by_z:
-            return self.mu[self.row(body["a"])], self.mu[self.row(body["b"])], steps
-        if by_z == {"z_a", "z_b"} and not by_index:
-            return self.check_z(body["z_a"], "z_a"), self.check_z(body["z_b"], "z_b"), steps
-        raise RequestError('expected {"a": INDEX, "b": INDEX} or {"z_a": [...], "z_b": [...]}, and optionally "steps"')
+        if form == "ends":
+            ra, rb = self.row(body["a"]), self.row(body["b"])
+            return self.mu[ra], self.mu[rb], steps, (self.class_of(ra), self.class_of(rb))
+        labels = (self.check_label(body.get("label_a"), "label_a"), self.check_label(body.get("label_b"), "label_b"))
+        return self.check_z(body["z_a"], "z_a"), self.check_z(body["z_b"], "z_b"), steps, labels
 
     def interpolate(self, body: dict) -> np.ndarray:
-        """The straight latent walk between two ends, ``steps`` clips one after another with short gaps."""
-        za, zb, steps = self.interpolation_ends(body)
+        """The straight latent walk between two ends (and their labels), ``steps`` clips one after another with short gaps."""
+        za, zb, steps, (la, lb) = self.interpolation_ends(body)
         t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
-        waves = self.vocode(self.decode_mels((1 - t) * za + t * zb))
+        waves = self.vocode(self.decode_mels((1 - t) * za + t * zb, None if la is None else (1 - t) * la + t * lb))
         gap = np.zeros(int(round(STEP_GAP * self.run.audio.sr)), dtype=np.float32)
         return np.concatenate([part for w in waves for part in (w, gap)][:-1])
 
     def render(self, body: dict) -> tuple[np.ndarray, dict]:
         """What "keep" logs: a decoded z, an interpolation, or a clip's original or reconstruction."""
-        if "z" in body:
-            return self.decode(body["z"]), {"z": _floats(self.check_z(body["z"]))}
-        if "clip" in body:
+        form = body_form(body, "keep", self.latent_dim)
+        if form == "z":
+            label = {"label": body.get("label")} if self.run.condition else {}
+            return self.decode(body["z"], body.get("label")), {"z": _floats(self.check_z(body["z"])), **label}
+        if form == "clip":
             part = body.get("part", "reconstruction")
             return self.clip_wave(body["clip"], part), {"clip": body["clip"], "part": part}
-        za, zb, steps = self.interpolation_ends(body)
+        za, zb, steps, _ = self.interpolation_ends(body)
         return self.interpolate(body), {"interpolate": {"z_a": _floats(za), "z_b": _floats(zb), "steps": steps,
-                                                        **{k: body[k] for k in ("a", "b") if k in body}}}
+                                                        **{k: body[k] for k in ("a", "b", "label_a", "label_b")
+                                                           if k in body}}}
 
     def keep(self, body: dict) -> dict:
-        """Log the sound ``body`` describes into the run: ``generated/explore/keep_TIME_N.wav`` and its ``.json``."""
+        """Log the sound ``body`` describes into the run: ``generated/explore/keep_STAMP.wav`` and its ``.json``.
+
+        ``STAMP`` (:func:`vaekit.runlog.unique_stamp`) is the time and 48 random bits: two servers on one
+        run, or two requests at once, never keep under the same name.
+        """
         import tempfile
 
         import mlflow
 
+        from vaekit.runlog import unique_stamp
+
         wave_, what = self.render(body)
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        with self.lock:
-            self._kept += 1
-            stem = f"keep_{stamp}_{self._kept:03d}"
+        stem = f"keep_{unique_stamp()}"
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / f"{stem}.wav").write_bytes(wav_bytes(wave_, self.run.audio.sr))
             (Path(tmp) / f"{stem}.json").write_text(json.dumps({"vocoder": self.vocoder, **what}, indent=1))
             mlflow.MlflowClient(self.run.tracking_uri).log_artifacts(self.run.run_id, tmp, KEEP_DIR)
         return {"run_id": self.run.run_id, "artifacts": [f"{KEEP_DIR}/{stem}.wav", f"{KEEP_DIR}/{stem}.json"]}
+
+
+def body_form(body: dict, endpoint: str, latent_dim: int) -> str:
+    """Which of :data:`FORMS` a request body for ``endpoint`` is; a :class:`RequestError` naming what it takes for
+    a body that is none of them (a missing key, or a key the endpoint does not take)."""
+    for form in ENDPOINT_FORMS[endpoint]:
+        required, optional = FORMS[form]
+        if required <= body.keys() <= required | optional:
+            return form
+    expected = {
+        "decode": f'{{"z": [{latent_dim} numbers]}}',
+        "interpolate": '{"a": INDEX, "b": INDEX} or {"z_a": [...], "z_b": [...]}, and optionally "steps"',
+        "keep": 'a decode body, an interpolate body, or {"clip": INDEX, "part": "original"}',
+    }[endpoint]
+    known = set().union(*(required | optional for required, optional in FORMS.values()))
+    unknown = sorted(body.keys() - known)
+    got = f"unknown key {_shown(unknown[0])}" if unknown else f"keys {_shown(sorted(body))}"
+    raise RequestError(f"expected {expected}; got {got}")
 
 
 def principal_components(mu: np.ndarray, k: int):
@@ -273,23 +343,24 @@ def principal_components(mu: np.ndarray, k: int):
     return mean.astype(np.float32), vt[:k].astype(np.float32), std[:k].astype(np.float32), share[:k], xy
 
 
-def clip_labels(names: list[str] | None, errors_db: np.ndarray) -> tuple[dict[str, list], str]:
+def clip_labels(names: list[str] | None, errors_db: np.ndarray, given: dict[str, list] | None = None) -> tuple[dict[str, list], str]:
     """Each clip's labels by kind, and the kind the map is coloured by at first.
 
-    ``speaker``: the parent folder, where the clips are in more than one; ``name field``: a file
-    name's first ``_``-separated field, where that groups clips (AudioMNIST's ``7_01_3.wav`` → ``7``);
-    ``reconstruction error``: always (dB).
+    ``given``: the dataset's own labels (class names per clip; a conditional run's condition first),
+    which come first; ``speaker``: the parent folder, where the clips are in more than one; ``name
+    field``: a file name's first ``_``-separated field, where that groups clips (AudioMNIST's
+    ``7_01_3.wav`` → ``7``); ``reconstruction error``: always (dB).
     """
-    labels: dict[str, list] = {}
+    labels: dict[str, list] = dict(given or {})
     if names:
         paths = [PurePosixPath(n) for n in names]
         parents = [p.parent.as_posix() if p.parent != PurePosixPath(".") else "" for p in paths]
         if len(set(parents)) > 1:
-            labels["speaker"] = parents
+            labels.setdefault("speaker", parents)
         if all("_" in p.stem for p in paths):
             fields = [p.stem.split("_", 1)[0] for p in paths]
             if 1 < len(set(fields)) < len(fields):
-                labels["name field"] = fields
+                labels.setdefault("name field", fields)
     labels["reconstruction error"] = [round(float(e), 3) for e in errors_db]
     return labels, next(iter(labels))
 
@@ -315,11 +386,20 @@ def load_explorer(run_ref: str, data=None, vocoder: str | None = None, options=(
     x = ds.x_test[indices]
     names = test_names(ds.info, n)
     names = [names[i] for i in indices] if names else None
-    mu, _ = run.model.encode(x[..., None])
-    mel_hat = run.denormalize(run.model.decode(mu)[..., 0])
+    classes_of = None
+    if run.condition:
+        cond = ds.labels.get(run.condition["name"])
+        if cond is None or list(cond.classes) != run.classes:
+            raise DataError(f"{ds.source or 'the data'}: has no label {run.condition['name']} with the run's classes, "
+                            "which the run's model needs to encode its clips")
+        classes_of = cond.test[indices]
+    mu, _ = run.model.encode(x[..., None], classes_of)
+    mel_hat = run.denormalize(run.model.decode(mu, classes_of)[..., 0])
     errors_db = np.abs(mel_hat - run.denormalize(x)).mean(axis=(1, 2))
-    labels, kind = clip_labels(names, errors_db)
-    explorer = Explorer(run, name, fn, comp, indices, x, mu, errors_db, names, labels, kind, n)
+    order = sorted(ds.labels, key=lambda k: k != (run.condition or {}).get("name"))  # the condition first
+    given = {k: [ds.labels[k].classes[c] for c in ds.labels[k].test[indices]] for k in order}
+    labels, kind = clip_labels(names, errors_db, given)
+    explorer = Explorer(run, name, fn, comp, indices, x, mu, errors_db, names, labels, kind, n, classes_of)
     explorer.vocode(mel_hat[:1])  # a vocoder that fails does so now, before the URL is printed
     return explorer
 
@@ -331,7 +411,6 @@ def pick_vocoder(run, name: str | None = None, options=()) -> tuple[str, object,
     (``vocoder.KEY=VALUE``) apply last.
     """
     from vaekit.components import get_component
-    from vaekit.errors import PluginError
     from vaekit.generate import build_vocoders
 
     if name is None and run.config.vocoder in STAND_INS:
@@ -344,18 +423,6 @@ def pick_vocoder(run, name: str | None = None, options=()) -> tuple[str, object,
         options = [*carried, *options]
     ((name, (comp, fn)),) = build_vocoders(run, [name] if name else (), options).items()
     return name, comp, fn
-
-
-def wav_bytes(wave_: np.ndarray, sr: int) -> bytes:
-    """A mono 16-bit PCM WAV file of ``wave_`` (clipped to [-1, 1])."""
-    pcm = (np.clip(np.nan_to_num(wave_), -1.0, 1.0) * 32767).astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(int(sr))
-        w.writeframes(pcm.tobytes())
-    return buf.getvalue()
 
 
 def _floats(values) -> list[float]:
@@ -387,6 +454,7 @@ def create_app(explorer: Explorer, loopback_only: bool = True):
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
     from starlette.responses import FileResponse, JSONResponse, Response
     from starlette.routing import Route
 
@@ -413,12 +481,14 @@ def create_app(explorer: Explorer, loopback_only: bool = True):
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise RequestError(f"request body: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise RequestError("request body: JSON nested too deeply") from None
         if not isinstance(body, dict):
             raise RequestError(f"request body: expected a JSON object, got {_shown(body)}")
         return body
 
     def index_of(text: str) -> int:
-        if not text.isdigit() or len(text) > 12:
+        if not (text.isascii() and text.isdigit()) or len(text) > 12:  # "²" and "٣" are digits to str.isdigit
             raise RequestError(f"index {text!r}: expected a non-negative integer")
         return int(text)
 
@@ -448,9 +518,8 @@ def create_app(explorer: Explorer, loopback_only: bool = True):
 
     async def decode(request):
         body = await body_of(request)
-        if set(body) != {"z"}:
-            raise RequestError('expected {"z": [' + f'{explorer.latent_dim} numbers]}}')
-        return wav(await run_in_threadpool(explorer.decode, body["z"]))
+        body_form(body, "decode", explorer.latent_dim)
+        return wav(await run_in_threadpool(explorer.decode, body["z"], body.get("label")))
 
     async def interpolate(request):
         return wav(await run_in_threadpool(explorer.interpolate, await body_of(request)))
@@ -466,10 +535,16 @@ def create_app(explorer: Explorer, loopback_only: bool = True):
         return error(f"{request.url.path}: {what.get(exc.status_code, exc.detail)}", exc.status_code)
 
     async def failed(request, exc: Exception):
-        # A plugin's vocoder or model failing on a request: the page shows the line; the server stays up.
-        from vaekit.errors import one_line
+        # A plugin's vocoder or model failing on a request: the page shows the line, the console one line
+        # too (Starlette then re-raises it for the server's log: quiet() keeps its traceback off the console).
+        import sys
 
-        return error(str(exc) if isinstance(exc, VaekitError) else one_line(exc), 500)
+        message = str(exc) if isinstance(exc, VaekitError) else one_line(exc)
+        print(f"error: {request.method} {request.url.path}: {message}", file=sys.stderr, flush=True)
+        return error(message, 500)
+
+    async def gone(request, exc: ClientDisconnect):
+        return Response(status_code=499)  # the client left before its body came: no one to answer
 
     routes = [
         Route("/", index),
@@ -482,8 +557,8 @@ def create_app(explorer: Explorer, loopback_only: bool = True):
         Route("/api/keep", keep, methods=["POST"]),
         Route("/static/{name}", static),
     ]
-    app = Starlette(routes=routes, exception_handlers={RequestError: refused, HTTPException: http_error,
-                                                       VaekitError: failed, Exception: failed})
+    app = quiet(Starlette(routes=routes, exception_handlers={
+        RequestError: refused, HTTPException: http_error, ClientDisconnect: gone, VaekitError: failed, Exception: failed}))
     if not loopback_only:
         return app
 
@@ -496,6 +571,35 @@ def create_app(explorer: Explorer, loopback_only: bool = True):
         await app(scope, receive, send)
 
     return this_machine_only
+
+
+def quiet(app):
+    """``app``, ending a request without a traceback on the console: a failure was answered (a 500 with its
+    one-line JSON, and one line on the console, by the app's handler) before Starlette raised it again for the
+    server's log; a request cancelled by a stop (Ctrl-C while it runs) is answered 503 if nothing was sent yet."""
+    import asyncio
+    import contextlib
+
+    from starlette.responses import JSONResponse
+
+    async def guarded(scope, receive, send):
+        started = False
+
+        async def sending(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await app(scope, receive, sending)
+        except asyncio.CancelledError:
+            if not started and scope["type"] == "http":
+                with contextlib.suppress(Exception):  # the connection may be closing already
+                    await JSONResponse({"error": "the server is stopping"}, status_code=503)(scope, receive, send)
+        except Exception:
+            return
+
+    return guarded
 
 
 def host_name(header: str) -> str:
@@ -548,10 +652,14 @@ def is_loopback(host: str) -> bool:
 def serve(run_ref: str, port: int = 8765, host: str = "127.0.0.1", data=None, vocoder: str | None = None,
           options=(), tracking_uri: str | None = None, trust_plugins: bool = False, echo=print) -> None:
     """Load the run, print the page's URL, serve until Ctrl-C or SIGTERM (which stop it at once)."""
+    import logging
     import sys
 
     import uvicorn
 
+    # A stop with a request in flight cancels it (no graceful wait, below): that is what the stop asked for,
+    # not an error to report.
+    logging.getLogger("uvicorn.error").addFilter(lambda record: "graceful shutdown exceeded" not in record.getMessage())
     sock = listen_socket(host, port)  # before loading anything: a taken port should cost no time
     try:
         if not is_loopback(host):
@@ -559,8 +667,9 @@ def serve(run_ref: str, port: int = 8765, host: str = "127.0.0.1", data=None, vo
                   file=sys.stderr, flush=True)
         explorer = load_explorer(run_ref, data, vocoder, options, tracking_uri, trust_plugins)
         app = create_app(explorer, loopback_only=is_loopback(host))
+        conditioned = f", conditioned on {explorer.run.condition['name']}" if explorer.run.condition else ""
         echo(f"exploring run {explorer.run.run_id}: {len(explorer.indices)} of {explorer.test_clips} test clips, "
-             f"latent_dim {explorer.latent_dim}, vocoder {explorer.vocoder}, labels: {explorer.label_kind}")
+             f"latent_dim {explorer.latent_dim}, vocoder {explorer.vocoder}, labels: {explorer.label_kind}{conditioned}")
         echo(f"open {page_url(host, port)}  (Ctrl-C stops)")
         # No graceful wait for open connections (a browser keeps one alive): a stop is at once.
         config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=0.5,

@@ -7,34 +7,41 @@
 - ``encoder.onnx`` / ``encoder/``: input ``mel`` (batch, n_mels, frames, 1) in [0, 1] → ``z_mean``,
   ``z_log_var`` (batch, latent_dim) each, in that order;
 - ``audio.json`` (the STFT/mel parameters), ``min_values.npy`` / ``max_values.npy`` (dB = x ·
-  (max − min) + min) and ``vocoder.json`` (the vocoder the run used, for reference).
+  (max − min) + min) and ``vocoder.json`` (the vocoder the run used, for reference);
+- a conditional run (``vaekit run --condition NAME``): both take a second input ``label``, the class
+  one-hot (batch, K) in the order ``condition.json`` lists the classes, written beside them.
+- ``vaekit-export.json`` (:data:`MARKER`): which run and format; ``--force`` replaces only a folder holding it.
 
 Both go through Keras' ``Model.export`` (ONNX via tf2onnx on the TensorFlow backend).  Everything
 is written into a staging folder beside ``OUT`` and renamed into place at the end: a failure leaves
 no ``OUT`` (and, with ``force``, the old ``OUT`` untouched).
+
+``force`` replaces an earlier export only: a folder holding :data:`MARKER`.  Never a folder without it
+(a user's files), nor one that is or holds the working directory, the tracking store or the run's
+artifacts, whatever it holds.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from vaekit.errors import ConfigError, DataError
+from vaekit.staging import staged_folder
 
 FORMATS = ("onnx", "saved_model")
+#: The file every export holds: what ``--force`` recognises an earlier export by.
+MARKER = "vaekit-export.json"
 
 README = """\
 Exported from vaekit run {run_id} ({fmt}).
 
-decoder{suffix}: z (batch, {latent_dim}) float32  ->  mel (batch, {n_mels}, {frames}, 1) float32 in [0, 1]
-encoder{suffix}: mel (batch, {n_mels}, {frames}, 1) float32 in [0, 1]  ->  z_mean, z_log_var (batch, {latent_dim}) each
-
+decoder{suffix}: z (batch, {latent_dim}) float32{label_in}  ->  mel (batch, {n_mels}, {frames}, 1) float32 in [0, 1]
+encoder{suffix}: mel (batch, {n_mels}, {frames}, 1) float32 in [0, 1]{label_in}  ->  z_mean, z_log_var (batch, {latent_dim}) each
+{label_text}
 From the decoder's output to sound:
 1. dB = mel[..., 0] * (max_values - min_values) + min_values
    (min_values.npy, max_values.npy: scalars or arrays that broadcast to ({n_mels}, {frames})).
@@ -53,12 +60,17 @@ USAGE = {
     "onnx": """Running the decoder with onnxruntime:
     import numpy as np, onnxruntime as ort
     session = ort.InferenceSession("decoder.onnx")
-    mel = session.run(None, {{"z": np.random.default_rng(0).standard_normal((4, {latent_dim}), dtype=np.float32)}})[0]""",
+    mel = session.run(None, {{"z": np.random.default_rng(0).standard_normal((4, {latent_dim}), dtype=np.float32){label_feed}}})[0]""",
     "saved_model": """Running the decoder with TensorFlow:
     import numpy as np, tensorflow as tf
     decoder = tf.saved_model.load("decoder")
-    mel = decoder.serve(np.random.default_rng(0).standard_normal((4, {latent_dim})).astype("float32")).numpy()""",
+    mel = decoder.serve({serve_args}).numpy()""",
 }
+#: What the README adds for a conditional run's models.
+LABEL_TEXT = """
+label: the class one-hot (batch, {classes}) float32 of the run's condition {name!r}, in the order of
+condition.json's "classes": {listed}.  A row may mix classes (a walk between two labels).
+"""
 
 
 def export(run_or_uri: str, out, fmt: str = "onnx", tracking_uri: str | None = None, force: bool = False,
@@ -70,32 +82,81 @@ def export(run_or_uri: str, out, fmt: str = "onnx", tracking_uri: str | None = N
     """
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    from vaekit import tracking
+
     out = Path(out)
-    if out.is_symlink():
-        raise DataError(f"{out}: is a symbolic link; not writing through it: remove the link or choose another OUT")
-    if out.exists() and not force:
-        raise ConfigError(f"{out}: already exists (--force replaces it)")
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: is a file, not an export folder; remove it or choose another OUT")
+    _check_out(out, force, store=tracking.sqlite_path(tracking.resolve_tracking_uri(tracking_uri)))
     if fmt == "onnx":
         _check_onnx_exporter()
+
+    import mlflow
 
     from vaekit.generate import open_run
 
     run = open_run(run_or_uri, tracking_uri, trust_plugins)  # before anything is written: a typo costs nothing
+    artifacts = mlflow.MlflowClient(run.tracking_uri).get_run(run.run_id).info.artifact_uri
+    _never_replace(out, _local_path(artifacts), f"run {run.run_id}'s artifacts")
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp's folder is private; OUT is an ordinary folder
-    try:
+    # An existing OUT was checked above: replaced only with force, and only if an earlier export wrote it.
+    with staged_folder(out, replace=force) as staging:
         _write(run, staging, fmt)
         files = sorted(p.relative_to(staging) for p in staging.rglob("*") if p.is_file())
-        _move_into_place(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return [out / f for f in files]
+
+
+def _check_out(out: Path, force: bool, store: Path | None) -> None:
+    """Refuse an ``out`` that cannot be written or must not be replaced, before anything is loaded (one line each).
+
+    ``store``: the sqlite tracking store's database file, if it is one.
+    """
+    from vaekit.tracking import _first_non_dir
+
+    if out.is_symlink():
+        raise DataError(f"{out}: is a symbolic link; not writing through it: remove the link or choose another OUT")
+    blocker = _first_non_dir(out.absolute().parent)
+    if blocker.exists() and not blocker.is_dir():
+        raise DataError(f"{out}: {blocker} is a file, not a directory; choose another OUT")
+    _never_replace(out, Path.cwd(), "the working directory")
+    _never_replace(out, store, "the tracking store")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise DataError(f"{out}: is a file, not an export folder; remove it or choose another OUT")
+    if not force:
+        raise ConfigError(f"{out}: already exists (--force replaces it, if an earlier vaekit export wrote it)")
+    if not is_export(out):
+        raise ConfigError(f"{out}: not a folder vaekit export wrote (it has no {MARKER}); --force replaces only an "
+                          "earlier export: remove it yourself or choose another OUT")
+
+
+def _never_replace(out: Path, protected: Path | None, what: str) -> None:
+    """:class:`ConfigError` if ``out`` is ``protected`` or a folder above it (``--force`` or not)."""
+    if protected is None:
+        return
+    target, kept = out.resolve(), protected.resolve()
+    if target == kept or target in kept.parents:
+        where = "is" if target == kept else "holds"
+        raise ConfigError(f"{out}: {where} {what} ({kept}); an export never replaces it: choose another OUT")
+
+
+def _local_path(uri: str) -> Path | None:
+    """The folder of a local (``file:`` or plain path) artifact URI, else None."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(url2pathname(parsed.path))
+    return Path(uri) if parsed.scheme == "" else None
+
+
+def is_export(folder: Path) -> bool:
+    """Whether ``folder`` holds the :data:`MARKER` an export writes (a JSON object naming vaekit's export)."""
+    try:
+        marker = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("vaekit_export") == 1
 
 
 def _check_onnx_exporter() -> None:
@@ -129,37 +190,45 @@ def _write(run, directory: Path, fmt: str) -> None:
         {"name": run.config.vocoder, "options": run.config.option("vocoder")}, indent=2, default=str))
     n_mels, frames = run.input_shape
     a = run.audio
+    z_text = f'np.random.default_rng(0).standard_normal((4, {run.latent_dim})).astype("float32")'
+    label_in, label_text, label_feed, serve_args = "", "", "", z_text
+    if run.condition:
+        (directory / "condition.json").write_text(json.dumps(run.condition, indent=2))
+        k = len(run.classes)
+        label_in = f", label (batch, {k}) float32"
+        label_text = LABEL_TEXT.format(classes=k, name=run.condition["name"], listed=", ".join(run.classes))
+        label_feed = f', "label": np.eye({k}, dtype=np.float32)[[0, 0, 1, 1]]'
+        serve_args = f"[{z_text}, np.eye({k}, dtype=np.float32)[[0, 0, 1, 1]]]"
+    usage = USAGE[fmt].format(latent_dim=run.latent_dim, label_feed=label_feed, serve_args=serve_args)
     text = README.format(run_id=run.run_id, fmt=fmt, suffix=".onnx" if fmt == "onnx" else "/", latent_dim=run.latent_dim,
                          n_mels=n_mels, frames=frames, sr=a.sr, n_fft=a.n_fft, hop_length=a.hop_length, samples=a.samples,
-                         fmin=a.fmin, fmax=a.fmax,
-                         vocoder=run.config.vocoder, usage=USAGE[fmt].format(latent_dim=run.latent_dim))
+                         fmin=a.fmin, fmax=a.fmax, label_in=label_in, label_text=label_text,
+                         vocoder=run.config.vocoder, usage=usage)
     (directory / "README.txt").write_text(text)
+    from vaekit import __version__
+
+    (directory / MARKER).write_text(json.dumps({"vaekit_export": 1, "run_id": run.run_id, "format": fmt,
+                                                "vaekit_version": __version__}, indent=2))
 
 
 def _named(vae):
-    """The VAE's encoder and decoder with inputs named ``mel`` and ``z``, each called once (Keras exports only called models)."""
+    """The VAE's encoder and decoder with inputs named ``mel`` and ``z`` (and ``label``, a conditional VAE's
+    one-hot), each called once (Keras exports only called models)."""
     import keras
 
     mel = keras.Input(tuple(vae.encoder.inputs[0].shape[1:]), name="mel")
+    z = keras.Input((vae.latent_dim,), name="z")
+    if vae.classes:
+        label = keras.Input((vae.classes,), name="label")
+        encoder = keras.Model([mel, label], list(vae.encoder([mel, label])), name="encoder")
+        decoder = keras.Model([z, label], vae.decoder([z, label]), name="decoder")
+        one = np.zeros((1, vae.classes), dtype=np.float32)
+        encoder([np.zeros((1, *mel.shape[1:]), dtype=np.float32), one])
+        decoder([np.zeros((1, vae.latent_dim), dtype=np.float32), one])
+        return encoder, decoder
     z_mean, z_log_var = vae.encoder(mel)
     encoder = keras.Model(mel, [z_mean, z_log_var], name="encoder")
-    z = keras.Input((vae.latent_dim,), name="z")
     decoder = keras.Model(z, vae.decoder(z), name="decoder")
     encoder(np.zeros((1, *mel.shape[1:]), dtype=np.float32))
     decoder(np.zeros((1, vae.latent_dim), dtype=np.float32))
     return encoder, decoder
-
-
-def _move_into_place(staging: Path, out: Path) -> None:
-    """Rename the finished ``staging`` folder to ``out``; an existing ``out`` is removed only after."""
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, old / "out")
-    try:
-        os.replace(staging, out)
-    except BaseException:
-        os.replace(old / "out", out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

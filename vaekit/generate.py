@@ -3,9 +3,11 @@
 Everything comes from the run itself (given by its id or a ``models:/`` URI, see
 :mod:`vaekit.registry`): the model (its logged model's ``models:/`` URI, ``mlflow.keras.load_model``
 with Keras ``safe_mode``), ``audio.json`` (how mel spectrograms become sound), ``config.toml`` (latent size,
-vocoder and its options, where the data was) and ``data/min_values.npy`` / ``data/max_values.npy``
-(decoder output [0, 1] → dB).  Output goes to ``--out DIR`` and/or back into the run under
-``generated/``; logging back uses :class:`mlflow.MlflowClient` calls, which never change the
+vocoder and its options, where the data was), ``data/min_values.npy`` / ``data/max_values.npy``
+(decoder output [0, 1] → dB) and, for a conditional run, ``data/condition.json`` (its label and classes:
+``--label`` asks for one of them).  Output goes to ``--out DIR`` and/or back into the run under
+``generated/``, each call in a folder of its own (``generated/WHAT/STAMP/``, see :func:`_emit`), so no call
+replaces another's files; logging back uses :class:`mlflow.MlflowClient` calls, which never change the
 run's status (a FINISHED run stays FINISHED).
 
 Everything that can fail (vocoding included) happens before the first file reaches ``--out`` or
@@ -19,16 +21,16 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from vaekit.audio import AudioParams, mel_error_db, waveforms_to_mel_db
 from vaekit.config import RunConfig, load_toml, merge, parse_options
-from vaekit.data import denormalize, normalize
+from vaekit.data import class_indices, denormalize, normalize
 from vaekit.errors import ConfigError, DataError, PluginError, VaekitError, one_line
-from vaekit.runlog import safe_name
+from vaekit.runlog import safe_name, safe_path, unique_stamp
 
 GENERATED_DIR = "generated"
 #: ``generate`` decodes, vocodes and writes this many samples at a time: its memory does not grow with ``-n``.
@@ -52,10 +54,29 @@ class LoggedRun:
     config: RunConfig
     #: Which of the run's recorded plugin files were not loaded, for "unknown component" errors.
     plugin_hint: str = ""
+    #: A conditional run's ``{"name", "classes"}`` (``data/condition.json``); None for an unconditional run.
+    condition: dict | None = None
 
     @property
     def latent_dim(self) -> int:
         return int(self.model.latent_dim)
+
+    @property
+    def classes(self) -> list[str]:
+        """A conditional run's classes, in class-index order (``[]`` when unconditional)."""
+        return list(self.condition["classes"]) if self.condition else []
+
+    def label_indices(self, names, flag: str = "--label") -> np.ndarray:
+        """Class names → indices; one-line errors for an unconditional run or an unknown class (listing the classes)."""
+        if not self.condition:
+            raise ConfigError(f"{flag}: run {self.run_id} is unconditional (trained without --condition): "
+                              "it generates from z alone")
+        return class_indices(list(names), self.classes, self.condition["name"], flag)
+
+    def one_hot(self, indices) -> np.ndarray:
+        from vaekit.model import one_hot
+
+        return one_hot(indices, len(self.classes))
 
     @property
     def input_shape(self) -> tuple[int, int]:
@@ -112,6 +133,8 @@ def open_run(run_id: str, tracking_uri: str | None = None, trust_plugins: bool =
             data_dir = Path(client.download_artifacts(run_id, "data", tmp))
             min_values = np.load(data_dir / "min_values.npy", allow_pickle=False)
             max_values = np.load(data_dir / "max_values.npy", allow_pickle=False)
+            condition_file = data_dir / "condition.json"
+            condition = json.loads(condition_file.read_text()) if condition_file.is_file() else None
         except (MlflowException, OSError) as exc:
             if run.info.status != "FINISHED":
                 raise VaekitError(f"run {run_id} has no logged model (status {run.info.status}: "
@@ -124,7 +147,7 @@ def open_run(run_id: str, tracking_uri: str | None = None, trust_plugins: bool =
         config = merge(RunConfig(), **load_toml(config_file))
     model = load_model(run_id, run.info.status, plugin_hint(run.data.tags), run=run, client=client)
     return LoggedRun(run_id, uri, model, audio, min_values.astype(np.float32), max_values.astype(np.float32), config,
-                     plugin_hint(run.data.tags))
+                     plugin_hint(run.data.tags), condition)
 
 
 def find_run(run_or_uri: str, tracking_uri: str | None = None):
@@ -217,16 +240,20 @@ def _vocode_all(vocoders: dict, mel_db: np.ndarray, audio: AudioParams) -> tuple
 
 
 def _emit(run: LoggedRun, build, subdir: str, out_dir, log: bool, metrics: dict) -> Output:
-    """Write files with ``build(directory) -> [paths]`` into ``out_dir`` and/or log them under ``generated/subdir``.
+    """Write files with ``build(directory) -> [paths]`` into ``out_dir`` and/or log them under
+    ``generated/SUBDIR/STAMP/`` (:func:`vaekit.runlog.unique_stamp`: each call its own folder).
 
     Files are drawn in a staging directory first, so nothing lands in ``out_dir`` if drawing fails,
     nor if any destination inside ``out_dir`` is a symbolic link (refused: vaekit never writes
     through a link).  Local files keep the names ``build`` gave them; in the run, every path
-    component goes through :func:`safe_name` (a file name may hold a newline).
+    component goes through :func:`safe_name` (a file name may hold a newline), and names that
+    sanitise alike are told apart (:func:`vaekit.runlog.safe_path`).
     """
     import mlflow
 
     _check_destination(out_dir, log)
+    where = f"{GENERATED_DIR}/{subdir}/{unique_stamp()}"
+    taken: set = set()
     result = Output()
     with tempfile.TemporaryDirectory() as tmp:
         staging, logged = Path(tmp) / "files", Path(tmp) / "logged"
@@ -238,10 +265,10 @@ def _emit(run: LoggedRun, build, subdir: str, out_dir, log: bool, metrics: dict)
                 _refuse_links(Path(out_dir), rel)
         for rel in rels:
             if log:
-                safe = Path(*(safe_name(part) for part in rel.parts))
+                safe = safe_path(rel, taken)
                 (logged / safe).parent.mkdir(parents=True, exist_ok=True)
                 _link_or_copy(staging / rel, logged / safe)
-                result.artifacts.append(f"{GENERATED_DIR}/{subdir}/{safe.as_posix()}")
+                result.artifacts.append(f"{where}/{safe.as_posix()}")
             if out_dir is not None:
                 dest = Path(out_dir) / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -249,7 +276,7 @@ def _emit(run: LoggedRun, build, subdir: str, out_dir, log: bool, metrics: dict)
                 result.files.append(dest)
         if log:
             client = mlflow.MlflowClient(run.tracking_uri)
-            client.log_artifacts(run.run_id, str(logged), f"{GENERATED_DIR}/{subdir}")
+            client.log_artifacts(run.run_id, str(logged), where)
             for key, value in metrics.items():
                 client.log_metric(run.run_id, key, value)
     return result
@@ -310,53 +337,69 @@ def _write_waves(directory: Path, waves: dict, sr: int, stem: str, start: int = 
 
 def generate(run_id: str, n: int = 8, vocoders=(), options=(), seed: int = 0, out=None, log: bool = True,
              tracking_uri: str | None = None, run: LoggedRun | None = None,
-             trust_plugins: bool = False) -> Output:
+             trust_plugins: bool = False, label: str | None = None) -> Output:
     """Decode ``n`` draws of z ~ N(0, I) (seeded), vocode with each vocoder, write WAVs and PNGs.
 
-    Layout (under ``out`` and/or the run's ``generated/``): ``seed_S/sample_II.png`` (one per z),
+    Layout (under ``out``, and/or the run's ``generated/`` with a folder per call below ``seed_S/``):
+    ``seed_S/sample_II.png`` (one per z),
     ``seed_S/VOCODER/sample_II.wav`` (one per z and vocoder), ``seed_S/grid.png`` (the first
     :data:`GRID_MAX` samples).  Metrics ``vocoder_mel_error_db.VOCODER`` (mean absolute dB
     difference after re-analysis, over all ``n``) and ``generate.NAME``, the run's sample metrics
     (``sample_fd``, ``sample_diversity``, …) on the first 256 samples against the run's test set,
     when its data can be loaded (:func:`vaekit.audio_metrics.for_generated`).
 
+    A conditional run decodes every z with the class ``label`` (the folder is then ``seed_S_LABELNAME_CLASS``),
+    or without it sample i with class i mod K, as the run's own samples; ``label`` for an unconditional
+    run, or a class the run does not have, is a one-line error.
+
     Decodes, vocodes and writes :data:`BATCH` samples at a time into the staging folder, so memory
     does not grow with ``n``; nothing reaches ``out`` or the run unless every batch succeeded.
     """
     from vaekit import audio_metrics, figures
-    from vaekit.model import sample_latent
+    from vaekit.model import sample_labels, sample_latent
 
     if n < 1:
         raise ConfigError(f"-n must be at least 1, got {n}")
     _check_destination(out, log)
     run = run or open_run(run_id, tracking_uri, trust_plugins)
+    labels, subdir = None, f"seed_{seed}"
+    if label is not None:
+        labels = np.full(n, run.label_indices([label])[0])
+        subdir = f"seed_{seed}_{safe_name(run.condition['name'])}_{safe_name(label)}"
+    elif run.condition:
+        labels = sample_labels(n, len(run.classes))
     vocs = build_vocoders(run, vocoders, options)
     z = sample_latent(n, run.latent_dim, seed)  # all at once (n × latent_dim, small): the same draws as ever
     vmin, vmax = run.color_scale()
     errors = dict.fromkeys(vocs, 0.0)
     metrics = {}
 
+    def title(i: int) -> str:
+        return f"seed {seed}, sample {i}" + (f" · {run.condition['name']} {run.classes[labels[i]]}" if run.condition else "")
+
     def build(directory: Path) -> list[Path]:
         paths, grid, kept = [], [], []
         for start in range(0, n, BATCH):
-            mel_db = run.denormalize(run.model.decode(z[start:start + BATCH])[..., 0])
+            part = None if labels is None else labels[start:start + BATCH]
+            mel_db = run.denormalize(run.model.decode(z[start:start + BATCH], part)[..., 0])
             waves, batch_errors = _vocode_all(vocs, mel_db, run.audio)
             for name, value in batch_errors.items():
                 errors[name] += value * len(mel_db)  # a mean over all n, as when vocoded in one go
             paths += _write_waves(directory, waves, run.audio.sr, "sample", start)
             for i, mel in enumerate(mel_db, start):
                 paths.append(figures.save_mel_png(mel, directory / f"sample_{i:02d}.png", run.audio,
-                                                  title=f"seed {seed}, sample {i}", vmin=vmin, vmax=vmax))
+                                                  title=title(i), vmin=vmin, vmax=vmax))
             grid.extend(mel_db[:max(0, GRID_MAX - len(grid))])
             kept.extend(mel_db[:max(0, audio_metrics.SAMPLE_DRAWS - len(kept))])  # for the sample metrics
             del mel_db, waves  # before the next batch: at most one batch held
         paths.append(figures.save_mel_grid(np.stack(grid), directory / "grid.png", run.audio, vmin, vmax,
-                                           titles=[f"sample {i}" for i in range(len(grid))], suptitle=f"seed {seed}"))
+                                           titles=[title(i).split(", ", 1)[1] for i in range(len(grid))],
+                                           suptitle=f"seed {seed}"))
         metrics.update({f"vocoder_mel_error_db.{name}": total / n for name, total in errors.items()})
         metrics.update(audio_metrics.for_generated(run, np.stack(kept), next(iter(vocs.values()))))
         return paths
 
-    return _emit(run, build, f"seed_{seed}", Path(out) / f"seed_{seed}" if out is not None else None, log, metrics)
+    return _emit(run, build, subdir, Path(out) / subdir if out is not None else None, log, metrics)
 
 
 def load_test_set(run: LoggedRun, data=None):
@@ -364,8 +407,6 @@ def load_test_set(run: LoggedRun, data=None):
 
     Returns the :class:`vaekit.data.Dataset` (``x_test`` normalised; ``info`` is its ``dataset.json``, if any).
     """
-    from dataclasses import replace
-
     from vaekit.components import select_dataset
 
     config = replace(run.config, data=str(data) if data is not None else run.config.data)
@@ -376,22 +417,35 @@ def load_test_set(run: LoggedRun, data=None):
     return ds
 
 
-def load_test_clips(run: LoggedRun, indices, data=None) -> np.ndarray:
-    """Test spectrograms (normalised) by index from the run's dataset (``data`` overrides its ``--data``)."""
+def load_test_clips(run: LoggedRun, indices, data=None, with_labels: bool = False):
+    """Test spectrograms (normalised) by index from the run's dataset (``data`` overrides its ``--data``);
+    ``with_labels``: also their class indices of a conditional run's label (None for an unconditional run)."""
     ds = load_test_set(run, data)
     for i in indices:
         if not -len(ds.x_test) <= i < len(ds.x_test):
             raise ConfigError(f"--clips: test clip {i} out of range; the dataset has {len(ds.x_test)} test clips")
-    return ds.x_test[list(indices)]
+    if not with_labels:
+        return ds.x_test[list(indices)]
+    labels = None
+    if run.condition:
+        name = run.condition["name"]
+        if name not in ds.labels or list(ds.labels[name].classes) != run.classes:
+            raise DataError(f"{ds.source or 'the data'}: has no label {name} with the run's classes; "
+                            "give the ends' labels with --label A B")
+        labels = ds.labels[name].test[list(indices)]
+    return ds.x_test[list(indices)], labels
 
 
 def interpolate(run_id: str, clips=None, seeds=None, steps: int = 8, vocoders=(), options=(), data=None, out=None,
                 log: bool = True, tracking_uri: str | None = None, run: LoggedRun | None = None,
-             trust_plugins: bool = False) -> Output:
+                trust_plugins: bool = False, labels=None) -> Output:
     """A straight latent walk in ``steps`` points between two test clips (their z means) or two seeds' z.
 
     Layout: ``interpolate_clips_A_B/`` or ``interpolate_seeds_A_B/`` with ``strip.png`` (all steps in
-    one row) and ``VOCODER/step_II.wav``.
+    one row) and ``VOCODER/step_II.wav``.  A conditional run walks the label too, from ``labels[0]`` to
+    ``labels[1]`` (class names; the folder gets ``_LABELNAME_A_B``), its one-hot mixed in the same
+    proportion as z; seeds ``(S, S)`` make it a walk between two labels at a fixed z.  Without
+    ``labels`` the ends of ``clips`` keep their own labels; between seeds the labels are needed.
     """
     from vaekit import figures
     from vaekit.model import sample_latent
@@ -402,17 +456,30 @@ def interpolate(run_id: str, clips=None, seeds=None, steps: int = 8, vocoders=()
         raise ConfigError(f"--steps must be 2 to {MAX_STEPS}, got {steps}")
     _check_destination(out, log)
     run = run or open_run(run_id, tracking_uri, trust_plugins)
+    ends_labels = run.label_indices(labels) if labels is not None else None
     if clips is not None:
-        x = load_test_clips(run, clips, data)
-        ends, _ = run.model.encode(x[..., None])
+        x, clip_labels = load_test_clips(run, clips, data, with_labels=True)
+        ends_labels = clip_labels if ends_labels is None else ends_labels
+        ends, _ = run.model.encode(x[..., None], ends_labels)
         subdir, label = f"interpolate_clips_{clips[0]}_{clips[1]}", f"test clips {clips[0]} → {clips[1]}"
     else:
+        if run.condition and ends_labels is None:
+            raise ConfigError(f"run {run.run_id} is conditioned on {run.condition['name']}: a walk between seeds needs "
+                              "--label A B (the same class twice to keep it)")
         ends = np.stack([sample_latent(1, run.latent_dim, s)[0] for s in seeds])
         subdir, label = f"interpolate_seeds_{seeds[0]}_{seeds[1]}", f"seeds {seeds[0]} → {seeds[1]}"
     t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
     z = (1 - t) * ends[0] + t * ends[1]
+    mix = None
+    if run.condition:
+        a, b = run.one_hot(ends_labels)
+        mix = (1 - t) * a + t * b
+        names = [run.classes[i] for i in ends_labels]
+        if labels is not None:
+            subdir += f"_{safe_name(run.condition['name'])}_{safe_name(names[0])}_{safe_name(names[1])}"
+        label += f", {run.condition['name']} {names[0]} → {names[1]}"
     vocs = build_vocoders(run, vocoders, options)
-    mel_db = run.denormalize(run.model.decode(z)[..., 0])
+    mel_db = run.denormalize(run.model.decode(z, mix)[..., 0])
     waves, errors = _vocode_all(vocs, mel_db, run.audio)
     vmin, vmax = run.color_scale()
 
@@ -424,19 +491,6 @@ def interpolate(run_id: str, clips=None, seeds=None, steps: int = 8, vocoders=()
 
     return _emit(run, build, subdir, Path(out) / subdir if out is not None else None, log,
                  {f"vocoder_mel_error_db.{k}": v for k, v in errors.items()})
-
-
-def load_clip(path, audio: AudioParams) -> np.ndarray:
-    """One audio file → mono float32 at ``audio.sr``, padded or trimmed: ``vaekit prepare``'s reader."""
-    from vaekit.prepare import ClipError, read_clip
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        return read_clip(path, audio)
-    except ClipError as exc:
-        raise DataError(f"{path}: {exc}") from None
 
 
 #: ``reconstruct`` reads, encodes, vocodes and draws this many clips at a time (one figure per batch).
@@ -480,7 +534,7 @@ def reconstruct_inputs(paths) -> list[tuple[Path, Path]]:
 
 def reconstruct(run_id: str, inputs, vocoders=(), options=(), out=None, log: bool = False,
                 tracking_uri: str | None = None, run: LoggedRun | None = None,
-                trust_plugins: bool = False) -> Output:
+                trust_plugins: bool = False, label: str | None = None) -> Output:
     """Encode real clips (prepared with the run's audio parameters), decode their z means, vocode.
 
     ``inputs``: a file, or a list of files and folders (searched recursively for .wav/.flac/.ogg).
@@ -490,13 +544,14 @@ def reconstruct(run_id: str, inputs, vocoders=(), options=(), out=None, log: boo
     figure of originals, reconstructions and their differences with each clip's error:
     ``STEM.reconstructed.png`` for a single file, ``reconstructions_NNN.png`` otherwise.  A single file's
     output goes beside it unless ``out``; folders and several files need ``out``.  With ``log``, also
-    under the run's ``generated/reconstruct_STEM/`` (``generated/reconstruct/`` for several).
+    under the run's ``generated/reconstruct_STEM/STAMP/`` (``generated/reconstruct/STAMP/`` for several).
 
     Metrics over all clips: ``vocoder_mel_error_db.VOCODER`` and, as ``reconstruct.NAME``, the run's
     ``--metrics`` that need no samples (``test_recon_mel_db`` …, their original being the input clip;
     ``test_vocoded_mel_db`` and ``test_audio_*``, against the input audio, over the first
     :data:`RECONSTRUCT_VOCODED`, with the first vocoder).  Files that cannot be read are
     skipped and listed in ``Output.skipped`` (all unreadable, or a single file: a :class:`DataError`).
+    A conditional run encodes and decodes every input with ``label`` (a class of its label; required).
     """
     import soundfile as sf
 
@@ -510,6 +565,10 @@ def reconstruct(run_id: str, inputs, vocoders=(), options=(), out=None, log: boo
     if not single and out is None:
         raise ConfigError("reconstructing a folder or several files needs --out DIR (the folder structure is kept there)")
     run = run or open_run(run_id, tracking_uri, trust_plugins)
+    class_index = run.label_indices([label])[0] if label is not None else None
+    if run.condition and class_index is None:
+        raise ConfigError(f"run {run.run_id} is conditioned on {run.condition['name']}: give the inputs' class with "
+                          f"--label (one of {', '.join(run.classes)})")
     vocs = build_vocoders(run, vocoders, options)
     try:
         metric_comps = select_metrics(run.config.metrics)
@@ -540,7 +599,8 @@ def reconstruct(run_id: str, inputs, vocoders=(), options=(), out=None, log: boo
                                 f"audio parameters, the model takes {run.input_shape[0]}×{run.input_shape[1]}")
             # Clip to the training range: the model never saw values outside [0, 1].
             x = np.clip(run.normalize(mel), 0.0, 1.0).astype(np.float32)
-            mel_hat = run.denormalize(audio_metrics.reconstructions(run.model, x))
+            mel_hat = run.denormalize(audio_metrics.reconstructions(
+                run.model, x, labels=None if class_index is None else np.full(len(x), class_index)))
             waves, batch_errors = _vocode_all(vocs, mel_hat, run.audio)
             for name, value in batch_errors.items():
                 errors[name] += value * len(ok)
@@ -568,7 +628,7 @@ def reconstruct(run_id: str, inputs, vocoders=(), options=(), out=None, log: boo
         vocoded = audio_metrics.Vocoded(None, reconstructed, waves=np.stack(kept_waves))  # all there is: no more vocoding
         # Prefixed: logged back into the run, they must not overwrite its own test metrics.
         # The input files are the original audio of the test_audio_* metrics.
-        context = audio_metrics.MetricContext(audio_metrics.ReferenceAudio.of(np.stack(kept_inputs)))
+        context = audio_metrics.MetricContext(reference_audio=audio_metrics.ReferenceAudio.of(np.stack(kept_inputs)))
         metrics.update({f"reconstruct.{k}": v for k, v in audio_metrics.compute(
             metric_comps, original, reconstructed, None, run.audio, vocoded,
             # Every clip was vocoded anyway: test_vocoded_mel_db and test_audio_* over all that were kept.

@@ -16,12 +16,18 @@ hookspec = pluggy.HookspecMarker("vaekit")
 
 @hookspec
 def register_encoders(register):
-    """Register encoders: ``build(input_shape, latent_dim, **options)`` → keras.Model x → (z_mean, z_log_var)."""
+    """Register encoders: ``build(input_shape, latent_dim, **options)`` → keras.Model x → (z_mean, z_log_var).
+
+    A build function that declares ``condition=None`` takes a condition: ``[x, label one-hot]`` → (z_mean, z_log_var).
+    """
 
 
 @hookspec
 def register_decoders(register):
-    """Register decoders: ``build(latent_dim, output_shape, **options)`` → keras.Model z → x̂."""
+    """Register decoders: ``build(latent_dim, output_shape, **options)`` → keras.Model z → x̂.
+
+    A build function that declares ``condition=None`` takes a condition: ``[z, label one-hot]`` → x̂.
+    """
 
 
 @hookspec

@@ -17,6 +17,9 @@ class Kind:
     plural: str  #: as ``vaekit plugins`` heads its list
     contract: tuple[str, ...]  #: positional parameters of ``build``, passed by the core
     help: str  #: what the selecting flag does (the CLI's help, the docs' flags row)
+    #: Whether a build function of this kind may declare the keyword ``condition`` (a conditional run's
+    #: number of classes; see :mod:`vaekit.components`): then it is part of the contract, not an option.
+    conditional: bool = False
 
     @property
     def hook(self) -> str:
@@ -30,8 +33,8 @@ class Kind:
 
 
 KINDS: tuple[Kind, ...] = (
-    Kind("encoder", "encoders", ("input_shape", "latent_dim"), "Encoder component."),
-    Kind("decoder", "decoders", ("latent_dim", "output_shape"), "Decoder component."),
+    Kind("encoder", "encoders", ("input_shape", "latent_dim"), "Encoder component.", conditional=True),
+    Kind("decoder", "decoders", ("latent_dim", "output_shape"), "Decoder component.", conditional=True),
     Kind("loss", "losses", (), "Loss component."),
     Kind("vocoder", "vocoders", ("audio",), "Vocoder component (mel dB → waveform)."),
     Kind("dataset", "datasets", ("path", "audio"), "Dataset component by name (overrides detection from --data)."),
@@ -42,6 +45,8 @@ KINDS: tuple[Kind, ...] = (
     Kind("metrics", "metrics", (), "Audio metrics to compute at the end of the run, comma-separated."),
 )
 BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS}
+#: The keyword parameter by which an encoder or decoder build function says it takes a condition.
+CONDITION = "condition"
 NAMES: tuple[str, ...] = tuple(BY_NAME)
 
 

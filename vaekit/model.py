@@ -69,6 +69,14 @@ class TermsMean(keras.metrics.Metric):
         return {"names": self.names, "name": self.name}
 
 
+def one_hot(labels, classes: int) -> np.ndarray:
+    """Class indices (N,) → one-hot rows (N, classes), float32; rows (N, classes) (a mix of classes) pass as they are."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        return labels.astype("float32")
+    return np.eye(classes, dtype="float32")[labels.astype(np.int64)]
+
+
 @keras.saving.register_keras_serializable(package="vaekit")
 class VAE(keras.Model):
     """A variational autoencoder around a plugin encoder and decoder.
@@ -76,9 +84,12 @@ class VAE(keras.Model):
     ``encoder`` maps x to ``(z_mean, z_log_var)``; ``decoder`` maps z to x̂.  ``VAE(x)`` is x̂
     (z sampled); in training and evaluation :meth:`call` also returns the latent statistics the
     loss needs.  Call :meth:`set_loss` before ``compile``/``fit``.  Metrics are the loss's terms.
+
+    A conditional VAE (``classes`` > 0) takes ``(x, label)``, the label one-hot ``(batch, classes)``, and
+    hands the label to both: ``encoder([x, label])``, ``decoder([z, label])``.
     """
 
-    def __init__(self, encoder, decoder, seed=None, discriminator=None, **kwargs):
+    def __init__(self, encoder, decoder, seed=None, discriminator=None, classes=0, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
@@ -90,6 +101,8 @@ class VAE(keras.Model):
         # warm-up's steps do not compute it at all (set_epoch re-traces them when the phase starts).
         self._phase_on = False
         self.seed = seed
+        #: The condition's number of classes; 0: unconditional.
+        self.classes = int(classes or 0)
         self.sampling = Sampling(seed=seed, name="sampling")
         self.latent_dim = int(decoder.inputs[0].shape[-1])
         # Training progress for losses that schedule terms (e.g. KL warm-up); set per epoch.  A Keras
@@ -114,9 +127,10 @@ class VAE(keras.Model):
             self._loss_takes_epoch = "epoch" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
         except (TypeError, ValueError):
             self._loss_takes_epoch = False
-        x = ops.convert_to_tensor(sample_batch)
-        z_mean, z_log_var = self.encoder(x, training=False)
-        terms = self.loss_terms(x, (self.decoder(self.sampling([z_mean, z_log_var])), z_mean, z_log_var))
+        sample_batch = tuple(map(ops.convert_to_tensor, sample_batch)) if self.classes else ops.convert_to_tensor(sample_batch)
+        outputs = self.call(sample_batch, training=False, latents=True)
+        x = sample_batch[0] if self.classes else sample_batch
+        terms = self.loss_terms(x, outputs)
         if not isinstance(terms, dict) or "loss" not in terms:
             got = sorted(terms) if isinstance(terms, dict) else type(terms).__name__
             raise PluginError(f"the loss must return a dict of scalar terms including 'loss', got {got}")
@@ -141,13 +155,20 @@ class VAE(keras.Model):
         return terms
 
     # -- keras -----------------------------------------------------------------------
-    def call(self, x, training=False):
-        z_mean, z_log_var = self.encoder(x, training=training)
-        x_hat = self.decoder(self.sampling([z_mean, z_log_var]), training=training)
+    def call(self, x, training=False, latents=None):
+        if self.classes:
+            x, label = x
+            z_mean, z_log_var = self.encoder([x, label], training=training)
+            x_hat = self.decoder([self.sampling([z_mean, z_log_var]), label], training=training)
+        else:
+            z_mean, z_log_var = self.encoder(x, training=training)
+            x_hat = self.decoder(self.sampling([z_mean, z_log_var]), training=training)
         # fit/evaluate set _with_latents (a Python flag, fixed when the step is traced): the loss needs μ, log σ².
-        return (x_hat, z_mean, z_log_var) if self._with_latents else x_hat
+        return (x_hat, z_mean, z_log_var) if (self._with_latents if latents is None else latents) else x_hat
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if self.classes:
+            x = x[0]  # (x, label): the loss compares spectrograms
         terms = self.loss_terms(x, y_pred)
         loss = terms["loss"]
         if self.discriminator is not None:
@@ -200,14 +221,26 @@ class VAE(keras.Model):
         super().load_own_variables(store)
 
     # -- generation ------------------------------------------------------------------
-    def encode(self, x):
-        """x → (z_mean, z_log_var) as NumPy arrays."""
-        z_mean, z_log_var = self.encoder.predict(x, verbose=0)
+    def inputs_for(self, first, labels=None):
+        """The encoder's or decoder's input for ``first`` (x or z): ``first`` itself, or ``[first, one-hot]``
+        for a conditional VAE (``labels``: class indices (N,) or rows (N, classes)).  A label for an
+        unconditional VAE, or none for a conditional one, is a :class:`ValueError` (a caller's bug)."""
+        if not self.classes:
+            if labels is not None:
+                raise ValueError("this VAE is unconditional: it takes no label")
+            return first
+        if labels is None:
+            raise ValueError(f"this VAE is conditional ({self.classes} classes): it needs a label per row")
+        return [first, one_hot(labels, self.classes)]
+
+    def encode(self, x, labels=None):
+        """x → (z_mean, z_log_var) as NumPy arrays (a conditional VAE: with each row's label, see :meth:`inputs_for`)."""
+        z_mean, z_log_var = self.encoder.predict(self.inputs_for(x, labels), verbose=0)
         return np.asarray(z_mean, dtype="float32"), np.asarray(z_log_var, dtype="float32")
 
-    def decode(self, z):
-        """z → x̂ as a NumPy array."""
-        return np.asarray(self.decoder.predict(z, verbose=0), dtype="float32")
+    def decode(self, z, labels=None):
+        """z → x̂ as a NumPy array (a conditional VAE: with each row's label, see :meth:`inputs_for`)."""
+        return np.asarray(self.decoder.predict(self.inputs_for(z, labels), verbose=0), dtype="float32")
 
     def get_config(self):
         config = {
@@ -216,6 +249,8 @@ class VAE(keras.Model):
             "decoder": keras.saving.serialize_keras_object(self.decoder),
             "seed": self.seed,
         }
+        if self.classes:  # an unconditional VAE's config stays as it was
+            config["classes"] = self.classes
         if self.discriminator is not None:
             config["discriminator"] = keras.saving.serialize_keras_object(self.discriminator)
         return config
@@ -235,32 +270,54 @@ def sample_latent(n: int, latent_dim: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, latent_dim)).astype("float32")
 
 
+def sample_labels(n: int, classes: int) -> np.ndarray:
+    """The classes a conditional run's samples are drawn with: sample i has class i mod ``classes`` (each in turn)."""
+    return np.arange(n) % classes
+
+
+def condition_classes(config, ds) -> list[str]:
+    """The classes of the run's ``--condition`` label (``[]`` for an unconditional run)."""
+    return list(ds.labels[config.condition].classes) if getattr(config, "condition", None) else []
+
+
+def model_inputs(config, ds, split: str, rows=slice(None)):
+    """What the VAE takes for ``ds``'s ``split`` (``train`` or ``test``), rows ``rows``: x (N, H, W, 1), or
+    ``(x, label one-hot)`` for a conditional run."""
+    x = getattr(ds, f"x_{split}")[rows][..., None]
+    classes = condition_classes(config, ds)
+    if not classes:
+        return x
+    return x, one_hot(getattr(ds.labels[config.condition], split)[rows], len(classes))
+
+
 def build_vae(config, comps, ds):
     """Build encoder, decoder and loss for the data; check their shapes against the contract.
 
-    Returns ``(vae, term names)``; the VAE is built (it has its weights) but not compiled.
+    Returns ``(vae, term names)``; the VAE is built (it has its weights) but not compiled.  A conditional
+    run (``config.condition``) builds them with ``condition=K``, the label's number of classes.
     """
     x_shape = (*ds.shape, 1)
     d = config.latent_dim
-    encoder = _create_for_data(comps["encoder"], ds, x_shape, d, **config.option("encoder"))
-    decoder = _create_for_data(comps["decoder"], ds, d, x_shape, **config.option("decoder"))
-    check_model_shapes(encoder, decoder, comps, x_shape, d)
+    k = len(condition_classes(config, ds)) or None
+    encoder = _create_for_data(comps["encoder"], ds, x_shape, d, condition=k, **config.option("encoder"))
+    decoder = _create_for_data(comps["decoder"], ds, d, x_shape, condition=k, **config.option("decoder"))
+    check_model_shapes(encoder, decoder, comps, x_shape, d, k)
     discriminator = None
     if comps.get("discriminator") is not None:
         discriminator = _create_for_data(comps["discriminator"], ds, x_shape, **config.option("discriminator"))
         check_discriminator(discriminator, comps["discriminator"], x_shape)
-    model = VAE(encoder, decoder, seed=config.seed, discriminator=discriminator, name="vae")
+    model = VAE(encoder, decoder, seed=config.seed, discriminator=discriminator, classes=k, name="vae")
     if discriminator is not None:
         model.phase = adversarial.Phase.from_config(config)
     loss = comps["loss"]
     loss_fn = loss.create(**config.option("loss"))
     try:
-        terms = model.set_loss(loss_fn, ds.x_train[:2, ..., None])
+        terms = model.set_loss(loss_fn, model_inputs(config, ds, "train", slice(0, 2)))
     except PluginError as exc:
         raise PluginError(f"loss {loss.name!r} (from {loss.plugin}): {exc}") from None
     except Exception as exc:
         raise PluginError(f"loss {loss.name!r} (from {loss.plugin}) failed on a batch: {one_line(exc)}") from None
-    model(ds.x_train[:1, ..., None])  # build, so the saved model has its weights
+    model(model_inputs(config, ds, "train", slice(0, 1)))  # build, so the saved model has its weights
     return model, terms
 
 
@@ -273,18 +330,22 @@ def _create_for_data(comp, ds, *args, **options):
                          f"{comp.kind} {comp.name!r} (from {comp.plugin}): {exc}") from None
 
 
-def check_model_shapes(encoder, decoder, comps, x_shape, d: int) -> None:
-    """Raise :class:`PluginError` (expected vs got) if encoder or decoder break the contract."""
+def check_model_shapes(encoder, decoder, comps, x_shape, d: int, classes: int | None = None) -> None:
+    """Raise :class:`PluginError` (expected vs got) if encoder or decoder break the contract
+    (with ``classes``: the conditional one, a one-hot label ``(batch, classes)`` as second input)."""
     enc, dec = comps["encoder"], comps["decoder"]
     for comp, model in ((enc, encoder), (dec, decoder)):
         if not isinstance(model, keras.Model):
             raise PluginError(f"{comp.kind} {comp.name!r} (from {comp.plugin}) must return a keras.Model, got {type(model).__name__}")
     x = np.zeros((2, *x_shape), dtype="float32")
+    label = one_hot(np.zeros(2), classes) if classes else None
+    with_label = (lambda first: [first, label]) if classes else (lambda first: first)
+    also = f" and a label of shape {label.shape}" if classes else ""
     try:
-        out = encoder(x)
+        out = encoder(with_label(x))
     except Exception as exc:
-        raise PluginError(f"encoder {enc.name!r} (from {enc.plugin}) fails on input of shape {x.shape}: {one_line(exc)}; "
-                          "its keras.Input must have shape=input_shape") from None
+        raise PluginError(f"encoder {enc.name!r} (from {enc.plugin}) fails on input of shape {x.shape}{also}: {one_line(exc)}; "
+                          "its keras.Input must have shape=input_shape" + (" and a second input (condition,)" if classes else "")) from None
     got = [tuple(o.shape) for o in out] if isinstance(out, (list, tuple)) else [tuple(out.shape)]
     if got != [(2, d), (2, d)]:
         raise PluginError(
@@ -292,9 +353,9 @@ def check_model_shapes(encoder, decoder, comps, x_shape, d: int) -> None:
             f"of shapes [(batch, {d}), (batch, {d})], got {got} for a batch of 2"
         )
     try:
-        y = decoder(np.zeros((2, d), dtype="float32"))
+        y = decoder(with_label(np.zeros((2, d), dtype="float32")))
     except Exception as exc:
-        raise PluginError(f"decoder {dec.name!r} (from {dec.plugin}) fails on z of shape (2, {d}): {one_line(exc)}") from None
+        raise PluginError(f"decoder {dec.name!r} (from {dec.plugin}) fails on z of shape (2, {d}){also}: {one_line(exc)}") from None
     got_y = [tuple(o.shape) for o in y] if isinstance(y, (list, tuple)) else tuple(y.shape)
     if got_y != (2, *x_shape):
         raise PluginError(

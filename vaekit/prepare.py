@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaekit import __version__
+from vaekit import __version__, data
 from vaekit.audio import AudioParams, fit_length, notebook_hop_length, waveforms_to_mel_db
 from vaekit.data import check_output_dir, staged_output_dir, write_meta
 from vaekit.errors import ConfigError, DataError
@@ -39,8 +39,14 @@ CHUNK_FILES = 32
 #: Spectrograms per block when normalising into x_train/x_test.
 WRITE_BLOCK = 512
 SPLITS = ("random", "speaker")
-#: Below this many tasks a process pool costs more than it saves (workers start in ~0.1–3 s).
+#: Below this many tasks a process pool costs more than it saves: starting its workers costs more than
+#: reading a few chunks in this process (figure in docs/benchmarks.md).
 MIN_POOL_TASKS = 4
+
+
+#: Sample rates a file's header may give (Hz): telephone speech to 768 kHz studio audio.  Outside, the header
+#: is damaged or hostile; resampling from it costs time and memory that grow with the claimed rate.
+SAMPLE_RATES = (1000, 768_000)
 
 
 class ClipError(Exception):
@@ -58,6 +64,8 @@ class PrepareSummary:
     shape: tuple[int, int]
     skipped: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    #: Label name → its number of classes.
+    labels: dict[str, int] = field(default_factory=dict)
 
     @property
     def files_per_s(self) -> float:
@@ -107,7 +115,7 @@ def read_clip(path, audio: AudioParams) -> np.ndarray:
 
     Reads only the first ``duration`` seconds.  Raises :class:`ClipError` for a file that is
     not a regular file (a FIFO, a device, ...: never opened, so a pipe cannot block), unreadable,
-    corrupt, empty or not finite.
+    corrupt, empty, not finite, or whose header gives a sample rate outside :data:`SAMPLE_RATES`.
     """
     import librosa
     import soundfile as sf
@@ -124,6 +132,9 @@ def read_clip(path, audio: AudioParams) -> np.ndarray:
             raise ClipError("empty (0 bytes)")
         with sf.SoundFile(fd, closefd=False) as f:
             sr = f.samplerate
+            if not SAMPLE_RATES[0] <= sr <= SAMPLE_RATES[1]:
+                raise ClipError(f"sample rate {sr} Hz in its header, outside {SAMPLE_RATES[0]}–{SAMPLE_RATES[1]} Hz "
+                                "(a damaged file?)")
             frames = f.frames
             want = int(math.ceil(audio.duration * sr)) + 1
             y = f.read(min(frames, want) if frames > 0 else want, dtype="float32", always_2d=True)
@@ -292,17 +303,22 @@ def split_indices(usable: np.ndarray, groups: list[str] | None, test_fraction: f
 
 def write_dataset(out_dir, n: int, results: Iterable[tuple], names: list[str], audio: AudioParams, *,
                   groups: list[str] | None = None, test_fraction: float = 0.25, seed: int = 0,
-                  force: bool = False, meta: dict | None = None, progress=None) -> PrepareSummary:
+                  force: bool = False, meta: dict | None = None, progress=None,
+                  labels: dict[str, str] | None = None, strict_labels: bool = True) -> PrepareSummary:
     """Stream converted chunks into a complete notebook-format ``out_dir`` (or leave nothing).
 
     ``results`` yields ``(indices, mel_db or None, [(index, reason)])`` for clips ``0..n-1``
     named ``names``; ``groups`` (a speaker per clip) makes the split keep groups apart.
     ``progress`` is a tqdm-like object updated per clip.  ``meta["test_audio"]``, if given, says how to
     reload the waveform of each test clip (see :func:`vaekit.audio_metrics.test_audio_loader`); the
-    clip number of each row of ``x_test`` is added to it as ``"clips"``.
+    clip number of each row of ``x_test`` is added to it as ``"clips"``.  ``labels`` (``{NAME: SOURCE}``, see
+    :func:`vaekit.data.parse_label_specs`) are read from ``names`` before any clip is converted and
+    written as ``y_train.npy``/``y_test.npy``; with ``strict_labels`` a class only in the test split is
+    a :class:`DataError` naming its first file (a model conditioned on it would never see it).
     """
     start = time.perf_counter()
     where = (meta or {}).get("source", str(out_dir))  # what errors name
+    values = data.label_values(names, labels, where) if labels else {}  # a missing field costs no conversion
     shape = (audio.n_mels, audio.frames)
     skipped: dict[int, str] = {}
     with staged_output_dir(out_dir, force) as tmp:
@@ -339,6 +355,9 @@ def write_dataset(out_dir, n: int, results: Iterable[tuple], names: list[str], a
             except DataError as exc:
                 raise DataError(f"{where}: {exc}") from None
             span = hi - lo if hi > lo else 1.0
+            made = data.labels_from_values(values, train, test, labels or {})
+            if strict_labels:
+                _refuse_test_only_classes(made, test, names, where, by_group=groups is not None)
             _normalise_split(work_file, n, shape, lo, span, {tmp / "x_train.npy": train, tmp / "x_test.npy": test})
         work.unlink()
         np.save(tmp / "min_values.npy", np.float32(lo))
@@ -355,8 +374,21 @@ def write_dataset(out_dir, n: int, results: Iterable[tuple], names: list[str], a
             "test_files": [names[i] for i in test],
             "skipped": skipped_list,
         }
+        if made:
+            info["labels"] = data.write_labels(tmp, made)
         write_meta(tmp, audio, info)
-    return PrepareSummary(Path(out_dir), n, len(train), len(test), shape, skipped_list, time.perf_counter() - start)
+    return PrepareSummary(Path(out_dir), n, len(train), len(test), shape, skipped_list, time.perf_counter() - start,
+                          {name: len(lab.classes) for name, lab in made.items()})
+
+
+def _refuse_test_only_classes(made: dict, test: np.ndarray, names: list[str], where: str, by_group: bool) -> None:
+    for name, lab in made.items():
+        missing = ~np.isin(lab.test, lab.train)
+        if missing.any():
+            row = int(np.argmax(missing))
+            raise DataError(f"{Path(where) / names[test[row]]}: --label {name}: class {lab.classes[lab.test[row]]!r} is "
+                            "only in the test split, so a model conditioned on it would never see it in training"
+                            + ("; --split-by speaker puts each folder on one side only" if by_group else ""))
 
 
 def _normalise_split(work_file, n: int, shape, lo: float, span: float, outputs: dict) -> None:
@@ -392,17 +424,19 @@ def speaker_of(relative: Path) -> str:
 
 def prepare_folder(audio_dir, out_dir, audio: AudioParams | None = None, *, split_by: str = "random",
                    test_fraction: float = 0.25, seed: int = 0, workers: int | None = None,
-                   force: bool = False, progress: bool = True) -> PrepareSummary:
+                   force: bool = False, progress: bool = True, labels=()) -> PrepareSummary:
     """``vaekit prepare AUDIO_DIR OUT_DIR`` as a function (see the module docstring).
 
     Unreadable, corrupt or empty files are skipped and listed in the summary and in
     ``dataset.json``; a folder without audio, an existing ``out_dir`` without ``force`` and
-    a folder where no file is usable are :class:`DataError`.
+    a folder where no file is usable are :class:`DataError`.  ``labels``: ``NAME=SOURCE`` items
+    (``--label``; see :func:`vaekit.data.parse_label_specs`) or ``{NAME: SOURCE}``.
     """
     from tqdm import tqdm
 
     audio = audio or AudioParams()
     audio_dir = Path(audio_dir)
+    specs = dict(labels) if isinstance(labels, dict) else data.parse_label_specs(labels)
     if split_by not in SPLITS:
         raise ConfigError(f"--split-by {split_by!r}: expected one of {', '.join(SPLITS)}")
     if not audio_dir.is_dir():
@@ -412,6 +446,7 @@ def prepare_folder(audio_dir, out_dir, audio: AudioParams | None = None, *, spli
     if not paths:
         raise DataError(f"{audio_dir}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder tree")
     names = [p.relative_to(audio_dir).as_posix() for p in paths]
+    data.label_values(names, specs, audio_dir.resolve())  # a file without the field asked for: before any work
     groups = [speaker_of(Path(n)) for n in names] if split_by == "speaker" else None
     bar = tqdm(total=len(paths), unit="file", desc="prepare", disable=not progress, file=sys.stderr,
                dynamic_ncols=True)
@@ -420,4 +455,4 @@ def prepare_folder(audio_dir, out_dir, audio: AudioParams | None = None, *, spli
     meta = {"source": str(audio_dir.resolve()),
             "test_audio": {"kind": "files", "root": str(audio_dir.resolve()), "reader": "vaekit.prepare.read_clip"}}
     return write_dataset(out_dir, len(paths), convert_files(paths, audio, workers), names, audio, groups=groups,
-                         test_fraction=test_fraction, seed=seed, force=force, meta=meta, progress=bar)
+                         test_fraction=test_fraction, seed=seed, force=force, meta=meta, progress=bar, labels=specs)

@@ -28,6 +28,10 @@ GENERATOR_TAG = "vaekit.generator_uri"
 MODEL_NAME = "model"
 #: ``vaekit register RUN NAME`` registers the generator as NAME + this suffix.
 GENERATOR_SUFFIX = "-generator"
+#: Registered-model tag: which of a run's two models the registered model holds (``vae`` or ``generator``).
+KIND_TAG = "vaekit.model"
+#: What ``register`` takes as NAME: what ``models:/NAME/VERSION`` can carry back (no ``/``, ``@``, space, newline).
+_NAME = re.compile(r"\w[\w.-]{0,199}")
 
 _VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
 _ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)$")
@@ -119,10 +123,13 @@ def register(client, ref: str, name: str, alias: str | None = None) -> dict[str,
 
     Returns ``{"vae": ModelVersion, "generator": ModelVersion or None}`` (``None`` for a run logged
     without a generator).  With ``alias`` both versions get it.  A run that did not finish, or whose
-    model is missing, is a one-line :class:`VaekitError` and registers nothing.
+    model is missing, is a one-line :class:`VaekitError` and registers nothing; so is a name
+    ``models:/`` URIs cannot carry back (:func:`check_name`), and a name whose registered model holds
+    another kind of model (a generator, or models vaekit did not register: see :data:`KIND_TAG`).
     """
     from mlflow.exceptions import MlflowException
 
+    check_name(name)
     run = resolve_run(client, ref)
     run_id = run.info.run_id
     if run.info.status != "FINISHED":
@@ -134,6 +141,9 @@ def register(client, ref: str, name: str, alias: str | None = None) -> dict[str,
     if uris["vae"].startswith("runs:/"):
         raise VaekitError(f"run {run_id}: its model is not a logged model of this MLflow (re-run it to register it)")
     names = {"vae": name, "generator": name + GENERATOR_SUFFIX}
+    for key in ("vae", "generator"):
+        if uris[key] is not None:
+            _check_kind(client, names[key], key)
     out: dict[str, object] = {"vae": None, "generator": None}
     created: list[tuple[str, object]] = []  # (name, version or None for a new registered model): undone on failure
     try:
@@ -143,7 +153,8 @@ def register(client, ref: str, name: str, alias: str | None = None) -> dict[str,
             try:
                 client.get_registered_model(names[key])
             except MlflowException:
-                client.create_registered_model(names[key], description=f"vaekit {'generator' if key == 'generator' else 'VAE'}")
+                client.create_registered_model(names[key], tags={KIND_TAG: key},
+                                               description=f"vaekit {'generator' if key == 'generator' else 'VAE'}")
                 created.append((names[key], None))
             model_id = uris[key].removeprefix("models:/")
             version = client.create_model_version(names[key], uris[key], run_id=run_id, model_id=model_id)
@@ -156,6 +167,33 @@ def register(client, ref: str, name: str, alias: str | None = None) -> dict[str,
         _undo(client, created)  # both or neither: no VAE registered without its generator
         raise VaekitError(f"cannot register {names[key]!r}: {exc.message.splitlines()[0]}") from None
     return out
+
+
+def check_name(name: str) -> None:
+    """:class:`ConfigError` unless ``name`` is a registered-model name vaekit reads back in ``models:/NAME/VERSION``
+    and ``models:/NAME@ALIAS``, and does not end in :data:`GENERATOR_SUFFIX` (the generator's own name)."""
+    if not _NAME.fullmatch(name):
+        raise ConfigError(f"NAME {name!r}: letters, digits, _, - and . only (at most 200, not starting with - or .), "
+                          "so that models:/NAME/VERSION names it")
+    if name.endswith(GENERATOR_SUFFIX):
+        raise ConfigError(f"NAME {name!r}: ends in {GENERATOR_SUFFIX}, the name vaekit gives the generator of NAME "
+                          f"{name[:-len(GENERATOR_SUFFIX)]!r}; choose a name without it")
+
+
+def _check_kind(client, name: str, kind: str) -> None:
+    """:class:`VaekitError` if registered model ``name`` exists and holds anything but ``kind`` (``vae``, ``generator``)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        return  # none yet: register creates it
+    # Before the tag, vaekit said which in the description.
+    held = model.tags.get(KIND_TAG) or {"vaekit VAE": "vae", "vaekit generator": "generator"}.get(model.description or "")
+    if held != kind:
+        what = {"vae": "vaekit VAEs", "generator": "vaekit generators"}.get(held, "models vaekit did not register")
+        raise VaekitError(f"registered model {name!r} holds {what}, not {'VAEs' if kind == 'vae' else 'generators'}; "
+                          "choose another NAME")
 
 
 def _undo(client, created) -> None:

@@ -53,13 +53,9 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None, ech
     model, _ = training.build(config, comps, ds, placement)
     vocoder_fn = comps["vocoder"].create(ds.audio, **config.option("vocoder"))
     waves = components.check_vocoder(comps["vocoder"], vocoder_fn, ds, config.option("vocoder"))
-    audio_metrics.check(comps["metrics"], ds, config.option("metrics"), waves)
-    ckpt = checkpoint.load(resume, uri, config.checkpoint_interval) if resume else None
-    if ckpt:
-        checkpoint.restore(model, ckpt)
-        from mlflow.tracking import MlflowClient
-
-        echo(checkpoint.describe(ckpt, checkpoint.logged_epochs(MlflowClient(uri), resume)))
+    own = runlog.own_metrics(model.terms.names)  # names a metric plugin must not take over
+    audio_metrics.check(comps["metrics"], ds, config.option("metrics"), waves, config.condition, own)
+    ckpt = _restore(resume, uri, model, config, echo) if resume else None
 
     # Training keeps the last completed epoch in memory; a stop anywhere in the run (Ctrl-C, SIGTERM,
     # an exception) writes it before tracked_run ends the run KILLED or FAILED, so --resume has it.
@@ -78,16 +74,26 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None, ech
         callbacks = trial.callbacks() + runlog.epoch_audio(model, ds, comps["vocoder"], vocoder_fn, config, context.reference_audio)
         metrics = training.fit(model, ds, config, progress, initial_epoch=ckpt.epoch if ckpt else 0, checkpointer=checkpointer,
                                callbacks=callbacks, shard=placement.shard, logged=logged, early_state=ckpt.early_stop if ckpt else None)
-        metrics.update(training.evaluate(model, ds.x_test, config.batch_size))
-        metrics.update(audio_metrics.evaluate(model, ds, comps, vocoder_fn, config, context))
+        metrics.update(training.evaluate(model, ds, config))
+        metrics.update(audio_metrics.evaluate(model, ds, comps, vocoder_fn, config, context, own))
         runlog.log_results(metrics, context.skipped)
         samples = runlog.log_samples(model, ds, comps["vocoder"], vocoder_fn, config)
         runlog.log_extras(model, ds, config)  # denormalisation arrays and figures, for generate and the UI
-        runlog.log_model(model)
+        runlog.log_model(model, ds, config.condition)
         runlog.log_generator(model, ds, config)  # the servable z → WAV model, beside the VAE
         result = RunResult(active.info.run_id, experiment_id, uri, active.info.artifact_uri, metrics, samples, context.skipped)
     checkpoint.discard(result.artifact_uri)  # FINISHED runs are not resumed: no 60 MB per run left behind
     return result
+
+
+def _restore(resume: str, uri: str, model, config: RunConfig, echo):
+    """Load run ``resume``'s last checkpoint into ``model`` and say from which epoch it goes on; the checkpoint."""
+    from mlflow.tracking import MlflowClient
+
+    ckpt = checkpoint.load(resume, uri, config.checkpoint_interval)
+    checkpoint.restore(model, ckpt)
+    echo(checkpoint.describe(ckpt, checkpoint.logged_epochs(MlflowClient(uri), resume)))
+    return ckpt
 
 
 def _check_store(config: RunConfig) -> tuple[str, str]:

@@ -12,11 +12,11 @@ logged keys with that list.  Every function here logs to the active run (started
   reconstructions of test clips, samples of fixed z, a strip of their spectrograms), and ``epochs/original_II.wav``;
 - :func:`log_samples`: ``samples/`` (WAV and PNG per z ~ N(0, I)) and ``vocoder_mel_error_db``;
 - :func:`log_extras`: ``data/min_values.npy``, ``data/max_values.npy`` (to denormalise what the
-  decoder makes) and ``figures/`` (reconstructions, a reconstruction grid with per-clip errors, a grid of
-  samples, training curves);
+  decoder makes), a conditional run's ``data/condition.json`` (its label and classes) and ``figures/``
+  (reconstructions, a reconstruction grid with per-clip errors, a grid of samples, training curves);
 - :func:`log_datasets` (from :func:`log_start`): the training and test data as MLflow datasets;
 - :func:`log_model`: the VAE (MLflow's Keras flavour: a ``.keras`` file, loads with safe_mode), with
-  its signature;
+  its signature and an input example; its pyfunc flavour predicts reconstructions (:mod:`vaekit.serving`);
 - :func:`log_generator`: the generator (a pyfunc model, see :mod:`vaekit.serving`) and the tags
   ``vaekit.model_uri`` / ``vaekit.generator_uri`` (the two models' ``models:/`` URIs).
 """
@@ -36,7 +36,7 @@ import numpy as np
 
 from vaekit import __version__, tracking
 from vaekit.audio import mel_error_db
-from vaekit.components import KINDS
+from vaekit.components import KINDS, vocode
 
 #: Environment variable through which a sweep hands a child run its tags (read by :func:`run_tags`).
 ENV_TAGS = "VAEKIT_SWEEP_TAGS"
@@ -52,6 +52,34 @@ N_GRID = 16
 def safe_name(text: str) -> str:
     """A string safe as one artifact path component."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "x"
+
+
+def unique_stamp() -> str:
+    """A name part no other call or process makes: the UTC time and 48 random bits (``20260102-030405-3f9a1c2b7d6e``).
+
+    What is logged into a finished run (``generate``, ``reconstruct --log``, explore's "keep") goes under
+    such a name, so two calls, or two processes at the same moment, never replace each other's files.
+    """
+    import time
+
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(6)}"
+
+
+def safe_path(rel: Path, taken: set) -> Path:
+    """``rel`` with every component through :func:`safe_name`, unlike every path in ``taken`` (then added to it).
+
+    Names that sanitise alike (``a b.wav`` and ``a_b.wav``, ``é.wav`` and ``è.wav``) get a short hash of
+    the original path before their suffix, so neither replaces the other.
+    """
+    import hashlib
+
+    safe = Path(*(safe_name(part) for part in rel.parts))
+    if safe in taken:
+        tag = hashlib.sha256(rel.as_posix().encode()).hexdigest()[:8]
+        head, dot, tail = safe.name.partition(".")
+        safe = safe.with_name(f"{head}-{tag}{dot}{tail}")
+    taken.add(safe)
+    return safe
 
 
 def run_name(config, comps) -> str:
@@ -110,6 +138,8 @@ def params(config, comps, ds, placement, backend_version: str) -> dict:
     out["data.train"] = len(ds.x_train)
     out["data.test"] = len(ds.x_test)
     out["data.shape"] = "x".join(map(str, ds.shape))
+    if config.condition:
+        out["condition.classes"] = ",".join(ds.labels[config.condition].classes)[:6000]  # MLflow's limit for a param
     out["backend.version"] = backend_version
     out.update(placement.params)
     return {k: ("None" if v is None else v) for k, v in out.items()}
@@ -127,14 +157,17 @@ def log_start(config, comps, ds, placement, backend_version: str) -> None:
         mlflow.log_dict(ds.audio.to_dict(), "audio.json")
 
 
-def data_digest(x) -> str:
-    """A digest of every number of ``x`` (its shape and dtype too): MLflow's own digests only the first
-    10,000 elements, so two datasets that differ in one later clip would look the same."""
+def data_digest(x, *more) -> str:
+    """A digest of every number of ``x`` (its shape and dtype too), and of the arrays ``more`` after it
+    (a dataset's labels): MLflow's own digests only the first 10,000 elements, so two datasets that
+    differ in one later clip would look the same."""
     import hashlib
 
-    x = np.ascontiguousarray(x)
-    h = hashlib.sha256(f"{x.dtype.str}{x.shape}".encode())
-    h.update(memoryview(x).cast("B"))
+    h = hashlib.sha256()
+    for i, arr in enumerate((x, *more)):
+        arr = np.ascontiguousarray(arr)
+        h.update(f"{arr.dtype.str}{arr.shape}".encode() if i == 0 else f"|{arr.dtype.str}{arr.shape}".encode())
+        h.update(memoryview(arr).cast("B"))
     return h.hexdigest()[:20]
 
 
@@ -142,15 +175,18 @@ def datasets(dataset_name: str, ds) -> dict:
     """``{context: MLflow dataset}`` for the run's training and test data: named ``COMPONENT:SOURCE``
     (the dataset component and its source, e.g. ``notebook:nb`` for a folder ``/data/nb``, recorded
     whole as the dataset's source), with a digest over all of
-    the data (:func:`data_digest`) and the audio parameters in the profile (``audio.sr``, …)."""
+    the data (:func:`data_digest`) and the audio parameters in the profile (``audio.sr``, …).
+    A dataset with labels logs them as the dataset's targets (``{NAME: class indices}``, in the digest
+    too) and their classes in the profile (``labels.NAME``)."""
     from mlflow.data.numpy_dataset import NumpyDataset
 
     class AudioDataset(NumpyDataset):
-        """A NumPy dataset whose profile also says what the spectrograms are of."""
+        """A NumPy dataset whose profile also says what the spectrograms are of (and the classes of its labels)."""
 
-        def __init__(self, features, source, name, digest, audio):
+        def __init__(self, features, source, name, digest, audio, targets=None, classes=None):
             self._audio = {f"audio.{k}": v for k, v in audio.to_dict().items()}
-            super().__init__(features=features, source=source, name=name, digest=digest)
+            self._audio.update({f"labels.{k}": ",".join(v) for k, v in (classes or {}).items()})
+            super().__init__(features=features, source=source, name=name, digest=digest, targets=targets)
 
         @property
         def profile(self):
@@ -159,8 +195,14 @@ def datasets(dataset_name: str, ds) -> dict:
     source = _dataset_source(ds.source or dataset_name)
     shown = Path(ds.source).name if ds.source and Path(ds.source).exists() else ds.source  # the full path is the source
     name = f"{dataset_name}:{shown}" if shown else dataset_name
-    return {context: AudioDataset(x, source, name, data_digest(x), ds.audio)
-            for context, x in (("training", ds.x_train), ("test", ds.x_test))}
+    classes = {k: list(lab.classes) for k, lab in ds.labels.items()}
+    out = {}
+    for context, x in (("training", ds.x_train), ("test", ds.x_test)):
+        split = "train" if context == "training" else "test"
+        targets = {k: getattr(lab, split) for k, lab in ds.labels.items()} or None
+        digest = data_digest(x, *(targets or {}).values())
+        out[context] = AudioDataset(x, source, name, digest, ds.audio, targets, classes)
+    return out
 
 
 def _dataset_source(where: str):
@@ -170,8 +212,6 @@ def _dataset_source(where: str):
     from mlflow.data.dataset_source_registry import resolve_dataset_source
 
     if Path(where).exists():
-        import warnings
-
         with warnings.catch_warnings():  # MLflow registers the local source twice, and says so for every path
             warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
             return resolve_dataset_source(str(Path(where).resolve()))
@@ -185,6 +225,15 @@ def log_datasets(dataset_name: str, ds) -> None:
 
     for context, dataset in datasets(dataset_name, ds).items():
         mlflow.log_input(dataset, context=context)
+
+
+def own_metrics(terms) -> frozenset[str]:
+    """The metric names a run logs itself, whose loss has the terms ``terms`` besides ``loss``: per epoch,
+    training and validation (``loss``, ``TERM``, ``val_…``), ``test_…``, training time, early stopping and
+    the samples' ``vocoder_mel_error_db``.  A metric component must not return one (:mod:`vaekit.audio_metrics`)."""
+    names = ["loss", *terms]
+    return frozenset([*names, *(f"val_{n}" for n in names), *(f"test_{n}" for n in names), "train_seconds",
+                      "train_samples_per_s", "best_epoch", "stopped_epoch", "vocoder_mel_error_db"])
 
 
 #: Tag of a run whose metrics skipped some (e.g. ``test_audio_*`` on spectrograms without audio): which, and why.
@@ -224,7 +273,6 @@ def log_samples(model, ds, vocoder, vocoder_fn, config) -> list[str]:
     import mlflow
     import soundfile as sf
 
-    from vaekit.components import vocode
     from vaekit.figures import color_scale, save_mel_png
     from vaekit.model import sample_latent
 
@@ -232,18 +280,20 @@ def log_samples(model, ds, vocoder, vocoder_fn, config) -> list[str]:
         return []
     # All z at once (samples × latent_dim floats, small): the same draws whatever the batch size.
     z = sample_latent(config.samples, config.latent_dim, config.seed)
+    labels, titles = sample_conditions(config, ds, len(z))
     names = []
     error_sum = 0.0
     vmin, vmax = color_scale(ds.min_values, ds.max_values)
     with tempfile.TemporaryDirectory() as tmp:
         for start in range(0, len(z), SAMPLE_BATCH):
-            mel_db = ds.denormalize(model.decode(z[start:start + SAMPLE_BATCH])[..., 0])
+            part = None if labels is None else labels[start:start + SAMPLE_BATCH]
+            mel_db = ds.denormalize(model.decode(z[start:start + SAMPLE_BATCH], part)[..., 0])
             audio = vocode(vocoder, vocoder_fn, mel_db)
             error_sum += mel_error_db(audio, mel_db, ds.audio) * len(mel_db)
             for i, (wave, mel) in enumerate(zip(audio, mel_db), start):
                 wav = Path(tmp) / f"sample_{i:02d}.wav"
                 sf.write(wav, wave, ds.audio.sr)
-                save_mel_png(mel, Path(tmp) / f"sample_{i:02d}.png", ds.audio, title=f"sample {i}", vmin=vmin,
+                save_mel_png(mel, Path(tmp) / f"sample_{i:02d}.png", ds.audio, title=titles[i], vmin=vmin,
                              vmax=vmax)
                 names.append(f"samples/{wav.name}")
             del mel_db, audio  # before the next batch is decoded: at most one batch held
@@ -278,7 +328,9 @@ def epoch_audio(model, ds, vocoder, vocoder_fn, config, reference=None) -> list:
     from vaekit.model import sample_latent
 
     x = ds.x_test[:EPOCH_CLIPS]
+    x_labels = ds.labels[config.condition].test[:EPOCH_CLIPS] if config.condition else None
     z = sample_latent(EPOCH_SAMPLES, config.latent_dim, config.seed)
+    z_labels, titles = sample_conditions(config, ds, EPOCH_SAMPLES)  # a conditional run's samples' classes
     every = config.audio_every
 
     class EpochAudio(keras.callbacks.Callback):
@@ -290,7 +342,7 @@ def epoch_audio(model, ds, vocoder, vocoder_fn, config, reference=None) -> list:
             originals = None
             if not self.originals_logged:
                 originals = _original_waves(ds, x, vocoder, vocoder_fn, reference)
-            log_epoch_audio(model, ds, vocoder, vocoder_fn, x, z, epoch + 1, originals)
+            log_epoch_audio(model, ds, vocoder, vocoder_fn, x, z, epoch + 1, originals, x_labels, z_labels, titles)
             self.originals_logged = True
 
     return [EpochAudio()]
@@ -299,7 +351,6 @@ def epoch_audio(model, ds, vocoder, vocoder_fn, config, reference=None) -> list:
 def _original_waves(ds, x, vocoder, vocoder_fn, reference) -> np.ndarray:
     """The original audio of the clips ``x`` (the first test clips), else their spectrograms vocoded."""
     from vaekit.audio_metrics import MetricSkipped
-    from vaekit.components import vocode
 
     if reference is not None:
         try:
@@ -309,17 +360,20 @@ def _original_waves(ds, x, vocoder, vocoder_fn, reference) -> np.ndarray:
     return vocode(vocoder, vocoder_fn, ds.denormalize(x))
 
 
-def log_epoch_audio(model, ds, vocoder, vocoder_fn, x, z, number: int, originals=None) -> None:
-    """Log ``epochs/NNN/``: the reconstructions of ``x`` and the decoded ``z``, vocoded, and one strip figure."""
+def log_epoch_audio(model, ds, vocoder, vocoder_fn, x, z, number: int, originals=None, x_labels=None,
+                    z_labels=None, sample_titles=None) -> None:
+    """Log ``epochs/NNN/``: the reconstructions of ``x`` and the decoded ``z``, vocoded, and one strip figure.
+
+    A conditional run's clips and samples are encoded and decoded with their classes (``x_labels``, ``z_labels``).
+    """
     import mlflow
     import soundfile as sf
 
     from vaekit import figures
-    from vaekit.components import vocode
 
-    z_mean, _ = model.encode(x[..., None])
-    recon = ds.denormalize(model.decode(z_mean)[..., 0])
-    samples = ds.denormalize(model.decode(z)[..., 0])
+    z_mean, _ = model.encode(x[..., None], x_labels)
+    recon = ds.denormalize(model.decode(z_mean, x_labels)[..., 0])
+    samples = ds.denormalize(model.decode(z, z_labels)[..., 0])
     waves = vocode(vocoder, vocoder_fn, np.concatenate([recon, samples]))  # one call: a batched vocoder batches
     vmin, vmax = figures.color_scale(ds.min_values, ds.max_values)
     sr = ds.audio.sr
@@ -332,7 +386,7 @@ def log_epoch_audio(model, ds, vocoder, vocoder_fn, x, z, number: int, originals
             sf.write(epoch_dir / f"sample_{i:02d}.wav", wave, sr)
         mels = [m for pair in zip(ds.denormalize(x), recon) for m in pair] + list(samples)
         titles = [t for i in range(len(recon)) for t in (f"test {i}", f"reconstruction {i}")]
-        titles += [f"sample {i}" for i in range(len(samples))]
+        titles += sample_titles or [f"sample {i}" for i in range(len(samples))]
         figures.save_mel_grid(np.stack(mels), epoch_dir / "strip.png", ds.audio, vmin, vmax, titles=titles,
                               columns=len(mels), suptitle=f"after epoch {number}")
         if originals is not None:
@@ -342,8 +396,31 @@ def log_epoch_audio(model, ds, vocoder, vocoder_fn, x, z, number: int, originals
             mlflow.log_artifacts(tmp, EPOCHS_DIR)
 
 
+def sample_conditions(config, ds, n: int) -> tuple[np.ndarray | None, list[str]]:
+    """A conditional run's classes of its ``n`` samples (:func:`vaekit.model.sample_labels`; None when
+    unconditional) and each sample's title (``sample 3 · digit seven``)."""
+    from vaekit.model import sample_labels
+
+    if not config.condition:
+        return None, [f"sample {i}" for i in range(n)]
+    classes = ds.labels[config.condition].classes
+    labels = sample_labels(n, len(classes))
+    return labels, [f"sample {i} · {config.condition} {classes[c]}" for i, c in enumerate(labels)]
+
+
+#: A conditional run's label and classes, beside the denormalisation arrays (read by generate, explore, serving).
+CONDITION_FILE = "condition.json"
+
+
+def condition_meta(config, ds) -> dict | None:
+    """``{"name", "classes"}`` of a conditional run's label (None when unconditional)."""
+    if not config.condition:
+        return None
+    return {"name": config.condition, "classes": list(ds.labels[config.condition].classes)}
+
+
 def log_extras(model, ds, config) -> None:
-    """Log the denormalisation arrays and the run's three figures."""
+    """Log the denormalisation arrays (and a conditional run's ``condition.json``) and the run's figures."""
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -351,6 +428,8 @@ def log_extras(model, ds, config) -> None:
         data_dir.mkdir()
         np.save(data_dir / "min_values.npy", np.asarray(ds.min_values, dtype=np.float32))
         np.save(data_dir / "max_values.npy", np.asarray(ds.max_values, dtype=np.float32))
+        if config.condition:
+            (data_dir / CONDITION_FILE).write_text(json.dumps(condition_meta(config, ds), indent=1))
         with tracking.all_or_nothing(DATA_DIR):
             mlflow.log_artifacts(str(data_dir), DATA_DIR)
 
@@ -378,64 +457,110 @@ def metric_history(run_id: str, model) -> dict[str, list[tuple[int, float]]]:
 def draw_run_figures(model, ds, config, directory: Path, history: dict) -> list[Path]:
     """Write the run's figures into ``directory``; return their paths."""
     from vaekit import figures
+    from vaekit.audio_metrics import reconstructions
     from vaekit.model import sample_latent
 
     vmin, vmax = figures.color_scale(ds.min_values, ds.max_values)
     paths = []
+    test_labels = ds.labels[config.condition].test if config.condition else None
     n = min(N_RECONSTRUCTIONS, len(ds.x_test))
     x = ds.x_test[:n]
     # The mean of q(z|x): the reconstruction the model stands for, without sampling noise.
-    z_mean, _ = model.encode(x[..., None])
-    x_hat = model.decode(z_mean)[..., 0]
+    x_hat = reconstructions(model, x, labels=None if test_labels is None else test_labels[:n])
     paths.append(figures.save_reconstruction_figure(
         ds.denormalize(x), ds.denormalize(x_hat), directory / "reconstructions.png", ds.audio, vmin, vmax,
         labels=[f"test {i}" for i in range(n)]))
     m = min(N_RECONSTRUCTION_GRID, len(ds.x_test))
-    z_mean, _ = model.encode(ds.x_test[:m, ..., None])
+    x_hat = reconstructions(model, ds.x_test[:m], labels=None if test_labels is None else test_labels[:m])
     paths.append(figures.save_reconstruction_grid(
-        ds.denormalize(ds.x_test[:m]), ds.denormalize(model.decode(z_mean)[..., 0]),
+        ds.denormalize(ds.x_test[:m]), ds.denormalize(x_hat),
         directory / "reconstruction_grid.png", ds.audio, vmin, vmax, labels=[f"test {i}" for i in range(m)]))
     z = sample_latent(N_GRID, config.latent_dim, config.seed)
-    mels = ds.denormalize(model.decode(z)[..., 0])
-    paths.append(figures.save_mel_grid(mels, directory / "samples_grid.png", ds.audio, vmin, vmax,
-                                       titles=[f"sample {i}" for i in range(len(mels))],
+    labels, titles = sample_conditions(config, ds, len(z))
+    mels = ds.denormalize(model.decode(z, labels)[..., 0])
+    paths.append(figures.save_mel_grid(mels, directory / "samples_grid.png", ds.audio, vmin, vmax, titles=titles,
                                        suptitle=f"decoded z ~ N(0, I), seed {config.seed}"))
     if history:
         paths.append(figures.save_training_curves(history, directory / "training_curves.png"))
     return paths
 
 
-def log_model(model) -> None:
-    """Log the trained VAE with MLflow's Keras flavour (a .keras file: loads with safe_mode, on any backend),
-    with its signature (:func:`model_signature`).
+#: Test spectrograms logged as the VAE's input example (and, by MLflow, as its serving example).
+EXAMPLE_CLIPS = 2
 
-    No input example: MLflow 3.17's Keras flavour writes one before it creates the model's folder
-    (``mlflow/keras/save.py``, ``save_model``; mlflow/mlflow#16183, open), so any example fails the
-    log; the signature gives the shapes an example would show.
+
+def log_model(model, ds, condition: str | None = None) -> None:
+    """Log the trained VAE with MLflow's Keras flavour (a .keras file: loads with safe_mode, on any backend),
+    with its signature (:func:`model_signature`) and an input example: the first :data:`EXAMPLE_CLIPS` test
+    spectrograms (``input_example.json``, ``serving_input_example.json``) and, conditional (``condition``: the
+    run's label), their labels one-hot.
+
+    Logged through ``mlflow.models.Model.log`` with :func:`_keras_flavor`: MLflow's own ``mlflow.keras.log_model``
+    writes an input example before it creates the model's folder (``mlflow/keras/save.py``, ``save_model``;
+    mlflow/mlflow#16183, open in MLflow 3.18), so any example failed the log.  The pyfunc flavour's loader is
+    :func:`vaekit.serving._load_pyfunc`, so that ``mlflow.pyfunc`` and ``mlflow models serve`` predict with it.
     """
+    import mlflow
+
+    example = np.ascontiguousarray(ds.x_test[:EXAMPLE_CLIPS, ..., None], dtype=np.float32)
+    if model.classes:  # a conditional VAE: the clips' own labels, one-hot, as its signature names them
+        from vaekit.model import one_hot
+
+        labels = ds.labels[condition].test[:EXAMPLE_CLIPS]
+        example = {"mel": example, "label": np.asarray(one_hot(labels, model.classes), dtype=np.float32)}
+    try:
+        mlflow.models.Model.log(None, flavor=_keras_flavor(model), name="model", pip_requirements=pip_requirements(),
+                                signature=model_signature(model), input_example=example,
+                                # Validating the example loads and runs the model again (seconds a run); the
+                                # tests do it once (tests/test_safety.py).
+                                validate_serving_input=False)
+    except BaseException:
+        _discard_unfinished_models(mlflow.active_run().info.run_id)
+        raise
+
+
+def pip_requirements() -> list[str]:
+    """What both logged models need, pinned to this process's versions: the backend Keras runs on, Keras,
+    vaekit and MLflow.  Given, not inferred: MLflow's inference imports the model again."""
     import keras
     import mlflow
 
     from vaekit import backend
 
     name = keras.backend.backend()
-    # Explicit requirements: MLflow's inference re-imports the model and costs seconds.
-    requirements = [f"{backend.BACKENDS[name][0]}=={backend.version(name)}", f"keras=={keras.__version__}",
-                    f"vaekit=={__version__}"]
-    try:
-        mlflow.keras.log_model(model, name="model", pip_requirements=requirements, signature=model_signature(model))
-    except BaseException:
-        _discard_unfinished_models(mlflow.active_run().info.run_id)
-        raise
+    return [f"{backend.BACKENDS[name][0]}=={backend.version(name)}", f"keras=={keras.__version__}",
+            f"vaekit=={__version__}", f"mlflow=={mlflow.__version__}"]
+
+
+def _keras_flavor(model):
+    """What ``mlflow.models.Model.log`` saves the VAE with: ``mlflow.keras.save_model`` into a folder made first
+    (mlflow#16183), then the pyfunc flavour pointed at vaekit's loader; the Keras flavour stays as it is."""
+    import types
+
+    import mlflow.keras
+    from mlflow.models.model import MLMODEL_FILE_NAME
+
+    def save_model(path, mlflow_model, validate_serving_input=True, **kwargs):
+        Path(path).mkdir(parents=True, exist_ok=True)  # before the input example is written into it
+        mlflow.keras.save_model(model, path, mlflow_model=mlflow_model, **kwargs)
+        mlflow_model.flavors["python_function"]["loader_module"] = "vaekit.serving"
+        mlflow_model.save(str(Path(path) / MLMODEL_FILE_NAME))
+
+    # __name__: the flavour the logged model records (what mlflow.keras.log_model records).
+    return types.SimpleNamespace(__name__="mlflow.keras", save_model=save_model)
 
 
 def model_signature(model):
-    """The VAE's MLflow signature: a batch of spectrograms in, their reconstructions out (tensors, float32)."""
+    """The VAE's MLflow signature: a batch of spectrograms in (and, conditional, their labels one-hot), their
+    reconstructions out (tensors, float32)."""
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    shape = (-1, *tuple(model.encoder.input_shape[1:]))
-    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), shape, "mel")]),
+    shape = (-1, *tuple(model.encoder.inputs[0].shape[1:]))
+    inputs = [TensorSpec(np.dtype(np.float32), shape, "mel")]
+    if model.classes:
+        inputs.append(TensorSpec(np.dtype(np.float32), (-1, model.classes), "label"))
+    return ModelSignature(inputs=Schema(inputs),
                           outputs=Schema([TensorSpec(np.dtype(np.float32), shape, "reconstruction")]))
 
 
@@ -443,33 +568,30 @@ def log_generator(model, ds, config) -> str:
     """Log the servable generator beside the VAE just logged by :func:`log_model`; tag both URIs; return the generator's.
 
     The generator (:class:`vaekit.serving.Generator`) holds the decoder, ``audio.json``, the
-    denormalisation arrays and the run's vocoder (name and options); its requirements are given, not
-    inferred (MLflow's inference imports the model again).
+    denormalisation arrays and the run's vocoder (name and options); its requirements are
+    :func:`pip_requirements`.
     """
-    import keras
     import mlflow
 
-    from vaekit import backend, registry, serving
+    from vaekit import registry, serving
 
     run_id = mlflow.active_run().info.run_id
     vae = mlflow.last_logged_model()
     if vae is None or vae.source_run_id != run_id or vae.name != registry.MODEL_NAME:
         raise RuntimeError("log_generator must follow log_model in the same run")  # a bug, not bad input
     mlflow.set_tag(registry.MODEL_TAG, f"models:/{vae.model_id}")
-    name = keras.backend.backend()
-    requirements = [f"{backend.BACKENDS[name][0]}=={backend.version(name)}", f"keras=={keras.__version__}",
-                    f"vaekit=={__version__}", f"mlflow=={mlflow.__version__}"]
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = serving.save_artifacts(model.decoder, ds.audio, ds.min_values, ds.max_values, config.vocoder,
-                                           config.option("vocoder"), Path(tmp))
+                                           config.option("vocoder"), Path(tmp), condition=condition_meta(config, ds))
         try:
             # MLflow "downloads" each local artifact into the model, one progress bar each; z is checked by
             # the generator itself, with its own messages (no input example needed).
             with _environment(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
                 info = mlflow.pyfunc.log_model(name="generator", python_model=serving.write_code(tmp), artifacts=artifacts,
-                                               pip_requirements=requirements,
-                                               metadata=serving.metadata(model.latent_dim, ds.audio))
+                                               pip_requirements=pip_requirements(),
+                                               metadata=serving.metadata(model.latent_dim, ds.audio,
+                                                                         condition_meta(config, ds)))
         except BaseException:
             _discard_unfinished_models(run_id)
             raise

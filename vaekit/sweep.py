@@ -32,7 +32,7 @@ from typing import Any
 from vaekit.components import resolve
 from vaekit.config import RunConfig, parse_value
 from vaekit.errors import ConfigError, TrainingError
-from vaekit.tune import TABLE_METRICS, Launcher, StudyRunner, TrialRun, check_key, format_rows, point_config
+from vaekit.tune import TABLE_METRICS, Launcher, StudyRunner, TrialRun, check_jobs, check_key, format_rows, point_config
 
 #: A grid point and what became of it (a trial of the sweep's grid study).
 Child = TrialRun
@@ -93,8 +93,7 @@ def sweep(base: RunConfig, grid_items, jobs: int = 1, plugin_files=(), echo=prin
 
     from vaekit import __version__, tracking
 
-    if jobs < 1:
-        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    check_jobs(jobs)
     grid = parse_grid(grid_items)
     points = grid_points(grid)
     uri = tracking.resolve_tracking_uri(base.tracking_uri)

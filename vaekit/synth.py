@@ -44,6 +44,9 @@ BATCH = 128
 #: FFT size of the formant filtering (23 ms at 22050 Hz: resolves harmonics of 80 Hz voices).
 FILTER_FFT = 512
 F0_RANGE = (80.0, 300.0)
+#: The labels every synthetic dataset carries (``vaekit run --condition speaker``): each clip's speaker,
+#: its folder in the clip names (``speaker07/clip00031``).
+LABELS = {"speaker": "folder"}
 
 
 @dataclass(frozen=True)
@@ -239,7 +242,7 @@ def params_key(params: dict) -> str:
 def synthetic_dir(clips: int, seed: int, speakers: int, audio: AudioParams, test_fraction: float = 0.25) -> Path:
     """Where the synthetic dataset with these parameters is cached."""
     params = dict(version=GENERATOR_VERSION, clips=clips, seed=seed, speakers=speakers,
-                  test_fraction=test_fraction, audio=audio.to_dict())
+                  test_fraction=test_fraction, audio=audio.to_dict(), labels=LABELS)
     return cache_root() / "synthetic" / f"v{GENERATOR_VERSION}-{params_key(params)}"
 
 
@@ -249,7 +252,9 @@ def write_synthetic(out_dir, clips: int = 4000, seed: int = 0, speakers: int = 2
     """Generate ``clips`` clips and write them as notebook-format data with ``prepare``'s writer.
 
     Batches of clips are synthesised on all cores (``workers``) and go through
-    :func:`vaekit.prepare.clips_to_mel_db` and :func:`vaekit.prepare.write_dataset`.
+    :func:`vaekit.prepare.clips_to_mel_db` and :func:`vaekit.prepare.write_dataset`, with the label
+    ``speaker`` (:data:`LABELS`); a speaker whose clips all fell into the test split (few clips, many
+    speakers) is refused only by a run conditioned on speakers.
     """
     from tqdm import tqdm
 
@@ -268,4 +273,4 @@ def write_synthetic(out_dir, clips: int = 4000, seed: int = 0, speakers: int = 2
             "test_audio": {"kind": "synthetic", "generator_version": GENERATOR_VERSION, "seed": seed,
                            "speakers": speakers}}
     return write_dataset(out_dir, clips, run_chunks(_synth_chunk, tasks, workers), names, audio, test_fraction=test_fraction, seed=seed,
-                         force=force, meta=meta, progress=bar)
+                         force=force, meta=meta, progress=bar, labels=LABELS, strict_labels=False)

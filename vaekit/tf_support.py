@@ -108,17 +108,25 @@ def batches(x: np.ndarray, orders, batch_size: int, steps: int | None = None):
     cardinality of one epoch, so the last compiled call of ``steps_per_execution`` stops at the
     epoch's end) is given, once per ``fit`` for an endless pipeline.  Each batch is gathered from ``x``
     without a permuted copy of the data.  No tf.data autotuning: a gather needs no tuning, and the
-    autotuner's thread made deleting the iterator at the end of fit wait up to ~7 s (seen with 3000
-    clips on 2 cores).
+    autotuner's thread holds up deleting the iterator at the end of fit (figures in docs/benchmarks.md).
+    ``x`` may be a tuple of arrays (a conditional run's spectrograms and labels):
+    each batch is then that tuple, as the model's one input.
     """
-    data = tf.convert_to_tensor(x)
+    if isinstance(x, tuple):
+        data = tuple(tf.convert_to_tensor(a) for a in x)
+        gather = lambda idx: (tuple(tf.gather(d, idx) for d in data),)  # noqa: E731
+        n = len(x[0])
+    else:
+        data = tf.convert_to_tensor(x)
+        gather = lambda idx: tf.gather(data, idx)  # noqa: E731
+        n = len(x)
     index_batches = tf.data.Dataset.from_generator(
-        lambda: (o.astype(np.int64) for o in orders()), output_signature=tf.TensorSpec([len(x)], tf.int64)).flat_map(
+        lambda: (o.astype(np.int64) for o in orders()), output_signature=tf.TensorSpec([n], tf.int64)).flat_map(
         lambda o: tf.data.Dataset.from_tensor_slices(o).batch(batch_size))
     options = tf.data.Options()
     options.autotune.enabled = False
     # MultiWorkerMirroredStrategy shards datasets; AUTO would look for files to split (there are none:
     # the source is a generator) and fail, so each worker takes its share of the elements.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    pipeline = index_batches.map(lambda idx: tf.gather(data, idx)).prefetch(2).with_options(options)
+    pipeline = index_batches.map(gather).prefetch(2).with_options(options)
     return pipeline if steps is None else pipeline.apply(tf.data.experimental.assert_cardinality(steps))

@@ -135,7 +135,7 @@ def check_store(uri: str, experiment: str, artifact_location: str | None = None)
                     raise VaekitError(
                         f"--experiment {experiment}: deleted in {uri}; restore it (mlflow experiments restore "
                         f"--experiment-id {exp.experiment_id}) or choose another --experiment")
-                exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location)
+                exp_id = exp.experiment_id if exp else _create_experiment(client, experiment, artifact_location)
             break
         except VaekitError:
             raise
@@ -153,6 +153,23 @@ def check_store(uri: str, experiment: str, artifact_location: str | None = None)
     check_artifact_location(MlflowClient(uri).get_experiment(exp_id).artifact_location, experiment)
     mlflow.set_tracking_uri(uri)
     return exp_id
+
+
+#: The experiment tag MLflow 3 names an experiment's kind by, and the kind of vaekit's (what the UI's "Machine
+#: learning" kind writes).  MLflow 3.17's UI reads its own GenAI / model-training switch instead (vaekit.ui).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
+def _create_experiment(client, name: str, artifact_location: str | None) -> str:
+    """Create experiment ``name`` with ``client`` (an MlflowClient or MLflow's SQLAlchemy store), tagged a model-training
+    experiment (:data:`EXPERIMENT_KIND`); return its id."""
+    from mlflow.entities import ExperimentTag
+    from mlflow.tracking import MlflowClient
+
+    key, value = EXPERIMENT_KIND
+    if isinstance(client, MlflowClient):
+        return client.create_experiment(name, artifact_location, tags={key: value})
+    return client.create_experiment(name, artifact_location, [ExperimentTag(key, value)])
 
 
 #: Where a sqlite store's artifacts live, relative to the folder of its database: the folder
@@ -254,21 +271,30 @@ def check_sqlite_schema(uri: str) -> None:
     without a word.  A missing or empty file is a new store and passes; so does any other URI.
     The database is opened read-only: nothing is written, not even a lock file.
     """
+    db = sqlite_path(uri)
+    tables = sqlite_tables(db, f"--tracking-uri {uri}") if db is not None else []
+    if tables and not set(MLFLOW_MARKER_TABLES) & set(tables):
+        raise VaekitError(f"--tracking-uri {uri}: {db} is an sqlite database without MLflow's tables (it has: "
+                          f"{shown_tables(tables)}); not turning it into an MLflow store: name a new file or an MLflow store")
+
+
+def sqlite_tables(db: Path, where: str) -> list[str]:
+    """The tables of the sqlite database ``db`` (sqlite's own left out), read without writing anything (not even a
+    lock file); ``[]`` for a missing or empty file.  :class:`VaekitError` starting with ``where`` if it is not sqlite."""
     import sqlite3
 
-    db = sqlite_path(uri)
-    if db is None or not db.is_file() or db.stat().st_size == 0:
-        return
+    if not db.is_file() or db.stat().st_size == 0:
+        return []
     try:
         with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=20)) as con:
             tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
     except sqlite3.DatabaseError as exc:
-        raise VaekitError(f"--tracking-uri {uri}: {db} cannot be read as an sqlite database ({exc})") from None
-    tables = [t for t in tables if not t.startswith("sqlite_")]  # sqlite's own (sqlite_sequence, ...)
-    if tables and not set(MLFLOW_MARKER_TABLES) & set(tables):
-        shown = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
-        raise VaekitError(f"--tracking-uri {uri}: {db} is an sqlite database without MLflow's tables (it has: "
-                          f"{shown}); not turning it into an MLflow store: name a new file or an MLflow store")
+        raise VaekitError(f"{where}: {db} cannot be read as an sqlite database ({exc})") from None
+    return [t for t in tables if not t.startswith("sqlite_")]  # sqlite's own (sqlite_sequence, ...)
+
+
+def shown_tables(tables: list[str]) -> str:
+    return ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
 
 
 def check_artifact_location(artifact_uri: str, experiment: str = "") -> None:

@@ -24,13 +24,22 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def split_validation(x: np.ndarray, fraction: float, seed: int):
-    """A seeded random hold-out of ``fraction`` of the training set (none when 0)."""
-    if fraction <= 0 or len(x) < 2:
+def split_validation(x, fraction: float, seed: int):
+    """A seeded random hold-out of ``fraction`` of the training set (none when 0); ``x`` an array, or a
+    tuple of arrays (a conditional run's spectrograms and labels) split alike."""
+    n = len(x[0]) if isinstance(x, tuple) else len(x)
+    if fraction <= 0 or n < 2:
         return x, None
-    n_val = min(max(1, int(round(len(x) * fraction))), len(x) - 1)  # never an empty training set
-    order = np.random.default_rng(seed).permutation(len(x))
+    n_val = min(max(1, int(round(n * fraction))), n - 1)  # never an empty training set
+    order = np.random.default_rng(seed).permutation(n)
+    if isinstance(x, tuple):
+        return tuple(a[order[n_val:]] for a in x), tuple(a[order[:n_val]] for a in x)
     return x[order[n_val:]], x[order[:n_val]]
+
+
+def rows(x) -> int:
+    """Examples in ``x``: an array, or a tuple of arrays (spectrograms and labels)."""
+    return len(x[0]) if isinstance(x, tuple) else len(x)
 
 
 class EpochOrder:
@@ -66,6 +75,7 @@ class EpochBatches(keras.utils.PyDataset):
     One epoch, not an endless stream: with ``steps_per_execution`` > 1 the last compiled call of an
     epoch then stops at the epoch's end instead of reading into the next.  ``shard=(k, K)``: this
     process feeds rows ``k/K … (k+1)/K`` of each global batch (multi-process data parallelism on JAX).
+    ``x`` may be a tuple of arrays (a conditional run's spectrograms and labels): a batch is then the tuple.
     """
 
     def __init__(self, x, order: EpochOrder, batch_size: int, shard=(0, 1)):
@@ -74,7 +84,7 @@ class EpochBatches(keras.utils.PyDataset):
 
     @property
     def num_batches(self):
-        return -(-len(self.x) // self.batch_size)
+        return -(-rows(self.x) // self.batch_size)
 
     def __getitem__(self, step):
         idx = self.order.current()[step * self.batch_size:(step + 1) * self.batch_size]
@@ -82,6 +92,8 @@ class EpochBatches(keras.utils.PyDataset):
         if count > 1:
             size = len(idx) // count
             idx = idx[k * size:(k + 1) * size]
+        if isinstance(self.x, tuple):
+            return (tuple(a[idx] for a in self.x),)
         return (self.x[idx],)
 
 
@@ -100,7 +112,7 @@ def batches(x: np.ndarray, order: EpochOrder, batch_size: int, shard=(0, 1), end
 
         if endless:
             return tf_support.batches(x, lambda: (order.at(e) for e in itertools.count(order.epoch)), batch_size)
-        return tf_support.batches(x, lambda: iter([order.current()]), batch_size, -(-len(x) // batch_size))
+        return tf_support.batches(x, lambda: iter([order.current()]), batch_size, -(-rows(x) // batch_size))
     return EpochBatches(x, order, batch_size, shard)
 
 
@@ -247,16 +259,16 @@ def fit(model, ds, config, progress: bool, initial_epoch: int = 0, checkpointer=
     weights are then put back in the model, and ``best_epoch`` and ``stopped_epoch`` returned.
     """
     from vaekit import checkpoint
+    from vaekit.model import model_inputs
 
-    x_train, x_val = split_validation(ds.x_train, config.validation_split, config.seed)
-    x_train = x_train[..., None]
+    x_train, x_val = split_validation(model_inputs(config, ds, "train"), config.validation_split, config.seed)
     verbose = (1 if sys.stdout.isatty() else 2) if progress else 0
     # The checkpoint's snapshot is taken before the epoch's metrics are logged (it records them, so a
     # resume re-logs metrics a stop in between lost).  A due write overlaps the next epoch, except with
     # interval 0: then it completes first, so an epoch whose metrics are in the store has its checkpoint.
     if checkpointer is None:
         checkpointer = checkpoint.Checkpointer(model, config.checkpoint_interval)
-    order = EpochOrder(len(x_train), config.seed, initial_epoch)
+    order = EpochOrder(rows(x_train), config.seed, initial_epoch)
     stopper = EarlyStopping(config.monitor, config.early_stop, early_state) if config.early_stop else None
     checkpointer.early_stop = stopper  # the checkpoint keeps its best weights and counters
     # The stopper before the checkpointer: an epoch's checkpoint holds the decision taken on that epoch.
@@ -264,11 +276,12 @@ def fit(model, ds, config, progress: bool, initial_epoch: int = 0, checkpointer=
                  EpochLogger(model, logged), *(callbacks or [])]
     start = time.perf_counter()
     endless = keras.backend.backend() == "tensorflow" and config.steps_per_execution == 1
-    steps = -(-len(x_train) // config.batch_size) if endless else None
+    steps = -(-rows(x_train) // config.batch_size) if endless else None
     if initial_epoch < config.epochs and not (stopper and stopper.done):
+        # A conditional run's (x, label) validation data is one element: a 2-tuple would be read as (x, y).
         model.fit(batches(x_train, order, config.batch_size, shard, endless), epochs=config.epochs,
                   initial_epoch=initial_epoch, steps_per_epoch=steps,
-                  validation_data=x_val[..., None] if x_val is not None else None, shuffle=False, verbose=verbose,
+                  validation_data=(x_val,) if isinstance(x_val, tuple) else x_val, shuffle=False, verbose=verbose,
                   callbacks=callbacks)
     checkpointer.wait()
     seconds = time.perf_counter() - start
@@ -279,12 +292,14 @@ def fit(model, ds, config, progress: bool, initial_epoch: int = 0, checkpointer=
         stopper.restore(model)  # evaluation, samples and the logged model use the best epoch
         out.update(stopper.results())
     if done:
-        out["train_samples_per_s"] = len(x_train) * done / seconds
+        out["train_samples_per_s"] = rows(x_train) * done / seconds
     return out
 
 
-def evaluate(model, x: np.ndarray, batch_size: int) -> dict[str, float]:
-    """The loss terms on ``x`` (N, H, W), as ``test_<term>``: means over the clips."""
+def evaluate(model, ds, config) -> dict[str, float]:
+    """The loss terms on the test set (with its labels in a conditional run), as ``test_<term>``: means over the clips."""
+    from vaekit.model import model_inputs
+
     model.set_epoch(int(keras.ops.convert_to_numpy(model.epoch)))  # after a resume that trains no further, the phase is the checkpoint's
-    result = model.evaluate(x[..., None], batch_size=batch_size, verbose=0, return_dict=True)
+    result = model.evaluate(model_inputs(config, ds, "test"), batch_size=config.batch_size, verbose=0, return_dict=True)
     return {f"test_{k}": float(v) for k, v in result.items()}

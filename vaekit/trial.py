@@ -21,6 +21,10 @@ from vaekit.errors import ConfigError
 
 #: Environment variable through which ``vaekit tune`` hands a trial's run its study and trial.
 ENV_TRIAL = "VAEKIT_TRIAL"
+#: Environment variable through which ``vaekit tune`` and ``sweep`` hand a run the pid it must not outlive.
+ENV_PARENT = "VAEKIT_PARENT_PID"
+#: How often (seconds) a run started by tune or sweep looks whether that process still lives.
+PARENT_POLL = 0.5
 PRUNERS = ("median", "halving", "hyperband", "none")
 PRUNED_TAG = "vaekit.pruned"
 PRUNED_EPOCH_TAG = "vaekit.pruned_epoch"
@@ -42,6 +46,52 @@ def shown_storage(spec: str) -> str:
         return spec
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+#: Tables every Optuna RDB storage has (``optuna/storages/_rdb/models.py``).
+OPTUNA_TABLES = ("studies", "version_info")
+
+
+def check_storage(spec: str, tracking_uri: str) -> None:
+    """Refuse a ``--storage`` that would damage a file, reading only (call before anything is written).
+
+    Refused: the tracking store itself (Optuna would add its tables to it), an sqlite database with tables but
+    not Optuna's, and an existing journal path whose first line is not a journal record (Optuna would append
+    to it, then fail).  A missing or empty file is a new storage.
+    """
+    from vaekit import tracking
+
+    shown = shown_storage(spec)
+    store = tracking.sqlite_path(tracking_uri)
+    if is_url(spec):
+        db = tracking.sqlite_path(spec) if spec.startswith("sqlite:///") else None
+        if spec == tracking_uri or (db is not None and store is not None and db.resolve() == store.resolve()):
+            raise ConfigError(f"--storage {shown}: is the tracking store; Optuna would add its tables to it: name "
+                              "another file (the default is optuna.journal beside the store)")
+        if db is not None:
+            tables = tracking.sqlite_tables(db, f"--storage {shown}")
+            if tables and not set(OPTUNA_TABLES) <= set(tables):
+                raise ConfigError(f"--storage {shown}: {db} is an sqlite database without Optuna's tables (it has: "
+                                  f"{tracking.shown_tables(tables)}); name a new file or an Optuna storage")
+        return
+    path = Path(spec)
+    if store is not None and path.exists() and path.resolve() == store.resolve():
+        raise ConfigError(f"--storage {spec}: is the tracking store, not an Optuna journal: name another file "
+                          "(the default is optuna.journal beside the store)")
+    if path.is_file() and path.stat().st_size > 0 and not _journal_record(path):
+        raise ConfigError(f"--storage {spec}: not an Optuna journal (its first line is no journal record); name a "
+                          "new file or an existing journal")
+
+
+def _journal_record(path: Path) -> bool:
+    """Whether ``path`` starts with a line that is an Optuna journal record (a JSON object with ``op_code``)."""
+    with open(path, "rb") as fh:
+        line = fh.readline(1 << 20)
+    try:
+        record = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(record, dict) and "op_code" in record
 
 
 def open_storage(spec: str):
@@ -70,6 +120,34 @@ def open_storage(spec: str):
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     except OSError as exc:
         raise ConfigError(f"--storage {spec}: cannot open it ({exc.strerror or exc})") from None
+
+
+def follow_parent() -> None:
+    """In a run started by ``vaekit tune`` or ``sweep`` (:data:`ENV_PARENT` set): stop with SIGTERM when that process
+    is gone, so a trial never outlives its study's process (a SIGKILL of tune, the OOM killer).
+
+    SIGTERM ends the run as any stop does (KILLED, its last epoch checkpointed); a rerun of the study then
+    queues the trial again (:func:`vaekit.tune.reap_stale`).  A thread compares the parent pid every
+    :data:`PARENT_POLL` seconds, so it works wherever ``os.getppid`` does; a parent already gone when the
+    run starts stops it at once.
+    """
+    import signal
+    import threading
+    import time
+
+    raw = os.environ.pop(ENV_PARENT, "")  # not handed on to anything this process starts
+    if not raw.isdigit():
+        return
+    parent = int(raw)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=watch, name="vaekit-parent-watch", daemon=True).start()
 
 
 def make_pruner(name: str, startup: int = 5):

@@ -59,8 +59,16 @@ INTERRUPTED, SURPLUS = "vaekit.interrupted", "vaekit.surplus"
 SPACE_ATTR, METRIC_ATTR, PARENT_ATTR = "vaekit.space", "vaekit.metric", "vaekit.parent_run_id"
 #: Trial user attribute: the process running it (host, pid, start time).
 OWNER_ATTR = "vaekit.owner"
-#: A grid from an integer range may have at most this many values.
+#: A grid from an integer range may have at most this many values; a whole grid (their product) this many points.
 MAX_GRID = 10000
+#: Trials (a sweep's runs) at a time, at most: each is a training process, and each has a thread waiting on it.
+MAX_JOBS = 256
+
+
+def check_jobs(jobs: int) -> None:
+    """:class:`ConfigError` unless 1 ≤ ``jobs`` ≤ :data:`MAX_JOBS` (``tune`` and ``sweep``)."""
+    if not 1 <= jobs <= MAX_JOBS:
+        raise ConfigError(f"--jobs {jobs}: must be from 1 to {MAX_JOBS} (each job is a training process of its own)")
 
 
 def check_key(key: str, where: str) -> str:
@@ -262,6 +270,11 @@ def make_sampler(name: str, params: list[Param], seed: int, where: str, n_trials
     if name == "random":
         return optuna.samplers.RandomSampler()
     if name == "grid":
+        size = grid_size(params, where)  # before Optuna lists every point of the product
+        if size > MAX_GRID:
+            counts = " × ".join(str(len(p.grid_values(where))) for p in params)
+            raise ConfigError(f"{where}: the grid has {size} points ({counts}); --sampler grid takes at most {MAX_GRID}: "
+                              "give fewer values, or use --sampler tpe or random")
         return optuna.samplers.GridSampler({p.name: p.grid_values(where) for p in params}, seed=seed)
     raise ConfigError(f"--sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
 
@@ -289,12 +302,16 @@ class TrialRun:
     train_seconds: float | None = None
     pruned_epoch: int | None = None
     error: str = ""
+    #: Stopped by a signal (the command's, or its own process's), not failed: its settings are queued again.
+    interrupted: bool = False
 
     @property
     def point(self) -> dict[str, Any]:
         return self.params
 
 
+#: Exit codes of a trial process stopped by SIGINT or SIGTERM (vaekit's own, and the signal's where it had no handler yet).
+STOP_CODES = (130, 143, -2, -15)
 #: The trials' metrics the tables show: test-set figures (loss terms and audio metrics) and sample metrics.
 TABLE_METRICS = ("test_", "sample_")
 
@@ -319,14 +336,17 @@ class Launcher:
         cmd = [sys.executable, "-m", "vaekit", "run", "--config", str(cfg_path), "--quiet"] + ["--verbose"] * self.verbose
         for plugin in self.plugin_files:
             cmd += ["--plugin", str(plugin)]
-        env = {**os.environ, ENV_TAGS: json.dumps(tags), **env}
+        env = {**os.environ, ENV_TAGS: json.dumps(tags), trials.ENV_PARENT: str(os.getpid()), **env}
         with self.lock:
             if self.stopping:
                 rec.status, rec.error = "KILLED", "stopped before this trial started"
                 return rec
             self.echo(f"[{rec.index}] start  {point_label(rec.params)}")
             with open(log_path, "w") as log:
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+                # A session of its own: a Ctrl-C at the terminal reaches this process only, which stops the
+                # trial with SIGTERM (stop()); the trial stops by itself if this process dies (trial.follow_parent).
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True)
             self.procs.add(proc)
         rec.returncode = proc.wait()
         with self.lock:
@@ -433,9 +453,10 @@ class StudyRunner:
     def run(self) -> list[TrialRun]:
         from concurrent.futures import ThreadPoolExecutor
 
-        pool = ThreadPoolExecutor(max_workers=self.jobs)
+        workers = min(self.jobs, self.n_trials)  # a thread per trial at most: more would never get one
+        pool = ThreadPoolExecutor(max_workers=workers)
         try:
-            futures = [pool.submit(self._worker) for _ in range(self.jobs)]
+            futures = [pool.submit(self._worker) for _ in range(workers)]
             for future in futures:
                 future.result()
         except BaseException:
@@ -491,14 +512,18 @@ class StudyRunner:
     def _collect(self, rec: TrialRun) -> None:
         """Find the trial's run; record a FAILED run for a trial that failed before its run started.
 
-        A run still RUNNING has lost its process: KILLED when the command was stopped (the user's
-        Ctrl-C or SIGTERM), else FAILED.
+        A trial stopped (the command's Ctrl-C or SIGTERM, or its own process ended by SIGINT or SIGTERM)
+        is *interrupted*: its run is KILLED, or it has none if it was stopped before the run started.
+        A run still RUNNING has lost its process: KILLED when interrupted, else FAILED.
         """
-        client, stopped = self.client, self.launcher.stopping
+        client = self.client
+        stopped = rec.interrupted = self.launcher.stopping or rec.returncode in STOP_CODES
         found = client.search_runs([self.experiment_id], filter_string=(
             f"tags.`mlflow.parentRunId` = '{self.parent_id}' and tags.`vaekit.trial` = '{rec.number}'"), max_results=10)
         run = found[0] if found else None
         if run is None:
+            if stopped:  # stopped before its run started: nothing ran, nothing to record
+                rec.status, rec.error = "KILLED", rec.error or "stopped before its run started"
             if rec.status == "KILLED":
                 return
             tags = {"mlflow.parentRunId": self.parent_id, "vaekit.trial": str(rec.number), **self.tags(rec),
@@ -538,7 +563,7 @@ class StudyRunner:
                 rec.state = "FAIL"
                 if rec.status == "FINISHED":
                     rec.error = rec.error or f"the run logged no finite {self.metric}"
-                interrupted = self.launcher.stopping and rec.status in ("KILLED", "PENDING")
+                interrupted = (rec.interrupted or self.launcher.stopping) and rec.status in ("KILLED", "PENDING")
                 with contextlib.suppress(Exception):
                     trial.set_user_attr("vaekit.error", rec.error[:1000])
                     if interrupted:
@@ -643,8 +668,8 @@ def tune(base: RunConfig, space_file, n_trials: int, study_name: str | None = No
 
     from vaekit import __version__, tracking
 
+    check_jobs(jobs)
     for flag, ok, what in [("--trials", n_trials >= 1, f"must be at least 1, got {n_trials}"),
-                           ("--jobs", jobs >= 1, f"must be at least 1, got {jobs}"),
                            ("--pruner-startup", pruner_startup >= 0, f"must be 0 or more, got {pruner_startup}"),
                            ("--direction", direction in DIRECTIONS, f"{direction!r}: choose minimize or maximize"),
                            ("--sampler", sampler in SAMPLERS, f"{sampler!r}: choose one of {', '.join(SAMPLERS)}"),
@@ -664,6 +689,7 @@ def tune(base: RunConfig, space_file, n_trials: int, study_name: str | None = No
         n_trials = grid_size(params, where)
     study_name = study_name or Path(space_file).stem
     spec = storage if storage and trials.is_url(storage) else str(Path(storage or default_storage(uri)).expanduser().resolve())
+    trials.check_storage(spec, uri)  # reads only: before the store or the study is written
     experiment_id = tracking.check_store(uri, base.experiment)  # before the study: a bad store leaves no study
     study, created = open_study(trials.open_storage(spec), study_name, sampler_obj, direction)
     space = [p.to_dict() for p in params]

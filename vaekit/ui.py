@@ -10,15 +10,23 @@ be moved or cloned anywhere.
 
 The server runs without MLflow's job execution (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``: its
 consumers are processes vaekit never uses), and stops within seconds of SIGTERM or Ctrl-C.
+
+It serves MLflow's own app through :func:`mlflow_app` (``mlflow server --app-name vaekit``, an ``mlflow.app``
+entry point), whose page starts in MLflow's model-training layout in a browser that has not chosen one.  MLflow
+3.17's UI decides between its GenAI and model-training layouts by its own switch, kept in the browser (the
+``mlflow.experimentKind`` tag vaekit gives its experiments is not read while that switch exists), and starts
+in GenAI: a vaekit run's page opened from a link showed GenAI's traces and judges.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from vaekit import tracking
 from vaekit.errors import VaekitError
 from vaekit.tracking import ARTIFACTS_DIR
 
@@ -31,8 +39,6 @@ class Store:
 
 def resolve_store(store: str | None = None) -> Store:
     """The backend URI and the served-artifacts folder for ``store`` (see the module docstring)."""
-    from vaekit import tracking
-
     if store and "://" in store and not store.startswith("sqlite:"):
         if store.startswith(("http://", "https://")):
             raise VaekitError(f"{store} is already a tracking server: open it in a browser")
@@ -72,13 +78,68 @@ GRACEFUL_STOP_S = 1
 
 def server_command(store: Store, port: int = 5000, host: str = "127.0.0.1") -> list[str]:
     """The ``mlflow server`` command line for ``store`` (one worker: a local UI needs no more); run it
-    with :data:`SERVER_ENV` in the environment."""
+    with :data:`SERVER_ENV` in the environment.  With ``--app-name vaekit`` (:func:`mlflow_app`) where
+    vaekit's entry point is installed."""
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store.backend_uri,
            "--host", host, "--port", str(port), "--workers", "1",
            "--uvicorn-opts", f"--timeout-graceful-shutdown {GRACEFUL_STOP_S}"]
+    if _app_installed():
+        cmd += ["--app-name", APP_NAME]
     if store.artifacts_destination:
         cmd += ["--serve-artifacts", "--artifacts-destination", store.artifacts_destination]
     return cmd
+
+
+#: vaekit's ``mlflow.app`` entry point (pyproject.toml): MLflow's app, starting in the model-training layout.
+APP_NAME = "vaekit"
+#: Where MLflow 3.17's page keeps its GenAI / model-training switch (``localStorage``, JSON), and vaekit's default.
+WORKFLOW_KEY, WORKFLOW_DEFAULT = "mlflow.workflowType_v1", "machine_learning"
+#: Put into the page's ``<head>``: the switch's default in a browser that has none (a choice made is kept).
+WORKFLOW_SCRIPT = (f"<script>try{{var k={json.dumps(WORKFLOW_KEY)};if(!localStorage.getItem(k))"
+                   f"localStorage.setItem(k,{json.dumps(json.dumps(WORKFLOW_DEFAULT))})}}catch(e){{}}</script>")
+
+
+def _app_installed() -> bool:
+    from importlib.metadata import entry_points
+
+    return any(e.name == APP_NAME for e in entry_points(group="mlflow.app"))
+
+
+def mlflow_app():
+    """The app ``mlflow server --app-name vaekit`` serves: MLflow's own (``mlflow.server.fastapi_app``), its page
+    with :data:`WORKFLOW_SCRIPT` in the ``<head>`` (see the module's docstring)."""
+    from mlflow.server.fastapi_app import app
+
+    return with_workflow_default(app)
+
+
+def with_workflow_default(app):
+    """The ASGI ``app``, with :data:`WORKFLOW_SCRIPT` put into the ``<head>`` of every HTML page it answers a GET with."""
+
+    async def wrapped(scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "GET":
+            return await app(scope, receive, send)
+        held: dict = {}  # the start of an HTML answer, and its body so far: sent once whole
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                kind = next((v for k, v in message["headers"] if k.lower() == b"content-type"), b"")
+                if kind.startswith(b"text/html"):
+                    held.update(start=message, body=[])
+                    return
+            elif "start" in held:
+                held["body"].append(message.get("body", b""))
+                if message.get("more_body"):
+                    return
+                page = b"".join(held["body"]).replace(b"<head>", b"<head>" + WORKFLOW_SCRIPT.encode(), 1)
+                headers = [(k, v) for k, v in held["start"]["headers"] if k.lower() != b"content-length"]
+                await send({**held["start"], "headers": [*headers, (b"content-length", str(len(page)).encode())]})
+                message = {"type": "http.response.body", "body": page}
+            await send(message)
+
+        await app(scope, receive, sending)
+
+    return wrapped
 
 
 def runs_table_url(store: Store, port: int, host: str = "127.0.0.1") -> str:
@@ -100,8 +161,6 @@ def _experiments(backend_uri: str) -> list[tuple[str, str, int | None, str]]:
     """(id, name, last update time, lifecycle stage) of every experiment.  A sqlite store is read with
     sqlite3, so this process never imports MLflow: it stays small while it waits on the server, and
     exits at once when the server stops (an interpreter that imported MLflow takes seconds to end)."""
-    from vaekit import tracking
-
     db = tracking.sqlite_path(backend_uri)
     if db is not None:
         import contextlib

@@ -16,7 +16,7 @@ const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253
 const state = {
   info: null, points: [], byIndex: new Map(), colourKind: null,
   selected: null, endB: null,
-  z: null, mode: "pcs", residual: null,
+  z: null, mode: "pcs", residual: null, label: null,
   current: null, currentUrl: null, inFlight: false, pending: false, decodes: 0,
 };
 window.explore = state;
@@ -190,6 +190,7 @@ async function selectClip(index) {
   $("clip-meta").textContent = `test clip ${clip.index} · ${state.points.label_kind}: ${clip.label} · `
     + `reconstruction error ${clip.error_db.toFixed(2)} dB`;
   $("end-a").textContent = clip.name;
+  if (clip.condition != null) { state.label = clip.condition; $("label").value = clip.condition; }
   drawSpectrogram($("spec-original"), clip.spectrogram.original);
   drawSpectrogram($("spec-reconstruction"), clip.spectrogram.reconstruction);
   const original = $("audio-original"), recon = $("audio-reconstruction");
@@ -232,10 +233,12 @@ async function decodeCurrent() {
   if (state.inFlight) { state.pending = true; return; }  // one request at a time; the latest z wins
   state.inFlight = true;
   const body = {z: state.z.slice()};
+  if (state.info.condition) body.label = state.label;  // a conditional run decodes z with the picked class
   try {
     const blob = await (await api("/api/decode", body)).blob();
     state.decodes += 1;
-    setCurrent(URL.createObjectURL(blob), body, "decoded from the sliders");
+    setCurrent(URL.createObjectURL(blob), body,
+      "decoded from the sliders" + (body.label !== undefined ? ` as ${state.info.condition.name} ${body.label}` : ""));
   } catch (e) {
     status(e.message, true);
   } finally {
@@ -329,6 +332,14 @@ async function start() {
   drawMap();
   state.z = info.pcs.mean.slice();
   buildSliders();
+  if (info.condition) {  // the label picker: which class the sliders' z is decoded with
+    const picker = $("label");
+    for (const cls of info.condition.classes) picker.append(new Option(cls, cls));
+    state.label = info.condition.classes[0];
+    $("label-name").textContent = info.condition.name;
+    $("label-picker").hidden = false;
+    picker.addEventListener("change", () => { state.label = picker.value; decodeCurrent(); });
+  }
 
   const svg = $("map");
   svg.addEventListener("mousemove", showTooltip);
