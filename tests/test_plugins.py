@@ -145,13 +145,14 @@ def test_plugins_lists_every_kind_with_plugin_version_and_options(every_kind):
     res = cli("plugins", "--json")
     assert res.exit_code == 0, res.output
     listing = json.loads(res.stdout)
-    assert list(listing) == ["encoder", "decoder", "loss", "vocoder", "dataset", "metrics"]
+    assert list(listing) == ["encoder", "decoder", "loss", "vocoder", "dataset", "discriminator", "metrics"]
     by_name = {kind: {c["name"]: c for c in comps} for kind, comps in listing.items()}
     assert by_name["encoder"]["dense"]["options"] == {"units": 512, "layers": 2, "activation": "relu"}
     assert by_name["encoder"]["dense"]["plugin"] == "vaekit.default_plugins.dense"
     assert by_name["encoder"]["dense"]["version"] == vaekit.__version__
     assert by_name["loss"]["kl-warmup"]["options"] == {"lambda": 500.0, "warmup_epochs": 5}
     assert by_name["vocoder"]["griffinlim"]["options"]["n_iter"] == 32
+    assert by_name["discriminator"]["patch"]["options"] == {"filters": 32, "layers": 3}
     for kind, name, options in [("encoder", "tiny", {"hidden": 16}), ("decoder", "tiny", {"hidden": 16}),
                                 ("loss", "l1-kl", {"weight": 2.0}), ("vocoder", "sine", {"freq": 440.0}),
                                 ("dataset", "npz-clips", {"test_share": 0.25})]:
@@ -161,7 +162,7 @@ def test_plugins_lists_every_kind_with_plugin_version_and_options(every_kind):
                                        "ranges": ranges, "description": ""}
     text = cli("plugins")
     assert text.exit_code == 0
-    for heading in ("encoders:", "decoders:", "losses:", "vocoders:", "datasets:"):
+    for heading in ("encoders:", "decoders:", "losses:", "vocoders:", "datasets:", "discriminators:"):
         assert heading in text.stdout.splitlines()
     assert re.search(r"kl-warmup\s+vaekit.default_plugins.losses", text.stdout)
     assert "options: lambda=500.0, warmup_epochs=5" in text.stdout

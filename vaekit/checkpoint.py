@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vaekit import adversarial
 from vaekit.errors import ConfigError
 
 ARTIFACT_DIR = "checkpoints"
@@ -247,7 +248,9 @@ class Checkpointer:
             snapshot(self.model, into=arrays)
             # The stopper's best weights are fresh arrays per improvement, never changed after: no copy needed.
             early = (self.early_stop.state(), self.early_stop.best_weights) if self.early_stop is not None else None
-            self._pending = (arrays, epochs_done, dict(logs or {}), mlflow.active_run().info.run_id,
+            idle = adversarial.idle_terms(self.model, epochs_done - 1)  # not logged, so not re-logged on resume
+            logs = {k: v for k, v in (logs or {}).items() if k not in idle}
+            self._pending = (arrays, epochs_done, logs, mlflow.active_run().info.run_id,
                              mlflow.get_tracking_uri(), early)
         if self.interval == 0:
             # In line: the epoch's metrics are logged after this returns, so a run killed (SIGKILL)

@@ -429,10 +429,13 @@ def select_dataset(config) -> Component:
 def resolve(config) -> dict:
     """Every component a run of ``config`` uses, by kind, with its options checked (no backend needed).
 
-    ``comps["metrics"]`` is a list (:func:`select_metrics`); every other kind maps to one :class:`Component`.
+    ``comps["metrics"]`` is a list (:func:`select_metrics`); ``comps["discriminator"]`` is None when the run
+    names none (no adversarial phase); every other kind maps to one :class:`Component`.
     """
-    comps = {kind: get_component(kind, getattr(config, kind)) for kind in KINDS if kind not in ("dataset", "metrics")}
+    comps = {kind: get_component(kind, getattr(config, kind)) for kind in KINDS
+             if kind not in ("dataset", "metrics", "discriminator")}
     comps["dataset"] = select_dataset(config)
+    comps["discriminator"] = get_component("discriminator", config.discriminator) if config.discriminator else None
     comps["metrics"] = select_metrics(config.metrics)
     if getattr(config, "condition", None):
         for kind in ("encoder", "decoder"):
@@ -440,6 +443,10 @@ def resolve(config) -> dict:
     for kind in config.options:
         if kind == "metrics":
             check_metric_options(comps["metrics"], config.option(kind))
+        elif comps[kind] is None:
+            if config.option(kind):
+                raise PluginError(f"--option {kind}.{next(iter(config.option(kind)))}: the run has no {kind} "
+                                  f"(name one with --{kind} NAME)")
         else:
             comps[kind].check_options(config.option(kind))
     return comps

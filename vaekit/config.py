@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vaekit import kinds
+from vaekit.adversarial import LOSSES as ADVERSARIAL_LOSSES
 from vaekit.backend import BACKENDS
 from vaekit.distribute import PRECISIONS, STRATEGIES
 from vaekit.errors import ConfigError
@@ -59,6 +60,14 @@ class RunConfig:
     decoder: str = _setting("conv2", kinds.BY_NAME["decoder"].help)
     loss: str = _setting("mse-kl", kinds.BY_NAME["loss"].help)
     vocoder: str = _setting("griffinlim", kinds.BY_NAME["vocoder"].help)
+    # The adversarial phase (vaekit.adversarial): off unless a discriminator is named.
+    discriminator: str | None = _setting(None, kinds.BY_NAME["discriminator"].help, "none: no adversarial phase")
+    adversarial_warmup: int = _setting(5, "With --discriminator: epochs of the plain loss before the "
+                                       "discriminator's gradient reaches the VAE.")
+    adversarial_loss: str = _setting("hinge", "With --discriminator: the GAN loss.", choices=ADVERSARIAL_LOSSES)
+    adversarial_weight: float = _setting(1.0, "With --discriminator: weight of the generator's GAN loss.")
+    adversarial_feature_weight: float = _setting(1.0, "With --discriminator: weight of feature matching "
+                                                 "(L1 between the discriminator's features of data and reconstructions).")
     epochs: int = _setting(10, "Training epochs.")
     batch_size: int = _setting(64, "Batch size (global: split over the replicas of --strategy).")
     latent_dim: int = _setting(20, "Latent dimensions d.")
@@ -135,7 +144,14 @@ class RunConfig:
             ("validation-split", 0 <= self.validation_split < 1, "must be in [0, 1)"),
             ("checkpoint-interval", self.checkpoint_interval >= 0, "must be 0 or more (seconds)"),
             ("steps-per-execution", self.steps_per_execution >= 1, "must be at least 1"),
+            ("adversarial-warmup", self.adversarial_warmup >= 0, "must be 0 or more epochs"),
+            ("adversarial-weight", self.adversarial_weight >= 0, "must be 0 or more"),
+            ("adversarial-feature-weight", self.adversarial_feature_weight >= 0, "must be 0 or more"),
+            ("adversarial-warmup", not self.discriminator or self.adversarial_warmup < self.epochs,
+             f"must be below --epochs ({self.epochs}): the adversarial phase would never start"),
         ]
+        if self.adversarial_loss not in ADVERSARIAL_LOSSES:
+            raise ConfigError(f"--adversarial-loss {self.adversarial_loss!r}: must be one of {', '.join(ADVERSARIAL_LOSSES)}")
         if self.condition is not None and (not isinstance(self.condition, str) or not self.condition):
             raise ConfigError(f"--condition: expected a label name, got {self.condition!r}")
         for name in ("deterministic", "system_metrics"):
@@ -217,8 +233,10 @@ def merge(base: RunConfig, **overrides) -> RunConfig:
 
 def _check_types(cfg: RunConfig) -> RunConfig:
     for f, cast in (("epochs", int), ("batch_size", int), ("latent_dim", int), ("samples", int), ("seed", int),
-                    ("steps_per_execution", int), ("early_stop", int), ("audio_every", int),
-                    ("learning_rate", float), ("validation_split", float), ("checkpoint_interval", float)):
+                    ("steps_per_execution", int), ("early_stop", int), ("adversarial_warmup", int),
+                    ("audio_every", int), ("learning_rate", float), ("validation_split", float),
+                    ("checkpoint_interval", float), ("adversarial_weight", float),
+                    ("adversarial_feature_weight", float)):
         value = getattr(cfg, f)
         if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
                 or (cast is int and value != int(value))):

@@ -46,6 +46,14 @@ def register_datasets(register):
 
 
 @hookspec
+def register_discriminators(register):
+    """Register discriminators: ``build(input_shape, **options)`` → keras.Model x → list of feature maps, the patch logits last.
+
+    See :mod:`vaekit.adversarial` for how the adversarial phase uses them.
+    """
+
+
+@hookspec
 def register_metrics(register):
     """Register metrics: ``build(**options)`` → callable (original, reconstructed, sampled, audio, vocoded) → dict of named numbers.
 

@@ -38,6 +38,9 @@ KINDS: tuple[Kind, ...] = (
     Kind("loss", "losses", (), "Loss component."),
     Kind("vocoder", "vocoders", ("audio",), "Vocoder component (mel dB → waveform)."),
     Kind("dataset", "datasets", ("path", "audio"), "Dataset component by name (overrides detection from --data)."),
+    # Optional: a run without one (the default) has no adversarial phase.
+    Kind("discriminator", "discriminators", ("input_shape",),
+         "Discriminator component: trains the VAE adversarially after --adversarial-warmup epochs."),
     # Several at once: a comma-separated list of names (RunConfig.metrics), so name and plural are one word.
     Kind("metrics", "metrics", (), "Audio metrics to compute at the end of the run, comma-separated."),
 )

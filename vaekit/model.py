@@ -21,7 +21,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from vaekit import backend
+from vaekit import adversarial, backend
 from vaekit.errors import PluginError, ShapeError, one_line
 
 backend.keep_tensorflow_out()
@@ -89,10 +89,17 @@ class VAE(keras.Model):
     hands the label to both: ``encoder([x, label])``, ``decoder([z, label])``.
     """
 
-    def __init__(self, encoder, decoder, seed=None, classes=0, **kwargs):
+    def __init__(self, encoder, decoder, seed=None, discriminator=None, classes=0, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
+        #: The adversarial phase's discriminator (None: no phase); its weights are the VAE's variables, so
+        #: the one optimizer trains them and checkpoints keep them.  :attr:`phase` holds the phase's settings.
+        self.discriminator = discriminator
+        self.phase = adversarial.Phase() if discriminator is not None else None
+        # Whether the traced steps run the discriminator: a Python flag, fixed when a step is traced, so the
+        # warm-up's steps do not compute it at all (set_epoch re-traces them when the phase starts).
+        self._phase_on = False
         self.seed = seed
         #: The condition's number of classes; 0: unconditional.
         self.classes = int(classes or 0)
@@ -130,8 +137,9 @@ class VAE(keras.Model):
         for name, value in terms.items():
             if len(ops.shape(value)) != 0:
                 raise PluginError(f"loss term {name!r} must be a scalar, got shape {tuple(ops.shape(value))}")
-        self.terms = TermsMean([name for name in terms if name != "loss"], name="terms")
-        return list(terms)
+        phase = list(adversarial.TERMS) if self.discriminator is not None else []
+        self.terms = TermsMean([name for name in terms if name != "loss"] + phase, name="terms")
+        return [*terms, *phase]
 
     def loss_terms(self, x, outputs) -> dict:
         """The plugin loss's terms for a batch ``x`` and the model's ``(x̂, μ, log σ²)``, in float32."""
@@ -162,10 +170,27 @@ class VAE(keras.Model):
         if self.classes:
             x = x[0]  # (x, label): the loss compares spectrograms
         terms = self.loss_terms(x, y_pred)
+        loss = terms["loss"]
+        if self.discriminator is not None:
+            # Zero-valued, with the phase's gradients (vaekit.adversarial): `loss` stays the loss component's.
+            adv, carried = (adversarial.terms(self.discriminator, self.phase, x, y_pred[0], training)
+                            if self._phase_on else adversarial.idle(self.discriminator))
+            terms, loss = {**terms, **adv}, loss + carried
         others = [terms[name] for name in self.terms.names]
         if others:
             self.terms.update_state(others, ops.shape(x)[0])
-        return terms["loss"] * self.loss_scale
+        return loss * self.loss_scale
+
+    def set_epoch(self, epoch: int) -> None:
+        """Tell the model the (0-based) epoch it trains or evaluates in: the ``epoch`` variable losses read,
+        and the adversarial phase, whose start re-traces the compiled steps (between epochs, once a run)."""
+        self.epoch.assign(float(epoch))
+        on = adversarial.active(self, epoch)
+        if on != self._phase_on:
+            self._phase_on = on
+            if self.train_function is not None:
+                self.make_train_function(force=True)
+            self.test_function = None
 
     def fit(self, *args, **kwargs):
         with self._latents():
@@ -226,6 +251,8 @@ class VAE(keras.Model):
         }
         if self.classes:  # an unconditional VAE's config stays as it was
             config["classes"] = self.classes
+        if self.discriminator is not None:
+            config["discriminator"] = keras.saving.serialize_keras_object(self.discriminator)
         return config
 
     @classmethod
@@ -233,6 +260,8 @@ class VAE(keras.Model):
         config = dict(config)
         encoder = keras.saving.deserialize_keras_object(config.pop("encoder"))
         decoder = keras.saving.deserialize_keras_object(config.pop("decoder"))
+        if config.get("discriminator") is not None:
+            config["discriminator"] = keras.saving.deserialize_keras_object(config["discriminator"])
         return cls(encoder, decoder, **config)
 
 
@@ -273,7 +302,13 @@ def build_vae(config, comps, ds):
     encoder = _create_for_data(comps["encoder"], ds, x_shape, d, condition=k, **config.option("encoder"))
     decoder = _create_for_data(comps["decoder"], ds, d, x_shape, condition=k, **config.option("decoder"))
     check_model_shapes(encoder, decoder, comps, x_shape, d, k)
-    model = VAE(encoder, decoder, seed=config.seed, classes=k, name="vae")
+    discriminator = None
+    if comps.get("discriminator") is not None:
+        discriminator = _create_for_data(comps["discriminator"], ds, x_shape, **config.option("discriminator"))
+        check_discriminator(discriminator, comps["discriminator"], x_shape)
+    model = VAE(encoder, decoder, seed=config.seed, discriminator=discriminator, classes=k, name="vae")
+    if discriminator is not None:
+        model.phase = adversarial.Phase.from_config(config)
     loss = comps["loss"]
     loss_fn = loss.create(**config.option("loss"))
     try:
@@ -327,3 +362,21 @@ def check_model_shapes(encoder, decoder, comps, x_shape, d: int, classes: int | 
             f"decoder {dec.name!r} (from {dec.plugin}): expected output of shape "
             f"(batch, {', '.join(map(str, x_shape))}), got {got_y} for a batch of 2"
         )
+
+
+def check_discriminator(discriminator, comp, x_shape) -> None:
+    """Raise :class:`PluginError` unless the discriminator is a keras.Model mapping a batch of spectrograms to
+    a list of batched tensors (feature maps, the patch logits last)."""
+    where = f"discriminator {comp.name!r} (from {comp.plugin})"
+    if not isinstance(discriminator, keras.Model):
+        raise PluginError(f"{where} must return a keras.Model, got {type(discriminator).__name__}")
+    x = np.zeros((2, *x_shape), dtype="float32")
+    try:
+        out = discriminator(x)
+    except Exception as exc:
+        raise PluginError(f"{where} fails on input of shape {x.shape}: {one_line(exc)}; "
+                          "its keras.Input must have shape=input_shape") from None
+    shapes = [tuple(o.shape) for o in out] if isinstance(out, (list, tuple)) else [tuple(out.shape)]
+    if not shapes or any(len(s) < 2 or s[0] != 2 for s in shapes):
+        raise PluginError(f"{where}: expected a list of tensors (batch, ...), the patch logits last, got shapes "
+                          f"{shapes} for a batch of 2")

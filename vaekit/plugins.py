@@ -35,6 +35,7 @@ DEFAULT_PLUGINS = (
     "vaekit.default_plugins.griffinlim",
     "vaekit.default_plugins.fastgl",
     "vaekit.default_plugins.datasets",
+    "vaekit.default_plugins.discriminators",
     "vaekit.default_plugins.metrics",
 )
 

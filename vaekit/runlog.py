@@ -125,6 +125,8 @@ def params(config, comps, ds, placement, backend_version: str) -> dict:
                 out[f"{kind}.{key}"] = value
             continue
         comp = comps[kind]
+        if comp is None:  # an optional kind the run does not use (no discriminator): the setting says None
+            continue
         out[kind] = comp.name
         out[f"{kind}.plugin"] = comp.plugin
         out[f"{kind}.plugin_version"] = comp.plugin_version

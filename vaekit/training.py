@@ -14,7 +14,7 @@ import time
 import keras
 import numpy as np
 
-from vaekit import distribute
+from vaekit import adversarial, distribute
 from vaekit.errors import TrainingError
 from vaekit.model import build_vae
 
@@ -175,6 +175,9 @@ def check_monitor(config, terms) -> None:
     if not config.early_stop:
         return
     names = [*terms, *(f"val_{t}" for t in terms)]
+    if config.monitor.removeprefix("val_") in adversarial.TERMS:
+        raise ConfigError(f"--monitor {config.monitor}: a term of the adversarial phase, 0 during its warm-up; "
+                          "monitor the loss or one of its terms")
     if config.monitor not in names:
         raise ConfigError(f"--monitor {config.monitor}: not an epoch metric of this run; choose one of {', '.join(names)}")
     if config.monitor.startswith("val_") and config.validation_split <= 0:
@@ -220,7 +223,7 @@ class EpochLogger(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
-        self.vae.epoch.assign(float(epoch))
+        self.vae.set_epoch(epoch)
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
@@ -233,7 +236,8 @@ class EpochLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         import mlflow
 
-        new = {k: float(v) for k, v in (logs or {}).items() if epoch not in self.logged.get(k, ())}
+        idle = adversarial.idle_terms(self.vae, epoch)  # the adversarial phase's terms before it starts: 0, not logged
+        new = {k: float(v) for k, v in (logs or {}).items() if epoch not in self.logged.get(k, ()) and k not in idle}
         if new:
             mlflow.log_metrics(new, step=epoch)
 
@@ -296,5 +300,6 @@ def evaluate(model, ds, config) -> dict[str, float]:
     """The loss terms on the test set (with its labels in a conditional run), as ``test_<term>``: means over the clips."""
     from vaekit.model import model_inputs
 
+    model.set_epoch(int(keras.ops.convert_to_numpy(model.epoch)))  # after a resume that trains no further, the phase is the checkpoint's
     result = model.evaluate(model_inputs(config, ds, "test"), batch_size=config.batch_size, verbose=0, return_dict=True)
     return {f"test_{k}": float(v) for k, v in result.items()}
