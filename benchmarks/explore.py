@@ -71,7 +71,7 @@ def main() -> None:
 
     from vaekit.components import vocode
     from vaekit.explore import create_app, listen_socket, load_explorer
-    from vaekit.generate import build_vocoders
+    from vaekit.logged import build_vocoders
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.workdir:

@@ -124,6 +124,22 @@ def test_nothing_imports_run_but_the_cli():
     assert importers == {"vaekit.cli"}
 
 
+
+#: The commands' modules (docs/contributing.md's second layer); everything else in vaekit/ is the library under them.
+COMMANDS = {"vaekit.cli", "vaekit.__main__", "vaekit.run", "vaekit.generate", "vaekit.explore", "vaekit.export",
+            "vaekit.tune", "vaekit.sweep", "vaekit.ui"}
+
+
+def test_a_logged_run_is_loaded_by_the_library_not_through_a_command():
+    """vaekit.logged (open_run, load_model, build_vocoders, load_test_set) imports no command module, and
+    explore and export load a run through it, not through generate."""
+    mods = modules()
+    assert "vaekit.logged" in imports_of(mods["vaekit.explore"], set(mods), "vaekit.explore")
+    assert imports_of(mods["vaekit.logged"], set(mods), "vaekit.logged") & COMMANDS == set()
+    for command in ("vaekit.explore", "vaekit.export"):
+        assert "vaekit.generate" not in imports_of(mods[command], set(mods), command), command
+
+
 def test_run_reads_top_to_bottom_in_at_most_60_lines():
     from vaekit.run import run
 

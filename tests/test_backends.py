@@ -96,7 +96,7 @@ def test_models_load_on_the_other_backend_with_the_same_weights(jax_run, noteboo
             import numpy as np
             from vaekit import backend
             backend.select({loader!r})
-            from vaekit.generate import open_run
+            from vaekit.logged import open_run
             from vaekit.model import sample_latent
             import keras
             assert keras.backend.backend() == {loader!r}

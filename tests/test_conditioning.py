@@ -253,7 +253,7 @@ def digit_run(digit_data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def digit_logged(digit_run):
-    from vaekit.generate import open_run
+    from vaekit.logged import open_run
 
     return open_run(digit_run[0], digit_run[1])
 
@@ -263,7 +263,7 @@ def reference(run, z, labels, vocoder=None, served=False):
     clipped to [-1, 1] as a WAV file holds it; ``served``: the decoder's output clipped to its training range first,
     as the served generator does."""
     from vaekit.components import vocode
-    from vaekit.generate import build_vocoders
+    from vaekit.logged import build_vocoders
 
     (comp, fn), = build_vocoders(run).values()
     x = run.model.decode(z, labels)[..., 0]

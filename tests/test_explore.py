@@ -79,8 +79,8 @@ def trained(data_dir, tmp_path_factory) -> tuple[str, str, Path]:
 
 @pytest.fixture(scope="module")
 def logged_run(trained):
-    """The module's run as the test process loads it itself (vaekit.generate.open_run): what the server's answers are checked against."""
-    from vaekit.generate import open_run
+    """The module's run as the test process loads it itself (vaekit.logged.open_run): what the server's answers are checked against."""
+    from vaekit.logged import open_run
 
     return open_run(*trained[:2])
 

@@ -126,7 +126,8 @@ def test_a_component_name_never_becomes_a_path_outside_the_output(trained, tmp_p
 
 def test_interpolate_between_seeds_and_between_test_clips(trained, tmp_path):
     from vaekit.errors import ConfigError
-    from vaekit.generate import interpolate, open_run
+    from vaekit.generate import interpolate
+    from vaekit.logged import open_run
 
     run_id, uri = trained
     run = open_run(run_id, uri)
@@ -226,7 +227,7 @@ def test_runs_without_a_model_or_unknown_ids_are_one_line_errors(trained, tmp_pa
     import mlflow
 
     from vaekit.errors import VaekitError
-    from vaekit.generate import open_run
+    from vaekit.logged import open_run
 
     run_id, uri = trained
     client = _client(uri)

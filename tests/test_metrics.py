@@ -383,7 +383,7 @@ def test_the_logged_metrics_equal_an_independent_computation_on_the_runs_own_tes
 
     from vaekit.audio import waveforms_to_mel_db
     from vaekit.components import vocode
-    from vaekit.generate import build_vocoders, open_run
+    from vaekit.logged import build_vocoders, open_run
 
     result, uri, _, _ = metric_run
     logged = mlflow.MlflowClient(uri).get_run(result.run_id).data.metrics

@@ -192,7 +192,7 @@ def test_mixed_bfloat16_keeps_test_mse(notebook_data, store, float32_run):
     assert r.info.status == "FINISHED" and r.data.params["precision"] == "mixed_bfloat16"
     # The model trained and logged under the policy: its layers compute in bfloat16 and keep float32
     # weights (the param above is only the config, copied).
-    from vaekit.generate import load_model
+    from vaekit.logged import load_model
 
     model = load_model(result.run_id, "FINISHED")
     weighted = [layer for part in (model.encoder, model.decoder) for layer in part.layers if layer.weights]

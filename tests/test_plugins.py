@@ -183,6 +183,43 @@ ENCODER_PLUGIN = '''
 '''
 
 
+def test_a_new_kind_is_its_record_and_hook_spec_to_plugins_the_listing_and_lookup(tmp_path, monkeypatch):
+    """Adding a kind (kinds.py's docstring): with only a Kind record and its ``register_*`` hook spec, a plugin file
+    registers components of it, ``vaekit plugins`` lists them and get_component builds one with its contract and
+    checked options.  (A run selecting one needs a RunConfig field and the code that uses it: not tested here.)"""
+    import pluggy
+
+    from vaekit import components, kinds
+
+    widget = kinds.Kind("widget", "widgets", ("audio",), "Widget component.")
+    monkeypatch.setattr(kinds, "KINDS", (*kinds.KINDS, widget))
+    monkeypatch.setattr(kinds, "BY_NAME", {**kinds.BY_NAME, "widget": widget})
+    # components (and config, tune, runlog through components) keep the names as constants taken from kinds.
+    monkeypatch.setattr(components, "KINDS", (*components.KINDS, "widget"))
+    monkeypatch.setattr(components, "PLURALS", {**components.PLURALS, "widget": "widgets"})
+
+    def register_widgets(register):
+        """Register widgets: ``build(audio, **options)`` → anything."""
+
+    monkeypatch.setattr(hookspecs, "register_widgets", pluggy.HookspecMarker("vaekit")(register_widgets),
+                        raising=False)
+    plugin = write(tmp_path / "widgets.py", """
+        import vaekit
+
+        @vaekit.hookimpl
+        def register_widgets(register):
+            register("hum", lambda audio, level=1: (audio, level), options={"level": {"min": 0}})
+    """)
+    res = cli("plugins", "--plugin", plugin)
+    assert res.exit_code == 0, res.output
+    assert re.search(r"^widgets:\n  hum +.*widgets\.py", res.output, re.M), res.output
+    hum = components.get_component("widget", "hum")
+    assert hum.options == {"level": 1}
+    assert hum.create("AUDIO", level=3) == ("AUDIO", 3)
+    with pytest.raises(PluginError, match="widget.level"):
+        hum.create("AUDIO", level=-1)
+
+
 def test_plugin_files_from_flags_and_vaekit_plugins(tmp_path, monkeypatch):
     a = write(tmp_path / "a.py", ENCODER_PLUGIN.format(name="enc-a"))
     b = write(tmp_path / "b.py", ENCODER_PLUGIN.format(name="enc-b"))

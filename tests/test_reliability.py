@@ -293,7 +293,7 @@ def test_models_load_with_safe_mode_refusing_code(notebook_data, store, tmp_path
     """A run whose logged model holds Python code (a Lambda layer) is refused by vaekit's own loader,
     in one line, and the code does not run."""
     from vaekit.errors import VaekitError
-    from vaekit.generate import load_model
+    from vaekit.logged import load_model
     from vaekit.run import run
 
     load_faults()

@@ -96,7 +96,7 @@ def test_the_run_trains_measures_and_draws_at_its_shape(shaped, tmp_path):
     wave, sr = sf.read(local / "samples" / "sample_00.wav")
     assert sr == 22050 and wave.shape == (22050,) and np.abs(wave).max() > 0
     if shaped["dataset"] == "audio-folder":  # conv2 padded the input to the sizes its decoder mirrors, then cropped
-        from vaekit.generate import open_run
+        from vaekit.logged import open_run
 
         model = open_run(shaped["run_id"], shaped["uri"]).model
         assert tuple(model.encoder.get_layer("pad").output.shape[1:3]) == (82, 46)
@@ -104,7 +104,8 @@ def test_the_run_trains_measures_and_draws_at_its_shape(shaped, tmp_path):
 
 
 def test_generate_interpolate_and_reconstruct_at_its_shape(with_cache, tmp_path):
-    from vaekit.generate import generate, interpolate, open_run, reconstruct
+    from vaekit.generate import generate, interpolate, reconstruct
+    from vaekit.logged import open_run
 
     shaped = with_cache
     h, w = shaped["shape"]
@@ -147,7 +148,7 @@ def test_export_and_the_served_generator_at_its_shape(shaped, tmp_path):
     import onnxruntime
 
     from vaekit.export import export
-    from vaekit.generate import open_run
+    from vaekit.logged import open_run
     from vaekit.serving import Generator  # noqa: F401  (what the generator model imports)
 
     h, w = shaped["shape"]

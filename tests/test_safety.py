@@ -438,7 +438,7 @@ def test_the_logged_vae_predicts_through_pyfunc_and_keeps_its_keras_flavour_and_
     import mlflow
     import numpy as np
 
-    from vaekit.generate import open_run
+    from vaekit.logged import open_run
 
     run_id, uri, _ = trained
     mlflow.set_tracking_uri(uri)
@@ -498,7 +498,7 @@ def test_mlflow_models_serve_serves_the_logged_vae(trained, notebook_data, tmp_p
     finally:
         stop_process_group(proc)
         log.close()
-    from vaekit.generate import open_run
+    from vaekit.logged import open_run
 
     vae = open_run(run_id, uri).model
     x = np.load(notebook_data / "x_test.npy")[:2, ..., None].astype(np.float32)

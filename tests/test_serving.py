@@ -51,7 +51,7 @@ def registered(trained):
 @pytest.fixture(scope="module")
 def logged(trained):
     """The run as vaekit's listening commands open it (a LoggedRun)."""
-    from vaekit.generate import open_run
+    from vaekit.logged import open_run
 
     return open_run(*trained)
 
@@ -59,7 +59,7 @@ def logged(trained):
 def reference_waves(run, z):
     """What the run's decoder, denormalisation and vocoder (with its options) make of z, through vaekit's own path."""
     from vaekit.components import vocode
-    from vaekit.generate import build_vocoders
+    from vaekit.logged import build_vocoders
 
     (comp, fn), = build_vocoders(run).values()
     return vocode(comp, fn, run.denormalize(run.model.decode(z)[..., 0])), run.audio
@@ -73,7 +73,7 @@ def test_the_run_tags_both_logged_models_and_loads_the_vae_through_its_models_ur
     import mlflow
 
     from vaekit import registry
-    from vaekit.generate import find_run, open_run
+    from vaekit.logged import find_run, open_run
 
     run_id, uri = trained
     client = mlflow.MlflowClient(uri)

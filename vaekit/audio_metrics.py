@@ -574,7 +574,7 @@ def evaluate(model, ds, comps, vocoder_fn, config, context: MetricContext | None
 def for_generated(run, sampled_db: np.ndarray, vocoder) -> dict:
     """``vaekit generate``'s metrics: the run's ``--metrics`` on its samples, against the run's test set.
 
-    ``run``: a :class:`vaekit.generate.LoggedRun`; ``vocoder``: ``(component, vocode_fn)``.  Returns
+    ``run``: a :class:`vaekit.logged.LoggedRun`; ``vocoder``: ``(component, vocode_fn)``.  Returns
     ``generate.NAME`` for every metric that is not a ``test_*`` one (those are the run's own figures,
     which generating does not change); ``{}`` when the run's data cannot be loaded here (moved, or
     a plugin dataset not loaded).

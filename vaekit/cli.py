@@ -488,7 +488,7 @@ def register(run_id, name, alias, tracking_uri):
     Prints the new versions' URIs (models:/NAME/VERSION), which generate, interpolate, reconstruct,
     export and `mlflow models serve` take.
     """
-    from vaekit.generate import find_run
+    from vaekit.logged import find_run
     from vaekit.registry import register as register_api
 
     client, run = find_run(run_id, tracking_uri)

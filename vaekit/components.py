@@ -429,11 +429,12 @@ def select_dataset(config) -> Component:
 def resolve(config) -> dict:
     """Every component a run of ``config`` uses, by kind, with its options checked (no backend needed).
 
-    ``comps["metrics"]`` is a list (:func:`select_metrics`); ``comps["discriminator"]`` is None when the run
-    names none (no adversarial phase); every other kind maps to one :class:`Component`.
+    A kind that selects several (:attr:`vaekit.kinds.Kind.multiple`: ``metrics``, by :func:`select_metrics`)
+    maps to a list; ``comps["discriminator"]`` is None when the run names none (no adversarial phase);
+    every other kind maps to one :class:`Component`.
     """
     comps = {kind: get_component(kind, getattr(config, kind)) for kind in KINDS
-             if kind not in ("dataset", "metrics", "discriminator")}
+             if kind not in ("dataset", "discriminator") and not kinds.get(kind).multiple}
     comps["dataset"] = select_dataset(config)
     comps["discriminator"] = get_component("discriminator", config.discriminator) if config.discriminator else None
     comps["metrics"] = select_metrics(config.metrics)
@@ -441,8 +442,8 @@ def resolve(config) -> dict:
         for kind in ("encoder", "decoder"):
             comps[kind].refuse_condition(config.condition)
     for kind in config.options:
-        if kind == "metrics":
-            check_metric_options(comps["metrics"], config.option(kind))
+        if kinds.get(kind).multiple:  # to every selected component that has the option
+            check_metric_options(comps[kind], config.option(kind))
         elif comps[kind] is None:
             if config.option(kind):
                 raise PluginError(f"--option {kind}.{next(iter(config.option(kind)))}: the run has no {kind} "

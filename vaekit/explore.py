@@ -83,7 +83,7 @@ class RequestError(VaekitError):
 class Explorer:
     """One run's model, vocoder and mapped test clips, and everything the API computes from them."""
 
-    run: object  # vaekit.generate.LoggedRun
+    run: object  # vaekit.logged.LoggedRun
     vocoder: str
     vocode_fn: object
     vocoder_comp: object
@@ -376,7 +376,7 @@ def test_names(info: dict, n: int) -> list[str] | None:
 def load_explorer(run_ref: str, data=None, vocoder: str | None = None, options=(), tracking_uri: str | None = None,
                   trust_plugins: bool = False, max_points: int = MAX_POINTS, run=None) -> Explorer:
     """Load a run (``open_run`` takes ``run_ref``), its vocoder and test set; encode and map the test clips."""
-    from vaekit.generate import load_test_set, open_run
+    from vaekit.logged import load_test_set, open_run
 
     run = run or open_run(run_ref, tracking_uri, trust_plugins)
     name, comp, fn = pick_vocoder(run, vocoder, options)
@@ -411,7 +411,7 @@ def pick_vocoder(run, name: str | None = None, options=()) -> tuple[str, object,
     (``vocoder.KEY=VALUE``) apply last.
     """
     from vaekit.components import get_component
-    from vaekit.generate import build_vocoders
+    from vaekit.logged import build_vocoders
 
     if name is None and run.config.vocoder in STAND_INS:
         name = STAND_INS[run.config.vocoder]

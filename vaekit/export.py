@@ -91,7 +91,7 @@ def export(run_or_uri: str, out, fmt: str = "onnx", tracking_uri: str | None = N
 
     import mlflow
 
-    from vaekit.generate import open_run
+    from vaekit.logged import open_run
 
     run = open_run(run_or_uri, tracking_uri, trust_plugins)  # before anything is written: a typo costs nothing
     artifacts = mlflow.MlflowClient(run.tracking_uri).get_run(run.run_id).info.artifact_uri

@@ -2,8 +2,25 @@
 
 A kind's record names its hook (checked against :mod:`vaekit.hookspecs` by a test), the
 arguments the core passes to its ``build`` function (the contract; they are not options), the
-:class:`vaekit.config.RunConfig` field that selects it, and a line of help for ``vaekit plugins``
-and the CLI.  Adding a kind: a record here and its hook spec.
+:class:`vaekit.config.RunConfig` field that selects it, whether that field names one component or
+several, and a line of help for ``vaekit plugins`` and the CLI.
+
+Adding a kind takes, besides its record here:
+
+- its ``register_PLURAL`` hook spec in :mod:`vaekit.hookspecs`, documenting the contract (a test
+  checks the two match one to one), and the hook's rows in docs/plugins.md's hooks table and
+  docs/components.md's contracts (a test checks both);
+- the :class:`vaekit.config.RunConfig` field named after it, with its default (a dataclass field
+  cannot be derived from this record; it gives the ``vaekit run`` flag, whose help is this record's),
+  and that flag's row in docs/usage.md's flags table (a test checks it);
+- the core code that uses the built component: :func:`vaekit.components.resolve` looks up one
+  component per kind by its field (a ``multiple`` kind is selected by its own function there, as
+  ``metrics`` is by :func:`vaekit.components.select_metrics`), but what is done with it (a model part,
+  a loss, a vocoder, metrics computed) is written where the run uses it.
+
+With just the record and its hook spec, plugins can register components of the kind, ``vaekit
+plugins`` lists them and :func:`vaekit.components.get_component` finds and builds them (with their
+contract and options checked); a run selects one only once the field and the code that uses it exist.
 """
 
 from __future__ import annotations
@@ -20,6 +37,10 @@ class Kind:
     #: Whether a build function of this kind may declare the keyword ``condition`` (a conditional run's
     #: number of classes; see :mod:`vaekit.components`): then it is part of the contract, not an option.
     conditional: bool = False
+    #: Whether a run selects several components of this kind at once (its RunConfig field is a comma-separated
+    #: list of names, None for the kind's default set; :func:`vaekit.components.resolve` gives a list, and an
+    #: ``--option KIND.KEY=VALUE`` goes to every selected component that has the option) rather than one.
+    multiple: bool = False
 
     @property
     def hook(self) -> str:
@@ -41,8 +62,8 @@ KINDS: tuple[Kind, ...] = (
     # Optional: a run without one (the default) has no adversarial phase.
     Kind("discriminator", "discriminators", ("input_shape",),
          "Discriminator component: trains the VAE adversarially after --adversarial-warmup epochs."),
-    # Several at once: a comma-separated list of names (RunConfig.metrics), so name and plural are one word.
-    Kind("metrics", "metrics", (), "Audio metrics to compute at the end of the run, comma-separated."),
+    # Several at once (RunConfig.metrics is a comma-separated list of names), so name and plural are one word.
+    Kind("metrics", "metrics", (), "Audio metrics to compute at the end of the run, comma-separated.", multiple=True),
 )
 BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS}
 #: The keyword parameter by which an encoder or decoder build function says it takes a condition.

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaekit import __version__, tracking
+from vaekit import __version__, kinds, tracking
 from vaekit.audio import mel_error_db
 from vaekit.components import KINDS, vocode
 
@@ -120,7 +120,8 @@ def params(config, comps, ds, placement, backend_version: str) -> dict:
     """Every resolved setting, component, option (defaults included), audio parameter and data size."""
     out = {k: v for k, v in config.to_dict().items() if k not in ("options", "tracking_uri")}
     for kind in KINDS:
-        if kind == "metrics":  # several: the setting `metrics` says which; their options are metrics.KEY
+        if kinds.get(kind).multiple:  # several: the setting names them (resolved: the default set); options KIND.KEY
+            out[kind] = ",".join(c.name for c in comps[kind])
             for key, value in config.option(kind).items():
                 out[f"{kind}.{key}"] = value
             continue
@@ -132,7 +133,6 @@ def params(config, comps, ds, placement, backend_version: str) -> dict:
         out[f"{kind}.plugin_version"] = comp.plugin_version
         for key, value in comp.resolved_options(config.option(kind)).items():
             out[f"{kind}.{key}"] = value
-    out["metrics"] = ",".join(c.name for c in comps["metrics"])  # resolved: the default is "all built-ins"
     for key, value in ds.audio.to_dict().items():
         out[f"audio.{key}"] = value
     out["data.train"] = len(ds.x_train)
