@@ -1,9 +1,10 @@
 """Which Keras backend a process trains and loads models with: TensorFlow, JAX or PyTorch.
 
-Keras reads ``KERAS_BACKEND`` once, when it is first imported, so :func:`select` must run before
-anything imports Keras; vaekit's commands call it first.  Choice: ``--backend`` (``backend = "jax"``
-in a config file), else ``KERAS_BACKEND``, else ``tensorflow`` (the fastest on CPUs).  Importing
-this module imports no backend.
+:func:`select` is the one place a backend is chosen: ``--backend`` (``backend = "jax"`` in a config
+file), else ``KERAS_BACKEND``, else :data:`DEFAULT`.  Keras reads ``KERAS_BACKEND`` once, when it is
+first imported, so it must run before anything imports Keras; vaekit's commands call it first.  A run
+carries the name it returns in ``RunConfig.backend`` (:meth:`vaekit.config.RunConfig.with_backend`),
+and the code it runs reads it from there, not from Keras.  Importing this module imports no backend.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from vaekit.errors import ConfigError
 #: backend → (module that must be importable, the pip extra that installs it; None: always installed)
 BACKENDS = {"tensorflow": ("tensorflow", None), "jax": ("jax", "jax"), "torch": ("torch", "torch")}
 DEFAULT = "tensorflow"
+#: How ``--help`` shows where the backend comes from when ``--backend`` is not given (:func:`resolve`'s order).
+ORDER = f"KERAS_BACKEND, else {DEFAULT}"
 
 
 def resolve(name: str | None = None) -> str:
@@ -29,10 +32,11 @@ def resolve(name: str | None = None) -> str:
 
 
 def select(name: str | None = None) -> str:
-    """Make the backend Keras will use in this process (see the module docstring); return its name.
+    """Resolve ``name`` (:func:`resolve`), make it the backend Keras uses in this process; return its name.
 
-    A backend that is not installed is a :class:`ConfigError` naming the extra that installs it;
-    so is asking for another backend once Keras was imported with one.
+    Calling it again with the name it returned changes nothing.  A backend that is not installed is a
+    :class:`ConfigError` naming the extra that installs it; so is asking for another backend once Keras
+    was imported with one.
     """
     chosen = resolve(name)
     module, extra = BACKENDS[chosen]
@@ -86,8 +90,8 @@ def keep_tensorflow_out() -> None:
     """On JAX or PyTorch, stop Keras importing TensorFlow just because it is installed.
 
     Keras imports TensorFlow lazily to recognise its objects (``tf.TensorShape`` while saving a
-    model, ``tf.random`` while seeding) whenever it is installed, whatever the backend: seconds and
-    hundreds of MB in a process that never uses it.  Marking Keras' lazy module unavailable (a
+    model, ``tf.random`` while seeding) whenever it is installed, whatever the backend: time and
+    memory spent in a process that never uses it.  Marking Keras' lazy module unavailable (a
     private attribute) gives the behaviour Keras has where TensorFlow is not installed, as on GPU
     hosts with JAX alone.  Nothing changes once TensorFlow is imported.
     """

@@ -363,14 +363,13 @@ def resume_config(run_id: str, tracking_uri: str | None, trust_plugins: bool = F
             raise ConfigError(f"--resume {run_id}: the run has no config.toml artifact") from None
         config = build_config(path)
     config.tracking_uri = uri
-    from vaekit import backend
     from vaekit.components import resolve
     from vaekit.errors import PluginError
     from vaekit.plugins import load_run_plugin_files, plugin_hint
 
     # The run's own backend (its checkpoint's arrays fit any, but its settings say where it trained),
     # chosen before a plugin file could import Keras.
-    config.backend = backend.select(config.backend)
+    config = config.with_backend()
     if trust_plugins:
         load_run_plugin_files(run.data.tags)
 

@@ -83,6 +83,13 @@ tracking_uri_option = click.option(
     "--tracking-uri", help="The run's tracking store [MLFLOW_TRACKING_URI, else ./mlflow.db].")
 
 
+def backend_option(what: str, note: str = ""):
+    """``--backend`` of a command without a RunConfig (``vaekit run`` takes its own from RunConfig): Keras
+    backend ``what``, then where it comes from when not given (:func:`vaekit.backend.select`), then ``note``."""
+    return click.option("--backend", type=click.Choice(list(BACKENDS)),
+                        help=f"Keras backend {what} [{backend.ORDER}{note}].")
+
+
 trust_option = click.option(
     "--trust-run-plugins", "trust_plugins", is_flag=True,
     help="Import the plugin files the run recorded (tag vaekit.plugin_files), printing their paths first. "
@@ -153,7 +160,7 @@ def run(config_file, options, plugin_files, trust_plugins, quiet, verbose, resum
     else:
         config = build_config(config_file, options, **flags)
         # Before any plugin file is imported: one may import Keras, which reads the backend once.
-        config.backend = backend.select(config.backend)
+        config = config.with_backend()
         load_plugin_files(plugin_files)
     from vaekit.run import run as run_api
     from vaekit.tracking import ui_command
@@ -362,9 +369,7 @@ def _listen_options(fn):
         click.option("--option", "options", multiple=True, metavar="vocoder.KEY=VALUE",
                      help="A vocoder option, e.g. vocoder.n_iter=64 (repeatable)."),
         tracking_uri_option,
-        click.option("--backend", type=click.Choice(list(BACKENDS)),
-                     help="Keras backend to load the model with (any: a model loads on every backend) "
-                          "[KERAS_BACKEND, else tensorflow]."),
+        backend_option("to load the model with (any: a model loads on every backend)"),
         plugin_option,
         trust_option,
     ]):
@@ -372,11 +377,13 @@ def _listen_options(fn):
     return fn
 
 
-def _listen_setup(backend_name, plugin_files) -> None:
-    """Quiet the console and choose the backend (before a plugin file could import Keras), then load ``--plugin`` files."""
+def _listen_setup(backend_name, plugin_files) -> str:
+    """Quiet the console and choose the backend (before a plugin file could import Keras), then load ``--plugin`` files;
+    the backend's name."""
     console.configure()
-    backend.select(backend_name)
+    chosen = backend.select(backend_name)
     load_plugin_files(plugin_files)
+    return chosen
 
 
 def _report(result) -> None:
@@ -509,8 +516,7 @@ def register(run_id, name, alias, tracking_uri):
                    "saved_model: TensorFlow SavedModel folders decoder/ and encoder/.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists (once the new export is complete).")
 @tracking_uri_option
-@click.option("--backend", type=click.Choice(list(BACKENDS)),
-              help="Keras backend to export with [KERAS_BACKEND, else tensorflow; tensorflow is the tested one].")
+@backend_option("to export with", "; tensorflow is the tested one")
 @plugin_option
 @trust_option
 @friendly_errors
@@ -521,10 +527,11 @@ def export(run_id, out, fmt, force, tracking_uri, backend, plugin_files, trust_p
     min_values.npy, max_values.npy (dB = x · (max − min) + min) and a README.txt.
     RUN_OR_URI is a run id, models:/NAME/VERSION or models:/NAME@ALIAS.
     """
-    _listen_setup(backend, plugin_files)
+    chosen = _listen_setup(backend, plugin_files)
     from vaekit.export import export as export_api
 
-    files = export_api(run_id, out, fmt, tracking_uri=tracking_uri, force=force, trust_plugins=trust_plugins)
+    files = export_api(run_id, out, fmt, tracking_uri=tracking_uri, force=force, trust_plugins=trust_plugins,
+                       backend=chosen)
     total = sum(f.stat().st_size for f in files)
     click.echo(f"wrote {len(files)} files ({total / 1e6:.1f} MB) to {out}; {out}/README.txt says how to use them")
 
@@ -571,8 +578,7 @@ def ui(store, port, host):
 @click.option("--option", "options", multiple=True, metavar="vocoder.KEY=VALUE",
               help="A vocoder option, e.g. vocoder.n_iter=16 (repeatable).")
 @tracking_uri_option
-@click.option("--backend", type=click.Choice(list(BACKENDS)),
-              help="Keras backend to load the model with [KERAS_BACKEND, else tensorflow].")
+@backend_option("to load the model with")
 @plugin_option
 @trust_option
 @friendly_errors

@@ -22,7 +22,8 @@ from typing import Any
 
 from vaekit import kinds
 from vaekit.adversarial import LOSSES as ADVERSARIAL_LOSSES
-from vaekit.backend import BACKENDS
+from vaekit.backend import BACKENDS, ORDER, resolve
+from vaekit.backend import select as select_backend
 from vaekit.distribute import PRECISIONS, STRATEGIES
 from vaekit.errors import ConfigError
 
@@ -90,8 +91,8 @@ class RunConfig:
     run_name: str | None = _setting(None, "MLflow run name.", "ENCODER-LOSS-λ-random suffix")
     tracking_uri: str | None = _setting(None, "MLflow tracking URI or store directory.",
                                         "MLFLOW_TRACKING_URI, else ./mlflow.db")
-    backend: str | None = _setting(None, "Keras backend.", "KERAS_BACKEND, else tensorflow",
-                                   choices=tuple(BACKENDS))
+    #: None until :meth:`with_backend` resolves it; a concrete name from there on (what the run trains and logs with).
+    backend: str | None = _setting(None, "Keras backend.", ORDER, choices=tuple(BACKENDS))
     #: Deterministic kernels (slower; same results on GPU too).  On CPU runs repeat without it.
     deterministic: bool = _setting(False, "Deterministic kernels (repeatable GPU runs; slower).", is_flag=True)
     options: dict[str, dict[str, Any]] = _setting({}, "A component option, e.g. loss.lambda=1000 (repeatable).")
@@ -114,6 +115,11 @@ class RunConfig:
     def option(self, kind: str) -> dict[str, Any]:
         """The options given for one component kind."""
         return dict(self.options.get(kind, {}))
+
+    def with_backend(self) -> RunConfig:
+        """A copy whose ``backend`` is resolved and selected for this process (:func:`vaekit.backend.select`):
+        a concrete name, never None, which the code a run calls reads instead of asking Keras."""
+        return replace(self, backend=select_backend(self.backend))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -162,7 +168,6 @@ class RunConfig:
         for flag, ok, what in checks:
             if not ok:
                 raise ConfigError(f"--{flag} {what}, got {getattr(self, flag.replace('-', '_'))!r}")
-        from vaekit.backend import resolve
         from vaekit.distribute import check
 
         check(self.precision, self.strategy, resolve(self.backend))

@@ -74,11 +74,12 @@ condition.json's "classes": {listed}.  A row may mix classes (a walk between two
 
 
 def export(run_or_uri: str, out, fmt: str = "onnx", tracking_uri: str | None = None, force: bool = False,
-           trust_plugins: bool = False) -> list[Path]:
+           trust_plugins: bool = False, backend: str | None = None) -> list[Path]:
     """Write the run's decoder, encoder and what turns their output into sound into ``out``; return the files.
 
     ``run_or_uri`` is a run id or a ``models:/`` URI (:mod:`vaekit.registry`).  ``out`` existing is a
     :class:`ConfigError` unless ``force`` (then it is replaced, once the new export is complete).
+    ``backend``: the one to export with, resolved and selected by :func:`vaekit.backend.select`.
     """
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -91,7 +92,10 @@ def export(run_or_uri: str, out, fmt: str = "onnx", tracking_uri: str | None = N
 
     import mlflow
 
+    from vaekit.backend import select
     from vaekit.logged import open_run
+
+    backend = select(backend)  # before Keras is imported by loading the run
 
     run = open_run(run_or_uri, tracking_uri, trust_plugins)  # before anything is written: a typo costs nothing
     artifacts = mlflow.MlflowClient(run.tracking_uri).get_run(run.run_id).info.artifact_uri
@@ -99,7 +103,7 @@ def export(run_or_uri: str, out, fmt: str = "onnx", tracking_uri: str | None = N
     out.parent.mkdir(parents=True, exist_ok=True)
     # An existing OUT was checked above: replaced only with force, and only if an earlier export wrote it.
     with staged_folder(out, replace=force) as staging:
-        _write(run, staging, fmt)
+        _write(run, staging, fmt, backend)
         files = sorted(p.relative_to(staging) for p in staging.rglob("*") if p.is_file())
     return [out / f for f in files]
 
@@ -169,9 +173,7 @@ def _check_onnx_exporter() -> None:
                           "(or --format saved_model)")
 
 
-def _write(run, directory: Path, fmt: str) -> None:
-    import keras
-
+def _write(run, directory: Path, fmt: str, backend: str) -> None:
     encoder, decoder = _named(run.model)
     if fmt == "onnx":
         with warnings.catch_warnings():  # Keras patches np.object back in for tf2onnx; NumPy warns about it
@@ -179,7 +181,7 @@ def _write(run, directory: Path, fmt: str) -> None:
             decoder.export(str(directory / "decoder.onnx"), format="onnx", verbose=False)
             encoder.export(str(directory / "encoder.onnx"), format="onnx", verbose=False)
     else:
-        if keras.backend.backend() == "torch":
+        if backend == "torch":
             raise ConfigError("--format saved_model needs the tensorflow or jax backend (--backend tensorflow)")
         decoder.export(str(directory / "decoder"), format="tf_saved_model", verbose=False)
         encoder.export(str(directory / "encoder"), format="tf_saved_model", verbose=False)

@@ -36,7 +36,7 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None, ech
     KILLED or FAILED run's id, ``config`` from :func:`vaekit.checkpoint.resume_config`) training
     continues in that run from its last checkpoint; ``echo`` gets a line saying from which epoch.
     """
-    config = replace(config.validate(), backend=backend.select(config.backend))
+    config = config.validate().with_backend()  # config.backend: the one name everything below reads
     if config.data and Path(config.data).exists():
         # Absolute, so config.toml (and --resume from another directory) finds the data again.
         config = replace(config, data=str(Path(config.data).resolve()))
@@ -79,10 +79,10 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None, ech
         runlog.log_results(metrics, context.skipped)
         samples = runlog.log_samples(model, ds, comps["vocoder"], vocoder_fn, config)
         runlog.log_extras(model, ds, config)  # denormalisation arrays and figures, for generate and the UI
-        runlog.log_model(model, ds, config.condition)
+        runlog.log_model(model, ds, config)
         runlog.log_generator(model, ds, config)  # the servable z → WAV model, beside the VAE
         result = RunResult(active.info.run_id, experiment_id, uri, active.info.artifact_uri, metrics, samples, context.skipped)
-    checkpoint.discard(result.artifact_uri)  # FINISHED runs are not resumed: no 60 MB per run left behind
+    checkpoint.discard(result.artifact_uri)  # FINISHED runs are not resumed: no checkpoint per run left behind
     return result
 
 

@@ -489,11 +489,11 @@ def draw_run_figures(model, ds, config, directory: Path, history: dict) -> list[
 EXAMPLE_CLIPS = 2
 
 
-def log_model(model, ds, condition: str | None = None) -> None:
+def log_model(model, ds, config) -> None:
     """Log the trained VAE with MLflow's Keras flavour (a .keras file: loads with safe_mode, on any backend),
     with its signature (:func:`model_signature`) and an input example: the first :data:`EXAMPLE_CLIPS` test
-    spectrograms (``input_example.json``, ``serving_input_example.json``) and, conditional (``condition``: the
-    run's label), their labels one-hot.
+    spectrograms (``input_example.json``, ``serving_input_example.json``) and, conditional (``config.condition``:
+    the run's label), their labels one-hot.
 
     Logged through ``mlflow.models.Model.log`` with :func:`_keras_flavor`: MLflow's own ``mlflow.keras.log_model``
     writes an input example before it creates the model's folder (``mlflow/keras/save.py``, ``save_model``;
@@ -506,10 +506,10 @@ def log_model(model, ds, condition: str | None = None) -> None:
     if model.classes:  # a conditional VAE: the clips' own labels, one-hot, as its signature names them
         from vaekit.model import one_hot
 
-        labels = ds.labels[condition].test[:EXAMPLE_CLIPS]
+        labels = ds.labels[config.condition].test[:EXAMPLE_CLIPS]
         example = {"mel": example, "label": np.asarray(one_hot(labels, model.classes), dtype=np.float32)}
     try:
-        mlflow.models.Model.log(None, flavor=_keras_flavor(model), name="model", pip_requirements=pip_requirements(),
+        mlflow.models.Model.log(None, flavor=_keras_flavor(model), name="model", pip_requirements=pip_requirements(config.backend),
                                 signature=model_signature(model), input_example=example,
                                 # Validating the example loads and runs the model again (seconds a run); the
                                 # tests do it once (tests/test_safety.py).
@@ -519,16 +519,15 @@ def log_model(model, ds, condition: str | None = None) -> None:
         raise
 
 
-def pip_requirements() -> list[str]:
-    """What both logged models need, pinned to this process's versions: the backend Keras runs on, Keras,
-    vaekit and MLflow.  Given, not inferred: MLflow's inference imports the model again."""
+def pip_requirements(backend_name: str) -> list[str]:
+    """What both logged models need, pinned to this process's versions: the run's backend (``config.backend``),
+    Keras, vaekit and MLflow.  Given, not inferred: MLflow's inference imports the model again."""
     import keras
     import mlflow
 
     from vaekit import backend
 
-    name = keras.backend.backend()
-    return [f"{backend.BACKENDS[name][0]}=={backend.version(name)}", f"keras=={keras.__version__}",
+    return [f"{backend.BACKENDS[backend_name][0]}=={backend.version(backend_name)}", f"keras=={keras.__version__}",
             f"vaekit=={__version__}", f"mlflow=={mlflow.__version__}"]
 
 
@@ -589,7 +588,7 @@ def log_generator(model, ds, config) -> str:
             with _environment(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
                 info = mlflow.pyfunc.log_model(name="generator", python_model=serving.write_code(tmp), artifacts=artifacts,
-                                               pip_requirements=pip_requirements(),
+                                               pip_requirements=pip_requirements(config.backend),
                                                metadata=serving.metadata(model.latent_dim, ds.audio,
                                                                          condition_meta(config, ds)))
         except BaseException:

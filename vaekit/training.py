@@ -4,6 +4,8 @@ Backend-agnostic: ``model.fit`` is fed a :class:`EpochBatches` (a ``keras.utils.
 JAX and PyTorch, and the same batches as a ``tf.data`` pipeline on TensorFlow
 (:func:`vaekit.tf_support.batches`).  Each epoch visits the examples in :func:`epoch_order`
 (a function of seed and epoch only), so a resumed run trains exactly as an uninterrupted one.
+Which backend a run is on is ``config.backend``, resolved before Keras was imported
+(:meth:`vaekit.config.RunConfig.with_backend`); :func:`build` refuses a config without it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import keras
 import numpy as np
 
 from vaekit import adversarial, distribute
+from vaekit.backend import BACKENDS
 from vaekit.errors import TrainingError
 from vaekit.model import build_vae
 
@@ -97,15 +100,15 @@ class EpochBatches(keras.utils.PyDataset):
         return (self.x[idx],)
 
 
-def batches(x: np.ndarray, order: EpochOrder, batch_size: int, shard=(0, 1), endless: bool = False):
-    """Training batches in ``order`` for the current backend: one epoch, read anew each epoch; or, with
-    ``endless`` (TensorFlow only), every epoch from ``order.epoch`` on in one ``tf.data`` pipeline.
+def batches(x: np.ndarray, order: EpochOrder, batch_size: int, backend: str, shard=(0, 1), endless: bool = False):
+    """Training batches in ``order`` for ``backend`` (the run's, ``config.backend``): one epoch, read anew each
+    epoch; or, with ``endless`` (TensorFlow only), every epoch from ``order.epoch`` on in one ``tf.data`` pipeline.
 
-    Endless saves re-creating the pipeline each epoch (~75 ms of CPU an epoch on 2 cores: 3.5 % of
-    conv2's training at 1024 clips) but needs ``fit(steps_per_epoch=...)`` and one step per compiled
-    call: with ``steps_per_execution`` > 1 the last call of an epoch would read into the next.
+    Endless saves re-creating the pipeline each epoch (docs/benchmarks.md) but needs
+    ``fit(steps_per_epoch=...)`` and one step per compiled call: with ``steps_per_execution`` > 1 the
+    last call of an epoch would read into the next.
     """
-    if keras.backend.backend() == "tensorflow":
+    if backend == "tensorflow":
         import itertools
 
         from vaekit import tf_support
@@ -192,11 +195,13 @@ def build(config, comps, ds, placement):
     variables are created in the scope (mirrored or sharded over the replicas), under the config's
     precision policy.
     """
+    if config.backend not in BACKENDS:  # a bug in the caller, not bad input
+        raise ValueError(f"config.backend {config.backend!r}: resolve it first (RunConfig.with_backend)")
     keras.utils.set_random_seed(config.seed)
     with distribute.precision_policy(config.precision), placement.scope():
         model, terms = build_vae(config, comps, ds)
         check_monitor(config, terms)
-        if keras.backend.backend() == "tensorflow":
+        if config.backend == "tensorflow":
             model.loss_scale = 1.0 / placement.replicas  # tf.distribute sums the replicas' gradients
         model.compile(**distribute.compile_options(config))
     if placement.prepare is not None:
@@ -275,11 +280,11 @@ def fit(model, ds, config, progress: bool, initial_epoch: int = 0, checkpointer=
     callbacks = [order.callback(), *([stopper] if stopper else []), checkpointer.keras_callback(),
                  EpochLogger(model, logged), *(callbacks or [])]
     start = time.perf_counter()
-    endless = keras.backend.backend() == "tensorflow" and config.steps_per_execution == 1
+    endless = config.backend == "tensorflow" and config.steps_per_execution == 1
     steps = -(-rows(x_train) // config.batch_size) if endless else None
     if initial_epoch < config.epochs and not (stopper and stopper.done):
         # A conditional run's (x, label) validation data is one element: a 2-tuple would be read as (x, y).
-        model.fit(batches(x_train, order, config.batch_size, shard, endless), epochs=config.epochs,
+        model.fit(batches(x_train, order, config.batch_size, config.backend, shard, endless), epochs=config.epochs,
                   initial_epoch=initial_epoch, steps_per_epoch=steps,
                   validation_data=(x_val,) if isinstance(x_val, tuple) else x_val, shuffle=False, verbose=verbose,
                   callbacks=callbacks)
