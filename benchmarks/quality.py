@@ -52,9 +52,9 @@ def train_once(name: str, options: dict, config_kwargs: dict, ds, store: str) ->
     encoder, decoder = components.get_component("encoder", name), components.get_component("decoder", name)
     opts = {"encoder": {k: v for k, v in options.items() if k in encoder.options},
             "decoder": {k: v for k, v in options.items() if k in decoder.options}}
-    config = RunConfig(encoder=name, decoder=name, tracking_uri=store, options=opts, **config_kwargs)
+    config = RunConfig(encoder=name, decoder=name, tracking_uri=store, options=opts, **config_kwargs).with_backend()
     comps = components.resolve(config)
-    placement = distribute.make_placement(None, None)
+    placement = distribute.make_placement(None, config.backend)
     model, _ = training.build(config, comps, ds, placement)
     mlflow.set_tracking_uri(store)
     with mlflow.start_run():
@@ -130,9 +130,10 @@ def train_recipe(config) -> dict:
 
     from vaekit import components, distribute, training
 
+    config = config.with_backend()
     comps = components.resolve(config)
     ds = components.load_dataset(config, comps)
-    model, _ = training.build(config, comps, ds, distribute.make_placement(None, None))
+    model, _ = training.build(config, comps, ds, distribute.make_placement(None, config.backend))
     mlflow.set_tracking_uri(config.tracking_uri)
     with mlflow.start_run():
         cpu = time.process_time()

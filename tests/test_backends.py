@@ -48,7 +48,8 @@ def in_process(code: str, env=None) -> str:
 @pytest.fixture(scope="module")
 def jax_run(notebook_data, tmp_path_factory):
     """One tiny run on JAX through the CLI, in a process that then says whether it imported TensorFlow:
-    (its stdout, tracking URI, run id).  Shared by the tests below, which only read it."""
+    (its stdout, tracking URI, run id).  Shared by the tests below, which only read it.  KERAS_BACKEND says
+    tensorflow: ``--backend jax`` wins over it."""
     store = f"sqlite:///{tmp_path_factory.mktemp('jax-run') / 'mlflow.db'}"
     out = in_process(f"""
         import sys
@@ -58,12 +59,13 @@ def jax_run(notebook_data, tmp_path_factory):
         except SystemExit as e:
             assert e.code in (0, None), e.code
         print("TF", "tensorflow" in sys.modules)
-    """)
+    """, env={"KERAS_BACKEND": "tensorflow"})
     return out, store, only_run(store).info.run_id
 
 
 def test_a_jax_run_trains_logs_its_backend_and_imports_no_tensorflow(jax_run, tmp_path):
     import jax
+    import mlflow
 
     out, store, _ = jax_run
     assert "TF False" in out
@@ -71,15 +73,56 @@ def test_a_jax_run_trains_logs_its_backend_and_imports_no_tensorflow(jax_run, tm
     assert run.info.status == "FINISHED"
     assert run.data.params["backend"] == "jax" and run.data.params["backend.version"] == jax.__version__
     assert run.data.tags["vaekit.backend"] == "jax"
+    # The run's config carries the resolved backend: resume reads it from config.toml, and the logged models
+    # pin the backend the run trained on (not whatever Keras would be asked for after).
+    client = MlflowClient(store)
+    saved = client.download_artifacts(run.info.run_id, "config.toml", str(tmp_path))
+    assert 'backend = "jax"' in open(saved).read().splitlines()
+    for tag in ("vaekit.model_uri", "vaekit.generator_uri"):
+        requirements = mlflow.artifacts.download_artifacts(f"{run.data.tags[tag]}/requirements.txt", tracking_uri=store,
+                                                           dst_path=str(tmp_path / tag))
+        pinned = open(requirements).read().split()
+        assert f"jax=={jax.__version__}" in pinned and not any(p.startswith("tensorflow") for p in pinned), pinned
     assert {"loss", "mse", "kl", "val_loss", "test_loss", "test_mse", "test_kl"} <= set(run.data.metrics)
     assert np.isfinite(run.data.metrics["test_loss"])
     # --audio-every reads the trained weights at the epoch's end on JAX too: after the one epoch, the same sample.
     import soundfile as sf
 
-    client = MlflowClient(store)
     after_epoch, _ = sf.read(client.download_artifacts(run.info.run_id, "epochs/001/sample_00.wav", str(tmp_path / "a")))
     final, _ = sf.read(client.download_artifacts(run.info.run_id, "samples/sample_00.wav", str(tmp_path / "b")))
     np.testing.assert_allclose(after_epoch, final, atol=1e-4)  # XLA rounds a batch of 2 and of 1 apart: a 16-bit step
+
+
+def test_the_backend_is_resolved_in_one_place_carried_by_the_config_and_read_from_it(monkeypatch):
+    """--backend (or a config's ``backend``), else KERAS_BACKEND, else tensorflow; RunConfig.with_backend makes
+    it concrete, and training decides by that name, not by asking Keras (this process's Keras runs TensorFlow)."""
+    import keras
+
+    from vaekit import backend, training
+    from vaekit.config import RunConfig, build_config
+    from vaekit.errors import ConfigError
+
+    assert keras.backend.backend() == "tensorflow"
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    assert backend.resolve(None) == "tensorflow"
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert backend.resolve(None) == "jax" and backend.resolve("torch") == "torch"
+    with pytest.raises(ConfigError, match=r"^--backend 'theano': expected one of tensorflow, jax, torch$"):
+        build_config(backend="theano")
+    monkeypatch.setenv("KERAS_BACKEND", "theano")
+    with pytest.raises(ConfigError, match=r"^KERAS_BACKEND 'theano': expected one of tensorflow, jax, torch$"):
+        build_config()
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    config = RunConfig()
+    assert config.backend is None and config.with_backend().backend == "tensorflow"
+    with pytest.raises(ConfigError, match="^--backend jax: Keras was already imported with the tensorflow backend"):
+        RunConfig(backend="jax").with_backend()
+
+    x = np.zeros((10, 4, 4), np.float32)
+    assert isinstance(training.batches(x, training.EpochOrder(10, 0, 0), 4, "jax"), training.EpochBatches)
+    assert not isinstance(training.batches(x, training.EpochOrder(10, 0, 0), 4, "tensorflow"), training.EpochBatches)
+    with pytest.raises(ValueError, match="resolve it first"):
+        training.build(config, None, None, None)
 
 
 def test_models_load_on_the_other_backend_with_the_same_weights(jax_run, notebook_data, store, tmp_path):

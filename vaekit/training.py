@@ -104,9 +104,9 @@ def batches(x: np.ndarray, order: EpochOrder, batch_size: int, backend: str, sha
     """Training batches in ``order`` for ``backend`` (the run's, ``config.backend``): one epoch, read anew each
     epoch; or, with ``endless`` (TensorFlow only), every epoch from ``order.epoch`` on in one ``tf.data`` pipeline.
 
-    Endless saves re-creating the pipeline each epoch (docs/benchmarks.md) but needs
-    ``fit(steps_per_epoch=...)`` and one step per compiled call: with ``steps_per_execution`` > 1 the
-    last call of an epoch would read into the next.
+    Endless saves re-creating the pipeline each epoch (figures in docs/benchmarks.md) but needs
+    ``fit(steps_per_epoch=...)`` and one step per compiled call:
+    with ``steps_per_execution`` > 1 the last call of an epoch would read into the next.
     """
     if backend == "tensorflow":
         import itertools
