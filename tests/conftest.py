@@ -97,7 +97,7 @@ def tiny_run(data, where: Path, **overrides) -> tuple[str, str]:
     """One finished run of ``tiny_config(data, store, **overrides)`` into a sqlite store in ``where``:
     (run_id, tracking URI).  Run from ``where``, so nothing it writes can land in the tests' working
     directory; the plugin manager is the caller's (a test may have loaded a plugin file into it)."""
-    from vaekit.run import run
+    from vaekit.commands.run import run
 
     cwd = os.getcwd()
     os.chdir(where)

@@ -150,7 +150,7 @@ def test_a_run_with_a_discriminator_stopped_mid_phase_resumes_exactly(notebook_d
     second epoch (in the phase), resumed, logs the third epoch and test metrics of an uninterrupted run."""
     from vaekit import training
     from vaekit.checkpoint import resume_config
-    from vaekit.run import run
+    from vaekit.commands.run import run
 
     whole = run(tiny_config(notebook_data, store, **ADVERSARIAL), progress=False)
     logger_end = training.EpochLogger.on_epoch_end

@@ -18,8 +18,9 @@ FLAGS_PAGE = ROOT / "docs" / "usage.md"  # holds the "`vaekit run` flags" table
 def modules() -> dict[str, Path]:
     """vaekit's modules by dotted name, the built-in plugins as installed (vaekit.default_plugins.*)."""
     out = {}
-    for path in (ROOT / "vaekit").glob("*.py"):
-        out["vaekit" if path.stem == "__init__" else f"vaekit.{path.stem}"] = path
+    for path in (ROOT / "vaekit").rglob("*.py"):
+        parts = ("vaekit",) + path.relative_to(ROOT / "vaekit").with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     for path in (ROOT / "plugins").glob("*.py"):
         name = "vaekit.default_plugins" + ("" if path.stem == "__init__" else f".{path.stem}")
         out[name] = path
@@ -96,7 +97,7 @@ def test_the_import_parser_sees_relative_and_dynamic_imports(tmp_path):
 def test_no_import_cycles_between_vaekit_modules_function_level_imports_included():
     mods = modules()
     graph = {name: imports_of(path, set(mods), name) - {name} for name, path in mods.items()}
-    assert graph["vaekit.run"] >= {"vaekit.training", "vaekit.runlog", "vaekit.components"}  # the parser sees imports
+    assert graph["vaekit.commands.run"] >= {"vaekit.training", "vaekit.runlog", "vaekit.components"}  # the parser sees imports
     cycles = []
 
     def visit(node, stack, on_stack, done):
@@ -120,28 +121,46 @@ def test_no_import_cycles_between_vaekit_modules_function_level_imports_included
 def test_nothing_imports_run_but_the_cli():
     """run.py is the top of the run path, not a hub of helpers."""
     mods = modules()
-    importers = {name for name, path in mods.items() if "vaekit.run" in imports_of(path, set(mods), name)}
+    importers = {name for name, path in mods.items() if "vaekit.commands.run" in imports_of(path, set(mods), name)}
     assert importers == {"vaekit.cli"}
 
 
 
-#: The commands' modules (docs/contributing.md's second layer); everything else in vaekit/ is the library under them.
-COMMANDS = {"vaekit.cli", "vaekit.__main__", "vaekit.run", "vaekit.generate", "vaekit.explore", "vaekit.export",
-            "vaekit.tune", "vaekit.sweep", "vaekit.ui"}
+def commands(mods: dict[str, Path]) -> set[str]:
+    """The commands' modules (docs/contributing.md's second layer): the CLI and vaekit.commands.*; everything
+    else in vaekit/ is the library under them."""
+    return {"vaekit.cli", "vaekit.__main__"} | {n for n in mods if n.startswith("vaekit.commands.")}
+
+
+def test_commands_live_in_vaekit_commands_and_the_library_imports_none_of_them():
+    """The layout shows the layers: each command's code is a module of vaekit.commands, and no module of the
+    library (nor a built-in plugin) imports one."""
+    mods = modules()
+    assert {"vaekit.commands.run", "vaekit.commands.tune", "vaekit.commands.explore"} <= commands(mods)
+    for name, path in mods.items():
+        if name not in commands(mods) and name != "vaekit.commands":
+            assert imports_of(path, set(mods), name) & commands(mods) == set(), name
+
+
+def test_no_command_imports_another_command():
+    """What two commands share (the trial runner of sweep and tune, loading a logged run) lives in the library."""
+    mods = modules()
+    for name in commands(mods) - {"vaekit.cli", "vaekit.__main__"}:
+        assert imports_of(mods[name], set(mods), name) & (commands(mods) - {name}) == set(), name
 
 
 def test_a_logged_run_is_loaded_by_the_library_not_through_a_command():
     """vaekit.logged (open_run, load_model, build_vocoders, load_test_set) imports no command module, and
     explore and export load a run through it, not through generate."""
     mods = modules()
-    assert "vaekit.logged" in imports_of(mods["vaekit.explore"], set(mods), "vaekit.explore")
-    assert imports_of(mods["vaekit.logged"], set(mods), "vaekit.logged") & COMMANDS == set()
-    for command in ("vaekit.explore", "vaekit.export"):
-        assert "vaekit.generate" not in imports_of(mods[command], set(mods), command), command
+    assert "vaekit.logged" in imports_of(mods["vaekit.commands.explore"], set(mods), "vaekit.commands.explore")
+    assert imports_of(mods["vaekit.logged"], set(mods), "vaekit.logged") & commands(mods) == set()
+    for command in ("vaekit.commands.explore", "vaekit.commands.export"):
+        assert "vaekit.commands.generate" not in imports_of(mods[command], set(mods), command), command
 
 
 def test_run_reads_top_to_bottom_in_at_most_60_lines():
-    from vaekit.run import run
+    from vaekit.commands.run import run
 
     lines, _ = inspect.getsourcelines(run)
     assert len(lines) <= 60, len(lines)

@@ -162,8 +162,8 @@ def test_validation_split_never_leaves_training_empty():
 
 
 def test_a_deleted_experiment_is_a_one_line_error_before_training(notebook_data, store):
+    from vaekit.commands.run import run
     from vaekit.errors import VaekitError
-    from vaekit.run import run
 
     client = MlflowClient(store)
     client.delete_experiment(client.create_experiment("gone"))

@@ -154,7 +154,7 @@ def served(app):
     """``app`` on a real uvicorn server in a thread, on a free port: its base URL."""
     import uvicorn
 
-    from vaekit.explore import listen_socket
+    from vaekit.commands.explore import listen_socket
 
     sock = listen_socket("127.0.0.1", free_port())
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
@@ -218,7 +218,7 @@ def check_sounds(base: str, ends: tuple) -> None:
 
 def test_a_plugin_model_explores_like_a_built_in(data_dir, trained, started):
     """Served in-process by the same app; trained in the conv2 run's store while the module's server loads."""
-    from vaekit.explore import create_app, load_explorer
+    from vaekit.commands.explore import create_app, load_explorer
     from vaekit.plugins import load_plugin_file
 
     load_plugin_file(HERE / "explore_plugin.py")
@@ -471,7 +471,7 @@ def test_docs_explore_md_lists_the_api_the_server_has(server):
 
 
 def test_labels_come_from_dataset_json_names_else_the_reconstruction_error():
-    from vaekit.explore import clip_labels, test_names
+    from vaekit.commands.explore import clip_labels, test_names
 
     errors = np.array([1.0, 2.5, 3.0, 0.5])
     assert clip_labels(None, errors) == ({"reconstruction error": [1.0, 2.5, 3.0, 0.5]}, "reconstruction error")

@@ -41,7 +41,7 @@ def history(client, run_id, key):
 
 
 def test_sigterm_mid_training_then_resume_matches_an_uninterrupted_run(notebook_data, store, tmp_path):
-    from vaekit.run import run
+    from vaekit.commands.run import run
 
     run_id, returncode, err = signal_mid_training(notebook_data, store, tmp_path, signal.SIGTERM)
     assert returncode == 143, err[-3000:]
@@ -230,7 +230,7 @@ def test_a_dead_or_reused_pid_is_told_from_a_live_run_by_its_start_time(store, t
 def test_a_failed_run_resumes_after_its_last_epoch_and_finishes(notebook_data, store, tmp_path):
     """A transient failure after training (here in sample generation): resuming skips straight to it."""
     from vaekit.checkpoint import resume_config
-    from vaekit.run import run
+    from vaekit.commands.run import run
 
     load_faults()
     config = small_config(notebook_data, store, epochs=2, vocoder="fails-once",
@@ -254,7 +254,7 @@ def test_a_failed_run_resumes_after_its_last_epoch_and_finishes(notebook_data, s
 def test_resume_refuses_what_it_cannot_continue(notebook_data, store, tmp_path, monkeypatch):
     from vaekit import checkpoint
     from vaekit.checkpoint import resume_config
-    from vaekit.run import run
+    from vaekit.commands.run import run
 
     # Checkpoints written after every epoch, and checkpoint.discard watched: the run below must have
     # had a checkpoint for "a finished run's checkpoints are gone" to mean anything.

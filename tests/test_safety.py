@@ -149,8 +149,8 @@ def test_what_is_logged_into_a_run_never_replaces_what_another_call_or_server_lo
 
     from conftest import make_tones
     from vaekit.audio import AudioParams
-    from vaekit.explore import load_explorer
-    from vaekit.generate import reconstruct
+    from vaekit.commands.explore import load_explorer
+    from vaekit.commands.generate import reconstruct
 
     run_id, uri, _ = trained
     client = mlflow.MlflowClient(uri)

@@ -155,7 +155,7 @@ def run(config_file, options, plugin_files, trust_plugins, quiet, verbose, resum
         # Before any plugin file is imported: one may import Keras, which reads the backend once.
         config.backend = backend.select(config.backend)
         load_plugin_files(plugin_files)
-    from vaekit.run import run as run_api
+    from vaekit.commands.run import run as run_api
     from vaekit.tracking import ui_command
 
     result = run_api(config, progress=not quiet, resume=resume, echo=lambda line: click.echo(line, err=True))
@@ -199,7 +199,7 @@ def sweep(grid, jobs, config_file, options, plugin_files, quiet, verbose, **flag
 
     load_plugin_files(plugin_files)
     config = build_config(config_file, options, **flags)
-    from vaekit.sweep import sweep as sweep_api
+    from vaekit.commands.sweep import sweep as sweep_api
 
     echo = (lambda *a: None) if quiet else click.echo
     try:
@@ -252,7 +252,7 @@ def tune(space_file, n_trials, study_name, storage, jobs, sampler, pruner, prune
 
     load_plugin_files(plugin_files)
     config = build_config(config_file, options, **flags)
-    from vaekit.tune import tune as tune_api
+    from vaekit.commands.tune import tune as tune_api
 
     echo = (lambda *a: None) if quiet else click.echo
     try:
@@ -407,7 +407,7 @@ def generate(run_id, n, seed, label, out, log, vocoders, options, tracking_uri, 
     RUN_OR_URI is a run id, models:/NAME/VERSION or models:/NAME@ALIAS (a registered model: its run).
     """
     _listen_setup(backend, plugin_files)
-    from vaekit.generate import generate as generate_api
+    from vaekit.commands.generate import generate as generate_api
 
     _report(generate_api(run_id, n=n, vocoders=vocoders, options=options, seed=seed, out=out, log=log,
                          tracking_uri=tracking_uri, trust_plugins=trust_plugins, label=label))
@@ -432,7 +432,7 @@ def interpolate(run_id, clips, seeds, labels, steps, data, out, log, vocoders, o
     RUN_OR_URI is a run id, models:/NAME/VERSION or models:/NAME@ALIAS (a registered model: its run).
     """
     _listen_setup(backend, plugin_files)
-    from vaekit.generate import interpolate as interpolate_api
+    from vaekit.commands.generate import interpolate as interpolate_api
 
     if not clips and not seeds:
         seeds = (0, 0) if labels else (0, 1)
@@ -457,7 +457,7 @@ def reconstruct(run_id, inputs, out, log, label, vocoders, options, tracking_uri
     RUN_OR_URI is a run id, models:/NAME/VERSION or models:/NAME@ALIAS (a registered model: its run).
     """
     _listen_setup(backend, plugin_files)
-    from vaekit.generate import reconstruct as reconstruct_api
+    from vaekit.commands.generate import reconstruct as reconstruct_api
 
     result = reconstruct_api(run_id, inputs[0] if len(inputs) == 1 and not os.path.isdir(inputs[0]) else list(inputs),
                              vocoders=vocoders, options=options, out=out, log=log, tracking_uri=tracking_uri,
@@ -522,7 +522,7 @@ def export(run_id, out, fmt, force, tracking_uri, backend, plugin_files, trust_p
     RUN_OR_URI is a run id, models:/NAME/VERSION or models:/NAME@ALIAS.
     """
     _listen_setup(backend, plugin_files)
-    from vaekit.export import export as export_api
+    from vaekit.commands.export import export as export_api
 
     files = export_api(run_id, out, fmt, tracking_uri=tracking_uri, force=force, trust_plugins=trust_plugins)
     total = sum(f.stat().st_size for f in files)
@@ -556,7 +556,7 @@ def close(run_id, tracking_uri, force):
 @friendly_errors
 def ui(store, port, host):
     """Open the MLflow UI on a store (default ./mlflow.db; a directory, a .db file or a URI), WAVs playable."""
-    from vaekit.ui import serve
+    from vaekit.commands.ui import serve
 
     sys.exit(serve(store, port=port, host=host))
 
@@ -583,7 +583,7 @@ def explore(run_id, port, host, data, vocoder, options, tracking_uri, backend, p
     it.  The JSON API under the page is in docs/explore.md.
     """
     _listen_setup(backend, plugin_files)
-    from vaekit.explore import serve
+    from vaekit.commands.explore import serve
 
     try:
         serve(run_id, port=port, host=host, data=data, vocoder=vocoder, options=options, tracking_uri=tracking_uri,
