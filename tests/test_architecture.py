@@ -35,34 +35,35 @@ def imports_of(path: Path, known: set[str], name: str) -> set[str]:
     package = name if path.stem == "__init__" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: from the module's package, one level up per extra dot
-                parts = package.split(".")[:len(package.split(".")) - (node.level - 1)]
-                base = ".".join(parts + ([node.module] if node.module else []))
-            if not base:
-                continue
-            # `from vaekit import x` imports module vaekit.x when there is one, else a name of vaekit.
-            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
-        elif isinstance(node, ast.Call) and dynamic_import(node):
-            target, anchor = (arg.value if isinstance(arg, ast.Constant) else None for arg in (node.args + [None])[:2])
-            if not isinstance(target, str):
-                continue
-            if target.startswith("."):  # import_module(".x", "vaekit")
-                dots = len(target) - len(target.lstrip("."))
-                root = anchor if isinstance(anchor, str) else package
-                target = ".".join(root.split(".")[:len(root.split(".")) - (dots - 1)] + [target[dots:]])
-            names = [target]
-        else:
-            continue
-        for imported in names:
+        for imported in names_imported(node, package, known):
             while imported and imported not in known:  # vaekit.model.VAE → vaekit.model
                 imported = imported.rpartition(".")[0]
             if imported:
                 found.add(imported)
     return found
+
+
+def names_imported(node: ast.AST, package: str, known: set[str]) -> list[str]:
+    """The dotted names one AST node imports (in module ``package``): none for a node that imports nothing."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if isinstance(node, ast.ImportFrom):
+        base = node.module or ""
+        if node.level:  # relative: from the module's package, one level up per extra dot
+            parts = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+            base = ".".join(parts + ([node.module] if node.module else []))
+        # `from vaekit import x` imports module vaekit.x when there is one, else a name of vaekit.
+        return [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names] if base else []
+    if isinstance(node, ast.Call) and dynamic_import(node):
+        target, anchor = (arg.value if isinstance(arg, ast.Constant) else None for arg in (node.args + [None])[:2])
+        if not isinstance(target, str):
+            return []
+        if target.startswith("."):  # import_module(".x", "vaekit")
+            dots = len(target) - len(target.lstrip("."))
+            root = anchor if isinstance(anchor, str) else package
+            target = ".".join(root.split(".")[:len(root.split(".")) - (dots - 1)] + [target[dots:]])
+        return [target]
+    return []
 
 
 def dynamic_import(call: ast.Call) -> bool:
