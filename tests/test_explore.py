@@ -454,7 +454,7 @@ def test_docs_explore_md_lists_the_api_the_server_has(server):
             documented.add((method, re.sub(r"/(original|reconstruction)\.wav$", "/{part}", path.replace("INDEX", "{index}"))))
             answers[(method, path)] = answer
     source = (Path(__file__).resolve().parent.parent / "vaekit" / "explore.py").read_text()
-    routes = {(methods or "GET", path) for path, methods in re.findall(r'Route\("(/api/[^"]*)", \w+(?:, methods=\["(\w+)"\])?\)', source)}
+    routes = {(methods or "GET", path) for path, methods in re.findall(r'Route\("(/api/[^"]*)", [\w.]+(?:, methods=\["(\w+)"\])?\)', source)}
     assert len(routes) >= 7 and documented == routes
 
     for (method, path), answer in answers.items():
