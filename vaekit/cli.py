@@ -501,6 +501,20 @@ def register(run_id, name, alias, tracking_uri):
         click.echo(f"{what + ':':<10} {uri}" + (f"  (models:/{version.name}@{alias})" if alias else ""))
 
 
+def logged_run_options(backend_help: str):
+    """export's and explore's options for opening a logged run: --tracking-uri, --backend (its help
+    ``backend_help``), --plugin and --trust-run-plugins."""
+    options = [tracking_uri_option, click.option("--backend", type=click.Choice(list(BACKENDS)), help=backend_help),
+               plugin_option, trust_option]
+
+    def decorate(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
 @main.command()
 @click.argument("run_id", metavar="RUN_OR_URI")
 @click.argument("out", type=click.Path())
@@ -508,11 +522,7 @@ def register(run_id, name, alias, tracking_uri):
               help="onnx: decoder.onnx and encoder.onnx (needs tf2onnx and onnx: pip install 'vaekit[export]'); "
                    "saved_model: TensorFlow SavedModel folders decoder/ and encoder/.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists (once the new export is complete).")
-@tracking_uri_option
-@click.option("--backend", type=click.Choice(list(BACKENDS)),
-              help="Keras backend to export with [KERAS_BACKEND, else tensorflow; tensorflow is the tested one].")
-@plugin_option
-@trust_option
+@logged_run_options("Keras backend to export with [KERAS_BACKEND, else tensorflow; tensorflow is the tested one].")
 @friendly_errors
 def export(run_id, out, fmt, force, tracking_uri, backend, plugin_files, trust_plugins):
     """Write a run's decoder and encoder for use outside vaekit, with what turns their output into sound.
@@ -570,11 +580,7 @@ def ui(store, port, host):
 @click.option("--vocoder", metavar="NAME", help="Vocoder for every sound [the run's, with its options].")
 @click.option("--option", "options", multiple=True, metavar="vocoder.KEY=VALUE",
               help="A vocoder option, e.g. vocoder.n_iter=16 (repeatable).")
-@tracking_uri_option
-@click.option("--backend", type=click.Choice(list(BACKENDS)),
-              help="Keras backend to load the model with [KERAS_BACKEND, else tensorflow].")
-@plugin_option
-@trust_option
+@logged_run_options("Keras backend to load the model with [KERAS_BACKEND, else tensorflow].")
 @friendly_errors
 def explore(run_id, port, host, data, vocoder, options, tracking_uri, backend, plugin_files, trust_plugins):
     """See and hear a run's latent space in the browser: a map of the test set, sliders, interpolation.
@@ -593,7 +599,7 @@ def explore(run_id, port, host, data, vocoder, options, tracking_uri, backend, p
         click.echo("Interrupted.", err=True)
         code = 130
     # The server has stopped and nothing is left to write (a kept sound is logged within its request); the
-    # interpreter's own teardown of TensorFlow would hold the terminal for seconds more (docs/benchmarks.md).
+    # interpreter's own teardown of TensorFlow would only hold the terminal longer (docs/benchmarks.md).
     sys.stdout.flush()
     console.drain()
     os._exit(code)
