@@ -442,7 +442,7 @@ def test_docs_explore_md_lists_the_api_the_server_has(server):
     """docs/explore.md's "The JSON API" table against the code and the server: the same endpoints and methods as
     the app's routes, every documented GET answered, and the keys each GET answer holds named in its row."""
     from conftest import docs_page
-    from vaekit.explore import Api
+    from vaekit.commands.explore import Api
 
     base, _, _ = server
     table = docs_page("explore.md").split("## The JSON API", 1)[1].split("| request | answer |", 1)[1].split("\n\n", 1)[0]
