@@ -186,9 +186,9 @@ def test_every_setting_has_a_flag_with_its_default_in_help_and_a_docs_row():
 
 
 def test_every_built_in_component_says_what_it_is():
-    from vaekit.components import KINDS, all_components
+    from vaekit.components import all_components
 
-    for kind in KINDS:
+    for kind in kinds.names():
         for comp in all_components(kind).values():
             if comp.plugin.startswith("vaekit.default_plugins"):
                 assert comp.description, f"{kind} {comp.name!r} ({comp.plugin}) has no docstring"

@@ -192,11 +192,7 @@ def test_a_new_kind_is_its_record_and_hook_spec_to_plugins_the_listing_and_looku
     from vaekit import components, kinds
 
     widget = kinds.Kind("widget", "widgets", ("audio",), "Widget component.")
-    monkeypatch.setattr(kinds, "KINDS", (*kinds.KINDS, widget))
-    monkeypatch.setattr(kinds, "BY_NAME", {**kinds.BY_NAME, "widget": widget})
-    # components (and config, tune, runlog through components) keep the names as constants taken from kinds.
-    monkeypatch.setattr(components, "KINDS", (*components.KINDS, "widget"))
-    monkeypatch.setattr(components, "PLURALS", {**components.PLURALS, "widget": "widgets"})
+    monkeypatch.setattr(kinds, "KINDS", (*kinds.KINDS, widget))  # every module reads the kinds when it needs them
 
     def register_widgets(register):
         """Register widgets: ``build(audio, **options)`` → anything."""

@@ -48,8 +48,13 @@ from typing import Any
 from vaekit import kinds
 from vaekit.errors import DataError, PluginError, VaekitError, one_line
 
-KINDS = kinds.NAMES
-PLURALS = {k.name: k.plural for k in kinds.KINDS}
+
+def __getattr__(attr: str):
+    # KINDS, for tune.py's `from vaekit.components import KINDS` until it reads vaekit.kinds.names() itself (another
+    # change owns tune.py); computed when read, never a copy.  Everything else here reads vaekit.kinds at call time.
+    if attr == "KINDS":
+        return kinds.names()
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
 #: The keys a plugin may give an option's range in ``register(..., options={KEY: {...}})``.
@@ -433,7 +438,7 @@ def resolve(config) -> dict:
     maps to a list; ``comps["discriminator"]`` is None when the run names none (no adversarial phase);
     every other kind maps to one :class:`Component`.
     """
-    comps = {kind: get_component(kind, getattr(config, kind)) for kind in KINDS
+    comps = {kind: get_component(kind, getattr(config, kind)) for kind in kinds.names()
              if kind not in ("dataset", "discriminator") and not kinds.get(kind).multiple}
     comps["dataset"] = select_dataset(config)
     comps["discriminator"] = get_component("discriminator", config.discriminator) if config.discriminator else None

@@ -26,8 +26,6 @@ from vaekit.backend import BACKENDS
 from vaekit.distribute import PRECISIONS, STRATEGIES
 from vaekit.errors import ConfigError
 
-KINDS = kinds.NAMES
-
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -55,13 +53,13 @@ class RunConfig:
 
     data: str | None = _setting(None, "Notebook-format directory or folder of audio.", "built-in synthetic voices",
                                 path=True)
-    dataset: str | None = _setting(None, kinds.BY_NAME["dataset"].help, "detected from --data")
-    encoder: str = _setting("conv2", kinds.BY_NAME["encoder"].help)
-    decoder: str = _setting("conv2", kinds.BY_NAME["decoder"].help)
-    loss: str = _setting("mse-kl", kinds.BY_NAME["loss"].help)
-    vocoder: str = _setting("griffinlim", kinds.BY_NAME["vocoder"].help)
+    dataset: str | None = _setting(None, kinds.get("dataset").help, "detected from --data")
+    encoder: str = _setting("conv2", kinds.get("encoder").help)
+    decoder: str = _setting("conv2", kinds.get("decoder").help)
+    loss: str = _setting("mse-kl", kinds.get("loss").help)
+    vocoder: str = _setting("griffinlim", kinds.get("vocoder").help)
     # The adversarial phase (vaekit.adversarial): off unless a discriminator is named.
-    discriminator: str | None = _setting(None, kinds.BY_NAME["discriminator"].help, "none: no adversarial phase")
+    discriminator: str | None = _setting(None, kinds.get("discriminator").help, "none: no adversarial phase")
     adversarial_warmup: int = _setting(5, "With --discriminator: epochs of the plain loss before the "
                                        "discriminator's gradient reaches the VAE.")
     adversarial_loss: str = _setting("hinge", "With --discriminator: the GAN loss.", choices=ADVERSARIAL_LOSSES)
@@ -76,7 +74,7 @@ class RunConfig:
                                      "none: unconditional", metavar="LABEL")
     learning_rate: float = _setting(0.001, "Adam learning rate.")
     validation_split: float = _setting(0.1, "Share of x_train held out for per-epoch validation.")
-    metrics: str | None = _setting(None, kinds.BY_NAME["metrics"].help, "all built-ins")
+    metrics: str | None = _setting(None, kinds.get("metrics").help, "all built-ins")
     early_stop: int = _setting(0, "Stop once --monitor has not improved for this many epochs (0: never); the best "
                                "epoch's weights are kept. --epochs stays the upper bound.", metavar="PATIENCE")
     monitor: str = _setting("val_loss", "The epoch metric --early-stop watches (lower is better).")
@@ -185,8 +183,8 @@ def parse_options(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any
         kind, dot, name = key.strip().partition(".")
         if not sep or not dot or not name:
             raise ConfigError(f"--option {item!r}: expected KIND.KEY=VALUE, e.g. loss.lambda=1000")
-        if kind not in KINDS:
-            raise ConfigError(f"--option {item!r}: unknown kind {kind!r}; kinds are: {', '.join(KINDS)}")
+        if kind not in kinds.names():
+            raise ConfigError(f"--option {item!r}: unknown kind {kind!r}; kinds are: {', '.join(kinds.names())}")
         out.setdefault(kind, {})[name] = parse_value(value.strip())
     return out
 
@@ -215,8 +213,8 @@ def load_toml(path) -> dict[str, Any]:
         if name not in known:
             raise ConfigError(f"--config {path}: unknown setting {key!r}; settings are: {', '.join(sorted(known))}")
         if name == "options":
-            if not isinstance(value, dict) or any(k not in KINDS or not isinstance(v, dict) for k, v in value.items()):
-                raise ConfigError(f"--config {path}: [options] must hold tables named after kinds: {', '.join(KINDS)}")
+            if not isinstance(value, dict) or any(k not in kinds.names() or not isinstance(v, dict) for k, v in value.items()):
+                raise ConfigError(f"--config {path}: [options] must hold tables named after kinds: {', '.join(kinds.names())}")
         out[name] = value
     return out
 

@@ -65,16 +65,21 @@ KINDS: tuple[Kind, ...] = (
     # Several at once (RunConfig.metrics is a comma-separated list of names), so name and plural are one word.
     Kind("metrics", "metrics", (), "Audio metrics to compute at the end of the run, comma-separated.", multiple=True),
 )
-BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS}
 #: The keyword parameter by which an encoder or decoder build function says it takes a condition.
 CONDITION = "condition"
-NAMES: tuple[str, ...] = tuple(BY_NAME)
+
+
+def names() -> tuple[str, ...]:
+    """The kinds' names, in :data:`KINDS`' order, read when called (so a kind added to :data:`KINDS` is in them)."""
+    return tuple(k.name for k in KINDS)
 
 
 def get(name: str) -> Kind:
     """The kind called ``name``; :class:`vaekit.errors.PluginError` listing the kinds otherwise."""
     from vaekit.errors import PluginError
 
-    if name not in BY_NAME:
-        raise PluginError(f"unknown component kind {name!r}; kinds are: {', '.join(NAMES)}")
-    return BY_NAME[name]
+    for kind in KINDS:
+        if kind.name == name:
+            return kind
+    raise PluginError(f"unknown component kind {name!r}; kinds are: {', '.join(names())}")
+
