@@ -529,15 +529,15 @@ def vocode(comp: Component, vocoder_fn, mel_db):
 
 
 def check_vocoder(comp: Component, vocoder_fn, ds, options: dict | None = None):
-    """Pre-flight: vocode one dummy spectrogram, so a broken vocoder fails in seconds, before training;
+    """Pre-flight: vocode one dummy spectrogram, so a broken vocoder fails before training;
     return its waveform (1, samples).
 
     The dummy has the data's shape (a vocoder may need the exact frame count) and a constant
     level mid-way through the data's dB range: Griffin-Lim's NNLS converges on it at once,
-    where a real clip costs it seconds.  A vocoder registered with ``preflight={OPTION: VALUE}``
+    where a real clip needs many iterations.  A vocoder registered with ``preflight={OPTION: VALUE}``
     is checked with a second instance built with the run's ``options`` overridden by those
-    (e.g. ``n_iter=1``), so the check costs the same whatever the run's iteration count: the
-    built-ins at ``n_iter=10000`` took 23 s (griffinlim) and 8 s (fastgl) here before.
+    (e.g. ``n_iter=1``), so the check costs the same whatever the run's iteration count (figures in
+    docs/benchmarks.md).
     """
     import numpy as np
 
