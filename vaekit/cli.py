@@ -110,6 +110,9 @@ def setting_options(fn):
         name = "--" + f.name.replace("_", "-")
         if f.name == "options":
             option = click.option("--option", "options", multiple=True, metavar="KIND.KEY=VALUE", help=help_text)
+        elif f.name == "components":  # None when not given, as every other flag
+            option = click.option("--component", "components", multiple=True, metavar="KIND=NAME", help=help_text,
+                                  callback=lambda _ctx, _param, items: items or None)
         elif flag.pop("on_off", False):
             option = click.option(f"{name}/--no-{name[2:]}", default=None, help=help_text)
         elif flag.pop("is_flag", False):

@@ -118,7 +118,7 @@ def run_tags(comps, backend: str) -> dict[str, str]:
 
 def params(config, comps, ds, placement, backend_version: str) -> dict:
     """Every resolved setting, component, option (defaults included), audio parameter and data size."""
-    out = {k: v for k, v in config.to_dict().items() if k not in ("options", "tracking_uri")}
+    out = {k: v for k, v in config.to_dict().items() if k not in ("options", "components", "tracking_uri")}
     for kind in kinds.names():
         if kinds.get(kind).multiple:  # several: the setting names them (resolved: the default set); options KIND.KEY
             out[kind] = ",".join(c.name for c in comps[kind])
