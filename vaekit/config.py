@@ -9,6 +9,9 @@ names as the flags (with ``_`` for ``-``) and a table per component kind for opt
 
     [options.loss]
     lambda = 1000
+
+A kind without a setting of its own (one a plugin adds) is selected in a ``[components]`` table
+(``widget = "hum"``), as ``--component widget=hum`` does.
 """
 
 from __future__ import annotations
@@ -183,7 +186,7 @@ _FIELDS = frozenset(f.name for f in fields(RunConfig))
 def check_components(components: dict, where: str) -> dict[str, str]:
     """``components`` (kind → name) checked: each key a kind without a RunConfig field of its own, each name a string."""
     if not isinstance(components, dict):
-        raise ConfigError(f"{where}: expected KIND=NAME items, got {components!r}")
+        raise ConfigError(f"{where}: expected a table of KIND = \"NAME\", got {components!r}")
     for kind, name in components.items():
         if kind not in kinds.names():
             raise ConfigError(f"{where} {kind}: unknown kind {kind!r}; kinds are: {', '.join(kinds.names())}")
