@@ -4,7 +4,7 @@ A kind's record names its hook (checked against :mod:`vaekit.hookspecs` by a tes
 arguments the core passes to its ``build`` function and what ``build`` returns (the contract, written
 only here: the hook spec's docstring is made from it, docs/components.md's row is tested against it),
 whether a run selects one component of the kind or several, and a line of help for the CLI.
-Every module reads :data:`KINDS` (through :func:`names` and :func:`get`) when it needs it, never a copy.
+Read :data:`KINDS` through :func:`names` and :func:`get` when it is needed: a copy taken at import misses a kind added later.
 
 Adding a kind takes its record here and its ``register_PLURAL`` hook spec in :mod:`vaekit.hookspecs`
 (a stub; a test checks the two match one to one).  With those, plugins register components of the kind,
