@@ -173,7 +173,8 @@ def test_kinds_and_hook_specs_match_one_to_one():
     for kind in kinds.KINDS:  # the spec documents the same contract the record holds
         doc = inspect.getdoc(getattr(hookspecs, kind.hook))
         assert all(arg in doc for arg in kind.contract), (kind.hook, doc)
-    # Each kind is selected by a RunConfig field and listed by `vaekit plugins`.
+    # Each built-in kind has a RunConfig field (its flag; an added kind is selected by --component), and every kind
+    # is listed by `vaekit plugins`.
     assert {k.name for k in kinds.KINDS} <= {f.name for f in fields(RunConfig)}
     from click.testing import CliRunner
 
@@ -197,7 +198,7 @@ def test_every_setting_has_a_flag_with_its_default_in_help_and_a_docs_row():
     documented = documented_flags()
     help_text = " ".join(CliRunner().invoke(main, ["run", "--help"], terminal_width=10_000).output.split())
     for f in fields(RunConfig):
-        flag = "--option" if f.name == "options" else "--" + f.name.replace("_", "-")
+        flag = {"options": "--option", "components": "--component"}.get(f.name, "--" + f.name.replace("_", "-"))
         assert flag in flags, flag
         assert flag in documented, f"docs/usage.md's flags table has no row for {flag}"
         shown = f.metadata["shown"] if f.metadata["shown"] is not None else f.default
@@ -206,9 +207,9 @@ def test_every_setting_has_a_flag_with_its_default_in_help_and_a_docs_row():
 
 
 def test_every_built_in_component_says_what_it_is():
-    from vaekit.components import KINDS, all_components
+    from vaekit.components import all_components
 
-    for kind in KINDS:
+    for kind in kinds.names():
         for comp in all_components(kind).values():
             if comp.plugin.startswith("vaekit.default_plugins"):
                 assert comp.description, f"{kind} {comp.name!r} ({comp.plugin}) has no docstring"

@@ -110,6 +110,9 @@ def setting_options(fn):
         name = "--" + f.name.replace("_", "-")
         if f.name == "options":
             option = click.option("--option", "options", multiple=True, metavar="KIND.KEY=VALUE", help=help_text)
+        elif f.name == "components":  # None when not given, as every other flag
+            option = click.option("--component", "components", multiple=True, metavar="KIND=NAME", help=help_text,
+                                  callback=lambda _ctx, _param, items: items or None)
         elif flag.pop("on_off", False):
             option = click.option(f"{name}/--no-{name[2:]}", default=None, help=help_text)
         elif flag.pop("is_flag", False):
@@ -325,7 +328,8 @@ def plugins(as_json, plugin_files):
     """
     import json as json_module
 
-    from vaekit.components import KINDS, PLURALS, all_components
+    from vaekit import kinds
+    from vaekit.components import all_components
 
     console.configure()  # a plugin file may import a backend
     load_plugin_files(plugin_files)
@@ -336,14 +340,14 @@ def plugins(as_json, plugin_files):
              "_ranges_text": "; ".join(c.describe_range(key) for key in c.option_ranges)}
             for c in all_components(kind).values()
         ]
-        for kind in KINDS
+        for kind in kinds.names()
     }
     texts = {(kind, c["name"]): c.pop("_ranges_text") for kind, comps in listing.items() for c in comps}
     if as_json:
         click.echo(json_module.dumps(listing, indent=2, default=repr))
         return
     for kind, comps in listing.items():
-        click.echo(f"{PLURALS[kind]}:")
+        click.echo(f"{kinds.get(kind).plural}:")
         for c in comps:
             opts = ", ".join(f"{k}={v!r}" for k, v in c["options"].items()) or "no options"
             click.echo(f"  {c['name']:<14} {c['plugin']} {c['version']}")

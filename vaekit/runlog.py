@@ -39,7 +39,7 @@ import numpy as np
 
 from vaekit import __version__, kinds, tracking
 from vaekit.audio import mel_error_db
-from vaekit.components import KINDS, vocode
+from vaekit.components import vocode
 
 #: Environment variable through which a sweep hands a child run its tags (read by :func:`run_tags`).
 ENV_TAGS = "VAEKIT_SWEEP_TAGS"
@@ -121,8 +121,8 @@ def run_tags(comps, backend: str) -> dict[str, str]:
 
 def params(config, comps, ds, placement, backend_version: str) -> dict:
     """Every resolved setting, component, option (defaults included), audio parameter and data size."""
-    out = {k: v for k, v in config.to_dict().items() if k not in ("options", "tracking_uri")}
-    for kind in KINDS:
+    out = {k: v for k, v in config.to_dict().items() if k not in ("options", "components", "tracking_uri")}
+    for kind in kinds.names():
         if kinds.get(kind).multiple:  # several: the setting names them (resolved: the default set); options KIND.KEY
             out[kind] = ",".join(c.name for c in comps[kind])
             for key, value in config.option(kind).items():

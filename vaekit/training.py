@@ -101,9 +101,9 @@ def batches(x: np.ndarray, order: EpochOrder, batch_size: int, shard=(0, 1), end
     """Training batches in ``order`` for the current backend: one epoch, read anew each epoch; or, with
     ``endless`` (TensorFlow only), every epoch from ``order.epoch`` on in one ``tf.data`` pipeline.
 
-    Endless saves re-creating the pipeline each epoch (~75 ms of CPU an epoch on 2 cores: 3.5 % of
-    conv2's training at 1024 clips) but needs ``fit(steps_per_epoch=...)`` and one step per compiled
-    call: with ``steps_per_execution`` > 1 the last call of an epoch would read into the next.
+    Endless saves re-creating the pipeline each epoch (figures in docs/benchmarks.md) but needs
+    ``fit(steps_per_epoch=...)`` and one step per compiled call:
+    with ``steps_per_execution`` > 1 the last call of an epoch would read into the next.
     """
     if keras.backend.backend() == "tensorflow":
         import itertools
