@@ -34,9 +34,9 @@ def main() -> None:
     arms = [int(v) for v in args.every.split(",")]
 
     from vaekit import runlog
+    from vaekit.commands.run import run
     from vaekit.components import load_dataset, resolve
     from vaekit.config import RunConfig
-    from vaekit.run import run
 
     inside = {"cpu": 0.0, "times": 0}
 

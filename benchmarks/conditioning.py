@@ -53,8 +53,8 @@ def main() -> None:
 
     import numpy as np
 
+    from vaekit.commands.run import run
     from vaekit.config import RunConfig
-    from vaekit.run import run
 
     data = Path(args.data) if args.data else digits_data(Path(args.work))
     rows = {"unconditional": [], "conditional": []}

@@ -36,8 +36,8 @@ def percentile(values, q: float) -> float:
 
 def throwaway_run(where: str) -> tuple[str, str]:
     """A conv2 run with every default (latent_dim 20, griffinlim n_iter 32) but 1 epoch on 256 synthetic clips."""
+    from vaekit.commands.run import run
     from vaekit.config import RunConfig
-    from vaekit.run import run
 
     os.environ["VAEKIT_CACHE"] = os.path.join(where, "cache")
     cwd = os.getcwd()
@@ -69,8 +69,8 @@ def main() -> None:
 
     import uvicorn
 
+    from vaekit.commands.explore import create_app, listen_socket, load_explorer
     from vaekit.components import vocode
-    from vaekit.explore import create_app, listen_socket, load_explorer
     from vaekit.logged import build_vocoders
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -35,9 +35,9 @@ def main() -> None:
     import numpy as np
     from notebook_port import evaluate_port, notebook_vae
 
+    from vaekit.commands.run import run
     from vaekit.components import load_dataset, resolve
     from vaekit.config import RunConfig
-    from vaekit.run import run
 
     base = RunConfig(data=args.data, epochs=args.epochs, batch_size=args.batch_size, samples=0,
                      validation_split=0.0, experiment="parity")

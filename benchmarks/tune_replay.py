@@ -54,7 +54,7 @@ def replay(curves, final, pruner_spec: str, seeds: int, n_trials: int):
     import optuna
 
     from vaekit import trial as trials
-    from vaekit.tune import tpe_startup
+    from vaekit.commands.tune import tpe_startup
 
     lambdas = sorted({k[0] for k in curves})
     sizes = sorted({k[1] for k in curves})

@@ -138,7 +138,7 @@ class BatchedGriffinLim:
 
 
 def build(audio, n_iter=32, momentum=0.99, nnls_iter=60, batch_size=64, random_state=0):
-    """The notebook's Griffin-Lim inversion, batched and vectorised over clips (NNLS by FISTA); tens of times faster."""
+    """The notebook's Griffin-Lim inversion, batched and vectorised over clips (NNLS by FISTA)."""
     import librosa
     import numpy as np
 

@@ -25,7 +25,7 @@ def build(audio, n_iter=32, momentum=0.99, random_state=0):
     return vocode
 
 
-#: Griffin-Lim's iterations cost a few ms per clip each: 10000 is minutes per clip, far past where
+#: Each Griffin-Lim iteration is an STFT and an inverse STFT per clip (cost in docs/benchmarks.md): 10000 is far past where
 #: the mel error stops improving, and anything larger only hangs sampling.  librosa refuses a
 #: negative momentum and calls one above 1 unstable.  NumPy seeds take 0 … 2³² − 1.
 GRIFFIN_LIM_RANGES = {"n_iter": {"min": 1, "max": 10_000}, "momentum": {"min": 0, "max": 1},

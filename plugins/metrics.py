@@ -111,7 +111,7 @@ def register_metrics(register):
     register("test_recon_mel_db", build_recon_mel_db)
     # Coefficients 1..order of an n_mels-point DCT: at most n_mels − 1 are used whatever the order.
     register("test_recon_mcd_db", build_recon_mcd_db, options={"order": {"min": 1, "max": 1024}})
-    # Each clip costs a vocoder call (Griffin-Lim: ~2 CPU-s at 32 iterations on 2 cores): bounded.
+    # Each clip costs a vocoder call (docs/benchmarks.md: VOCODED_CLIPS): bounded.
     register("test_vocoded_mel_db", build_vocoded_mel_db, options={"clips": {"min": 1, "max": 100_000}})
     # Against the original audio (where the data knows it): the same vocoded clips as test_vocoded_mel_db's.
     register("test_audio_mel_db", build_audio_mel_db, options={"clips": {"min": 1, "max": 100_000}})

@@ -97,7 +97,7 @@ def tiny_run(data, where: Path, **overrides) -> tuple[str, str]:
     """One finished run of ``tiny_config(data, store, **overrides)`` into a sqlite store in ``where``:
     (run_id, tracking URI).  Run from ``where``, so nothing it writes can land in the tests' working
     directory; the plugin manager is the caller's (a test may have loaded a plugin file into it)."""
-    from vaekit.run import run
+    from vaekit.commands.run import run
 
     cwd = os.getcwd()
     os.chdir(where)
@@ -225,12 +225,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_answered(proc: subprocess.Popen, url: str, log: Path, timeout: float = 180, what: str = "the server",
+                        every: float = 0.5) -> None:
+    """Poll ``url`` (every ``every`` seconds) until the server ``proc`` answers it with a 2xx; fail the test with
+    the end of its ``log`` if it exits first, or once ``timeout`` seconds have passed."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited with {proc.returncode}: {log.read_text()[-3000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=5).read()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what} did not answer {url} within {timeout:g} s")
+            time.sleep(every)
+
+
 def models_serve(model: str, tracking_uri: str, where: Path, wait: float = 180):
     """A context running a real ``mlflow models serve -m MODEL`` on 127.0.0.1 (from ``where``): its base URL,
     once it answers ``/ping``; stopped (with its workers) on exit."""
     import contextlib
-    import time
-    import urllib.request
 
     @contextlib.contextmanager
     def serving():
@@ -242,18 +260,7 @@ def models_serve(model: str, tracking_uri: str, where: Path, wait: float = 180):
                                 cwd=where, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + wait
-            while True:
-                if proc.poll() is not None:
-                    log.seek(0)
-                    pytest.fail(f"mlflow models serve exited with {proc.returncode}: {log.read()[-3000:]}")
-                try:
-                    urllib.request.urlopen(f"{base}/ping", timeout=5).read()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        pytest.fail(f"mlflow models serve did not answer within {wait:.0f} s")
-                    time.sleep(0.5)
+            wait_until_answered(proc, f"{base}/ping", where / "serve.log", wait, "mlflow models serve")
             yield base
         finally:
             stop_process_group(proc)

@@ -11,13 +11,37 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import tiny_config
+
+
+def grad(fn, variables):
+    """The gradient of ``fn()`` with respect to ``variables``, on the backend Keras runs."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            value = fn()
+        return [np.zeros(v.shape) if g is None else np.asarray(g)
+                for g, v in zip(tape.gradient(value, variables), variables)]
+    import jax
+
+    def stateless(values):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return fn()
+
+    return [np.asarray(g) for g in jax.grad(stateless)([v.value for v in variables])]
+
+def rel(a, b):
+    """The largest difference between two lists of gradients, relative to the largest of ``b``."""
+    a, b = np.concatenate([g.ravel() for g in a]), np.concatenate([g.ravel() for g in b])
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1.0 if not b.any() else 1e-30))
 
 
 def gradient_check(backend_name: str, gan_loss: str) -> dict:
@@ -73,26 +97,6 @@ def gradient_check(backend_name: str, gan_loss: str) -> dict:
         fm = phase.feature_weight * adversarial.feature_matching(real, fake)
         return loss_fn(x, x_hat, z_mean, z_log_var)["loss"] + on * (adv + fm)
 
-    def grad(fn, variables):
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            with tf.GradientTape() as tape:
-                value = fn()
-            return [np.zeros(v.shape) if g is None else np.asarray(g)
-                    for g, v in zip(tape.gradient(value, variables), variables)]
-        import jax
-
-        def stateless(values):
-            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-                return fn()
-
-        return [np.asarray(g) for g in jax.grad(stateless)([v.value for v in variables])]
-
-    def rel(a, b):
-        a, b = np.concatenate([g.ravel() for g in a]), np.concatenate([g.ravel() for g in b])
-        return float(np.abs(a - b).max() / max(np.abs(b).max(), 1.0 if not b.any() else 1e-30))
-
     out = {}
     for epoch in (0, 1):
         vae.set_epoch(epoch)
@@ -111,7 +115,7 @@ def test_one_loss_and_one_optimizer_give_each_network_exactly_its_own_gan_gradie
     the loss's value is the loss component's."""
     if backend_name == "jax":
         pytest.importorskip("jax") if os.environ.get("CI") is None else None
-    code = textwrap.dedent(inspect.getsource(gradient_check)) + (
+    code = "import numpy as np\n\n" + "\n".join(inspect.getsource(f) for f in (grad, rel, gradient_check)) + (
         f"\nimport json\nprint(json.dumps(gradient_check({backend_name!r}, {gan_loss!r})))\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
@@ -150,7 +154,7 @@ def test_a_run_with_a_discriminator_stopped_mid_phase_resumes_exactly(notebook_d
     second epoch (in the phase), resumed, logs the third epoch and test metrics of an uninterrupted run."""
     from vaekit import training
     from vaekit.checkpoint import resume_config
-    from vaekit.run import run
+    from vaekit.commands.run import run
 
     whole = run(tiny_config(notebook_data, store, **ADVERSARIAL), progress=False)
     logger_end = training.EpochLogger.on_epoch_end

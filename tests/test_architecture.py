@@ -18,8 +18,9 @@ FLAGS_PAGE = ROOT / "docs" / "usage.md"  # holds the "`vaekit run` flags" table
 def modules() -> dict[str, Path]:
     """vaekit's modules by dotted name, the built-in plugins as installed (vaekit.default_plugins.*)."""
     out = {}
-    for path in (ROOT / "vaekit").glob("*.py"):
-        out["vaekit" if path.stem == "__init__" else f"vaekit.{path.stem}"] = path
+    for path in (ROOT / "vaekit").rglob("*.py"):
+        parts = ("vaekit",) + path.relative_to(ROOT / "vaekit").with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     for path in (ROOT / "plugins").glob("*.py"):
         name = "vaekit.default_plugins" + ("" if path.stem == "__init__" else f".{path.stem}")
         out[name] = path
@@ -34,34 +35,35 @@ def imports_of(path: Path, known: set[str], name: str) -> set[str]:
     package = name if path.stem == "__init__" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: from the module's package, one level up per extra dot
-                parts = package.split(".")[:len(package.split(".")) - (node.level - 1)]
-                base = ".".join(parts + ([node.module] if node.module else []))
-            if not base:
-                continue
-            # `from vaekit import x` imports module vaekit.x when there is one, else a name of vaekit.
-            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
-        elif isinstance(node, ast.Call) and dynamic_import(node):
-            target, anchor = (arg.value if isinstance(arg, ast.Constant) else None for arg in (node.args + [None])[:2])
-            if not isinstance(target, str):
-                continue
-            if target.startswith("."):  # import_module(".x", "vaekit")
-                dots = len(target) - len(target.lstrip("."))
-                root = anchor if isinstance(anchor, str) else package
-                target = ".".join(root.split(".")[:len(root.split(".")) - (dots - 1)] + [target[dots:]])
-            names = [target]
-        else:
-            continue
-        for imported in names:
+        for imported in names_imported(node, package, known):
             while imported and imported not in known:  # vaekit.model.VAE → vaekit.model
                 imported = imported.rpartition(".")[0]
             if imported:
                 found.add(imported)
     return found
+
+
+def names_imported(node: ast.AST, package: str, known: set[str]) -> list[str]:
+    """The dotted names one AST node imports (in module ``package``): none for a node that imports nothing."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if isinstance(node, ast.ImportFrom):
+        base = node.module or ""
+        if node.level:  # relative: from the module's package, one level up per extra dot
+            parts = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+            base = ".".join(parts + ([node.module] if node.module else []))
+        # `from vaekit import x` imports module vaekit.x when there is one, else a name of vaekit.
+        return [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names] if base else []
+    if isinstance(node, ast.Call) and dynamic_import(node):
+        target, anchor = (arg.value if isinstance(arg, ast.Constant) else None for arg in (node.args + [None])[:2])
+        if not isinstance(target, str):
+            return []
+        if target.startswith("."):  # import_module(".x", "vaekit")
+            dots = len(target) - len(target.lstrip("."))
+            root = anchor if isinstance(anchor, str) else package
+            target = ".".join(root.split(".")[:len(root.split(".")) - (dots - 1)] + [target[dots:]])
+        return [target]
+    return []
 
 
 def dynamic_import(call: ast.Call) -> bool:
@@ -96,7 +98,7 @@ def test_the_import_parser_sees_relative_and_dynamic_imports(tmp_path):
 def test_no_import_cycles_between_vaekit_modules_function_level_imports_included():
     mods = modules()
     graph = {name: imports_of(path, set(mods), name) - {name} for name, path in mods.items()}
-    assert graph["vaekit.run"] >= {"vaekit.training", "vaekit.runlog", "vaekit.components"}  # the parser sees imports
+    assert graph["vaekit.commands.run"] >= {"vaekit.training", "vaekit.runlog", "vaekit.components"}  # the parser sees imports
     cycles = []
 
     def visit(node, stack, on_stack, done):
@@ -120,28 +122,46 @@ def test_no_import_cycles_between_vaekit_modules_function_level_imports_included
 def test_nothing_imports_run_but_the_cli():
     """run.py is the top of the run path, not a hub of helpers."""
     mods = modules()
-    importers = {name for name, path in mods.items() if "vaekit.run" in imports_of(path, set(mods), name)}
+    importers = {name for name, path in mods.items() if "vaekit.commands.run" in imports_of(path, set(mods), name)}
     assert importers == {"vaekit.cli"}
 
 
 
-#: The commands' modules (docs/contributing.md's second layer); everything else in vaekit/ is the library under them.
-COMMANDS = {"vaekit.cli", "vaekit.__main__", "vaekit.run", "vaekit.generate", "vaekit.explore", "vaekit.export",
-            "vaekit.tune", "vaekit.sweep", "vaekit.ui"}
+def commands(mods: dict[str, Path]) -> set[str]:
+    """The commands' modules (docs/contributing.md's second layer): the CLI and vaekit.commands.*; everything
+    else in vaekit/ is the library under them."""
+    return {"vaekit.cli", "vaekit.__main__"} | {n for n in mods if n.startswith("vaekit.commands.")}
+
+
+def test_commands_live_in_vaekit_commands_and_the_library_imports_none_of_them():
+    """The layout shows the layers: each command's code is a module of vaekit.commands, and no module of the
+    library (nor a built-in plugin) imports one."""
+    mods = modules()
+    assert {"vaekit.commands.run", "vaekit.commands.tune", "vaekit.commands.explore"} <= commands(mods)
+    for name, path in mods.items():
+        if name not in commands(mods) and name != "vaekit.commands":
+            assert imports_of(path, set(mods), name) & commands(mods) == set(), name
+
+
+def test_no_command_imports_another_command():
+    """What two commands share (the trial runner of sweep and tune, loading a logged run) lives in the library."""
+    mods = modules()
+    for name in commands(mods) - {"vaekit.cli", "vaekit.__main__"}:
+        assert imports_of(mods[name], set(mods), name) & (commands(mods) - {name}) == set(), name
 
 
 def test_a_logged_run_is_loaded_by_the_library_not_through_a_command():
     """vaekit.logged (open_run, load_model, build_vocoders, load_test_set) imports no command module, and
     explore and export load a run through it, not through generate."""
     mods = modules()
-    assert "vaekit.logged" in imports_of(mods["vaekit.explore"], set(mods), "vaekit.explore")
-    assert imports_of(mods["vaekit.logged"], set(mods), "vaekit.logged") & COMMANDS == set()
-    for command in ("vaekit.explore", "vaekit.export"):
-        assert "vaekit.generate" not in imports_of(mods[command], set(mods), command), command
+    assert "vaekit.logged" in imports_of(mods["vaekit.commands.explore"], set(mods), "vaekit.commands.explore")
+    assert imports_of(mods["vaekit.logged"], set(mods), "vaekit.logged") & commands(mods) == set()
+    for command in ("vaekit.commands.explore", "vaekit.commands.export"):
+        assert "vaekit.commands.generate" not in imports_of(mods[command], set(mods), command), command
 
 
 def test_run_reads_top_to_bottom_in_at_most_60_lines():
-    from vaekit.run import run
+    from vaekit.commands.run import run
 
     lines, _ = inspect.getsourcelines(run)
     assert len(lines) <= 60, len(lines)
@@ -153,7 +173,8 @@ def test_kinds_and_hook_specs_match_one_to_one():
     for kind in kinds.KINDS:  # the spec documents the same contract the record holds
         doc = inspect.getdoc(getattr(hookspecs, kind.hook))
         assert all(arg in doc for arg in kind.contract), (kind.hook, doc)
-    # Each kind is selected by a RunConfig field and listed by `vaekit plugins`.
+    # Each built-in kind has a RunConfig field (its flag; an added kind is selected by --component), and every kind
+    # is listed by `vaekit plugins`.
     assert {k.name for k in kinds.KINDS} <= {f.name for f in fields(RunConfig)}
     from click.testing import CliRunner
 
@@ -177,7 +198,7 @@ def test_every_setting_has_a_flag_with_its_default_in_help_and_a_docs_row():
     documented = documented_flags()
     help_text = " ".join(CliRunner().invoke(main, ["run", "--help"], terminal_width=10_000).output.split())
     for f in fields(RunConfig):
-        flag = "--option" if f.name == "options" else "--" + f.name.replace("_", "-")
+        flag = {"options": "--option", "components": "--component"}.get(f.name, "--" + f.name.replace("_", "-"))
         assert flag in flags, flag
         assert flag in documented, f"docs/usage.md's flags table has no row for {flag}"
         shown = f.metadata["shown"] if f.metadata["shown"] is not None else f.default
@@ -186,9 +207,9 @@ def test_every_setting_has_a_flag_with_its_default_in_help_and_a_docs_row():
 
 
 def test_every_built_in_component_says_what_it_is():
-    from vaekit.components import KINDS, all_components
+    from vaekit.components import all_components
 
-    for kind in KINDS:
+    for kind in kinds.names():
         for comp in all_components(kind).values():
             if comp.plugin.startswith("vaekit.default_plugins"):
                 assert comp.description, f"{kind} {comp.name!r} ({comp.plugin}) has no docstring"

@@ -29,8 +29,8 @@ def test_audio_every_logs_each_epochs_sound_changes_no_training_and_resumes(note
     import matplotlib.image
 
     from vaekit.checkpoint import resume_config
+    from vaekit.commands.run import run
     from vaekit.plugins import load_plugin_file
-    from vaekit.run import run
 
     plain = run(small_config(notebook_data, store, epochs=3), progress=False)
 

@@ -193,8 +193,8 @@ MIB = 1024 * 1024
 # memory is small beside what holding every sample would take, so the test tells the two apart quickly.
 CHILD = """
 import os, sys
-import vaekit.generate, vaekit.runlog
-vaekit.runlog.SAMPLE_BATCH = vaekit.generate.BATCH = int(os.environ["VAEKIT_TEST_BATCH"])
+import vaekit.commands.generate, vaekit.runlog
+vaekit.runlog.SAMPLE_BATCH = vaekit.commands.generate.BATCH = int(os.environ["VAEKIT_TEST_BATCH"])
 from vaekit.cli import main
 main(sys.argv[1:])
 """
@@ -225,7 +225,7 @@ def test_samples_are_decoded_vocoded_and_written_in_bounded_batches(notebook_dat
     otherwise; 128 more samples held at once would be over 100 MiB more.  The files are still one
     WAV and one PNG per sample, numbered across batches.
     """
-    from vaekit.generate import BATCH
+    from vaekit.commands.generate import BATCH
     from vaekit.runlog import SAMPLE_BATCH
 
     assert SAMPLE_BATCH == BATCH == 64  # what users get; the test shrinks it, below

@@ -323,8 +323,8 @@ def test_generate_label_in_a_real_process_draws_that_class(digit_run, digit_logg
 
 def test_interpolate_between_two_labels_at_a_fixed_z_and_reconstruct_with_a_label(digit_run, digit_logged, digit_audio,
                                                                                    tmp_path):
+    from vaekit.commands.generate import interpolate, reconstruct
     from vaekit.errors import ConfigError
-    from vaekit.generate import interpolate, reconstruct
     from vaekit.model import sample_latent
 
     run = digit_logged
@@ -426,9 +426,9 @@ def test_the_served_generator_takes_a_label_per_row(digit_logged, generator_serv
 @pytest.fixture(scope="module")
 def speaker_run(tmp_path_factory):
     """A resconv run on 48 synthetic clips of 3 speakers, conditioned on speaker: (run_id, tracking URI)."""
+    from vaekit.commands.run import run
     from vaekit.config import RunConfig
     from vaekit.plugins import reset_plugin_manager
-    from vaekit.run import run
 
     reset_plugin_manager()
     where = tmp_path_factory.mktemp("speaker-store")
@@ -450,7 +450,7 @@ def speaker_run(tmp_path_factory):
 def test_explore_a_speaker_conditioned_run_label_picker_api(speaker_run):
     from test_explore import read_wav, request, served
 
-    from vaekit.explore import create_app, load_explorer
+    from vaekit.commands.explore import create_app, load_explorer
 
     explorer = load_explorer(speaker_run[0], tracking_uri=speaker_run[1])
     classes = ["speaker00", "speaker01", "speaker02"]
@@ -490,7 +490,7 @@ def test_the_page_has_a_label_picker_that_decodes_the_class_picked(speaker_run):
     from test_explore import CHROMIUM_ARGS, served
 
     from conftest import chromium, required
-    from vaekit.explore import create_app, load_explorer
+    from vaekit.commands.explore import create_app, load_explorer
 
     try:
         import playwright.sync_api as playwright

@@ -162,8 +162,8 @@ def test_validation_split_never_leaves_training_empty():
 
 
 def test_a_deleted_experiment_is_a_one_line_error_before_training(notebook_data, store):
+    from vaekit.commands.run import run
     from vaekit.errors import VaekitError
-    from vaekit.run import run
 
     client = MlflowClient(store)
     client.delete_experiment(client.create_experiment("gone"))
@@ -209,7 +209,7 @@ def test_a_run_logs_exactly_the_keys_the_docs_list(notebook_run):
            "inputs": {t.value for d in logged.inputs.dataset_inputs for t in d.tags if t.key == "mlflow.data.context"}}
     placeholders = {
         "SETTING": "|".join(f.name for f in fields(RunConfig) if f.name not in ("options", "tracking_uri")),
-        "KIND": "|".join(kinds.NAMES), "OPTION": r"[\w-]+", "TERM": "loss|mse|kl", "NNN": r"\d\d\d", "NN": r"\d\d",
+        "KIND": "|".join(kinds.names()), "OPTION": r"[\w-]+", "TERM": "loss|mse|kl", "NNN": r"\d\d\d", "NN": r"\d\d",
         "AUDIO": "|".join(AudioParams().to_dict()),
     }
     only_some_runs = {"vaekit.plugin_files", "vaekit.closed", "vaekit.sweep.parent", "vaekit.sweep.point", "mlflow.parentRunId",

@@ -66,7 +66,7 @@ def test_every_run_logs_figures_denormalisation_arrays_and_vocoder_error(trained
 
 
 def test_generate_writes_and_logs_back_several_vocoders_for_the_same_z(trained, tmp_path):
-    from vaekit.generate import generate
+    from vaekit.commands.generate import generate
     from vaekit.plugins import load_plugin_file
 
     run_id, uri = trained
@@ -108,7 +108,7 @@ def test_generate_writes_and_logs_back_several_vocoders_for_the_same_z(trained, 
 
 def test_a_component_name_never_becomes_a_path_outside_the_output(trained, tmp_path):
     """A plugin may register any name; where it names a folder or file it goes through safe_name."""
-    from vaekit.generate import generate
+    from vaekit.commands.generate import generate
     from vaekit.plugins import load_plugin_file
 
     run_id, uri = trained
@@ -125,8 +125,8 @@ def test_a_component_name_never_becomes_a_path_outside_the_output(trained, tmp_p
 
 
 def test_interpolate_between_seeds_and_between_test_clips(trained, tmp_path):
+    from vaekit.commands.generate import interpolate
     from vaekit.errors import ConfigError
-    from vaekit.generate import interpolate
     from vaekit.logged import open_run
 
     run_id, uri = trained
@@ -153,7 +153,7 @@ def test_interpolate_between_seeds_and_between_test_clips(trained, tmp_path):
 
 def test_reconstruct_a_real_clip_at_another_rate_in_stereo(trained, tmp_path):
     from vaekit.audio import AudioParams
-    from vaekit.generate import reconstruct
+    from vaekit.commands.generate import reconstruct
 
     run_id, uri = trained
     tone = make_tones(2, AudioParams(sr=44100, duration=1.5), seed=3)
@@ -169,8 +169,8 @@ def test_reconstruct_a_real_clip_at_another_rate_in_stereo(trained, tmp_path):
 def test_reconstruct_never_writes_through_a_symlink_at_its_output(trained, tmp_path):
     """A link where STEM.reconstructed.wav goes (planted, or left from a tidy-up) must not make vaekit
     overwrite the file it points to, nor create the file a dangling link names."""
+    from vaekit.commands.generate import reconstruct
     from vaekit.errors import DataError
-    from vaekit.generate import reconstruct
 
     run_id, uri = trained
     wav = tmp_path / "clip.wav"
@@ -196,8 +196,8 @@ def test_reconstruct_never_writes_through_a_symlink_at_its_output(trained, tmp_p
 
 
 def test_reconstruct_calls_a_fifo_not_a_regular_file_before_loading_anything(tmp_path):
+    from vaekit.commands.generate import reconstruct
     from vaekit.errors import DataError
-    from vaekit.generate import reconstruct
 
     fifo = tmp_path / "live.wav"
     os.mkfifo(fifo)
@@ -207,7 +207,7 @@ def test_reconstruct_calls_a_fifo_not_a_regular_file_before_loading_anything(tmp
 
 def test_a_file_name_with_a_newline_never_becomes_an_artifact_name(trained, tmp_path):
     """Local files keep the user's own name; what is logged into the run is made safe, folder and files."""
-    from vaekit.generate import reconstruct
+    from vaekit.commands.generate import reconstruct
 
     run_id, uri = trained
     wav = tmp_path / "take\n2.wav"

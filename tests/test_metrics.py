@@ -247,9 +247,9 @@ def test_a_metric_declaring_context_gets_it_and_one_that_cannot_be_computed_is_s
 
 
 def test_the_metrics_against_the_original_audio_are_columns_of_the_sweep_and_tune_tables():
-    """Both tables show the test_ and sample_ metrics a child logged (vaekit.tune.TABLE_METRICS)."""
-    from vaekit.sweep import format_table
-    from vaekit.tune import TABLE_METRICS, TrialRun
+    """Both tables show the test_ and sample_ metrics a child logged (vaekit.commands.tune.TABLE_METRICS)."""
+    from vaekit.commands.sweep import format_table
+    from vaekit.commands.tune import TABLE_METRICS, TrialRun
 
     assert all(_metric(name).name.startswith(TABLE_METRICS) for name in ("test_audio_mel_db", "test_audio_stft_db"))
     child = TrialRun(0, {"loss.lambda": 500}, 0, status="FINISHED", run_id="r1",
@@ -338,8 +338,8 @@ def test_sample_metrics_need_samples():
 @pytest.fixture(scope="module")
 def metric_run(notebook_data, tmp_path_factory):
     """One tiny run with the built-in metrics and a plugin's: (result, uri, store dir, plugin file)."""
+    from vaekit.commands.run import run
     from vaekit.plugins import load_plugin_file, reset_plugin_manager
-    from vaekit.run import run
 
     where = tmp_path_factory.mktemp("metric-store")
     plugin = where / "peak_metric.py"
@@ -487,7 +487,7 @@ def test_metrics_refuses_an_unknown_name_and_an_option_no_metric_has(notebook_da
 def test_generate_logs_the_sample_metrics_of_what_it_generated(metric_run, tmp_path):
     import mlflow
 
-    from vaekit.generate import generate
+    from vaekit.commands.generate import generate
     from vaekit.plugins import load_plugin_file
 
     result, uri, _, plugin = metric_run
@@ -596,8 +596,8 @@ def test_early_stop_survives_a_failure_and_resume(notebook_data, store, tmp_path
     import mlflow
 
     from vaekit.checkpoint import load
+    from vaekit.commands.run import run
     from vaekit.errors import TrainingError
-    from vaekit.run import run
 
     _register_rising(tmp_path)
     config = tiny_config(notebook_data, store, epochs=10, loss="rising", early_stop=3, monitor="loss",

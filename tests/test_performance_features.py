@@ -171,7 +171,7 @@ def test_multi_process_jax_reads_keras_distribution_variables(monkeypatch):
 @pytest.fixture(scope="module")
 def float32_run(notebook_data, tmp_path_factory):
     """One ordinary single-device run, the reference for the precision and strategy runs."""
-    from vaekit.run import run
+    from vaekit.commands.run import run
     from vaekit.tracking import check_store
 
     where = tmp_path_factory.mktemp("ref")
@@ -183,7 +183,7 @@ def float32_run(notebook_data, tmp_path_factory):
 def test_mixed_bfloat16_keeps_test_mse(notebook_data, store, float32_run):
     import keras
 
-    from vaekit.run import run
+    from vaekit.commands.run import run
 
     result = run(tiny_config(notebook_data, store, samples=1, validation_split=0.0, precision="mixed_bfloat16",
                              vocoder="fastgl"), progress=False)
@@ -205,7 +205,7 @@ def test_mixed_bfloat16_keeps_test_mse(notebook_data, store, float32_run):
 
 
 def test_steps_per_execution_trains_the_same_batches(notebook_data, store, float32_run):
-    from vaekit.run import run
+    from vaekit.commands.run import run
 
     with pytest.raises(ConfigError, match="--steps-per-execution must be at least 1, got 0"):
         RunConfig(steps_per_execution=0).validate()
@@ -232,8 +232,8 @@ def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(notebook_data, 
 
 
 def test_non_finite_loss_stops_training_naming_epoch_and_batch(notebook_data, store, tmp_path):
+    from vaekit.commands.run import run
     from vaekit.plugins import load_plugin_file
-    from vaekit.run import run
 
     plugin = tmp_path / "nanloss.py"
     plugin.write_text(

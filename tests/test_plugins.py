@@ -7,6 +7,7 @@ in-process with click's CliRunner, and a few through real subprocesses to prove 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -183,26 +184,22 @@ ENCODER_PLUGIN = '''
 '''
 
 
-def test_a_new_kind_is_its_record_and_hook_spec_to_plugins_the_listing_and_lookup(tmp_path, monkeypatch):
+def test_a_new_kind_is_its_record_and_hook_spec_to_plugins_the_listing_lookup_and_a_run(
+        tmp_path, monkeypatch, notebook_data, store):
     """Adding a kind (kinds.py's docstring): with only a Kind record and its ``register_*`` hook spec, a plugin file
-    registers components of it, ``vaekit plugins`` lists them and get_component builds one with its contract and
-    checked options.  (A run selecting one needs a RunConfig field and the code that uses it: not tested here.)"""
-    import pluggy
+    registers components of it, ``vaekit plugins`` lists them, get_component builds one with its contract and
+    checked options, and a run selects one with ``--component KIND=NAME`` and logs it as a param like the others."""
+    from mlflow.tracking import MlflowClient
 
     from vaekit import components, kinds
 
-    widget = kinds.Kind("widget", "widgets", ("audio",), "Widget component.")
-    monkeypatch.setattr(kinds, "KINDS", (*kinds.KINDS, widget))
-    monkeypatch.setattr(kinds, "BY_NAME", {**kinds.BY_NAME, "widget": widget})
-    # components (and config, tune, runlog through components) keep the names as constants taken from kinds.
-    monkeypatch.setattr(components, "KINDS", (*components.KINDS, "widget"))
-    monkeypatch.setattr(components, "PLURALS", {**components.PLURALS, "widget": "widgets"})
+    widget = kinds.Kind("widget", "widgets", ("audio",), "Widget component.", "anything the widget's user takes")
+    monkeypatch.setattr(kinds, "KINDS", (*kinds.KINDS, widget))  # every module reads the kinds when it needs them
 
-    def register_widgets(register):
-        """Register widgets: ``build(audio, **options)`` → anything."""
+    def register_widgets(register): ...
 
-    monkeypatch.setattr(hookspecs, "register_widgets", pluggy.HookspecMarker("vaekit")(register_widgets),
-                        raising=False)
+    monkeypatch.setattr(hookspecs, "register_widgets", hookspecs.hookspec(register_widgets), raising=False)
+    assert register_widgets.__doc__ == "Register widgets: `build(audio, **options)` → anything the widget's user takes."
     plugin = write(tmp_path / "widgets.py", """
         import vaekit
 
@@ -218,6 +215,21 @@ def test_a_new_kind_is_its_record_and_hook_spec_to_plugins_the_listing_and_looku
     assert hum.create("AUDIO", level=3) == ("AUDIO", 3)
     with pytest.raises(PluginError, match="widget.level"):
         hum.create("AUDIO", level=-1)
+    res = cli("run", "--plugin", plugin, "--data", notebook_data, "--tracking-uri", store, *FAST, *QUICK_GRIFFINLIM,
+              "--samples", "0", "--component", "widget=hum", "--option", "widget.level=3")
+    assert res.exit_code == 0, res.output
+    [run] = runs_in(store)
+    assert run.info.status == "FINISHED"
+    p = run.data.params
+    assert (p["widget"], p["widget.plugin"], p["widget.level"]) == ("hum", str(plugin.resolve()), "3")
+    assert "components" not in p  # the selection is the param `widget`, as `encoder` is
+    toml = Path(MlflowClient(store).download_artifacts(run.info.run_id, "config.toml")).read_text()
+    assert '\n[components]\n"widget" = "hum"\n' in toml  # so --resume and --config select it again
+    # Selecting a kind that has its own flag, or no kind, this way is a one-line error.
+    for item, error in (("encoder=dense", "--component encoder: encoder has its own setting; use --encoder NAME"),
+                        ("gadget=x", "--component gadget: unknown kind 'gadget'")):
+        res = cli("run", "--plugin", plugin, "--tracking-uri", store, "--component", item)
+        assert res.exit_code == 2 and error in res.output, res.output
 
 
 def test_plugin_files_from_flags_and_vaekit_plugins(tmp_path, monkeypatch):
@@ -582,13 +594,19 @@ def test_docs_tutorial_encoder_runs_as_written(notebook_data, store, tmp_path):
     assert json.loads(run.data.tags["vaekit.plugin_files"]) == [str(plugin.resolve())]
 
 
-def test_every_hook_is_documented():
+def test_every_hook_is_documented_with_its_kind_s_contract_as_the_record_says():
+    """The contract prose lives in the kinds' records: each docs row is the record's, word for word."""
+    from vaekit import kinds
+
     section = docs_page("plugins.md")
     hooks = {n for n in dir(hookspecs) if n.startswith("register_")}
     documented = set(re.findall(r"^\| `(register_\w+)\(register\)` \|", section, re.M))
     assert documented == hooks
-    for hook in hooks:  # and each has a contract row in "Component contracts"
-        assert f"`{hook}(register)`" in docs_page("components.md"), hook
+    contracts = set(re.findall(r"^\| \w+ \| `register_.*$", docs_page("components.md"), re.M))
+    assert contracts == {k.docs_row() for k in kinds.KINDS}, "docs/components.md's contracts differ from vaekit/kinds.py"
+    for kind in kinds.KINDS:
+        assert f"| `{kind.hook}(register)` | {kind.plural}: `{kind.signature}` |" in section.splitlines(), kind.hook
+        assert inspect.getdoc(getattr(hookspecs, kind.hook)) == kind.doc()
 
 
 def test_a_run_s_plugin_files_load_only_when_asked_and_after_being_announced(tmp_path):

@@ -201,7 +201,7 @@ def test_interrupted_prepare_leaves_no_dataset(tmp_path):
 
 
 def test_run_trains_on_prepared_data_and_vocodes_at_its_sample_rate(tmp_path, store):
-    from vaekit.run import run
+    from vaekit.commands.run import run
 
     src = make_audio_tree(tmp_path / "audio", speakers=4, per_speaker=20, bad=False)
     out = tmp_path / "prepared"

@@ -29,7 +29,7 @@ from vaekit.errors import DataError, PluginError, TrainingError, VaekitError
 
 
 def test_failure_in_sample_generation_ends_run_failed_with_tag_traceback_and_epochs_kept(notebook_data, store):
-    from vaekit.run import run
+    from vaekit.commands.run import run
 
     load_faults()
     with pytest.raises(PluginError, match="vocoder 'fails'.*vocoder exploded"):
@@ -45,7 +45,7 @@ def test_failure_in_sample_generation_ends_run_failed_with_tag_traceback_and_epo
 
 
 def test_artifact_upload_failing_after_training_ends_run_failed_not_finished(notebook_data, store):
-    from vaekit.run import run
+    from vaekit.commands.run import run
 
     load_faults()
     with pytest.raises(Exception):
@@ -57,7 +57,7 @@ def test_artifact_upload_failing_after_training_ends_run_failed_not_finished(not
 
 
 def test_failure_while_logging_the_model_ends_run_failed(notebook_data, store):
-    from vaekit.run import run
+    from vaekit.commands.run import run
 
     load_faults()
     with pytest.raises(Exception):
@@ -87,7 +87,7 @@ def test_sigint_to_a_real_run_mid_training_ends_killed_exit_130_with_epoch_metri
 
 
 def test_non_finite_loss_stops_at_once_and_fails_naming_epoch_batch_and_what_to_try(notebook_data, store):
-    from vaekit.run import run
+    from vaekit.commands.run import run
 
     faults = load_faults()
     with pytest.raises(TrainingError) as info:
@@ -146,7 +146,7 @@ def test_unreachable_tracking_server_is_a_one_line_error_before_tensorflow(noteb
 def test_unwritable_store_location_fails_before_training_and_creates_nothing(notebook_data, tmp_path, monkeypatch,
                                                                              no_training):
     """Root ignores permission bits, so the store is put below a regular file: unwritable for anyone."""
-    from vaekit.run import run
+    from vaekit.commands.run import run
 
     monkeypatch.chdir(tmp_path)
     blocker = tmp_path / "a-file"
@@ -188,7 +188,7 @@ def unwritable_directory(path: Path):
 
 
 def test_store_directory_without_write_permission_fails_before_training(notebook_data, tmp_path, no_training):
-    from vaekit.run import run
+    from vaekit.commands.run import run
 
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -199,7 +199,7 @@ def test_store_directory_without_write_permission_fails_before_training(notebook
 
 
 def test_unwritable_artifact_location_fails_before_any_run_exists(notebook_data, store, tmp_path, no_training):
-    from vaekit.run import run
+    from vaekit.commands.run import run
 
     blocker = tmp_path / "artifacts-are-a-file"
     blocker.write_text("x")
@@ -256,7 +256,7 @@ REPRO_RTOL = 1e-5
 def test_same_seed_same_test_metrics_on_cpu_and_deterministic_switch(notebook_data, store):
     from tensorflow.python.framework import config as tf_config  # the public API can enable, not query
 
-    from vaekit.run import run
+    from vaekit.commands.run import run
 
     a = run(small_config(notebook_data, store, samples=0), progress=False)
     b = run(small_config(notebook_data, store, samples=0, deterministic=True), progress=False)
@@ -292,9 +292,9 @@ def test_arrays_never_unpickle(notebook_data, tmp_path):
 def test_models_load_with_safe_mode_refusing_code(notebook_data, store, tmp_path):
     """A run whose logged model holds Python code (a Lambda layer) is refused by vaekit's own loader,
     in one line, and the code does not run."""
+    from vaekit.commands.run import run
     from vaekit.errors import VaekitError
     from vaekit.logged import load_model
-    from vaekit.run import run
 
     load_faults()
     marker = tmp_path / "lambda-ran"

@@ -104,7 +104,7 @@ def test_the_run_trains_measures_and_draws_at_its_shape(shaped, tmp_path):
 
 
 def test_generate_interpolate_and_reconstruct_at_its_shape(with_cache, tmp_path):
-    from vaekit.generate import generate, interpolate, reconstruct
+    from vaekit.commands.generate import generate, interpolate, reconstruct
     from vaekit.logged import open_run
 
     shaped = with_cache
@@ -127,7 +127,7 @@ def test_generate_interpolate_and_reconstruct_at_its_shape(with_cache, tmp_path)
 
 
 def test_explore_maps_plays_and_decodes_at_its_shape(with_cache):
-    from vaekit.explore import load_explorer
+    from vaekit.commands.explore import load_explorer
 
     shaped = with_cache
     h, w = shaped["shape"]
@@ -147,7 +147,7 @@ def test_export_and_the_served_generator_at_its_shape(shaped, tmp_path):
     import mlflow
     import onnxruntime
 
-    from vaekit.export import export
+    from vaekit.commands.export import export
     from vaekit.logged import open_run
     from vaekit.serving import Generator  # noqa: F401  (what the generator model imports)
 

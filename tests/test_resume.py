@@ -3,6 +3,7 @@ from its last completed epoch and ends where an uninterrupted run with the same 
 
 from __future__ import annotations
 
+import functools
 import shutil
 import signal
 import socket
@@ -41,7 +42,7 @@ def history(client, run_id, key):
 
 
 def test_sigterm_mid_training_then_resume_matches_an_uninterrupted_run(notebook_data, store, tmp_path):
-    from vaekit.run import run
+    from vaekit.commands.run import run
 
     run_id, returncode, err = signal_mid_training(notebook_data, store, tmp_path, signal.SIGTERM)
     assert returncode == 143, err[-3000:]
@@ -230,7 +231,7 @@ def test_a_dead_or_reused_pid_is_told_from_a_live_run_by_its_start_time(store, t
 def test_a_failed_run_resumes_after_its_last_epoch_and_finishes(notebook_data, store, tmp_path):
     """A transient failure after training (here in sample generation): resuming skips straight to it."""
     from vaekit.checkpoint import resume_config
-    from vaekit.run import run
+    from vaekit.commands.run import run
 
     load_faults()
     config = small_config(notebook_data, store, epochs=2, vocoder="fails-once",
@@ -254,7 +255,7 @@ def test_a_failed_run_resumes_after_its_last_epoch_and_finishes(notebook_data, s
 def test_resume_refuses_what_it_cannot_continue(notebook_data, store, tmp_path, monkeypatch):
     from vaekit import checkpoint
     from vaekit.checkpoint import resume_config
-    from vaekit.run import run
+    from vaekit.commands.run import run
 
     # Checkpoints written after every epoch, and checkpoint.discard watched: the run below must have
     # had a checkpoint for "a finished run's checkpoints are gone" to mean anything.
@@ -301,6 +302,30 @@ def test_resume_refuses_what_it_cannot_continue(notebook_data, store, tmp_path, 
     assert "Error: --resume continues a run with its own settings; drop --epochs" in res.stderr
 
 
+def checkpoint_epoch(client, store, run_id):
+    """The epoch of the run's checkpoint, None when it has none."""
+    from vaekit.checkpoint import load
+
+    if not client.list_artifacts(run_id, "checkpoints"):
+        return None
+    return load(run_id, store).epoch
+
+
+def model_state(model):
+    """The model's and its optimizer's variables, as arrays."""
+    return [v.numpy() for v in model.variables] + [v.numpy() for v in model.optimizer.variables]
+
+
+def assert_checkpoint(store, run_id, epoch, expected):
+    """The run's checkpoint holds ``epoch`` and exactly the arrays ``expected``."""
+    from vaekit.checkpoint import load
+
+    saved = load(run_id, store)
+    assert saved.epoch == epoch
+    for got, want in zip(saved.model_arrays + saved.optimizer_arrays, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_checkpoints_are_written_every_interval_and_always_at_a_stop(store, monkeypatch):
     """The policy, on a real model and store: the last epoch is kept in memory; written when the
     interval has passed (0: every epoch) and, whatever the interval, when the run stops early."""
@@ -315,19 +340,9 @@ def test_checkpoints_are_written_every_interval_and_always_at_a_stop(store, monk
     x = np.ones((4, 3), dtype="float32")
     client = MlflowClient(store)
 
-    def written_epoch(run_id):
-        if not client.list_artifacts(run_id, "checkpoints"):
-            return None
-        return load(run_id, store).epoch
-
-    def state():
-        return [v.numpy() for v in model.variables] + [v.numpy() for v in model.optimizer.variables]
-
-    def assert_saved(run_id, epoch, expected):
-        saved = load(run_id, store)
-        assert saved.epoch == epoch
-        for got, want in zip(saved.model_arrays + saved.optimizer_arrays, expected, strict=True):
-            np.testing.assert_array_equal(got, want)
+    written_epoch = functools.partial(checkpoint_epoch, client, store)
+    state = functools.partial(model_state, model)
+    assert_saved = functools.partial(assert_checkpoint, store)
 
     experiment = tracking.check_store(store, "checkpoints")
     with tracking.tracked_run(experiment) as every_epoch:

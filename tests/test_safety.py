@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import error_line, tiny_run
+from conftest import error_line, tiny_run, wait_until_answered
 
 LATENT = 4
 
@@ -149,8 +149,8 @@ def test_what_is_logged_into_a_run_never_replaces_what_another_call_or_server_lo
 
     from conftest import make_tones
     from vaekit.audio import AudioParams
-    from vaekit.explore import load_explorer
-    from vaekit.generate import reconstruct
+    from vaekit.commands.explore import load_explorer
+    from vaekit.commands.generate import reconstruct
 
     run_id, uri, _ = trained
     client = mlflow.MlflowClient(uri)
@@ -356,14 +356,7 @@ def test_explore_answers_hostile_requests_in_4xx_and_its_console_shows_no_traceb
         while line and not line.startswith("open "):  # printed just before the server accepts
             line = proc.stdout.readline()
         assert line, f"vaekit explore ended: {(tmp_path / 'stderr').read_text()[-2000:]}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                request(f"{base}/api/info", timeout=5)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "vaekit explore did not answer"
-                time.sleep(0.1)
+        wait_until_answered(proc, f"{base}/api/info", tmp_path / "stderr", 60, "vaekit explore", every=0.1)
         for method, path, raw, status, message in (
                 ("POST", "/api/decode", b'{"z": [1' + b"0" * 400 + b', 0, 0, 0]}', 400,
                  "z[0]: must be within ±1000, got an integer of 401 digits"),
@@ -406,22 +399,6 @@ def test_explore_answers_hostile_requests_in_4xx_and_its_console_shows_no_traceb
 
 
 # -- 9, 10. the logged VAE as MLflow's users call it --------------------------------------------------------
-
-def wait_until_answered(proc, url: str, log: Path, timeout: float = 180) -> None:
-    """Poll ``url`` until the server ``proc`` answers it; fail with the end of its ``log`` if it exits first."""
-    import time
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while True:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        try:
-            urllib.request.urlopen(url, timeout=5).read()
-            return
-        except OSError:
-            assert time.monotonic() < deadline, f"{url}: no answer within {timeout:g} s"
-            time.sleep(0.5)
-
 
 def vae_uri(trained) -> str:
     import mlflow

@@ -162,7 +162,7 @@ def test_mlflow_models_serve_answers_wavs_and_400_for_bad_z(logged, server):
 def test_register_names_both_models_and_the_listening_commands_take_their_uris(trained, registered, tmp_path):
     import mlflow
 
-    from vaekit.generate import generate, interpolate
+    from vaekit.commands.generate import generate, interpolate
 
     run_id, uri = trained
     assert registered.splitlines() == ["VAE:       models:/tones/1  (models:/tones@champion)",

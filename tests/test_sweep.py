@@ -12,7 +12,7 @@ from conftest import run_cli
 from reliability_helpers import FAULTS
 from vaekit.config import RunConfig
 from vaekit.errors import ConfigError, PluginError
-from vaekit.sweep import grid_points, parse_grid
+from vaekit.commands.sweep import grid_points, parse_grid
 
 
 def test_grid_parsing_and_points():
@@ -29,7 +29,7 @@ def test_grid_parsing_and_points():
 
 
 def test_sweep_rejects_bad_points_before_any_run(notebook_data, store):
-    from vaekit.sweep import sweep
+    from vaekit.commands.sweep import sweep
 
     base = RunConfig(data=str(notebook_data), tracking_uri=store, epochs=1)
     with pytest.raises(PluginError, match="has no option 'nosuch'"):

@@ -116,7 +116,7 @@ def test_synthetic_dataset_is_cached_by_parameters_and_made_like_prepare(vaekit_
 
 
 def test_run_without_data_trains_on_synthetic_voices(store, vaekit_cache):
-    from vaekit.run import run
+    from vaekit.commands.run import run
 
     config = tiny_config("unused", store, options={"dataset": {"clips": 160, "progress": False},
                                                    "vocoder": {"n_iter": 4}})

@@ -170,7 +170,7 @@ def test_ctrl_c_stops_the_trial_a_rerun_continues_the_study_and_a_lagging_trial_
 
 
 def test_tpe_draws_a_quarter_of_the_study_at_random_first_3_to_10():
-    from vaekit.tune import make_sampler, tpe_startup
+    from vaekit.commands.tune import make_sampler, tpe_startup
 
     assert [tpe_startup(n) for n in (1, 12, 16, 20, 40, 41, 1000)] == [3, 3, 4, 5, 10, 10, 10]
     assert make_sampler("tpe", [], 0, "--space", 16)._n_startup_trials == 4  # the sampler a 16-trial study gets
@@ -188,7 +188,7 @@ def test_trials_left_running_by_a_process_gone_from_this_host_are_failed_and_que
 
     from vaekit import tracking
     from vaekit import trial as trials
-    from vaekit.tune import INTERRUPTED, OWNER_ATTR, reap_stale
+    from vaekit.commands.tune import INTERRUPTED, OWNER_ATTR, reap_stale
 
     gone = subprocess.Popen(["sleep", "60"])
     gone_owner = {"host": socket.gethostname(), "pid": gone.pid, "start": tracking.process_start(gone.pid)}

@@ -96,8 +96,8 @@ def test_ui_refuses_a_missing_store_in_one_line(tmp_path):
 
 def test_ui_command_and_ui_agree_on_store_names(tmp_path, monkeypatch):
     """What `vaekit run` tells users to type opens the store that run wrote to."""
+    from vaekit.commands.ui import resolve_store, server_command
     from vaekit.tracking import ui_command
-    from vaekit.ui import resolve_store, server_command
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mlflow.db").touch()

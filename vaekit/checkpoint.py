@@ -22,8 +22,8 @@ A checkpoint is two files in one of two folders, :data:`SLOTS` (``checkpoints/sl
 A write goes into the slot that does not hold the newest checkpoint, so that one survives until
 the new one is complete: a write cut off at any point (even SIGKILL) leaves a slot whose
 ``state.json`` is missing, unreadable or names another ``state.npz``, and :func:`load` takes the
-newest slot that checks out.  Runs from a vaekit before slots (``checkpoints/state.npz`` and
-``state.json``) are read too.
+newest slot that checks out.  The single-file layout (``checkpoints/state.npz`` and ``state.json``,
+no slots) is read too.
 
 Training order is a function of (seed, epoch) (:func:`vaekit.training.epoch_order`), not of how many epochs
 this process has run, so a resumed run sees the same batches an uninterrupted one would.
@@ -102,10 +102,10 @@ def snapshot(model, into: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Copies of every model and optimizer variable (``m0, m1, ...``, ``o0, o1, ...``), in ``into``.
 
     ``into`` is a dict this function filled before, or an empty one; its arrays are reused when
-    the variables' shapes still match: a fresh 60 MB costs page
-    faults on every call (~0.1 s of CPU for conv2, on the path that stops training), a reused one
-    only the copy (~0.012 s).  Copies are taken from a read of each variable (so later training
-    steps cannot change them) without the intermediate array ``Variable.numpy()`` makes.
+    the variables' shapes still match: fresh arrays cost page faults on every call, on the path that
+    stops training, a reused one only the copy (figures in docs/benchmarks.md).
+    Copies are taken from a read of each variable (so later training steps cannot change them)
+    without the intermediate array ``Variable.numpy()`` makes.
     """
     variables = {f"m{i}": v for i, v in enumerate(model.variables)}
     variables.update({f"o{i}": v for i, v in enumerate(model.optimizer.variables)})
@@ -173,7 +173,7 @@ def _reached(point: str, slot: str) -> None:
 
 def _slot_metas(client, run_id: str, tmp: Path) -> dict[str, dict]:
     """``{slot: its state.json}`` for every slot whose ``state.json`` can be read (with ``"slot"`` and
-    ``"write"`` added: 0 for a checkpoint from before slots, kept in ``checkpoints/`` itself)."""
+    ``"write"`` added: 0 for one in the single-file layout, kept in ``checkpoints/`` itself)."""
     found = {}
     for slot in (*SLOTS, ""):
         path = posixpath.join(ARTIFACT_DIR, slot, META_FILE) if slot else posixpath.join(ARTIFACT_DIR, META_FILE)
@@ -192,13 +192,12 @@ class Checkpointer:
     """Keeps the last completed epoch's state; writes it every ``interval`` seconds and at a stop.
 
     After every epoch (:meth:`submit`) the model and optimizer state is copied in memory, into
-    arrays reused from epoch to epoch (:func:`snapshot`, ~0.012 s for conv2's 60 MB after the
-    first: this part stops training).  It is written to the run's artifacts when ``interval``
+    arrays reused from epoch to epoch (:func:`snapshot`: this part stops training).  It is written to the run's artifacts when ``interval``
     seconds have passed since the last write began, in a background thread, one write in flight at
     a time.  ``interval=0``: after every epoch, in line, before the epoch's metrics are logged, so
     a SIGKILL after an epoch's metrics appear still finds that epoch's checkpoint.  Why not always every epoch: writing,
-    hashing and copying 60 MB takes ~0.2 s of CPU, 5–7 % of training on a 2-core machine when
-    epochs last 1–2 s (benchmarks/train.py).
+    hashing and copying conv2's state costs a share of training that matters when epochs are short
+    (measured in docs/benchmarks.md, benchmarks/train.py and benchmarks/checkpoint_cost.py).
 
     :meth:`wait` must be called when training ends (it re-raises a failed write), so that a run
     is ended only after its last write is complete.  :meth:`kept_on_stop` wraps a run: when the
@@ -237,7 +236,7 @@ class Checkpointer:
 
         # The set a write in flight reads must not change; any other (the pending one included:
         # this epoch supersedes it) is overwritten.  No pending set while the copy runs, and
-        # signals held back meanwhile (~0.01 s): a stop never flushes a half-copied state.
+        # signals held back meanwhile (the copy is short): a stop never flushes a half-copied state.
         busy = self._writing if self._thread is not None and self._thread.is_alive() else None
         arrays = next((b for b in self._buffers if b is not busy), None)
         if arrays is None:

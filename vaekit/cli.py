@@ -117,6 +117,9 @@ def setting_options(fn):
         name = "--" + f.name.replace("_", "-")
         if f.name == "options":
             option = click.option("--option", "options", multiple=True, metavar="KIND.KEY=VALUE", help=help_text)
+        elif f.name == "components":  # None when not given, as every other flag
+            option = click.option("--component", "components", multiple=True, metavar="KIND=NAME", help=help_text,
+                                  callback=lambda _ctx, _param, items: items or None)
         elif flag.pop("on_off", False):
             option = click.option(f"{name}/--no-{name[2:]}", default=None, help=help_text)
         elif flag.pop("is_flag", False):
@@ -162,7 +165,7 @@ def run(config_file, options, plugin_files, trust_plugins, quiet, verbose, resum
         # Before any plugin file is imported: one may import Keras, which reads the backend once.
         config = config.with_backend()
         load_plugin_files(plugin_files)
-    from vaekit.run import run as run_api
+    from vaekit.commands.run import run as run_api
     from vaekit.tracking import ui_command
 
     result = run_api(config, progress=not quiet, resume=resume, echo=lambda line: click.echo(line, err=True))
@@ -206,7 +209,7 @@ def sweep(grid, jobs, config_file, options, plugin_files, quiet, verbose, **flag
 
     load_plugin_files(plugin_files)
     config = build_config(config_file, options, **flags)
-    from vaekit.sweep import sweep as sweep_api
+    from vaekit.commands.sweep import sweep as sweep_api
 
     echo = (lambda *a: None) if quiet else click.echo
     try:
@@ -259,7 +262,7 @@ def tune(space_file, n_trials, study_name, storage, jobs, sampler, pruner, prune
 
     load_plugin_files(plugin_files)
     config = build_config(config_file, options, **flags)
-    from vaekit.tune import tune as tune_api
+    from vaekit.commands.tune import tune as tune_api
 
     echo = (lambda *a: None) if quiet else click.echo
     try:
@@ -332,7 +335,8 @@ def plugins(as_json, plugin_files):
     """
     import json as json_module
 
-    from vaekit.components import KINDS, PLURALS, all_components
+    from vaekit import kinds
+    from vaekit.components import all_components
 
     console.configure()  # a plugin file may import a backend
     load_plugin_files(plugin_files)
@@ -343,14 +347,14 @@ def plugins(as_json, plugin_files):
              "_ranges_text": "; ".join(c.describe_range(key) for key in c.option_ranges)}
             for c in all_components(kind).values()
         ]
-        for kind in KINDS
+        for kind in kinds.names()
     }
     texts = {(kind, c["name"]): c.pop("_ranges_text") for kind, comps in listing.items() for c in comps}
     if as_json:
         click.echo(json_module.dumps(listing, indent=2, default=repr))
         return
     for kind, comps in listing.items():
-        click.echo(f"{PLURALS[kind]}:")
+        click.echo(f"{kinds.get(kind).plural}:")
         for c in comps:
             opts = ", ".join(f"{k}={v!r}" for k, v in c["options"].items()) or "no options"
             click.echo(f"  {c['name']:<14} {c['plugin']} {c['version']}")
@@ -414,7 +418,7 @@ def generate(run_id, n, seed, label, out, log, vocoders, options, tracking_uri, 
     RUN_OR_URI is a run id, models:/NAME/VERSION or models:/NAME@ALIAS (a registered model: its run).
     """
     _listen_setup(backend, plugin_files)
-    from vaekit.generate import generate as generate_api
+    from vaekit.commands.generate import generate as generate_api
 
     _report(generate_api(run_id, n=n, vocoders=vocoders, options=options, seed=seed, out=out, log=log,
                          tracking_uri=tracking_uri, trust_plugins=trust_plugins, label=label))
@@ -439,7 +443,7 @@ def interpolate(run_id, clips, seeds, labels, steps, data, out, log, vocoders, o
     RUN_OR_URI is a run id, models:/NAME/VERSION or models:/NAME@ALIAS (a registered model: its run).
     """
     _listen_setup(backend, plugin_files)
-    from vaekit.generate import interpolate as interpolate_api
+    from vaekit.commands.generate import interpolate as interpolate_api
 
     if not clips and not seeds:
         seeds = (0, 0) if labels else (0, 1)
@@ -464,7 +468,7 @@ def reconstruct(run_id, inputs, out, log, label, vocoders, options, tracking_uri
     RUN_OR_URI is a run id, models:/NAME/VERSION or models:/NAME@ALIAS (a registered model: its run).
     """
     _listen_setup(backend, plugin_files)
-    from vaekit.generate import reconstruct as reconstruct_api
+    from vaekit.commands.generate import reconstruct as reconstruct_api
 
     result = reconstruct_api(run_id, inputs[0] if len(inputs) == 1 and not os.path.isdir(inputs[0]) else list(inputs),
                              vocoders=vocoders, options=options, out=out, log=log, tracking_uri=tracking_uri,
@@ -508,6 +512,19 @@ def register(run_id, name, alias, tracking_uri):
         click.echo(f"{what + ':':<10} {uri}" + (f"  (models:/{version.name}@{alias})" if alias else ""))
 
 
+def logged_run_options(backend_what: str, backend_note: str = ""):
+    """export's and explore's options for opening a logged run: --tracking-uri, --backend (its help from
+    :func:`backend_option`'s ``what`` and ``note``), --plugin and --trust-run-plugins."""
+    options = [tracking_uri_option, backend_option(backend_what, backend_note), plugin_option, trust_option]
+
+    def decorate(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
 @main.command()
 @click.argument("run_id", metavar="RUN_OR_URI")
 @click.argument("out", type=click.Path())
@@ -515,10 +532,7 @@ def register(run_id, name, alias, tracking_uri):
               help="onnx: decoder.onnx and encoder.onnx (needs tf2onnx and onnx: pip install 'vaekit[export]'); "
                    "saved_model: TensorFlow SavedModel folders decoder/ and encoder/.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists (once the new export is complete).")
-@tracking_uri_option
-@backend_option("to export with", "; tensorflow is the tested one")
-@plugin_option
-@trust_option
+@logged_run_options("to export with", "; tensorflow is the tested one")
 @friendly_errors
 def export(run_id, out, fmt, force, tracking_uri, backend, plugin_files, trust_plugins):
     """Write a run's decoder and encoder for use outside vaekit, with what turns their output into sound.
@@ -528,7 +542,7 @@ def export(run_id, out, fmt, force, tracking_uri, backend, plugin_files, trust_p
     RUN_OR_URI is a run id, models:/NAME/VERSION or models:/NAME@ALIAS.
     """
     chosen = _listen_setup(backend, plugin_files)
-    from vaekit.export import export as export_api
+    from vaekit.commands.export import export as export_api
 
     files = export_api(run_id, out, fmt, tracking_uri=tracking_uri, force=force, trust_plugins=trust_plugins,
                        backend=chosen)
@@ -563,7 +577,7 @@ def close(run_id, tracking_uri, force):
 @friendly_errors
 def ui(store, port, host):
     """Open the MLflow UI on a store (default ./mlflow.db; a directory, a .db file or a URI), WAVs playable."""
-    from vaekit.ui import serve
+    from vaekit.commands.ui import serve
 
     sys.exit(serve(store, port=port, host=host))
 
@@ -577,10 +591,7 @@ def ui(store, port, host):
 @click.option("--vocoder", metavar="NAME", help="Vocoder for every sound [the run's, with its options].")
 @click.option("--option", "options", multiple=True, metavar="vocoder.KEY=VALUE",
               help="A vocoder option, e.g. vocoder.n_iter=16 (repeatable).")
-@tracking_uri_option
-@backend_option("to load the model with")
-@plugin_option
-@trust_option
+@logged_run_options("to load the model with")
 @friendly_errors
 def explore(run_id, port, host, data, vocoder, options, tracking_uri, backend, plugin_files, trust_plugins):
     """See and hear a run's latent space in the browser: a map of the test set, sliders, interpolation.
@@ -589,7 +600,7 @@ def explore(run_id, port, host, data, vocoder, options, tracking_uri, backend, p
     it.  The JSON API under the page is in docs/explore.md.
     """
     _listen_setup(backend, plugin_files)
-    from vaekit.explore import serve
+    from vaekit.commands.explore import serve
 
     try:
         serve(run_id, port=port, host=host, data=data, vocoder=vocoder, options=options, tracking_uri=tracking_uri,
@@ -599,7 +610,7 @@ def explore(run_id, port, host, data, vocoder, options, tracking_uri, backend, p
         click.echo("Interrupted.", err=True)
         code = 130
     # The server has stopped and nothing is left to write (a kept sound is logged within its request); the
-    # interpreter's own teardown of TensorFlow would hold the terminal for seconds more (docs/benchmarks.md).
+    # interpreter's own teardown of TensorFlow would only hold the terminal longer (docs/benchmarks.md).
     sys.stdout.flush()
     console.drain()
     os._exit(code)

@@ -1,28 +1,10 @@
 """Components: what plugins register, looked up by kind and name, built with checked options.
 
-The kinds and the contract of each ``build`` function:
-
-- ``encoder``: ``build(input_shape, latent_dim, **options)`` → a ``keras.Model`` that maps
-  x of shape ``(batch, *input_shape)`` to ``(z_mean, z_log_var)``, each ``(batch, latent_dim)``.
-  The core samples z (the reparameterisation) in its own serializable layer.
-- ``decoder``: ``build(latent_dim, output_shape, **options)`` → a ``keras.Model`` that maps
-  z of shape ``(batch, latent_dim)`` to x̂ of shape ``(batch, *output_shape)``.
-- Conditional runs (``--condition NAME``): an encoder or decoder that declares a keyword parameter
-  ``condition`` (default ``None``) takes a condition.  A conditional run calls it with ``condition=K``,
-  the label's number of classes, and the model it returns takes a second input, the label one-hot
-  ``(batch, K)`` (float32; a mix of classes for a walk between labels): ``[x, label]`` → ``(z_mean,
-  z_log_var)`` and ``[z, label]`` → x̂.  An unconditional run never passes ``condition``.  A build
-  function without the parameter is refused for a conditional run and works as ever otherwise.
-- ``loss``: ``build(**options)`` → a callable ``(x, x_hat, z_mean, z_log_var)`` → dict of
-  named scalar tensors, one of them ``"loss"`` (what is optimised).  If the callable also
-  takes an ``epoch`` keyword it gets the current (0-based) epoch as a float tensor.
-- ``vocoder``: ``build(audio, **options)`` → a callable that turns mel spectrograms in dB,
-  ``(N, n_mels, frames)``, into waveforms ``(N, samples)`` at ``audio.sr``.
-- ``dataset``: ``build(path, audio, **options)`` → a :class:`vaekit.data.Dataset`.  A dataset
-  may register ``detect=fn(path) -> bool`` so ``--data PATH`` can pick it.
-- ``metrics``: ``build(**options)`` → a callable ``(original, reconstructed, sampled, audio, vocoded)``
-  → dict of named numbers (see :mod:`vaekit.audio_metrics`; one declaring a keyword parameter ``context``
-  also gets a :class:`vaekit.audio_metrics.MetricContext`); a run uses several (``--metrics A,B``).
+The contract of each kind's ``build`` function (its positional arguments, what it returns) is the kind's
+record in :mod:`vaekit.kinds` (:attr:`vaekit.kinds.Kind.contract` and :attr:`vaekit.kinds.Kind.returns`);
+the hook specs' docstrings and docs/components.md show it.  A conditional run (``--condition``) also passes
+``condition=K`` to an encoder or decoder whose build function declares ``condition=None`` (docs/components.md,
+"Conditional encoders and decoders"); an unconditional run never passes it.
 
 ``options`` are keyword arguments with defaults; their names and default values are the
 component's options (``vaekit plugins`` lists them, ``--option KIND.KEY=VALUE`` sets them).
@@ -48,8 +30,13 @@ from typing import Any
 from vaekit import kinds
 from vaekit.errors import DataError, PluginError, VaekitError, one_line
 
-KINDS = kinds.NAMES
-PLURALS = {k.name: k.plural for k in kinds.KINDS}
+
+def __getattr__(attr: str):
+    # KINDS, for tune.py's `from vaekit.components import KINDS` until it reads vaekit.kinds.names() itself (another
+    # change owns tune.py); computed when read, never a copy.  Everything else here reads vaekit.kinds at call time.
+    if attr == "KINDS":
+        return kinds.names()
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
 #: The keys a plugin may give an option's range in ``register(..., options={KEY: {...}})``.
@@ -284,10 +271,9 @@ def check_build_signature(kind: str, name: str, build, plugin: str) -> None:
     required = [p for p in params if p.default is inspect.Parameter.empty
                 and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     if (len(positional) < len(contract) and not takes_varargs) or len(required) > len(contract):
-        shown = ", ".join([*contract, "**options"]) if contract else "**options"
         got = ", ".join(str(p) for p in params)
         raise PluginError(
-            f"{plugin}: {kind} {name!r} has build({got}); it must be build({shown}) "
+            f"{plugin}: {kind} {name!r} has build({got}); it must be {kinds.get(kind).signature} "
             "with a default for every option"
         )
 
@@ -430,13 +416,13 @@ def resolve(config) -> dict:
     """Every component a run of ``config`` uses, by kind, with its options checked (no backend needed).
 
     A kind that selects several (:attr:`vaekit.kinds.Kind.multiple`: ``metrics``, by :func:`select_metrics`)
-    maps to a list; ``comps["discriminator"]`` is None when the run names none (no adversarial phase);
-    every other kind maps to one :class:`Component`.
+    maps to a list; every other kind to the one :class:`Component` :meth:`vaekit.config.RunConfig.selected`
+    names (``--KIND NAME``, or ``--component KIND=NAME`` for a kind without a flag of its own), or None when
+    the run names none (no discriminator: no adversarial phase).
     """
-    comps = {kind: get_component(kind, getattr(config, kind)) for kind in KINDS
-             if kind not in ("dataset", "discriminator") and not kinds.get(kind).multiple}
+    comps = {kind: get_component(kind, config.selected(kind)) if config.selected(kind) else None
+             for kind in kinds.names() if kind != "dataset" and not kinds.get(kind).multiple}
     comps["dataset"] = select_dataset(config)
-    comps["discriminator"] = get_component("discriminator", config.discriminator) if config.discriminator else None
     comps["metrics"] = select_metrics(config.metrics)
     if getattr(config, "condition", None):
         for kind in ("encoder", "decoder"):
@@ -446,8 +432,9 @@ def resolve(config) -> dict:
             check_metric_options(comps[kind], config.option(kind))
         elif comps[kind] is None:
             if config.option(kind):
+                how = f"--{kind} NAME" if hasattr(config, kind) else f"--component {kind}=NAME"
                 raise PluginError(f"--option {kind}.{next(iter(config.option(kind)))}: the run has no {kind} "
-                                  f"(name one with --{kind} NAME)")
+                                  f"(name one with {how})")
         else:
             comps[kind].check_options(config.option(kind))
     return comps
@@ -524,15 +511,15 @@ def vocode(comp: Component, vocoder_fn, mel_db):
 
 
 def check_vocoder(comp: Component, vocoder_fn, ds, options: dict | None = None):
-    """Pre-flight: vocode one dummy spectrogram, so a broken vocoder fails in seconds, before training;
+    """Pre-flight: vocode one dummy spectrogram, so a broken vocoder fails before training;
     return its waveform (1, samples).
 
     The dummy has the data's shape (a vocoder may need the exact frame count) and a constant
     level mid-way through the data's dB range: Griffin-Lim's NNLS converges on it at once,
-    where a real clip costs it seconds.  A vocoder registered with ``preflight={OPTION: VALUE}``
+    where a real clip needs many iterations.  A vocoder registered with ``preflight={OPTION: VALUE}``
     is checked with a second instance built with the run's ``options`` overridden by those
-    (e.g. ``n_iter=1``), so the check costs the same whatever the run's iteration count: the
-    built-ins at ``n_iter=10000`` took 23 s (griffinlim) and 8 s (fastgl) here before.
+    (e.g. ``n_iter=1``), so the check costs the same whatever the run's iteration count (figures in
+    docs/benchmarks.md).
     """
     import numpy as np
 

@@ -9,6 +9,9 @@ names as the flags (with ``_`` for ``-``) and a table per component kind for opt
 
     [options.loss]
     lambda = 1000
+
+A kind without a setting of its own (one a plugin adds) is selected in a ``[components]`` table
+(``widget = "hum"``), as ``--component widget=hum`` does.
 """
 
 from __future__ import annotations
@@ -26,8 +29,6 @@ from vaekit.backend import BACKENDS, ORDER, resolve
 from vaekit.backend import select as select_backend
 from vaekit.distribute import PRECISIONS, STRATEGIES
 from vaekit.errors import ConfigError
-
-KINDS = kinds.NAMES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -56,13 +57,13 @@ class RunConfig:
 
     data: str | None = _setting(None, "Notebook-format directory or folder of audio.", "built-in synthetic voices",
                                 path=True)
-    dataset: str | None = _setting(None, kinds.BY_NAME["dataset"].help, "detected from --data")
-    encoder: str = _setting("conv2", kinds.BY_NAME["encoder"].help)
-    decoder: str = _setting("conv2", kinds.BY_NAME["decoder"].help)
-    loss: str = _setting("mse-kl", kinds.BY_NAME["loss"].help)
-    vocoder: str = _setting("griffinlim", kinds.BY_NAME["vocoder"].help)
+    dataset: str | None = _setting(None, kinds.get("dataset").help, "detected from --data")
+    encoder: str = _setting("conv2", kinds.get("encoder").help)
+    decoder: str = _setting("conv2", kinds.get("decoder").help)
+    loss: str = _setting("mse-kl", kinds.get("loss").help)
+    vocoder: str = _setting("griffinlim", kinds.get("vocoder").help)
     # The adversarial phase (vaekit.adversarial): off unless a discriminator is named.
-    discriminator: str | None = _setting(None, kinds.BY_NAME["discriminator"].help, "none: no adversarial phase")
+    discriminator: str | None = _setting(None, kinds.get("discriminator").help, "none: no adversarial phase")
     adversarial_warmup: int = _setting(5, "With --discriminator: epochs of the plain loss before the "
                                        "discriminator's gradient reaches the VAE.")
     adversarial_loss: str = _setting("hinge", "With --discriminator: the GAN loss.", choices=ADVERSARIAL_LOSSES)
@@ -77,7 +78,7 @@ class RunConfig:
                                      "none: unconditional", metavar="LABEL")
     learning_rate: float = _setting(0.001, "Adam learning rate.")
     validation_split: float = _setting(0.1, "Share of x_train held out for per-epoch validation.")
-    metrics: str | None = _setting(None, kinds.BY_NAME["metrics"].help, "all built-ins")
+    metrics: str | None = _setting(None, kinds.get("metrics").help, "all built-ins")
     early_stop: int = _setting(0, "Stop once --monitor has not improved for this many epochs (0: never); the best "
                                "epoch's weights are kept. --epochs stays the upper bound.", metavar="PATIENCE")
     monitor: str = _setting("val_loss", "The epoch metric --early-stop watches (lower is better).")
@@ -96,6 +97,9 @@ class RunConfig:
     #: Deterministic kernels (slower; same results on GPU too).  On CPU runs repeat without it.
     deterministic: bool = _setting(False, "Deterministic kernels (repeatable GPU runs; slower).", is_flag=True)
     options: dict[str, dict[str, Any]] = _setting({}, "A component option, e.g. loss.lambda=1000 (repeatable).")
+    #: Kind → component name, for a kind without a field of its own here (one a plugin adds: see vaekit.kinds).
+    components: dict[str, str] = _setting({}, "A component of a kind without a flag of its own, e.g. widget=hum "
+                                          "(repeatable).")
     # Performance and scale (see vaekit.distribute).
     precision: str = _setting("float32", "Numeric precision: mixed_* pay on GPUs (float16 with loss scaling).",
                               choices=PRECISIONS)
@@ -111,6 +115,10 @@ class RunConfig:
     #: MLflow's own system metrics (CPU, memory, disk, network; GPU where pynvml finds one) under system/.
     system_metrics: bool = _setting(False, "Log CPU, memory and GPU use under system/ while the run lasts "
                                     "(MLflow's system metrics; GPU needs pynvml).", is_flag=True)
+
+    def selected(self, kind: str) -> str | None:
+        """The component name this run selects for ``kind``: its field, else ``components[kind]`` (None: none)."""
+        return getattr(self, kind) if kind in _FIELDS else self.components.get(kind)
 
     def option(self, kind: str) -> dict[str, Any]:
         """The options given for one component kind."""
@@ -129,9 +137,12 @@ class RunConfig:
         lines = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "options" or value is None:
+            if f.name in ("options", "components") or value is None:
                 continue
             lines.append(f"{f.name} = {json.dumps(value)}")
+        if self.components:
+            lines.append("\n[components]")
+            lines.extend(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in sorted(self.components.items()))
         for kind, opts in sorted(self.options.items()):
             if opts:
                 lines.append(f"\n[options.{kind}]")
@@ -174,6 +185,34 @@ class RunConfig:
         return self
 
 
+_FIELDS = frozenset(f.name for f in fields(RunConfig))
+
+
+def check_components(components: dict, where: str) -> dict[str, str]:
+    """``components`` (kind → name) checked: each key a kind without a RunConfig field of its own, each name a string."""
+    if not isinstance(components, dict):
+        raise ConfigError(f"{where}: expected a table of KIND = \"NAME\", got {components!r}")
+    for kind, name in components.items():
+        if kind not in kinds.names():
+            raise ConfigError(f"{where} {kind}: unknown kind {kind!r}; kinds are: {', '.join(kinds.names())}")
+        if kind in _FIELDS:
+            raise ConfigError(f"{where} {kind}: {kind} has its own setting; use --{kind} NAME")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{where} {kind}: expected a component name, got {name!r}")
+    return dict(components)
+
+
+def parse_components(items) -> dict[str, str]:
+    """``["widget=hum", ...]`` → ``{"widget": "hum"}``, checked by :func:`check_components`."""
+    out = {}
+    for item in items or ():
+        kind, sep, name = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--component {item!r}: expected KIND=NAME, e.g. widget=hum")
+        out[kind.strip()] = name.strip()
+    return check_components(out, "--component")
+
+
 def parse_value(text: str) -> Any:
     """A command-line value: TOML/JSON scalars (1, 0.5, true, "x") or else the plain string."""
     try:
@@ -190,8 +229,8 @@ def parse_options(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any
         kind, dot, name = key.strip().partition(".")
         if not sep or not dot or not name:
             raise ConfigError(f"--option {item!r}: expected KIND.KEY=VALUE, e.g. loss.lambda=1000")
-        if kind not in KINDS:
-            raise ConfigError(f"--option {item!r}: unknown kind {kind!r}; kinds are: {', '.join(KINDS)}")
+        if kind not in kinds.names():
+            raise ConfigError(f"--option {item!r}: unknown kind {kind!r}; kinds are: {', '.join(kinds.names())}")
         out.setdefault(kind, {})[name] = parse_value(value.strip())
     return out
 
@@ -220,19 +259,22 @@ def load_toml(path) -> dict[str, Any]:
         if name not in known:
             raise ConfigError(f"--config {path}: unknown setting {key!r}; settings are: {', '.join(sorted(known))}")
         if name == "options":
-            if not isinstance(value, dict) or any(k not in KINDS or not isinstance(v, dict) for k, v in value.items()):
-                raise ConfigError(f"--config {path}: [options] must hold tables named after kinds: {', '.join(KINDS)}")
+            if not isinstance(value, dict) or any(k not in kinds.names() or not isinstance(v, dict) for k, v in value.items()):
+                raise ConfigError(f"--config {path}: [options] must hold tables named after kinds: {', '.join(kinds.names())}")
+        if name == "components":
+            value = check_components(value, f"--config {path}: [components]")
         out[name] = value
     return out
 
 
 def merge(base: RunConfig, **overrides) -> RunConfig:
-    """``base`` with non-None overrides; ``options`` are merged per kind, key by key."""
+    """``base`` with non-None overrides; ``options`` are merged per kind, key by key, ``components`` per kind."""
     options = {k: dict(v) for k, v in base.options.items()}
     for kind, opts in (overrides.pop("options", None) or {}).items():
         options.setdefault(kind, {}).update(opts)
+    components = {**base.components, **(overrides.pop("components", None) or {})}
     changes = {k: v for k, v in overrides.items() if v is not None}
-    cfg = replace(base, options=options, **changes)
+    cfg = replace(base, options=options, components=components, **changes)
     return _check_types(cfg)
 
 
@@ -251,9 +293,9 @@ def _check_types(cfg: RunConfig) -> RunConfig:
 
 
 def build_config(config_file=None, options=(), **flags) -> RunConfig:
-    """Defaults ← config file ← ``--option`` items ← flags (None means "not given")."""
+    """Defaults ← config file ← ``--option`` items ← flags (None means "not given"; ``components``: ``KIND=NAME`` items)."""
     cfg = RunConfig()
     if config_file:
         cfg = merge(cfg, **load_toml(config_file))
-    cfg = merge(cfg, options=parse_options(options), **flags)
+    cfg = merge(cfg, options=parse_options(options), **{**flags, "components": parse_components(flags.get("components"))})
     return cfg.validate()

@@ -1,26 +1,20 @@
-"""The component kinds: one record per kind, from which hooks, listings, config and CLI derive.
+"""The component kinds: one record per kind, from which hooks, listings, config, CLI and params derive.
 
 A kind's record names its hook (checked against :mod:`vaekit.hookspecs` by a test), the
-arguments the core passes to its ``build`` function (the contract; they are not options), the
-:class:`vaekit.config.RunConfig` field that selects it, whether that field names one component or
-several, and a line of help for ``vaekit plugins`` and the CLI.
+arguments the core passes to its ``build`` function and what ``build`` returns (the contract, written
+only here: the hook spec's docstring is made from it, docs/components.md's row is tested against it),
+whether a run selects one component of the kind or several, and a line of help for the CLI.
+Read :data:`KINDS` through :func:`names` and :func:`get` when it is needed: a copy taken at import misses a kind added later.
 
-Adding a kind takes, besides its record here:
-
-- its ``register_PLURAL`` hook spec in :mod:`vaekit.hookspecs`, documenting the contract (a test
-  checks the two match one to one), and the hook's rows in docs/plugins.md's hooks table and
-  docs/components.md's contracts (a test checks both);
-- the :class:`vaekit.config.RunConfig` field named after it, with its default (a dataclass field
-  cannot be derived from this record; it gives the ``vaekit run`` flag, whose help is this record's),
-  and that flag's row in docs/usage.md's flags table (a test checks it);
-- the core code that uses the built component: :func:`vaekit.components.resolve` looks up one
-  component per kind by its field (a ``multiple`` kind is selected by its own function there, as
-  ``metrics`` is by :func:`vaekit.components.select_metrics`), but what is done with it (a model part,
-  a loss, a vocoder, metrics computed) is written where the run uses it.
-
-With just the record and its hook spec, plugins can register components of the kind, ``vaekit
-plugins`` lists them and :func:`vaekit.components.get_component` finds and builds them (with their
-contract and options checked); a run selects one only once the field and the code that uses it exist.
+Adding a kind takes its record here and its ``register_PLURAL`` hook spec in :mod:`vaekit.hookspecs`
+(a stub; a test checks the two match one to one).  With those, plugins register components of the kind,
+``vaekit plugins`` lists them, ``--option KIND.KEY=VALUE`` sets their options, ``vaekit run --component
+KIND=NAME`` selects one (:meth:`vaekit.config.RunConfig.selected`; :func:`vaekit.components.resolve` finds it
+and checks its options before the run starts) and the run logs it as params like the others
+(tests/test_plugins.py adds a kind ``widget`` and runs one).  What is done with the component is code
+written where it is used.  A built-in kind, besides, has its own :class:`vaekit.config.RunConfig` field
+(the ``--KIND NAME`` flag with its default, whose help is this record's) and rows in docs/usage.md's flags,
+docs/plugins.md's hooks and docs/components.md's contracts tables (tests check each against the code).
 """
 
 from __future__ import annotations
@@ -34,6 +28,9 @@ class Kind:
     plural: str  #: as ``vaekit plugins`` heads its list
     contract: tuple[str, ...]  #: positional parameters of ``build``, passed by the core
     help: str  #: what the selecting flag does (the CLI's help, the docs' flags row)
+    #: The contract: what ``build`` returns and what that must do (Markdown).  Written here only: the hook spec's
+    #: docstring is made from it (:meth:`doc`) and docs/components.md's row is tested against it (:meth:`docs_row`).
+    returns: str
     #: Whether a build function of this kind may declare the keyword ``condition`` (a conditional run's
     #: number of classes; see :mod:`vaekit.components`): then it is part of the contract, not an option.
     conditional: bool = False
@@ -48,33 +45,70 @@ class Kind:
         return f"register_{self.plural}"
 
     @property
+    def signature(self) -> str:
+        """``build(CONTRACT..., **options)``, as docs and errors write the build function."""
+        return f"build({', '.join([*self.contract, '**options'])})"
+
+    def doc(self) -> str:
+        """The hook spec's docstring: the contract, from this record."""
+        text = f"Register {self.plural}: `{self.signature}` → {self.returns}."
+        if self.conditional:
+            text += ("\n\nA build function that declares `condition=None` takes a condition (`--condition`; "
+                     "docs/components.md, \"Conditional encoders and decoders\").")
+        return text
+
+    def docs_row(self) -> str:
+        """This kind's row in docs/components.md's table of contracts."""
+        return f"| {self.name} | `{self.hook}(register)` | `{self.signature}` | {self.returns} |"
+
+    @property
     def flag(self) -> str:
         """The ``vaekit run`` flag (and RunConfig field) that selects the component."""
         return f"--{self.name}"
 
 
 KINDS: tuple[Kind, ...] = (
-    Kind("encoder", "encoders", ("input_shape", "latent_dim"), "Encoder component.", conditional=True),
-    Kind("decoder", "decoders", ("latent_dim", "output_shape"), "Decoder component.", conditional=True),
-    Kind("loss", "losses", (), "Loss component."),
-    Kind("vocoder", "vocoders", ("audio",), "Vocoder component (mel dB → waveform)."),
-    Kind("dataset", "datasets", ("path", "audio"), "Dataset component by name (overrides detection from --data)."),
+    Kind("encoder", "encoders", ("input_shape", "latent_dim"), "Encoder component.",
+         "a `keras.Model` mapping x `(batch, H, W, 1)` to `(z_mean, z_log_var)`, each `(batch, latent_dim)`",
+         conditional=True),
+    Kind("decoder", "decoders", ("latent_dim", "output_shape"), "Decoder component.",
+         "a `keras.Model` mapping z `(batch, latent_dim)` to x̂ `(batch, H, W, 1)`", conditional=True),
+    Kind("loss", "losses", (), "Loss component.",
+         "a callable `(x, x_hat, z_mean, z_log_var)` → dict of scalar tensors, one named `loss` (optimised); every "
+         "term is tracked per epoch. If it also takes `epoch=`, it gets the 0-based epoch as a float tensor"),
+    Kind("vocoder", "vocoders", ("audio",), "Vocoder component (mel dB → waveform).",
+         "a callable: mel spectrograms in dB `(N, n_mels, frames)` → waveforms `(N, samples)` at `audio.sr`; `audio` "
+         "has `sr`, `n_fft`, `hop_length`, `n_mels`, `fmin`, `fmax`, `duration`, `samples`"),
+    Kind("dataset", "datasets", ("path", "audio"), "Dataset component by name (overrides detection from --data).",
+         "a `vaekit.data.Dataset` (optionally with `labels`: name → `vaekit.data.Labels(name, classes, train, test)`, "
+         "class indices per clip); register with `detect=fn(path) -> bool` so `--data PATH` can pick it"),
     # Optional: a run without one (the default) has no adversarial phase.
     Kind("discriminator", "discriminators", ("input_shape",),
-         "Discriminator component: trains the VAE adversarially after --adversarial-warmup epochs."),
+         "Discriminator component: trains the VAE adversarially after --adversarial-warmup epochs.",
+         "a `keras.Model` mapping x `(batch, H, W, 1)` (normalised, as the decoder makes it) to a list of tensors "
+         "`(batch, …)`: feature maps, the patch logits last; used only with `--discriminator NAME` (the adversarial "
+         "phase, see [Models](models.md#the-adversarial-phase))"),
     # Several at once (RunConfig.metrics is a comma-separated list of names), so name and plural are one word.
-    Kind("metrics", "metrics", (), "Audio metrics to compute at the end of the run, comma-separated.", multiple=True),
+    Kind("metrics", "metrics", (), "Audio metrics to compute at the end of the run, comma-separated.",
+         "a callable `(original, reconstructed, sampled, audio, vocoded)` → dict of named numbers (see "
+         "[Metrics](metrics.md)); one that also declares a keyword `context` gets a "
+         "`vaekit.audio_metrics.MetricContext`; a run uses several, `--metrics A,B`", multiple=True),
 )
-BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS}
 #: The keyword parameter by which an encoder or decoder build function says it takes a condition.
 CONDITION = "condition"
-NAMES: tuple[str, ...] = tuple(BY_NAME)
+
+
+def names() -> tuple[str, ...]:
+    """The kinds' names, in :data:`KINDS`' order, read when called (so a kind added to :data:`KINDS` is in them)."""
+    return tuple(k.name for k in KINDS)
 
 
 def get(name: str) -> Kind:
     """The kind called ``name``; :class:`vaekit.errors.PluginError` listing the kinds otherwise."""
     from vaekit.errors import PluginError
 
-    if name not in BY_NAME:
-        raise PluginError(f"unknown component kind {name!r}; kinds are: {', '.join(NAMES)}")
-    return BY_NAME[name]
+    for kind in KINDS:
+        if kind.name == name:
+            return kind
+    raise PluginError(f"unknown component kind {name!r}; kinds are: {', '.join(names())}")
+

@@ -1,12 +1,11 @@
-"""What a run logs to MLflow — params, tags, metrics, artifacts — in one place.
+"""What a run logs to MLflow at its start and end — params, tags, metrics, artifacts.
 
-docs/logged.md ("What every run logs to MLflow") lists the same keys; a test compares a real run's
-logged keys with that list.  Every function here logs to the active run (started by
-:func:`vaekit.tracking.tracked_run`):
+docs/logged.md ("What every run logs to MLflow") lists every key a run logs, wherever it is written; a
+test compares a real run's logged keys with that list.  Every function here logs to the active run
+(started by :func:`vaekit.tracking.tracked_run`):
 
 - :func:`log_start`: params (resolved settings, components and their plugins, options with
   defaults, audio parameters, data sizes, backend, placement), ``config.toml``, ``audio.json``;
-- per-epoch metrics come from :class:`vaekit.training.EpochLogger`;
 - :func:`log_results`: training time and throughput, test metrics;
 - :func:`epoch_audio` (a Keras callback, with ``--audio-every N``): every N epochs ``epochs/NNN/`` (vocoded
   reconstructions of test clips, samples of fixed z, a strip of their spectrograms), and ``epochs/original_II.wav``;
@@ -19,6 +18,10 @@ logged keys with that list.  Every function here logs to the active run (started
   its signature and an input example; its pyfunc flavour predicts reconstructions (:mod:`vaekit.serving`);
 - :func:`log_generator`: the generator (a pyfunc model, see :mod:`vaekit.serving`) and the tags
   ``vaekit.model_uri`` / ``vaekit.generator_uri`` (the two models' ``models:/`` URIs).
+
+The rest is written where it happens, during training, not here: per-epoch metrics
+(:class:`vaekit.training.EpochLogger`), checkpoints and the resumed-from tag (:mod:`vaekit.checkpoint`), a failed
+or killed run's error tags and traceback (:mod:`vaekit.tracking`), and a pruned trial's tags (the trial callback).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import numpy as np
 
 from vaekit import __version__, kinds, tracking
 from vaekit.audio import mel_error_db
-from vaekit.components import KINDS, vocode
+from vaekit.components import vocode
 
 #: Environment variable through which a sweep hands a child run its tags (read by :func:`run_tags`).
 ENV_TAGS = "VAEKIT_SWEEP_TAGS"
@@ -118,8 +121,8 @@ def run_tags(comps, backend: str) -> dict[str, str]:
 
 def params(config, comps, ds, placement, backend_version: str) -> dict:
     """Every resolved setting, component, option (defaults included), audio parameter and data size."""
-    out = {k: v for k, v in config.to_dict().items() if k not in ("options", "tracking_uri")}
-    for kind in KINDS:
+    out = {k: v for k, v in config.to_dict().items() if k not in ("options", "components", "tracking_uri")}
+    for kind in kinds.names():
         if kinds.get(kind).multiple:  # several: the setting names them (resolved: the default set); options KIND.KEY
             out[kind] = ",".join(c.name for c in comps[kind])
             for key, value in config.option(kind).items():

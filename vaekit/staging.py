@@ -1,7 +1,7 @@
 """Folders that appear whole or not at all: written beside their place, then renamed into it.
 
 Below every other vaekit module (it imports only the standard library): ``vaekit prepare``'s datasets
-(:func:`vaekit.data.staged_output_dir`) and ``vaekit export``'s folders (:func:`vaekit.export.export`) use it.
+(:func:`vaekit.data.staged_output_dir`) and ``vaekit export``'s folders (:func:`vaekit.commands.export.export`) use it.
 """
 
 from __future__ import annotations

@@ -127,7 +127,7 @@ def follow_parent() -> None:
     is gone, so a trial never outlives its study's process (a SIGKILL of tune, the OOM killer).
 
     SIGTERM ends the run as any stop does (KILLED, its last epoch checkpointed); a rerun of the study then
-    queues the trial again (:func:`vaekit.tune.reap_stale`).  A thread compares the parent pid every
+    queues the trial again (:func:`vaekit.commands.tune.reap_stale`).  A thread compares the parent pid every
     :data:`PARENT_POLL` seconds, so it works wherever ``os.getppid`` does; a parent already gone when the
     run starts stops it at once.
     """

@@ -24,23 +24,31 @@ reconstruction (a dataset holds spectrograms, not audio), so the two differ only
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import math
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
 
 from vaekit.audio import wav_bytes
 from vaekit.errors import DataError, PluginError, VaekitError, one_line
+from vaekit.serving import Z_LIMIT
 
 #: At most this many test clips are mapped (evenly spaced over the test set when it has more).
 MAX_POINTS = 4000
 #: Sliders along principal directions (the page shows at most this many).
 SLIDER_PCS = 8
-#: Largest |z| value a request may ask to decode (the prior is N(0, I); this only keeps numbers finite).
-Z_LIMIT = 1000.0
 #: Points an interpolation may have, ends included.
 MIN_STEPS, MAX_STEPS = 2, 32
 #: Silence between the steps of an interpolation sequence, in seconds.
@@ -63,7 +71,7 @@ FORMS = {
 }
 #: Which forms each POST endpoint takes (keep: any sound the page can play).
 ENDPOINT_FORMS = {"decode": ("z",), "interpolate": ("ends", "z_ends"), "keep": ("z", "ends", "z_ends", "clip")}
-#: A run's vocoder too slow to play as a slider moves (librosa's Griffin-Lim takes seconds a clip) → the same
+#: A run's vocoder too slow to play as a slider moves (librosa's Griffin-Lim, one clip at a time) → the same
 #: algorithm batched and vectorised, used with the run's options unless ``--vocoder`` names one.
 STAND_INS = {"griffinlim": "fastgl"}
 STATIC_DIR = Path(__file__).with_name("explore_static")
@@ -226,8 +234,8 @@ class Explorer:
         """Mel spectrograms in dB (N, n_mels, frames) → waveforms (N, samples) with the explorer's vocoder."""
         from vaekit.components import vocode
 
-        # One BLAS thread: for one clip's small products a second thread mostly spins, doubling the CPU a
-        # decode costs (benchmarks/explore.py; figures in docs/explore.md, Latency).
+        # One BLAS thread: for one clip's small products a second thread mostly spins, costing CPU and saving
+        # no time (benchmarks/explore.py measures it; docs/explore.md, Latency).
         with self.lock, self._blas().limit(limits=1, user_api="blas"):
             return vocode(self.vocoder_comp, self.vocode_fn, mel_db)
 
@@ -442,6 +450,8 @@ def _shown(value) -> str:
 
 #: Host headers a server on a loopback address answers (any other is a page elsewhere reaching it through DNS rebinding).
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+#: Every answer's caching: the page, its files and its sounds are never reused from the browser's cache.
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 def create_app(explorer: Explorer, loopback_only: bool = True):
@@ -451,136 +461,163 @@ def create_app(explorer: Explorer, loopback_only: bool = True):
     (which a cross-site page cannot send without a CORS preflight, never granted here), and with
     ``loopback_only`` a request's ``Host`` must name this machine (127.0.0.1, localhost, [::1]).
     """
-    from starlette.applications import Starlette
-    from starlette.concurrency import run_in_threadpool
-    from starlette.exceptions import HTTPException
-    from starlette.requests import ClientDisconnect
-    from starlette.responses import FileResponse, JSONResponse, Response
-    from starlette.routing import Route
-
-    sr = explorer.run.audio.sr
-
-    def error(message: str, status: int) -> JSONResponse:
-        return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
-
-    def wav(wave_) -> Response:
-        return Response(wav_bytes(wave_, sr), media_type="audio/wav", headers={"Cache-Control": "no-store"})
-
-    async def body_of(request) -> dict:
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind != "application/json":
-            raise RequestError(f"request body: Content-Type must be application/json, got {kind or 'none'}", status=415)
-        if int(request.headers.get("content-length") or 0) > MAX_BODY:
-            raise RequestError(f"request body: larger than {MAX_BODY} bytes", status=413)
-        raw = b""
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > MAX_BODY:
-                raise RequestError(f"request body: larger than {MAX_BODY} bytes", status=413)
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise RequestError(f"request body: not valid JSON ({exc})") from None
-        except RecursionError:
-            raise RequestError("request body: JSON nested too deeply") from None
-        if not isinstance(body, dict):
-            raise RequestError(f"request body: expected a JSON object, got {_shown(body)}")
-        return body
-
-    def index_of(text: str) -> int:
-        if not (text.isascii() and text.isdigit()) or len(text) > 12:  # "²" and "٣" are digits to str.isdigit
-            raise RequestError(f"index {text!r}: expected a non-negative integer")
-        return int(text)
-
-    async def index(request):
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-store"})
-
-    async def static(request):
-        name = request.path_params["name"]
-        if name not in STATIC_FILES:  # a fixed set: a request never names a file
-            raise HTTPException(404)
-        return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name], headers={"Cache-Control": "no-store"})
-
-    async def info(request):
-        return JSONResponse(explorer.info())
-
-    async def points(request):
-        return JSONResponse(explorer.points())
-
-    async def clip(request):
-        return JSONResponse(await run_in_threadpool(explorer.clip, index_of(request.path_params["index"])))
-
-    async def clip_wav(request):
-        part = request.path_params["part"]
-        if not part.endswith(".wav") or part[:-4] not in PARTS:
-            raise RequestError(f"{part}: expected one of {', '.join(p + '.wav' for p in PARTS)}", status=404)
-        return wav(await run_in_threadpool(explorer.clip_wave, index_of(request.path_params["index"]), part[:-4]))
-
-    async def decode(request):
-        body = await body_of(request)
-        body_form(body, "decode", explorer.latent_dim)
-        return wav(await run_in_threadpool(explorer.decode, body["z"], body.get("label")))
-
-    async def interpolate(request):
-        return wav(await run_in_threadpool(explorer.interpolate, await body_of(request)))
-
-    async def keep(request):
-        return JSONResponse(await run_in_threadpool(explorer.keep, await body_of(request)))
-
-    async def refused(request, exc: RequestError):
-        return error(str(exc), exc.status)
-
-    async def http_error(request, exc: HTTPException):
-        what = {404: "no such page or API endpoint", 405: f"method {request.method} not allowed here"}
-        return error(f"{request.url.path}: {what.get(exc.status_code, exc.detail)}", exc.status_code)
-
-    async def failed(request, exc: Exception):
-        # A plugin's vocoder or model failing on a request: the page shows the line, the console one line
-        # too (Starlette then re-raises it for the server's log: quiet() keeps its traceback off the console).
-        import sys
-
-        message = str(exc) if isinstance(exc, VaekitError) else one_line(exc)
-        print(f"error: {request.method} {request.url.path}: {message}", file=sys.stderr, flush=True)
-        return error(message, 500)
-
-    async def gone(request, exc: ClientDisconnect):
-        return Response(status_code=499)  # the client left before its body came: no one to answer
-
-    routes = [
-        Route("/", index),
-        Route("/api/info", info),
-        Route("/api/points", points),
-        Route("/api/clip/{index}", clip),
-        Route("/api/clip/{index}/{part}", clip_wav),
-        Route("/api/decode", decode, methods=["POST"]),
-        Route("/api/interpolate", interpolate, methods=["POST"]),
-        Route("/api/keep", keep, methods=["POST"]),
-        Route("/static/{name}", static),
-    ]
-    app = quiet(Starlette(routes=routes, exception_handlers={
+    app = quiet(Starlette(routes=Api(explorer).routes(), exception_handlers={
         RequestError: refused, HTTPException: http_error, ClientDisconnect: gone, VaekitError: failed, Exception: failed}))
-    if not loopback_only:
-        return app
+    return this_machine_only(app) if loopback_only else app
 
-    async def this_machine_only(scope, receive, send):
+
+class Api:
+    """The API's routes over one :class:`Explorer` (the loaded run, its vocoder and the lock they are called
+    under): each handler checks the request, then runs the model and the vocoder in Starlette's thread pool."""
+
+    def __init__(self, explorer: Explorer):
+        self.explorer = explorer
+        self.sr = explorer.run.audio.sr
+
+    def routes(self) -> list:
+        return [
+            Route("/", page),
+            Route("/api/info", self.info),
+            Route("/api/points", self.points),
+            Route("/api/clip/{index}", self.clip),
+            Route("/api/clip/{index}/{part}", self.clip_wav),
+            Route("/api/decode", self.decode, methods=["POST"]),
+            Route("/api/interpolate", self.interpolate, methods=["POST"]),
+            Route("/api/keep", self.keep, methods=["POST"]),
+            Route("/static/{name}", static_file),
+        ]
+
+    def wav(self, wave_) -> Response:
+        return Response(wav_bytes(wave_, self.sr), media_type="audio/wav", headers=NO_STORE)
+
+    async def info(self, request):
+        return JSONResponse(self.explorer.info())
+
+    async def points(self, request):
+        return JSONResponse(self.explorer.points())
+
+    async def clip(self, request):
+        return JSONResponse(await run_in_threadpool(self.explorer.clip, clip_index(request.path_params["index"])))
+
+    async def clip_wav(self, request):
+        part = wav_part(request.path_params["part"])
+        return self.wav(await run_in_threadpool(self.explorer.clip_wave, clip_index(request.path_params["index"]), part))
+
+    async def decode(self, request):
+        body = await read_body(request)
+        body_form(body, "decode", self.explorer.latent_dim)
+        return self.wav(await run_in_threadpool(self.explorer.decode, body["z"], body.get("label")))
+
+    async def interpolate(self, request):
+        return self.wav(await run_in_threadpool(self.explorer.interpolate, await read_body(request)))
+
+    async def keep(self, request):
+        return JSONResponse(await run_in_threadpool(self.explorer.keep, await read_body(request)))
+
+
+# The request parsing every handler shares: each refusal is a RequestError, answered by refused().
+
+async def read_body(request) -> dict:
+    """A POST's JSON object: 415 for another media type, 413 past :data:`MAX_BODY` bytes (counted as they arrive,
+    whatever Content-Length says), 400 for JSON that does not parse or is not an object."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise RequestError(f"request body: Content-Type must be application/json, got {kind or 'none'}", status=415)
+    if int(request.headers.get("content-length") or 0) > MAX_BODY:
+        raise RequestError(f"request body: larger than {MAX_BODY} bytes", status=413)
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise RequestError(f"request body: larger than {MAX_BODY} bytes", status=413)
+    return json_object(raw)
+
+
+def json_object(raw: bytes) -> dict:
+    """A request body's bytes → the JSON object they hold (a :class:`RequestError` for anything else)."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(f"request body: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise RequestError("request body: JSON nested too deeply") from None
+    if not isinstance(body, dict):
+        raise RequestError(f"request body: expected a JSON object, got {_shown(body)}")
+    return body
+
+
+def clip_index(text: str) -> int:
+    """A clip index from a URL path (ASCII digits only)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:  # "²" and "٣" are digits to str.isdigit
+        raise RequestError(f"index {text!r}: expected a non-negative integer")
+    return int(text)
+
+
+def wav_part(name: str) -> str:
+    """``PART.wav`` from a URL path → one of :data:`PARTS` (404 for any other name)."""
+    if not name.endswith(".wav") or name[:-4] not in PARTS:
+        raise RequestError(f"{name}: expected one of {', '.join(p + '.wav' for p in PARTS)}", status=404)
+    return name[:-4]
+
+
+# The page's files: a fixed set, so a request never names a file.
+
+async def page(request):
+    return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=NO_STORE)
+
+
+async def static_file(request):
+    name = request.path_params["name"]
+    if name not in STATIC_FILES:
+        raise HTTPException(404)
+    return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name], headers=NO_STORE)
+
+
+# The exception handlers: every refusal and failure is answered {"error": "one line"}.
+
+def error_response(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
+
+
+async def refused(request, exc: RequestError):
+    return error_response(str(exc), exc.status)
+
+
+async def http_error(request, exc: HTTPException):
+    what = {404: "no such page or API endpoint", 405: f"method {request.method} not allowed here"}
+    return error_response(f"{request.url.path}: {what.get(exc.status_code, exc.detail)}", exc.status_code)
+
+
+async def failed(request, exc: Exception):
+    # A plugin's vocoder or model failing on a request: the page shows the line, the console one line
+    # too (Starlette then re-raises it for the server's log: quiet() keeps its traceback off the console).
+    message = str(exc) if isinstance(exc, VaekitError) else one_line(exc)
+    print(f"error: {request.method} {request.url.path}: {message}", file=sys.stderr, flush=True)
+    return error_response(message, 500)
+
+
+async def gone(request, exc: ClientDisconnect):
+    return Response(status_code=499)  # the client left before its body came: no one to answer
+
+
+def this_machine_only(app):
+    """``app``, answering 421 to an HTTP request whose ``Host`` is not one of :data:`LOOPBACK_NAMES`."""
+
+    async def guarded(scope, receive, send):
         if scope["type"] == "http":
             host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
             if host_name(host) not in LOOPBACK_NAMES:
-                refusal = error(f"Host {host!r}: this server answers only 127.0.0.1, localhost and [::1]", 421)
+                refusal = error_response(f"Host {host!r}: this server answers only 127.0.0.1, localhost and [::1]", 421)
                 return await refusal(scope, receive, send)
         await app(scope, receive, send)
 
-    return this_machine_only
+    return guarded
 
 
 def quiet(app):
     """``app``, ending a request without a traceback on the console: a failure was answered (a 500 with its
     one-line JSON, and one line on the console, by the app's handler) before Starlette raised it again for the
     server's log; a request cancelled by a stop (Ctrl-C while it runs) is answered 503 if nothing was sent yet."""
-    import asyncio
-    import contextlib
-
-    from starlette.responses import JSONResponse
 
     async def guarded(scope, receive, send):
         started = False
@@ -653,7 +690,6 @@ def serve(run_ref: str, port: int = 8765, host: str = "127.0.0.1", data=None, vo
           options=(), tracking_uri: str | None = None, trust_plugins: bool = False, echo=print) -> None:
     """Load the run, print the page's URL, serve until Ctrl-C or SIGTERM (which stop it at once)."""
     import logging
-    import sys
 
     import uvicorn
 

@@ -2,7 +2,7 @@
 
 ``--grid KEY=V1,V2,...`` (repeatable) names a component option (``loss.lambda``) or a run
 setting (``latent_dim``/``latent-dim``, ``learning_rate``, ...).  A sweep is a grid study (Optuna's
-``GridSampler``, in memory) run by :class:`vaekit.tune.StudyRunner`, the trial runner of ``vaekit
+``GridSampler``, in memory) run by :class:`vaekit.commands.tune.StudyRunner`, the trial runner of ``vaekit
 tune``: each combination is one ``vaekit run`` in its own process (``--jobs N`` at a time), with
 the sweep's other settings, logged as a nested run: tag ``mlflow.parentRunId`` = the parent,
 ``vaekit.sweep.point`` = its index in the grid (combinations in order, the last key varying
@@ -32,7 +32,7 @@ from typing import Any
 from vaekit.components import resolve
 from vaekit.config import RunConfig, parse_value
 from vaekit.errors import ConfigError, TrainingError
-from vaekit.tune import TABLE_METRICS, Launcher, StudyRunner, TrialRun, check_jobs, check_key, format_rows, point_config
+from vaekit.commands.tune import TABLE_METRICS, Launcher, StudyRunner, TrialRun, check_jobs, check_key, format_rows, point_config
 
 #: A grid point and what became of it (a trial of the sweep's grid study).
 Child = TrialRun
