@@ -130,6 +130,15 @@ COMMANDS = {"vaekit.cli", "vaekit.__main__", "vaekit.run", "vaekit.generate", "v
             "vaekit.tune", "vaekit.sweep", "vaekit.ui"}
 
 
+def test_no_command_imports_another_but_the_cli():
+    """What two commands share lives in the library (e.g. vaekit.launcher, the trial runner of tune and sweep)."""
+    mods = modules()
+    assert "vaekit.launcher" in imports_of(mods["vaekit.sweep"], set(mods), "vaekit.sweep")  # the parser sees them
+    imported = {name: imports_of(mods[name], set(mods), name) & (COMMANDS - {name})
+                for name in COMMANDS - {"vaekit.cli", "vaekit.__main__"}}
+    assert {name: found for name, found in imported.items() if found} == {}
+
+
 def test_a_logged_run_is_loaded_by_the_library_not_through_a_command():
     """vaekit.logged (open_run, load_model, build_vocoders, load_test_set) imports no command module, and
     explore and export load a run through it, not through generate."""

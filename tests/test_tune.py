@@ -186,9 +186,9 @@ def test_trials_left_running_by_a_process_gone_from_this_host_are_failed_and_que
 
     import optuna
 
-    from vaekit import tracking
-    from vaekit import trial as trials
-    from vaekit.tune import INTERRUPTED, OWNER_ATTR, reap_stale
+    from vaekit import studies, tracking
+    from vaekit.launcher import INTERRUPTED, OWNER_ATTR
+    from vaekit.tune import reap_stale
 
     gone = subprocess.Popen(["sleep", "60"])
     gone_owner = {"host": socket.gethostname(), "pid": gone.pid, "start": tracking.process_start(gone.pid)}
@@ -197,7 +197,8 @@ def test_trials_left_running_by_a_process_gone_from_this_host_are_failed_and_que
     me = {"host": socket.gethostname(), "pid": os.getpid(), "start": tracking.process_start(os.getpid())}
     owners = {"gone": gone_owner, "alive": me, "pid reused": {**me, "start": "another process"},
               "elsewhere": {**gone_owner, "host": "another-host"}, "no owner": None}
-    study = optuna.create_study(study_name="s", storage=trials.open_storage(str(tmp_path / "optuna.journal")))
+    storage = studies.open_storage(str(tmp_path / "optuna.journal"))
+    study = optuna.create_study(study_name="s", storage=storage)
     asked = {}
     for i, (what, who) in enumerate(owners.items()):
         t = study.ask({"x": optuna.distributions.FloatDistribution(0, 10)})
@@ -205,7 +206,7 @@ def test_trials_left_running_by_a_process_gone_from_this_host_are_failed_and_que
             t.set_user_attr(OWNER_ATTR, who)
         asked[what] = (t.number, t.params)
     said = []
-    reap_stale(study, said.append)
+    reap_stale(study, storage, said.append)
 
     by_number = {t.number: t for t in study.trials}
     states = {what: by_number[n].state.name for what, (n, _) in asked.items()}
@@ -229,18 +230,18 @@ def test_the_pruning_callback_stops_a_lagging_trial_but_never_after_its_last_epo
     import mlflow
     import optuna
 
-    from vaekit import trial as trials
+    from vaekit import studies
 
     journal = str(tmp_path / "optuna.journal")
-    study = optuna.create_study(study_name="s", storage=trials.open_storage(journal))
+    study = optuna.create_study(study_name="s", storage=studies.open_storage(journal))
     mlflow.set_tracking_uri(store)
 
     def drive(values, epochs):
         """Report ``values`` epoch by epoch through a fresh trial's callback; return what the run ended as."""
         asked = study.ask()
-        env = trials.trial_env(journal, "s", asked._trial_id, pruner, startup=1, metric="val_mse")
-        monkeypatch.setenv(trials.ENV_TRIAL, env[trials.ENV_TRIAL])
-        [callback] = trials.callbacks()
+        env = studies.trial_env(journal, "s", asked._trial_id, pruner, startup=1, metric="val_mse")
+        monkeypatch.setenv(studies.ENV_TRIAL, env[studies.ENV_TRIAL])
+        [callback] = studies.callbacks()
         model = types.SimpleNamespace(stop_training=False)
         callback.set_model(model)
         callback.set_params({"epochs": epochs})
@@ -250,9 +251,9 @@ def test_the_pruning_callback_stops_a_lagging_trial_but_never_after_its_last_epo
                 if model.stop_training:
                     break
         tags = mlflow.get_run(run.info.run_id).data.tags
-        pruned = tags.get(trials.PRUNED_TAG) == "true"
+        pruned = tags.get(studies.PRUNED_TAG) == "true"
         study.tell(asked, state=optuna.trial.TrialState.PRUNED) if pruned else study.tell(asked, values[-1])
-        return pruned, tags.get(trials.PRUNED_EPOCH_TAG), epoch + 1
+        return pruned, tags.get(studies.PRUNED_EPOCH_TAG), epoch + 1
 
     assert drive([0.10, 0.09, 0.08], epochs=3) == (False, None, 3)  # the first trial: nothing to compare with
     assert drive([5.0, 5.0, 5.0], epochs=3) == (True, "2" if pruner == "halving" else "1",
