@@ -169,6 +169,30 @@ def test_ctrl_c_stops_the_trial_a_rerun_continues_the_study_and_a_lagging_trial_
     assert "PRUNED@1" in out
 
 
+def test_docs_list_every_tune_flag_with_the_default_the_cli_shows():
+    """docs/tune.md's flags table has a row for each flag of tune's own (run's are in docs/usage.md) showing the
+    CLI's default; the CLI's --pruner-startup default is the one constant make_pruner and a trial's run use."""
+    from pathlib import Path
+
+    from vaekit.cli import run, tune
+    from vaekit.studies import PRUNER_STARTUP, make_pruner
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "tune.md").read_text()
+    rows: dict[str, str] = {}
+    for line in page.splitlines():
+        if line.startswith("| `--"):
+            rows.setdefault(line.split("`")[1].split()[0], line.replace("`", ""))
+    own = [p for p in tune.params if p.name not in {q.name for q in run.params}]
+    assert len(own) == 10
+    for param in own:
+        flag = param.opts[0]
+        assert flag in rows, f"docs/tune.md has no row for {flag}"
+        if param.show_default:
+            assert f"[{param.default}]" in rows[flag], (flag, param.default, rows[flag])
+    startup = next(p for p in own if p.name == "pruner_startup")
+    assert startup.default == PRUNER_STARTUP == make_pruner("median")._n_startup_trials
+
+
 def test_tpe_draws_a_quarter_of_the_study_at_random_first_3_to_10():
     from vaekit.tune import make_sampler, tpe_startup
 
