@@ -30,15 +30,6 @@ from typing import Any
 from vaekit import kinds
 from vaekit.errors import DataError, PluginError, VaekitError, one_line
 
-
-def __getattr__(attr: str):
-    # KINDS, for tune.py's `from vaekit.components import KINDS` until it reads vaekit.kinds.names() itself (another
-    # change owns tune.py); computed when read, never a copy.  Everything else here reads vaekit.kinds at call time.
-    if attr == "KINDS":
-        return kinds.names()
-    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
-
-
 #: The keys a plugin may give an option's range in ``register(..., options={KEY: {...}})``.
 RANGE_KEYS = ("min", "max", "above", "below", "finite", "choices")
 
