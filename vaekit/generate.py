@@ -188,7 +188,7 @@ def generate(run_id: str, n: int = 8, vocoders=(), options=(), seed: int = 0, ou
     elif run.condition:
         labels = sample_labels(n, len(run.classes))
     vocs = build_vocoders(run, vocoders, options)
-    z = sample_latent(n, run.latent_dim, seed)  # all at once (n × latent_dim, small): the same draws as ever
+    z = sample_latent(n, run.latent_dim, seed)  # all at once (n × latent_dim, small): the draws do not depend on BATCH
     vmin, vmax = run.color_scale()
     errors = dict.fromkeys(vocs, 0.0)
 
