@@ -53,7 +53,7 @@ def load_grid(root: Path):
 def replay(curves, final, pruner_spec: str, seeds: int, n_trials: int):
     import optuna
 
-    from vaekit import trial as trials
+    from vaekit import studies
     from vaekit.commands.tune import tpe_startup
 
     lambdas = sorted({k[0] for k in curves})
@@ -74,7 +74,7 @@ def replay(curves, final, pruner_spec: str, seeds: int, n_trials: int):
     quality, cost = [], []
     for seed in range(seeds):
         study = optuna.create_study(sampler=optuna.samplers.TPESampler(n_startup_trials=tpe_startup(n_trials), seed=seed),
-                                    pruner=trials.make_pruner(name, int(startup or 5)))
+                                    pruner=studies.make_pruner(name, int(startup or studies.PRUNER_STARTUP)))
         trained, complete = 0, []
         for _ in range(n_trials):
             trial = study.ask(space)

@@ -247,9 +247,9 @@ def test_a_metric_declaring_context_gets_it_and_one_that_cannot_be_computed_is_s
 
 
 def test_the_metrics_against_the_original_audio_are_columns_of_the_sweep_and_tune_tables():
-    """Both tables show the test_ and sample_ metrics a child logged (vaekit.commands.tune.TABLE_METRICS)."""
+    """Both tables show the test_ and sample_ metrics a child logged (vaekit.launcher.TABLE_METRICS)."""
     from vaekit.commands.sweep import format_table
-    from vaekit.commands.tune import TABLE_METRICS, TrialRun
+    from vaekit.launcher import TABLE_METRICS, TrialRun
 
     assert all(_metric(name).name.startswith(TABLE_METRICS) for name in ("test_audio_mel_db", "test_audio_stft_db"))
     child = TrialRun(0, {"loss.lambda": 500}, 0, status="FINISHED", run_id="r1",

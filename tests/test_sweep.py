@@ -10,9 +10,9 @@ from mlflow.tracking import MlflowClient
 import vaekit
 from conftest import run_cli
 from reliability_helpers import FAULTS
+from vaekit.commands.sweep import grid_points, parse_grid
 from vaekit.config import RunConfig
 from vaekit.errors import ConfigError, PluginError
-from vaekit.commands.sweep import grid_points, parse_grid
 
 
 def test_grid_parsing_and_points():

@@ -169,6 +169,30 @@ def test_ctrl_c_stops_the_trial_a_rerun_continues_the_study_and_a_lagging_trial_
     assert "PRUNED@1" in out
 
 
+def test_docs_list_every_tune_flag_with_the_default_the_cli_shows():
+    """docs/tune.md's flags table has a row for each flag of tune's own (run's are in docs/usage.md) showing the
+    CLI's default; the CLI's --pruner-startup default is the one constant make_pruner and a trial's run use."""
+    from pathlib import Path
+
+    from vaekit.cli import run, tune
+    from vaekit.studies import PRUNER_STARTUP, make_pruner
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "tune.md").read_text()
+    rows: dict[str, str] = {}
+    for line in page.splitlines():
+        if line.startswith("| `--"):
+            rows.setdefault(line.split("`")[1].split()[0], line.replace("`", ""))
+    own = [p for p in tune.params if p.name not in {q.name for q in run.params}]
+    assert len(own) == 10
+    for param in own:
+        flag = param.opts[0]
+        assert flag in rows, f"docs/tune.md has no row for {flag}"
+        if param.show_default:
+            assert f"[{param.default}]" in rows[flag], (flag, param.default, rows[flag])
+    startup = next(p for p in own if p.name == "pruner_startup")
+    assert startup.default == PRUNER_STARTUP == make_pruner("median")._n_startup_trials
+
+
 def test_tpe_draws_a_quarter_of_the_study_at_random_first_3_to_10():
     from vaekit.commands.tune import make_sampler, tpe_startup
 
@@ -186,9 +210,9 @@ def test_trials_left_running_by_a_process_gone_from_this_host_are_failed_and_que
 
     import optuna
 
-    from vaekit import tracking
-    from vaekit import trial as trials
-    from vaekit.commands.tune import INTERRUPTED, OWNER_ATTR, reap_stale
+    from vaekit import studies, tracking
+    from vaekit.commands.tune import reap_stale
+    from vaekit.launcher import INTERRUPTED, OWNER_ATTR
 
     gone = subprocess.Popen(["sleep", "60"])
     gone_owner = {"host": socket.gethostname(), "pid": gone.pid, "start": tracking.process_start(gone.pid)}
@@ -197,7 +221,8 @@ def test_trials_left_running_by_a_process_gone_from_this_host_are_failed_and_que
     me = {"host": socket.gethostname(), "pid": os.getpid(), "start": tracking.process_start(os.getpid())}
     owners = {"gone": gone_owner, "alive": me, "pid reused": {**me, "start": "another process"},
               "elsewhere": {**gone_owner, "host": "another-host"}, "no owner": None}
-    study = optuna.create_study(study_name="s", storage=trials.open_storage(str(tmp_path / "optuna.journal")))
+    storage = studies.open_storage(str(tmp_path / "optuna.journal"))
+    study = optuna.create_study(study_name="s", storage=storage)
     asked = {}
     for i, (what, who) in enumerate(owners.items()):
         t = study.ask({"x": optuna.distributions.FloatDistribution(0, 10)})
@@ -205,7 +230,7 @@ def test_trials_left_running_by_a_process_gone_from_this_host_are_failed_and_que
             t.set_user_attr(OWNER_ATTR, who)
         asked[what] = (t.number, t.params)
     said = []
-    reap_stale(study, said.append)
+    reap_stale(study, storage, said.append)
 
     by_number = {t.number: t for t in study.trials}
     states = {what: by_number[n].state.name for what, (n, _) in asked.items()}
@@ -229,18 +254,18 @@ def test_the_pruning_callback_stops_a_lagging_trial_but_never_after_its_last_epo
     import mlflow
     import optuna
 
-    from vaekit import trial as trials
+    from vaekit import studies
 
     journal = str(tmp_path / "optuna.journal")
-    study = optuna.create_study(study_name="s", storage=trials.open_storage(journal))
+    study = optuna.create_study(study_name="s", storage=studies.open_storage(journal))
     mlflow.set_tracking_uri(store)
 
     def drive(values, epochs):
         """Report ``values`` epoch by epoch through a fresh trial's callback; return what the run ended as."""
         asked = study.ask()
-        env = trials.trial_env(journal, "s", asked._trial_id, pruner, startup=1, metric="val_mse")
-        monkeypatch.setenv(trials.ENV_TRIAL, env[trials.ENV_TRIAL])
-        [callback] = trials.callbacks()
+        env = studies.trial_env(journal, "s", asked._trial_id, pruner, startup=1, metric="val_mse")
+        monkeypatch.setenv(studies.ENV_TRIAL, env[studies.ENV_TRIAL])
+        [callback] = studies.callbacks()
         model = types.SimpleNamespace(stop_training=False)
         callback.set_model(model)
         callback.set_params({"epochs": epochs})
@@ -250,9 +275,9 @@ def test_the_pruning_callback_stops_a_lagging_trial_but_never_after_its_last_epo
                 if model.stop_training:
                     break
         tags = mlflow.get_run(run.info.run_id).data.tags
-        pruned = tags.get(trials.PRUNED_TAG) == "true"
+        pruned = tags.get(studies.PRUNED_TAG) == "true"
         study.tell(asked, state=optuna.trial.TrialState.PRUNED) if pruned else study.tell(asked, values[-1])
-        return pruned, tags.get(trials.PRUNED_EPOCH_TAG), epoch + 1
+        return pruned, tags.get(studies.PRUNED_EPOCH_TAG), epoch + 1
 
     assert drive([0.10, 0.09, 0.08], epochs=3) == (False, None, 3)  # the first trial: nothing to compare with
     assert drive([5.0, 5.0, 5.0], epochs=3) == (True, "2" if pruner == "halving" else "1",

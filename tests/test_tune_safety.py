@@ -94,7 +94,7 @@ def test_ctrl_c_just_after_a_trial_starts_queues_it_again_and_counts_nothing(not
     started"), counted it towards --trials and never ran its settings."""
     from test_tune import TINY, load_study, study_runs
 
-    from vaekit.commands.tune import counted
+    from vaekit.launcher import counted
 
     (tmp_path / "space.toml").write_text(SPACE)
     proc = start("--space", "space.toml", "--trials", 1, "--data", notebook_data, "--tracking-uri", store,

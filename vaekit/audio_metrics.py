@@ -76,6 +76,13 @@ class MetricContext:
     #: Metric name → why it logged nothing (filled by :func:`compute`).
     skipped: dict[str, str] = field(default_factory=dict)
 
+    def set_condition(self, condition: str, labels, sample: Callable[[int, int], np.ndarray],
+                      rows: int | None = None) -> None:
+        """Fill the fields of a run conditioned on ``condition``: its classes and the train and test labels
+        (the first ``rows`` of each; all when None) from ``labels`` (a :class:`vaekit.data.Labels`), and ``sample``."""
+        self.condition, self.classes, self.sample = condition, list(labels.classes), sample
+        self.train_labels, self.test_labels = labels.train[:rows], labels.test[:rows]
+
     def require_reference(self) -> ReferenceAudio:
         """``reference_audio``, or :class:`MetricSkipped` with ``reference_reason``."""
         if self.reference_audio is None:
@@ -291,16 +298,7 @@ def test_audio_loader(info: dict, audio: AudioParams):
     spec = info.get("test_audio") if isinstance(info, dict) else None
     names = info.get("test_files") if isinstance(info, dict) else None
     if spec is None and isinstance(info, dict) and isinstance(names, list):
-        source = info.get("source")
-        if source == "synthetic" and isinstance(info.get("generator"), dict):
-            gen = info["generator"]
-            try:
-                spec = {"kind": "synthetic", "seed": gen["seed"], "speakers": gen["speakers"],
-                        "generator_version": gen["version"], "clips": [int(n.rsplit("clip", 1)[1]) for n in names]}
-            except (KeyError, ValueError, IndexError, AttributeError):
-                spec = None
-        elif isinstance(source, str) and source:
-            spec = {"kind": "files", "root": source}
+        spec = _test_audio_from_source(info, names)
     if not isinstance(spec, dict):
         why = "no dataset.json" if not info else "its dataset.json does not say where the test clips' audio is"
         return None, None, f"the data holds spectrograms only ({why}), so the original audio is not known"
@@ -325,6 +323,22 @@ def test_audio_loader(info: dict, audio: AudioParams):
             return None, names, f"the audio folder it was prepared from, {root}, is not here"
         return (lambda rows: np.stack([read_clip(root / names[r], audio) for r in rows])), names, ""
     return None, names, f"dataset.json: unknown test_audio kind {kind!r}"
+
+
+def _test_audio_from_source(info: dict, names: list):
+    """The ``test_audio`` spec of data prepared before it was recorded, from ``source`` and ``test_files``
+    (``names``); None where they do not say."""
+    source = info.get("source")
+    if source == "synthetic" and isinstance(info.get("generator"), dict):
+        gen = info["generator"]
+        try:
+            return {"kind": "synthetic", "seed": gen["seed"], "speakers": gen["speakers"],
+                    "generator_version": gen["version"], "clips": [int(n.rsplit("clip", 1)[1]) for n in names]}
+        except (KeyError, ValueError, IndexError, AttributeError):
+            return None
+    if isinstance(source, str) and source:
+        return {"kind": "files", "root": source}
+    return None
 
 
 def context_for(ds) -> MetricContext:
@@ -479,20 +493,30 @@ def compute(metric_comps, original, reconstructed, sampled, audio, vocoded, opti
             raise  # the vocoder's own failure (vocoded() names it), not the metric's
         except Exception as exc:
             raise PluginError(f"metric {comp.name!r} (from {comp.plugin}) failed: {one_line(exc)}") from None
-        if not isinstance(values, dict):
-            raise PluginError(f"metric {comp.name!r} (from {comp.plugin}) must return a dict of named numbers, "
-                              f"got {type(values).__name__}")
-        for key, value in values.items():
-            problem = name_problem(key, reserved) if isinstance(key, str) else "names must be strings"
-            if problem is None and key in given_by:
-                problem = f"metric {given_by[key]!r} returns it too"
-            if problem:
-                raise PluginError(f"metric {comp.name!r} (from {comp.plugin}) returns {key!r}: {problem}")
-            try:
-                out[key] = float(value)
-            except (TypeError, ValueError):
-                raise PluginError(f"metric {comp.name!r} (from {comp.plugin}): {key!r} is not a number: {value!r}") from None
-            given_by[key] = comp.name
+        out.update(_checked_values(comp, values, reserved, given_by))
+    return out
+
+
+def _checked_values(comp, values, reserved, given_by: dict[str, str]) -> dict[str, float]:
+    """What metric ``comp`` returned, as floats; :class:`PluginError` unless it is a dict of numbers under names
+    MLflow takes that are not ``reserved`` nor in ``given_by`` (name → the metric that returned it, updated)."""
+    from vaekit.errors import PluginError
+
+    if not isinstance(values, dict):
+        raise PluginError(f"metric {comp.name!r} (from {comp.plugin}) must return a dict of named numbers, "
+                          f"got {type(values).__name__}")
+    out: dict[str, float] = {}
+    for key, value in values.items():
+        problem = name_problem(key, reserved) if isinstance(key, str) else "names must be strings"
+        if problem is None and key in given_by:
+            problem = f"metric {given_by[key]!r} returns it too"
+        if problem:
+            raise PluginError(f"metric {comp.name!r} (from {comp.plugin}) returns {key!r}: {problem}")
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError):
+            raise PluginError(f"metric {comp.name!r} (from {comp.plugin}): {key!r} is not a number: {value!r}") from None
+        given_by[key] = comp.name
     return out
 
 
@@ -517,10 +541,8 @@ def check(metric_comps, ds, options: dict | None, waves: np.ndarray, condition: 
     context = context_for(ds)
     context.train = ds.denormalize(train[:PREFLIGHT_CLIPS]) if train is not None else None
     if condition:
-        lab = ds.labels[condition]
         # The test clips stand in for samples of every class too.
-        context.condition, context.classes, context.sample = condition, list(lab.classes), lambda c, n: clips[:n].copy()
-        context.train_labels, context.test_labels = lab.train[:PREFLIGHT_CLIPS], lab.test[:PREFLIGHT_CLIPS]
+        context.set_condition(condition, ds.labels[condition], lambda c, n: clips[:n].copy(), PREFLIGHT_CLIPS)
     # A built-in metric's component is named after the one metric it returns.
     reserved = frozenset(reserved) | {c.name for c in metric_comps if c.plugin == BUILT_IN_METRICS_PLUGIN}
     try:
@@ -565,8 +587,7 @@ def evaluate(model, ds, comps, vocoder_fn, config, context: MetricContext | None
             return ds.denormalize(model.decode(sample_latent(n, config.latent_dim, config.seed + 1 + c),
                                                np.full(n, c))[..., 0])
 
-        context.condition, context.classes, context.sample = config.condition, list(lab.classes), sample
-        context.train_labels, context.test_labels = lab.train, lab.test
+        context.set_condition(config.condition, lab, sample)
     return compute(comps["metrics"], original, reconstructed, sampled, ds.audio, vocoded, config.option("metrics"),
                    context, reserved)
 

@@ -15,7 +15,7 @@ import click
 from vaekit import __version__, backend, console
 from vaekit.backend import BACKENDS
 from vaekit.errors import ConfigError, VaekitError, save_traceback, write_failure
-from vaekit.trial import PRUNERS, follow_parent
+from vaekit.studies import PRUNER_STARTUP, PRUNERS, follow_parent
 
 
 def friendly_errors(fn):
@@ -136,14 +136,33 @@ def setting_options(fn):
     return fn
 
 
+def run_options(resume: bool = True):
+    """``vaekit run``'s flags, for ``run``, ``sweep`` and ``tune`` alike: :func:`setting_options`, ``--config``,
+    ``--plugin``, ``--quiet`` and ``--verbose``; with ``resume``, also ``--resume`` and ``--trust-run-plugins``
+    (they continue one run, so they mean nothing in a sweep or a study)."""
+
+    def decorate(fn):
+        for option in reversed([
+            setting_options,
+            click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                         help="TOML file with the same settings; flags win."),
+            *([click.option("--resume", metavar="RUN_ID",
+                            help="Continue a KILLED or FAILED run from its last checkpoint, with its own settings.")]
+              if resume else []),
+            plugin_option,
+            *([trust_option] if resume else []),
+            click.option("--quiet", is_flag=True, help="No training progress."),
+            click.option("--verbose", is_flag=True,
+                         help="Show every library's log lines too (TensorFlow, absl, CUDA, MLflow INFO)."),
+        ]):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
 @main.command()
-@setting_options
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with the same settings; flags win.")
-@click.option("--resume", metavar="RUN_ID", help="Continue a KILLED or FAILED run from its last checkpoint, with its own settings.")
-@plugin_option
-@trust_option
-@click.option("--quiet", is_flag=True, help="No training progress.")
-@click.option("--verbose", is_flag=True, help="Show every library's log lines too (TensorFlow, absl, CUDA, MLflow INFO).")
+@run_options()
 @friendly_errors
 def run(config_file, options, plugin_files, trust_plugins, quiet, verbose, resume, **flags):
     """Train a VAE, evaluate it, generate sounds, and log everything to MLflow."""
@@ -198,6 +217,7 @@ def run(config_file, options, plugin_files, trust_plugins, quiet, verbose, resum
 @click.option("--grid", "grid", multiple=True, required=True, metavar="KEY=V1,V2,...",
               help="Values to sweep: a component option (loss.lambda=100,500) or a setting (latent_dim=8,20); repeatable.")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Runs at a time, each in its own process.")
+@run_options(resume=False)
 @friendly_errors
 def sweep(grid, jobs, config_file, options, plugin_files, quiet, verbose, **flags):
     """Run every combination of --grid values as child runs of one parent run (takes run's flags too).
@@ -225,11 +245,6 @@ def sweep(grid, jobs, config_file, options, plugin_files, quiet, verbose, **flag
         sys.exit(1)
 
 
-# sweep takes every `vaekit run` flag (whatever flags run gains), with run's meaning.
-# --resume continues one run (and --trust-run-plugins is for it), so they mean nothing in a sweep.
-sweep.params.extend(p for p in run.params if p.name not in {q.name for q in sweep.params} | {"resume", "trust_plugins"})
-
-
 @main.command()
 @click.option("--space", "space_file", required=True, type=click.Path(dir_okay=False),
               help='TOML file of what varies: "loss.lambda" = {low = 100, high = 5000, log = true}, latent_dim = [8, 16, 32].')
@@ -243,11 +258,12 @@ sweep.params.extend(p for p in run.params if p.name not in {q.name for q in swee
               help="How trials are chosen.")
 @click.option("--pruner", type=click.Choice(PRUNERS), default="median", show_default=True,
               help="How trials are stopped early on their per-epoch validation metric.")
-@click.option("--pruner-startup", type=int, default=5, show_default=True,
+@click.option("--pruner-startup", type=int, default=PRUNER_STARTUP, show_default=True,
               help="Trials that must complete before the median pruner stops any.")
 @click.option("--metric", default="test_mse", show_default=True, help="The run metric to optimize.")
 @click.option("--direction", type=click.Choice(["minimize", "maximize"]), default="minimize", show_default=True,
               help="Whether --metric is better low or high.")
+@run_options(resume=False)
 @friendly_errors
 def tune(space_file, n_trials, study_name, storage, jobs, sampler, pruner, pruner_startup, metric, direction,
          config_file, options, plugin_files, quiet, verbose, **flags):
@@ -262,13 +278,14 @@ def tune(space_file, n_trials, study_name, storage, jobs, sampler, pruner, prune
 
     load_plugin_files(plugin_files)
     config = build_config(config_file, options, **flags)
+    from vaekit.commands.tune import StudySettings
     from vaekit.commands.tune import tune as tune_api
 
+    settings = StudySettings(space_file, n_trials, name=study_name, storage=storage, jobs=jobs, sampler=sampler,
+                             pruner=pruner, pruner_startup=pruner_startup, metric=metric, direction=direction)
     echo = (lambda *a: None) if quiet else click.echo
     try:
-        result = tune_api(config, space_file, n_trials, study_name=study_name, storage=storage, jobs=jobs, sampler=sampler,
-                          pruner=pruner, pruner_startup=pruner_startup, metric=metric, direction=direction,
-                          plugin_files=plugin_files, echo=echo, verbose=verbose)
+        result = tune_api(config, settings, plugin_files=plugin_files, echo=echo, verbose=verbose)
     except VaekitError as exc:
         if getattr(exc, "table", None):  # every trial failed: the table, then the one-line error
             click.echo(exc.table)
@@ -278,9 +295,6 @@ def tune(space_file, n_trials, study_name, storage, jobs, sampler, pruner, prune
         b = result.best
         click.echo(f"best trial: {b['number']} ({metric} {b['value']:.4g}), run {b['run_id']}")
     click.echo(f"parent run: {result.parent_run_id}")
-
-
-tune.params.extend(p for p in run.params if p.name not in {q.name for q in tune.params} | {"resume", "trust_plugins"})
 
 
 @main.command()

@@ -30,15 +30,6 @@ from typing import Any
 from vaekit import kinds
 from vaekit.errors import DataError, PluginError, VaekitError, one_line
 
-
-def __getattr__(attr: str):
-    # KINDS, for tune.py's `from vaekit.components import KINDS` until it reads vaekit.kinds.names() itself (another
-    # change owns tune.py); computed when read, never a copy.  Everything else here reads vaekit.kinds at call time.
-    if attr == "KINDS":
-        return kinds.names()
-    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
-
-
 #: The keys a plugin may give an option's range in ``register(..., options={KEY: {...}})``.
 RANGE_KEYS = ("min", "max", "above", "below", "finite", "choices")
 
@@ -280,37 +271,49 @@ def check_build_signature(kind: str, name: str, build, plugin: str) -> None:
 
 def _coerce(flag: str, value: Any, default: Any, component: str = "") -> Any:
     """Coerce ``value`` to the type of ``default`` (bool, int, float, str); None accepts anything."""
-    if default is None:
+    if default is None or not isinstance(default, (bool, int, float, str)):
         return value
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-    elif isinstance(default, int):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-    elif isinstance(default, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif isinstance(default, str):
+    if isinstance(default, str):
         return str(value)
-    else:
-        return value
+    coerced = _as_bool(value) if isinstance(default, bool) else _as_int(value) if isinstance(default, int) else _as_float(value)
+    if coerced is not _UNCOERCIBLE:
+        return coerced
     owner = f" ({component}'s option takes the type of its default {default!r})" if component else f" (default {default!r})"
     raise PluginError(f"--option {flag}={value!r}: expected {type(default).__name__}{owner}")
+
+
+_UNCOERCIBLE = object()  # what the _as_* helpers return for a value the type cannot take
+
+
+def _as_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.lower() in ("true", "1", "yes")
+    return _UNCOERCIBLE
+
+
+def _as_int(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return _parse(int, value)
+
+
+def _as_float(value: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return _parse(float, value)
+
+
+def _parse(kind: type, value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return _UNCOERCIBLE
 
 
 def all_components(kind: str) -> dict[str, Component]:

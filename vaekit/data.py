@@ -159,28 +159,7 @@ def validate(ds: Dataset, where: str) -> None:
     """Raise :class:`DataError` naming the file (or dataset) and the problem; cast in place."""
     base = Path(where)
     for name in ("x_train", "x_test"):
-        x = getattr(ds, name)
-        src = base / f"{name}.npy" if base.is_dir() else f"{where} {name}"
-        if not isinstance(x, np.ndarray) or x.dtype == object or not np.issubdtype(x.dtype, np.number):
-            raise DataError(f"{src}: expected a numeric array, got {getattr(x, 'dtype', type(x).__name__)}")
-        _refuse_complex(x, src)
-        if x.ndim != 3:
-            raise DataError(f"{src}: expected a 3-D array (N, height, width), got shape {x.shape}")
-        if x.shape[0] == 0 or x.size == 0:
-            raise DataError(f"{src}: the array is empty (shape {x.shape})")
-        x = x.astype(np.float32, copy=False)
-        finite = np.isfinite(x)
-        if not finite.all():
-            bad = int(x.size - finite.sum())
-            first = int(np.argwhere(~finite)[0][0])
-            raise DataError(f"{src}: {bad} NaN or Inf value(s), the first in spectrogram {first}")
-        lo, hi = float(x.min()), float(x.max())
-        if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
-            raise DataError(
-                f"{src}: values must be normalised to [0, 1], found [{lo:.3g}, {hi:.3g}] "
-                "(use `vaekit prepare` or divide by the range)"
-            )
-        setattr(ds, name, x)
+        setattr(ds, name, _valid_spectrograms(getattr(ds, name), _source(base, where, name)))
     if ds.x_train.shape[1:] != ds.x_test.shape[1:]:
         raise DataError(
             f"{where}: x_train spectrograms are {ds.x_train.shape[1]}×{ds.x_train.shape[2]} but "
@@ -188,20 +167,53 @@ def validate(ds: Dataset, where: str) -> None:
         )
     hw = ds.x_train.shape[1:]
     for name in ("min_values", "max_values"):
-        v = np.asarray(getattr(ds, name))
-        src = base / f"{name}.npy" if base.is_dir() else f"{where} {name}"
-        if v.dtype == object or not np.issubdtype(v.dtype, np.number):
-            raise DataError(f"{src}: expected numbers, got {v.dtype}")
-        _refuse_complex(v, src)
-        try:
-            np.broadcast_to(v, hw)
-        except ValueError:
-            raise DataError(f"{src}: shape {v.shape} does not broadcast to the spectrogram size {hw}") from None
-        if not np.isfinite(v).all():
-            raise DataError(f"{src}: holds NaN or Inf")
-        setattr(ds, name, v.astype(np.float32))
+        setattr(ds, name, _valid_scale(getattr(ds, name), _source(base, where, name), hw))
     for key, labels in ds.labels.items():
         _validate_labels(ds, key, labels, base if base.is_dir() else None, where)
+
+
+def _source(base: Path, where: str, name: str):
+    """How an error names array ``name``: its file in a dataset folder, else the dataset and the name."""
+    return base / f"{name}.npy" if base.is_dir() else f"{where} {name}"
+
+
+def _valid_spectrograms(x, src) -> np.ndarray:
+    """``x`` as float32 if it is a non-empty (N, height, width) array of finite values in [0, 1]."""
+    if not isinstance(x, np.ndarray) or x.dtype == object or not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"{src}: expected a numeric array, got {getattr(x, 'dtype', type(x).__name__)}")
+    _refuse_complex(x, src)
+    if x.ndim != 3:
+        raise DataError(f"{src}: expected a 3-D array (N, height, width), got shape {x.shape}")
+    if x.shape[0] == 0 or x.size == 0:
+        raise DataError(f"{src}: the array is empty (shape {x.shape})")
+    x = x.astype(np.float32, copy=False)
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad = int(x.size - finite.sum())
+        first = int(np.argwhere(~finite)[0][0])
+        raise DataError(f"{src}: {bad} NaN or Inf value(s), the first in spectrogram {first}")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+        raise DataError(
+            f"{src}: values must be normalised to [0, 1], found [{lo:.3g}, {hi:.3g}] "
+            "(use `vaekit prepare` or divide by the range)"
+        )
+    return x
+
+
+def _valid_scale(values, src, hw: tuple) -> np.ndarray:
+    """``values`` (``min_values`` or ``max_values``) as float32 if finite numbers that broadcast to ``hw``."""
+    v = np.asarray(values)
+    if v.dtype == object or not np.issubdtype(v.dtype, np.number):
+        raise DataError(f"{src}: expected numbers, got {v.dtype}")
+    _refuse_complex(v, src)
+    try:
+        np.broadcast_to(v, hw)
+    except ValueError:
+        raise DataError(f"{src}: shape {v.shape} does not broadcast to the spectrogram size {hw}") from None
+    if not np.isfinite(v).all():
+        raise DataError(f"{src}: holds NaN or Inf")
+    return v.astype(np.float32)
 
 
 def _validate_labels(ds: Dataset, key: str, labels: Labels, directory: Path | None, where: str) -> None:

@@ -134,9 +134,7 @@ def register(client, ref: str, name: str, alias: str | None = None) -> dict[str,
     run_id = run.info.run_id
     if run.info.status != "FINISHED":
         raise VaekitError(f"run {run_id}: status {run.info.status}, no model to register (only finished runs have one)")
-    if alias is not None and (alias == "latest" or re.fullmatch(r"[vV]\d+", alias) or not re.fullmatch(r"[\w-]+", alias)):
-        raise ConfigError(f"--alias {alias!r}: letters, digits, _ and - only, and not 'latest' or v<number> "
-                          "(MLflow reserves those)")
+    _check_alias(alias)
     uris = {"vae": model_uri(client, run), "generator": generator_uri(run)}
     if uris["vae"].startswith("runs:/"):
         raise VaekitError(f"run {run_id}: its model is not a logged model of this MLflow (re-run it to register it)")
@@ -148,25 +146,38 @@ def register(client, ref: str, name: str, alias: str | None = None) -> dict[str,
     created: list[tuple[str, object]] = []  # (name, version or None for a new registered model): undone on failure
     try:
         for key in ("vae", "generator"):
-            if uris[key] is None:
-                continue
-            try:
-                client.get_registered_model(names[key])
-            except MlflowException:
-                client.create_registered_model(names[key], tags={KIND_TAG: key},
-                                               description=f"vaekit {'generator' if key == 'generator' else 'VAE'}")
-                created.append((names[key], None))
-            model_id = uris[key].removeprefix("models:/")
-            version = client.create_model_version(names[key], uris[key], run_id=run_id, model_id=model_id)
-            created.append((names[key], version.version))
-            _link_version(client, model_id, version)
-            if alias is not None:
-                client.set_registered_model_alias(names[key], alias, version.version)
-            out[key] = version
+            if uris[key] is not None:
+                out[key] = _register_version(client, names[key], key, uris[key], run_id, alias, created)
     except MlflowException as exc:
         _undo(client, created)  # both or neither: no VAE registered without its generator
         raise VaekitError(f"cannot register {names[key]!r}: {exc.message.splitlines()[0]}") from None
     return out
+
+
+def _check_alias(alias: str | None) -> None:
+    if alias is not None and (alias == "latest" or re.fullmatch(r"[vV]\d+", alias) or not re.fullmatch(r"[\w-]+", alias)):
+        raise ConfigError(f"--alias {alias!r}: letters, digits, _ and - only, and not 'latest' or v<number> "
+                          "(MLflow reserves those)")
+
+
+def _register_version(client, name: str, kind: str, uri: str, run_id: str, alias: str | None, created: list):
+    """A new version of registered model ``name`` (created, tagged ``kind``, if missing) from logged model ``uri``,
+    given ``alias``; what it creates is appended to ``created`` as it goes, for :func:`_undo`."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, tags={KIND_TAG: kind},
+                                       description=f"vaekit {'generator' if kind == 'generator' else 'VAE'}")
+        created.append((name, None))
+    model_id = uri.removeprefix("models:/")
+    version = client.create_model_version(name, uri, run_id=run_id, model_id=model_id)
+    created.append((name, version.version))
+    _link_version(client, model_id, version)
+    if alias is not None:
+        client.set_registered_model_alias(name, alias, version.version)
+    return version
 
 
 def check_name(name: str) -> None:

@@ -104,55 +104,71 @@ def check_store(uri: str, experiment: str, artifact_location: str | None = None)
     from mlflow.tracking import MlflowClient
 
     quiet_mlflow_tracebacks()
-    parsed = urlparse(uri)
-    if parsed.scheme in ("http", "https"):
+    _check_server(uri)
+    db = sqlite_path(uri)
+    lock = _check_sqlite_store(uri, db) if db is not None else contextlib.nullcontext
+    exp_id = _experiment_id(uri, experiment, artifact_location, lock)
+    check_artifact_location(MlflowClient(uri).get_experiment(exp_id).artifact_location, experiment)
+    mlflow.set_tracking_uri(uri)
+    return exp_id
+
+
+def _check_server(uri: str) -> None:
+    """A tracking server (``http(s)://``) must answer its health check."""
+    if urlparse(uri).scheme in ("http", "https"):
         try:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as resp:
                 resp.read()
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise VaekitError(f"--tracking-uri {uri}: tracking server unreachable ({reason})") from None
-    db = sqlite_path(uri)
-    lock = contextlib.nullcontext  # a factory: each attempt below takes the lock afresh
-    if db is not None:
-        if not db.parent.is_dir():
-            culprit = _first_non_dir(db.parent)
-            what = f"{culprit} is a file, not a directory" if culprit.exists() else f"directory {culprit} does not exist"
-            raise VaekitError(f"--tracking-uri {uri}: {what}")
-        problem = _write_problem(db.parent) or (_write_problem(db, probe_file=True) if db.exists() else None)
-        if problem:
-            raise VaekitError(f"--tracking-uri {uri}: {problem}")
-        check_sqlite_schema(uri)
-        follow_moved_store(uri)
-        lock_file = db.with_name(db.name + ".lock")
-        lock = lambda: _file_lock(lock_file)  # noqa: E731
+
+
+def _check_sqlite_store(uri: str, db: Path):
+    """A sqlite store's folder must exist and be writable (the database too, if it exists), its schema be
+    MLflow's; return the factory of the file lock that creating it or its experiments is done under."""
+    if not db.parent.is_dir():
+        culprit = _first_non_dir(db.parent)
+        what = f"{culprit} is a file, not a directory" if culprit.exists() else f"directory {culprit} does not exist"
+        raise VaekitError(f"--tracking-uri {uri}: {what}")
+    problem = _write_problem(db.parent) or (_write_problem(db, probe_file=True) if db.exists() else None)
+    if problem:
+        raise VaekitError(f"--tracking-uri {uri}: {problem}")
+    check_sqlite_schema(uri)
+    follow_moved_store(uri)
+    lock_file = db.with_name(db.name + ".lock")
+    return lambda: _file_lock(lock_file)  # a factory: each attempt of _experiment_id takes the lock afresh
+
+
+def _experiment_id(uri: str, experiment: str, artifact_location: str | None, lock) -> str:
+    """The id of ``experiment``, created if missing, under ``lock()``; a deleted one is an error."""
+    from mlflow.tracking import MlflowClient
+
     for attempt in range(4):
         try:
             with lock():
-                client = _experiment_store(uri, artifact_location)
-                exp = client.get_experiment_by_name(experiment)
-                if exp is not None and exp.lifecycle_stage == "deleted":
-                    raise VaekitError(
-                        f"--experiment {experiment}: deleted in {uri}; restore it (mlflow experiments restore "
-                        f"--experiment-id {exp.experiment_id}) or choose another --experiment")
-                exp_id = exp.experiment_id if exp else _create_experiment(client, experiment, artifact_location)
-            break
+                return _find_or_create_experiment(uri, experiment, artifact_location)
         except VaekitError:
             raise
         except Exception as exc:
             text = str(exc)
             if exc.__class__.__name__ == "MlflowException" and "already exists" in text:
-                exp_id = MlflowClient(uri).get_experiment_by_name(experiment).experiment_id
-                break
+                return MlflowClient(uri).get_experiment_by_name(experiment).experiment_id
             # A process outside vaekit's lock (a plain MLflow client, `mlflow ui`) creating the same
             # store at the same moment: its schema migration collides with ours. Wait and look again.
-            if attempt < 3 and ("already exists" in text or "database is locked" in text):
-                time.sleep(0.5 * 2**attempt)
-                continue
-            raise VaekitError(f"tracking store {uri}: {type(exc).__name__}: {text.splitlines()[0]}") from None
-    check_artifact_location(MlflowClient(uri).get_experiment(exp_id).artifact_location, experiment)
-    mlflow.set_tracking_uri(uri)
-    return exp_id
+            if attempt == 3 or not ("already exists" in text or "database is locked" in text):
+                raise VaekitError(f"tracking store {uri}: {type(exc).__name__}: {text.splitlines()[0]}") from None
+            time.sleep(0.5 * 2**attempt)
+
+
+def _find_or_create_experiment(uri: str, experiment: str, artifact_location: str | None) -> str:
+    client = _experiment_store(uri, artifact_location)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is not None and exp.lifecycle_stage == "deleted":
+        raise VaekitError(
+            f"--experiment {experiment}: deleted in {uri}; restore it (mlflow experiments restore "
+            f"--experiment-id {exp.experiment_id}) or choose another --experiment")
+    return exp.experiment_id if exp else _create_experiment(client, experiment, artifact_location)
 
 
 #: The experiment tag MLflow 3 names an experiment's kind by, and the kind of vaekit's (what the UI's "Machine
@@ -502,7 +518,6 @@ def owner_state(run) -> tuple[str, str]:
     pid counts as ``ALIVE`` (it may be another process; the reason says so).  ``UNKNOWN``: no usable
     host/pid tags (not a vaekit run, or a vaekit older than these tags).
     """
-    import os
     import socket
 
     tags = run.data.tags
@@ -513,13 +528,12 @@ def owner_state(run) -> tuple[str, str]:
         return UNKNOWN, "the run has no vaekit.host/vaekit.pid tags, so whether its process lives cannot be told"
     if host != socket.gethostname():
         return OTHER_HOST, f"the run's process (pid {pid}) is on host {host}, not this one ({socket.gethostname()})"
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return GONE, f"its process (pid {pid} on {host}) no longer exists"
-    except PermissionError:
-        pass  # a process of another user holds the pid: alive, whose it is the start time tells
-    except OverflowError:
+    return _local_owner_state(pid, host, start)
+
+
+def _local_owner_state(pid: str, host: str, start: str | None) -> tuple[str, str]:
+    """:func:`owner_state` of a RUNNING run started on this host by process ``pid`` (tagged ``start``)."""
+    if not _pid_taken(int(pid)):
         return GONE, f"its process (pid {pid} on {host}) no longer exists"
     if _zombie(int(pid)):
         return GONE, f"its process (pid {pid} on {host}) was killed (a zombie, not yet reaped)"
@@ -533,6 +547,19 @@ def owner_state(run) -> tuple[str, str]:
     if now != start:
         return GONE, f"its process (pid {pid} on {host}) is gone; pid {pid} now belongs to a later process"
     return ALIVE, f"its process (pid {pid} on {host}) is still running"
+
+
+def _pid_taken(pid: int) -> bool:
+    """Whether a process holds ``pid``, one of another user's included."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # no such process; a number no pid can be
+        return False
+    except PermissionError:
+        pass  # a process of another user holds the pid: alive, whose it is the start time tells
+    return True
 
 
 def _zombie(pid: int) -> bool:

@@ -57,9 +57,9 @@ def _vocode_all(vocoders: dict, mel_db: np.ndarray, audio: AudioParams) -> tuple
     return waves, errors
 
 
-def _emit(run: LoggedRun, build, subdir: str, out_dir, log: bool, metrics: dict) -> Output:
-    """Write files with ``build(directory) -> [paths]`` into ``out_dir`` and/or log them under
-    ``generated/SUBDIR/STAMP/`` (:func:`vaekit.runlog.unique_stamp`: each call its own folder).
+def _emit(run: LoggedRun, build, subdir: str, out_dir, log: bool) -> Output:
+    """Write files with ``build(directory) -> ([paths], {metric: value})`` into ``out_dir`` and/or log them
+    (and the metrics) under ``generated/SUBDIR/STAMP/`` (:func:`vaekit.runlog.unique_stamp`: each call its own folder).
 
     Files are drawn in a staging directory first, so nothing lands in ``out_dir`` if drawing fails,
     nor if any destination inside ``out_dir`` is a symbolic link (refused: vaekit never writes
@@ -76,8 +76,9 @@ def _emit(run: LoggedRun, build, subdir: str, out_dir, log: bool, metrics: dict)
     with tempfile.TemporaryDirectory() as tmp:
         staging, logged = Path(tmp) / "files", Path(tmp) / "logged"
         staging.mkdir()
-        rels = [path.relative_to(staging) for path in build(staging)]
-        result.metrics = dict(metrics)  # read after build: a build that vocodes as it writes fills them in
+        paths, metrics = build(staging)
+        rels = [path.relative_to(staging) for path in paths]
+        result.metrics = dict(metrics)
         if out_dir is not None:
             for rel in rels:
                 _refuse_links(Path(out_dir), rel)
@@ -187,15 +188,14 @@ def generate(run_id: str, n: int = 8, vocoders=(), options=(), seed: int = 0, ou
     elif run.condition:
         labels = sample_labels(n, len(run.classes))
     vocs = build_vocoders(run, vocoders, options)
-    z = sample_latent(n, run.latent_dim, seed)  # all at once (n × latent_dim, small): the same draws as ever
+    z = sample_latent(n, run.latent_dim, seed)  # all at once (n × latent_dim, small): the draws do not depend on BATCH
     vmin, vmax = run.color_scale()
     errors = dict.fromkeys(vocs, 0.0)
-    metrics = {}
 
     def title(i: int) -> str:
         return f"seed {seed}, sample {i}" + (f" · {run.condition['name']} {run.classes[labels[i]]}" if run.condition else "")
 
-    def build(directory: Path) -> list[Path]:
+    def build(directory: Path) -> tuple[list[Path], dict[str, float]]:
         paths, grid, kept = [], [], []
         for start in range(0, n, BATCH):
             part = None if labels is None else labels[start:start + BATCH]
@@ -213,11 +213,11 @@ def generate(run_id: str, n: int = 8, vocoders=(), options=(), seed: int = 0, ou
         paths.append(figures.save_mel_grid(np.stack(grid), directory / "grid.png", run.audio, vmin, vmax,
                                            titles=[title(i).split(", ", 1)[1] for i in range(len(grid))],
                                            suptitle=f"seed {seed}"))
-        metrics.update({f"vocoder_mel_error_db.{name}": total / n for name, total in errors.items()})
+        metrics = {f"vocoder_mel_error_db.{name}": total / n for name, total in errors.items()}
         metrics.update(audio_metrics.for_generated(run, np.stack(kept), next(iter(vocs.values()))))
-        return paths
+        return paths, metrics
 
-    return _emit(run, build, subdir, Path(out) / subdir if out is not None else None, log, metrics)
+    return _emit(run, build, subdir, Path(out) / subdir if out is not None else None, log)
 
 
 def load_test_clips(run: LoggedRun, indices, data=None, with_labels: bool = False):
@@ -286,14 +286,13 @@ def interpolate(run_id: str, clips=None, seeds=None, steps: int = 8, vocoders=()
     waves, errors = _vocode_all(vocs, mel_db, run.audio)
     vmin, vmax = run.color_scale()
 
-    def build(directory: Path) -> list[Path]:
+    def build(directory: Path) -> tuple[list[Path], dict[str, float]]:
         paths = _write_waves(directory, waves, run.audio.sr, "step")
         paths.append(figures.save_mel_grid(mel_db, directory / "strip.png", run.audio, vmin, vmax,
                                            titles=[f"t={v:.2f}" for v in t[:, 0]], columns=steps, suptitle=label))
-        return paths
+        return paths, {f"vocoder_mel_error_db.{k}": v for k, v in errors.items()}
 
-    return _emit(run, build, subdir, Path(out) / subdir if out is not None else None, log,
-                 {f"vocoder_mel_error_db.{k}": v for k, v in errors.items()})
+    return _emit(run, build, subdir, Path(out) / subdir if out is not None else None, log)
 
 
 #: ``reconstruct`` reads, encodes, vocodes and draws this many clips at a time (one figure per batch).
@@ -356,90 +355,144 @@ def reconstruct(run_id: str, inputs, vocoders=(), options=(), out=None, log: boo
     skipped and listed in ``Output.skipped`` (all unreadable, or a single file: a :class:`DataError`).
     A conditional run encodes and decodes every input with ``label`` (a class of its label; required).
     """
-    import soundfile as sf
-
-    from vaekit import audio_metrics, figures
-    from vaekit.components import select_metrics
-    from vaekit.prepare import ClipError, read_clip
-
     single = not isinstance(inputs, (list, tuple))
     items = reconstruct_inputs([inputs] if single else inputs)
     single = single or (len(inputs) == 1 and Path(inputs[0]).is_file())
     if not single and out is None:
         raise ConfigError("reconstructing a folder or several files needs --out DIR (the folder structure is kept there)")
     run = run or open_run(run_id, tracking_uri, trust_plugins)
+    job = _Reconstruction(run, items, single, _input_class(run, label), build_vocoders(run, vocoders, options),
+                          _run_metrics(run))
+    subdir = f"reconstruct_{safe_name(items[0][0].stem)}" if single else "reconstruct"
+    target = Path(out) if out is not None else items[0][0].parent
+    result = _emit(run, job.draw, subdir, target, log)
+    result.skipped = job.skipped
+    return result
+
+
+def _input_class(run: LoggedRun, label: str | None) -> int | None:
+    """The class index ``reconstruct`` encodes and decodes with: required by a conditional run."""
     class_index = run.label_indices([label])[0] if label is not None else None
     if run.condition and class_index is None:
         raise ConfigError(f"run {run.run_id} is conditioned on {run.condition['name']}: give the inputs' class with "
                           f"--label (one of {', '.join(run.classes)})")
-    vocs = build_vocoders(run, vocoders, options)
+    return class_index
+
+
+def _run_metrics(run: LoggedRun) -> list:
+    """The run's ``--metrics`` components; a missing plugin's error says how to bring it in."""
+    from vaekit.components import select_metrics
+
     try:
-        metric_comps = select_metrics(run.config.metrics)
+        return select_metrics(run.config.metrics)
     except PluginError as exc:
         raise PluginError(f"{exc}{run.plugin_hint}") from None
-    vmin, vmax = run.color_scale()
-    result_extra = {"skipped": []}
-    metrics: dict[str, float] = {}
 
-    def build(directory: Path) -> list[Path]:
-        paths, originals, recons, kept_waves, kept_inputs = [], [], [], [], []
-        errors = dict.fromkeys(vocs, 0.0)
-        for number, start in enumerate(range(0, len(items), RECONSTRUCT_BATCH)):
-            ok, ys = [], []
-            for path, rel in items[start:start + RECONSTRUCT_BATCH]:
-                try:
-                    ys.append(read_clip(path, run.audio))
-                    ok.append(rel)
-                except ClipError as exc:
-                    if single:
-                        raise DataError(f"{path}: {exc}") from None
-                    result_extra["skipped"].append({"file": str(path), "reason": str(exc)})
+
+class _Reconstruction:
+    """One ``reconstruct`` call's drawing (:meth:`draw`, the ``build`` of :func:`_emit`), batch by batch:
+    read the clips, reconstruct and vocode them, write their files, keep what the metrics need; then
+    the metrics over every clip read.  Unreadable files are listed in :attr:`skipped`."""
+
+    def __init__(self, run: LoggedRun, items: list[tuple[Path, Path]], single: bool, class_index: int | None,
+                 vocs: dict, metric_comps: list):
+        self.run, self.items, self.single, self.class_index = run, items, single, class_index
+        self.vocs, self.metric_comps = vocs, metric_comps
+        self.vmin, self.vmax = run.color_scale()
+        self.skipped: list[dict] = []
+        self.errors = dict.fromkeys(vocs, 0.0)  # summed over clips, divided by their number at the end
+        self.originals: list[np.ndarray] = []
+        self.recons: list[np.ndarray] = []
+        # The run's vocoder's audio of the first RECONSTRUCT_VOCODED clips, and their input audio.
+        self.kept_waves: list[np.ndarray] = []
+        self.kept_inputs: list[np.ndarray] = []
+
+    def draw(self, directory: Path) -> tuple[list[Path], dict[str, float]]:
+        paths = []
+        for number, start in enumerate(range(0, len(self.items), RECONSTRUCT_BATCH)):
+            batch = self.items[start:start + RECONSTRUCT_BATCH]
+            ok, ys = self._read(batch)
             if not ok:
                 continue
-            mel = waveforms_to_mel_db(np.stack(ys), run.audio)
-            if tuple(mel.shape[1:]) != run.input_shape:
-                raise DataError(f"{items[start][0]}: makes a {mel.shape[1]}×{mel.shape[2]} spectrogram with the run's "
-                                f"audio parameters, the model takes {run.input_shape[0]}×{run.input_shape[1]}")
-            # Clip to the training range: the model never saw values outside [0, 1].
-            x = np.clip(run.normalize(mel), 0.0, 1.0).astype(np.float32)
-            mel_hat = run.denormalize(audio_metrics.reconstructions(
-                run.model, x, labels=None if class_index is None else np.full(len(x), class_index)))
-            waves, batch_errors = _vocode_all(vocs, mel_hat, run.audio)
+            mel, mel_hat = self._reconstruct(batch[0][0], ys)
+            waves, batch_errors = _vocode_all(self.vocs, mel_hat, self.run.audio)
             for name, value in batch_errors.items():
-                errors[name] += value * len(ok)
-            for name, batch in waves.items():
-                suffix = f".reconstructed.{safe_name(name)}.wav" if len(waves) > 1 else ".reconstructed.wav"
-                for rel, wave in zip(ok, batch):
-                    target = directory / rel.parent / f"{rel.stem}{suffix}"
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    sf.write(target, wave, run.audio.sr)
-                    paths.append(target)
-            figure = directory / (f"{ok[0].stem}.reconstructed.png" if single else f"reconstructions_{number:03d}.png")
-            paths.append(figures.save_reconstruction_grid(mel, mel_hat, figure, run.audio, vmin, vmax,
-                                                          labels=[rel.as_posix() for rel in ok]))
-            originals.append(mel)
-            recons.append(mel_hat)
-            first = next(iter(waves.values()))
-            kept_inputs.extend(ys[:max(0, RECONSTRUCT_VOCODED - len(kept_waves))])  # the originals of the clips kept
-            kept_waves.extend(first[:max(0, RECONSTRUCT_VOCODED - len(kept_waves))])
-        if not originals:
-            raise DataError(f"none of the {len(items)} audio files could be read (e.g. {result_extra['skipped'][0]['file']}: "
-                            f"{result_extra['skipped'][0]['reason']})")
-        n = sum(len(o) for o in originals)
-        metrics.update({f"vocoder_mel_error_db.{name}": total / n for name, total in errors.items()})
-        original, reconstructed = np.concatenate(originals), np.concatenate(recons)
-        vocoded = audio_metrics.Vocoded(None, reconstructed, waves=np.stack(kept_waves))  # all there is: no more vocoding
-        # Prefixed: logged back into the run, they must not overwrite its own test metrics.
-        # The input files are the original audio of the test_audio_* metrics.
-        context = audio_metrics.MetricContext(reference_audio=audio_metrics.ReferenceAudio.of(np.stack(kept_inputs)))
-        metrics.update({f"reconstruct.{k}": v for k, v in audio_metrics.compute(
-            metric_comps, original, reconstructed, None, run.audio, vocoded,
-            # Every clip was vocoded anyway: test_vocoded_mel_db and test_audio_* over all that were kept.
-            {**run.config.option("metrics"), "clips": len(kept_waves)}, context).items()})
+                self.errors[name] += value * len(ok)
+            paths += self._write(directory, number, ok, mel, mel_hat, waves)
+            self._keep(ys, mel, mel_hat, next(iter(waves.values())))
+        if not self.originals:
+            raise DataError(f"none of the {len(self.items)} audio files could be read (e.g. {self.skipped[0]['file']}: "
+                            f"{self.skipped[0]['reason']})")
+        return paths, self._metrics()
+
+    def _read(self, batch: list[tuple[Path, Path]]) -> tuple[list[Path], list[np.ndarray]]:
+        """The output paths and waveforms of the clips that could be read; a single file must be."""
+        from vaekit.prepare import ClipError, read_clip
+
+        ok, ys = [], []
+        for path, rel in batch:
+            try:
+                ys.append(read_clip(path, self.run.audio))
+                ok.append(rel)
+            except ClipError as exc:
+                if self.single:
+                    raise DataError(f"{path}: {exc}") from None
+                self.skipped.append({"file": str(path), "reason": str(exc)})
+        return ok, ys
+
+    def _reconstruct(self, first: Path, ys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The clips' mel spectrograms (dB) and the model's reconstructions of them."""
+        from vaekit import audio_metrics
+
+        run = self.run
+        mel = waveforms_to_mel_db(np.stack(ys), run.audio)
+        if tuple(mel.shape[1:]) != run.input_shape:
+            raise DataError(f"{first}: makes a {mel.shape[1]}×{mel.shape[2]} spectrogram with the run's "
+                            f"audio parameters, the model takes {run.input_shape[0]}×{run.input_shape[1]}")
+        # Clip to the training range: the model never saw values outside [0, 1].
+        x = np.clip(run.normalize(mel), 0.0, 1.0).astype(np.float32)
+        labels = None if self.class_index is None else np.full(len(x), self.class_index)
+        return mel, run.denormalize(audio_metrics.reconstructions(run.model, x, labels=labels))
+
+    def _write(self, directory: Path, number: int, ok: list[Path], mel, mel_hat, waves: dict) -> list[Path]:
+        """Each clip's WAV per vocoder, and the batch's figure of originals, reconstructions and differences."""
+        import soundfile as sf
+
+        from vaekit import figures
+
+        paths = []
+        for name, batch in waves.items():
+            suffix = f".reconstructed.{safe_name(name)}.wav" if len(waves) > 1 else ".reconstructed.wav"
+            for rel, wave in zip(ok, batch):
+                target = directory / rel.parent / f"{rel.stem}{suffix}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                sf.write(target, wave, self.run.audio.sr)
+                paths.append(target)
+        figure = directory / (f"{ok[0].stem}.reconstructed.png" if self.single else f"reconstructions_{number:03d}.png")
+        paths.append(figures.save_reconstruction_grid(mel, mel_hat, figure, self.run.audio, self.vmin, self.vmax,
+                                                      labels=[rel.as_posix() for rel in ok]))
         return paths
 
-    subdir = f"reconstruct_{safe_name(items[0][0].stem)}" if single else "reconstruct"
-    target = Path(out) if out is not None else items[0][0].parent
-    result = _emit(run, build, subdir, target, log, metrics)
-    result.skipped = result_extra["skipped"]
-    return result
+    def _keep(self, ys: list[np.ndarray], mel, mel_hat, first_waves) -> None:
+        """Hold what the metrics need: every spectrogram, and the first vocoder's audio of the first clips."""
+        self.originals.append(mel)
+        self.recons.append(mel_hat)
+        room = max(0, RECONSTRUCT_VOCODED - len(self.kept_waves))
+        self.kept_inputs.extend(ys[:room])  # the originals of the clips kept
+        self.kept_waves.extend(first_waves[:room])
+
+    def _metrics(self) -> dict[str, float]:
+        from vaekit import audio_metrics
+
+        n = sum(len(o) for o in self.originals)
+        metrics = {f"vocoder_mel_error_db.{name}": total / n for name, total in self.errors.items()}
+        original, reconstructed = np.concatenate(self.originals), np.concatenate(self.recons)
+        vocoded = audio_metrics.Vocoded(None, reconstructed, waves=np.stack(self.kept_waves))  # all there is: no more vocoding
+        # Prefixed: logged back into the run, they must not overwrite its own test metrics.
+        # The input files are the original audio of the test_audio_* metrics.
+        context = audio_metrics.MetricContext(reference_audio=audio_metrics.ReferenceAudio.of(np.stack(self.kept_inputs)))
+        metrics.update({f"reconstruct.{k}": v for k, v in audio_metrics.compute(
+            self.metric_comps, original, reconstructed, None, self.run.audio, vocoded,
+            # Every clip was vocoded anyway: test_vocoded_mel_db and test_audio_* over all that were kept.
+            {**self.run.config.option("metrics"), "clips": len(self.kept_waves)}, context).items()})
+        return metrics

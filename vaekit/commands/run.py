@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from vaekit import audio_metrics, backend, checkpoint, components, distribute, runlog, tracking, trial
+from vaekit import audio_metrics, backend, checkpoint, components, distribute, runlog, studies, tracking
 from vaekit.config import RunConfig
 
 
@@ -71,7 +71,7 @@ def run(config: RunConfig, progress: bool = True, resume: str | None = None, ech
             runlog.log_start(config, comps, ds, placement, backend.version(config.backend))
         context = audio_metrics.context_for(ds)  # the test clips' original audio, where the data knows it
         # callbacks: a `vaekit tune` trial's pruning (none for a plain run); --audio-every's listening
-        callbacks = trial.callbacks() + runlog.epoch_audio(model, ds, comps["vocoder"], vocoder_fn, config, context.reference_audio)
+        callbacks = studies.callbacks() + runlog.epoch_audio(model, ds, comps["vocoder"], vocoder_fn, config, context.reference_audio)
         metrics = training.fit(model, ds, config, progress, initial_epoch=ckpt.epoch if ckpt else 0, checkpointer=checkpointer,
                                callbacks=callbacks, shard=placement.shard, logged=logged, early_state=ckpt.early_stop if ckpt else None)
         metrics.update(training.evaluate(model, ds, config))

@@ -2,8 +2,8 @@
 
 ``--grid KEY=V1,V2,...`` (repeatable) names a component option (``loss.lambda``) or a run
 setting (``latent_dim``/``latent-dim``, ``learning_rate``, ...).  A sweep is a grid study (Optuna's
-``GridSampler``, in memory) run by :class:`vaekit.commands.tune.StudyRunner`, the trial runner of ``vaekit
-tune``: each combination is one ``vaekit run`` in its own process (``--jobs N`` at a time), with
+``GridSampler``, in memory) run by :class:`vaekit.launcher.StudyRunner`, the trial runner ``vaekit
+tune`` runs on too: each combination is one ``vaekit run`` in its own process (``--jobs N`` at a time), with
 the sweep's other settings, logged as a nested run: tag ``mlflow.parentRunId`` = the parent,
 ``vaekit.sweep.point`` = its index in the grid (combinations in order, the last key varying
 fastest), ``vaekit.trial`` = its trial number.  The MLflow UI shows the children under the parent.
@@ -32,10 +32,7 @@ from typing import Any
 from vaekit.components import resolve
 from vaekit.config import RunConfig, parse_value
 from vaekit.errors import ConfigError, TrainingError
-from vaekit.commands.tune import TABLE_METRICS, Launcher, StudyRunner, TrialRun, check_jobs, check_key, format_rows, point_config
-
-#: A grid point and what became of it (a trial of the sweep's grid study).
-Child = TrialRun
+from vaekit.launcher import TABLE_METRICS, Launcher, StudyRunner, TrialRun, check_jobs, check_key, format_rows, grid_sampler, point_config
 
 
 def parse_grid(items) -> list[tuple[str, list[Any]]]:
@@ -66,19 +63,19 @@ class SweepResult:
     parent_run_id: str
     experiment_id: str
     tracking_uri: str
-    children: list[Child]
+    children: list[TrialRun]
     table: str
 
     @property
-    def failed(self) -> list[Child]:
+    def failed(self) -> list[TrialRun]:
         return [c for c in self.children if c.status != "FINISHED"]
 
 
-def format_table(grid, children: list[Child]) -> str:
+def format_table(grid, children: list[TrialRun]) -> str:
     """A plain-text table: one row per child, grid values, status and test metrics."""
     metric_names = sorted({m for c in children for m in c.metrics if m.startswith(TABLE_METRICS)})
     header = ["#", *(k for k, _ in grid), "status", *metric_names, "run id"]
-    rows = [[str(c.index), *(str(c.point[k]) for k, _ in grid), c.status,
+    rows = [[str(c.index), *(str(c.params[k]) for k, _ in grid), c.status,
              *(f"{c.metrics[m]:.4f}" if m in c.metrics else "-" for m in metric_names), c.run_id or "-"]
             for c in children]
     return format_rows(header, rows)
@@ -103,7 +100,7 @@ def sweep(base: RunConfig, grid_items, jobs: int = 1, plugin_files=(), echo=prin
     experiment_id = tracking.check_store(uri, base.experiment)
     client = MlflowClient(uri)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.GridSampler(dict(grid), seed=base.seed))
+    study = optuna.create_study(sampler=grid_sampler(dict(grid), base.seed))
     distributions = {k: optuna.distributions.CategoricalDistribution(v) for k, v in grid}
     # GridSampler orders its points its own way: the table and tags keep the grid's order.
     keys = [k for k, _ in grid]

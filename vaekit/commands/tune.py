@@ -1,9 +1,9 @@
 """``vaekit tune``: an Optuna study whose trials are ``vaekit run`` processes, nested under one parent run.
 
-The study's trials are run by :class:`StudyRunner`, the one trial runner (``vaekit sweep`` is a
-grid study on it too): it asks the study for a trial, starts ``python -m vaekit run`` with the
-trial's settings (``--jobs`` of them at a time, each in its own process), finds the trial's MLflow
-run when the process ends and tells the study how it went.
+The study's trials are run by :class:`vaekit.launcher.StudyRunner`, the trial runner ``vaekit sweep``
+also runs on: it asks the study for a trial, starts ``python -m vaekit run`` with the trial's settings
+(``--jobs`` of them at a time, each in its own process), finds the trial's MLflow run when the process
+ends and tells the study how it went.
 
 Contract:
 
@@ -33,85 +33,39 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import subprocess
-import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from vaekit import trial as trials
-from vaekit.components import KINDS, resolve
-from vaekit.config import RunConfig, merge, read_toml
+from vaekit import kinds, studies
+from vaekit.components import resolve
+from vaekit.config import RunConfig, read_toml
 from vaekit.errors import ConfigError, TrainingError, VaekitError
-from vaekit.runlog import ENV_TAGS
+from vaekit.launcher import (
+    INTERRUPTED,
+    OWNER_ATTR,
+    SURPLUS,
+    Launcher,
+    StudyRunner,
+    TrialRun,
+    check_jobs,
+    check_key,
+    counted,
+    format_rows,
+    grid_sampler,
+    point_config,
+    short,
+    trial_id,
+)
 
-#: Settings a study may not vary: they say where runs go, not what they are.
-NOT_VARIED = {"options", "tracking_uri", "experiment", "run_name"}
 SAMPLERS = ("tpe", "random", "grid")
 DIRECTIONS = ("minimize", "maximize")
-#: Trial user attributes: stopped by an interruption (queued again, not counted), beyond --trials.
-INTERRUPTED, SURPLUS = "vaekit.interrupted", "vaekit.surplus"
 #: Study user attributes: what the study varies, its objective, its parent run.
 SPACE_ATTR, METRIC_ATTR, PARENT_ATTR = "vaekit.space", "vaekit.metric", "vaekit.parent_run_id"
-#: Trial user attribute: the process running it (host, pid, start time).
-OWNER_ATTR = "vaekit.owner"
 #: A grid from an integer range may have at most this many values; a whole grid (their product) this many points.
 MAX_GRID = 10000
-#: Trials (a sweep's runs) at a time, at most: each is a training process, and each has a thread waiting on it.
-MAX_JOBS = 256
-
-
-def check_jobs(jobs: int) -> None:
-    """:class:`ConfigError` unless 1 ≤ ``jobs`` ≤ :data:`MAX_JOBS` (``tune`` and ``sweep``)."""
-    if not 1 <= jobs <= MAX_JOBS:
-        raise ConfigError(f"--jobs {jobs}: must be from 1 to {MAX_JOBS} (each job is a training process of its own)")
-
-
-def check_key(key: str, where: str) -> str:
-    """``key`` as a setting (``latent-dim`` → ``latent_dim``) or ``KIND.OPTION``; else :class:`ConfigError`."""
-    settings = {f.name for f in fields(RunConfig)} - NOT_VARIED
-    kind, dot, name = key.strip().partition(".")
-    if dot:
-        if kind not in KINDS:
-            raise ConfigError(f"{where}: unknown kind {kind!r}; kinds are: {', '.join(KINDS)}")
-        if not name:
-            raise ConfigError(f"{where}: no option name after {kind}., e.g. {kind}.NAME")
-        return key.strip()
-    key = key.strip().replace("-", "_")
-    if key not in settings:
-        raise ConfigError(f"{where}: {key!r} is neither KIND.OPTION nor a run setting ({', '.join(sorted(settings))})")
-    return key
-
-
-def point_config(base: RunConfig, point: dict[str, Any], where: str | None = "--grid") -> RunConfig:
-    """``base`` with one point applied (options and settings), checked; an error names ``where`` and the point
-    (``where=None``: the caller names them)."""
-    options: dict[str, dict[str, Any]] = {}
-    settings = {}
-    for key, value in point.items():
-        kind, dot, name = key.partition(".")
-        if dot:
-            options.setdefault(kind, {})[name] = value
-        else:
-            settings[key] = value
-    try:
-        return merge(base, options=options, **settings).validate()
-    except ConfigError as exc:
-        if where is None:
-            raise
-        raise ConfigError(f"{where} {', '.join(f'{k}={v}' for k, v in point.items())}: {exc}") from None
-
-
-def point_label(point: dict[str, Any]) -> str:
-    return ",".join(f"{k}={_short(v)}" for k, v in point.items())
-
-
-def _short(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 # --- the space ----------------------------------------------------------------------------------------------
@@ -185,7 +139,7 @@ def load_space(path) -> list[Param]:
     raw = read_toml(path, where)
     items = []
     for key, value in raw.items():
-        if key in KINDS and isinstance(value, dict) and not set(value) <= _RANGE_KEYS:
+        if key in kinds.names() and isinstance(value, dict) and not set(value) <= _RANGE_KEYS:
             items.extend((f"{key}.{name}", v) for name, v in value.items())  # a [loss] table, or loss.lambda unquoted
         else:
             items.append((key, value))
@@ -207,15 +161,25 @@ def _number(value) -> bool:
 
 
 def _param(name: str, value, where: str) -> Param:
+    """A space file's entry ``name = value`` as a :class:`Param`: a list of choices or a range table."""
     if isinstance(value, list):
-        if not value:
-            raise ConfigError(f"{where}: an empty list; give the values to try")
-        bad = [v for v in value if not isinstance(v, (str, int, float, bool))]
-        if bad:
-            raise ConfigError(f"{where}: choices must be numbers, strings or booleans, got {bad[0]!r}")
-        return Param(name, choices=tuple(value))
+        return Param(name, choices=_choices(value, where))
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a list of values or {{low = ..., high = ...}}, got {value!r}")
+    return Param(name, **_range(value, where))
+
+
+def _choices(value: list, where: str) -> tuple:
+    if not value:
+        raise ConfigError(f"{where}: an empty list; give the values to try")
+    bad = [v for v in value if not isinstance(v, (str, int, float, bool))]
+    if bad:
+        raise ConfigError(f"{where}: choices must be numbers, strings or booleans, got {bad[0]!r}")
+    return tuple(value)
+
+
+def _range(value: dict, where: str) -> dict:
+    """``{low, high, log, step}`` checked: finite ends, low below high, a log range above 0, log or step."""
     unknown = sorted(set(value) - _RANGE_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r} in a range; a range takes low, high, log and step")
@@ -229,12 +193,17 @@ def _param(name: str, value, where: str) -> Param:
         raise ConfigError(f"{where}: low must be below high, got low = {low}, high = {high}")
     if log and low <= 0:
         raise ConfigError(f"{where}: a log range needs low > 0, got {low}")
-    if step is not None:
-        if not _number(step) or not step > 0:
-            raise ConfigError(f"{where}: step must be a positive number, got {step!r}")
-        if log:
-            raise ConfigError(f"{where}: a range takes log or step, not both")
-    return Param(name, low=low, high=high, log=log, step=step)
+    _check_step(step, log, where)
+    return {"low": low, "high": high, "log": log, "step": step}
+
+
+def _check_step(step, log: bool, where: str) -> None:
+    if step is None:
+        return
+    if not _number(step) or not step > 0:
+        raise ConfigError(f"{where}: step must be a positive number, got {step!r}")
+    if log:
+        raise ConfigError(f"{where}: a range takes log or step, not both")
 
 
 def check_space(base: RunConfig, params: list[Param], where: str) -> None:
@@ -243,7 +212,7 @@ def check_space(base: RunConfig, params: list[Param], where: str) -> None:
     first = {p.name: p.checked_values()[0] for p in params}
     for p in params:
         for value in p.checked_values():
-            label = f"{where}: {p.name}={_short(value)}"
+            label = f"{where}: {p.name}={short(value)}"
             try:
                 cfg = point_config(base, {**first, p.name: value}, where=None)
                 resolve(cfg)  # unknown components, option names and values outside declared ranges fail here
@@ -275,7 +244,7 @@ def make_sampler(name: str, params: list[Param], seed: int, where: str, n_trials
             counts = " × ".join(str(len(p.grid_values(where))) for p in params)
             raise ConfigError(f"{where}: the grid has {size} points ({counts}); --sampler grid takes at most {MAX_GRID}: "
                               "give fewer values, or use --sampler tpe or random")
-        return optuna.samplers.GridSampler({p.name: p.grid_values(where) for p in params}, seed=seed)
+        return grid_sampler({p.name: p.grid_values(where) for p in params}, seed)
     raise ConfigError(f"--sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
 
 
@@ -283,128 +252,9 @@ def grid_size(params: list[Param], where: str) -> int:
     return math.prod(len(p.grid_values(where)) for p in params)
 
 
-# --- running trials ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class TrialRun:
-    """One trial (a sweep's grid point) and what became of it."""
-
-    number: int
-    params: dict[str, Any]
-    index: int
-    config: RunConfig | None = None
-    returncode: int | None = None
-    run_id: str | None = None
-    status: str = "PENDING"  # the MLflow run's
-    state: str = ""  # the Optuna trial's: COMPLETE, PRUNED, FAIL
-    metrics: dict[str, float] = field(default_factory=dict)
-    train_seconds: float | None = None
-    pruned_epoch: int | None = None
-    error: str = ""
-    #: Stopped by a signal (the command's, or its own process's), not failed: its settings are queued again.
-    interrupted: bool = False
-
-    @property
-    def point(self) -> dict[str, Any]:
-        return self.params
-
-
-#: Exit codes of a trial process stopped by SIGINT or SIGTERM (vaekit's own, and the signal's where it had no handler yet).
-STOP_CODES = (130, 143, -2, -15)
-#: The trials' metrics the tables show: test-set figures (loss terms and audio metrics) and sample metrics.
-TABLE_METRICS = ("test_", "sample_")
-
-
-class Launcher:
-    """Runs trials as ``python -m vaekit run`` processes (logs in ``workdir``); stops them all on request."""
-
-    def __init__(self, workdir: Path, plugin_files, echo, prefix: str = "trial", verbose: bool = False):
-        self.workdir, self.plugin_files, self.echo, self.prefix = workdir, list(plugin_files), echo, prefix
-        self.verbose = verbose  # --verbose passed on: the child's own vaekit.console quiets it otherwise
-        self.procs: set[subprocess.Popen] = set()
-        self.lock = threading.Lock()
-        self.stopping = False
-
-    def log_path(self, rec: TrialRun) -> Path:
-        return self.workdir / f"{self.prefix}_{rec.index:03d}.log"
-
-    def __call__(self, rec: TrialRun, tags: dict[str, str], env: dict[str, str]) -> TrialRun:
-        cfg_path = self.workdir / f"{self.prefix}_{rec.index:03d}.toml"
-        cfg_path.write_text(rec.config.to_toml())
-        log_path = self.log_path(rec)
-        cmd = [sys.executable, "-m", "vaekit", "run", "--config", str(cfg_path), "--quiet"] + ["--verbose"] * self.verbose
-        for plugin in self.plugin_files:
-            cmd += ["--plugin", str(plugin)]
-        env = {**os.environ, ENV_TAGS: json.dumps(tags), trials.ENV_PARENT: str(os.getpid()), **env}
-        with self.lock:
-            if self.stopping:
-                rec.status, rec.error = "KILLED", "stopped before this trial started"
-                return rec
-            self.echo(f"[{rec.index}] start  {point_label(rec.params)}")
-            with open(log_path, "w") as log:
-                # A session of its own: a Ctrl-C at the terminal reaches this process only, which stops the
-                # trial with SIGTERM (stop()); the trial stops by itself if this process dies (trial.follow_parent).
-                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                        start_new_session=True)
-            self.procs.add(proc)
-        rec.returncode = proc.wait()
-        with self.lock:
-            self.procs.discard(proc)
-        text = log_path.read_text(errors="replace")
-        errors = [line[len("Error: "):] for line in text.splitlines() if line.startswith("Error: ")]
-        rec.error = errors[-1] if errors else (text.strip().splitlines() or [""])[-1] if rec.returncode else ""
-        return rec
-
-    def stop(self) -> None:
-        """SIGTERM every running trial process (each then ends its own run KILLED) and wait for them.
-
-        A second Ctrl-C or SIGTERM while waiting kills the processes that are left (SIGKILL) and
-        is re-raised: none outlives the command.  Their runs, left RUNNING, are ended KILLED when
-        the trial is collected.
-        """
-        with self.lock:
-            self.stopping = True
-            procs = list(self.procs)
-        for proc in procs:
-            proc.terminate()
-        try:
-            for proc in procs:
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-        except BaseException:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.kill()
-            for proc in procs:
-                proc.wait()
-            raise
-
-
-def _tell(study, trial, **kwargs) -> None:
-    """``study.tell``; the grid sampler's call of ``study.stop()`` once the grid is done (which outside
-    ``optimize`` raises after the trial's state is stored) is no error here: the runner counts trials itself."""
-    try:
-        study.tell(trial, **kwargs)
-    except RuntimeError as exc:
-        if "Study.stop" not in str(exc):
-            raise
-
-
-def owner() -> dict:
-    """This process, as a trial records it: a later process on this host can tell when it is gone."""
-    import socket
-
-    from vaekit import tracking
-
-    return {"host": socket.gethostname(), "pid": os.getpid(), "start": tracking.process_start(os.getpid())}
-
-
-def reap_stale(study, echo) -> None:
+def reap_stale(study, storage, echo) -> None:
     """Trials left RUNNING by a process on this host that is gone (SIGKILL, a power cut): FAIL, marked
-    interrupted, their settings queued again, so they neither count nor block the study."""
+    interrupted, their settings queued again, so they neither count nor block the study (kept in ``storage``)."""
     import socket
 
     from optuna.trial import TrialState
@@ -417,179 +267,10 @@ def reap_stale(study, echo) -> None:
         if who.get("host") != host or not who.get("start") or tracking.process_start(who["pid"]) == who["start"]:
             continue
         with contextlib.suppress(Exception):  # another process may be reaping it at the same moment
-            study._storage.set_trial_user_attr(t._trial_id, INTERRUPTED, True)
-            _tell(study, t.number, state=TrialState.FAIL)
+            storage.set_trial_user_attr(trial_id(storage, study.study_name, t.number), INTERRUPTED, True)
+            study.tell(t.number, state=TrialState.FAIL)
             study.enqueue_trial(t.params, user_attrs={"vaekit.retry_of": t.number})
             echo(f"trial {t.number}: its process ({who['pid']}) is gone; marked FAIL and queued again")
-
-
-def counted(t) -> bool:
-    """A trial that counts towards ``--trials``: not one an interruption stopped, not a surplus one, not waiting."""
-    return t.state.name != "WAITING" and not t.user_attrs.get(INTERRUPTED) and not t.user_attrs.get(SURPLUS)
-
-
-class StudyRunner:
-    """Asks ``study`` for trials until it holds ``n_trials`` counted ones, ``jobs`` at a time, each a
-    ``vaekit run`` process (``launcher``) nested under ``parent_id``; tells the study how each went.
-
-    ``tags(rec)``: the tags of a trial's run beyond ``mlflow.parentRunId`` and ``vaekit.trial``;
-    ``index(params)``: a trial's index in the table and file names; ``pruning``: what
-    :func:`vaekit.trial.trial_env` needs (storage, study, pruner, startup, metric), or None;
-    ``on_done(rec)``: called (under a lock) as each trial ends.
-    """
-
-    def __init__(self, study, *, base: RunConfig, distributions: dict, parent_id: str, experiment_id: str, client,
-                 launcher: Launcher, n_trials: int, jobs: int, metric: str, tags=lambda rec: {}, index=None,
-                 pruning: dict | None = None, on_done=lambda rec: None, echo=print):
-        self.study, self.base, self.distributions = study, base, distributions
-        self.parent_id, self.experiment_id, self.client, self.launcher = parent_id, experiment_id, client, launcher
-        self.n_trials, self.jobs, self.metric, self.tags, self.pruning = n_trials, jobs, metric, tags, pruning
-        self.index = index or (lambda params, number: number)
-        self.on_done, self.echo = on_done, echo
-        self.lock = threading.Lock()
-        self.done_lock = threading.Lock()
-        self.records: list[TrialRun] = []
-
-    def run(self) -> list[TrialRun]:
-        from concurrent.futures import ThreadPoolExecutor
-
-        workers = min(self.jobs, self.n_trials)  # a thread per trial at most: more would never get one
-        pool = ThreadPoolExecutor(max_workers=workers)
-        try:
-            futures = [pool.submit(self._worker) for _ in range(workers)]
-            for future in futures:
-                future.result()
-        except BaseException:
-            self.launcher.stop()
-            raise
-        finally:
-            pool.shutdown(wait=True)
-        return sorted(self.records, key=lambda r: r.index)
-
-    def _worker(self) -> None:
-        while True:
-            asked = self._next()
-            if asked is None:
-                return
-            self._run_one(*asked)
-
-    def _next(self):
-        from optuna.trial import TrialState
-
-        with self.lock:
-            if self.launcher.stopping:
-                return None
-            if sum(counted(t) for t in self.study.get_trials(deepcopy=False)) >= self.n_trials:
-                return None
-            trial = self.study.ask(self.distributions)
-            # Another process may have asked at the same moment: the trials numbered below this one decide.
-            before = [t for t in self.study.get_trials(deepcopy=False) if t.number < trial.number and counted(t)]
-            if len(before) >= self.n_trials:
-                trial.set_user_attr(SURPLUS, True)
-                _tell(self.study, trial, state=TrialState.FAIL)
-                return None
-            trial.set_user_attr(OWNER_ATTR, owner())
-            rec = TrialRun(trial.number, dict(trial.params), self.index(dict(trial.params), trial.number))
-            self.records.append(rec)
-            return trial, rec
-
-    def _run_one(self, trial, rec: TrialRun) -> None:
-        try:
-            rec.config = point_config(replace(self.base, run_name=point_label(rec.params)), rec.params,
-                                      where=f"trial {rec.number}:")
-        except VaekitError as exc:  # a sampled value that the settings refuse
-            rec.error = str(exc)
-        else:
-            tags = {"mlflow.parentRunId": self.parent_id, "vaekit.trial": str(rec.number), **self.tags(rec)}
-            env = trials.trial_env(**self.pruning, trial_id=trial._trial_id) if self.pruning else {}
-            self.launcher(rec, tags, env)
-        self._collect(rec)
-        self._tell_study(trial, rec)
-        with self.done_lock:
-            self.echo(_outcome(rec))
-            self.on_done(rec)
-
-    def _collect(self, rec: TrialRun) -> None:
-        """Find the trial's run; record a FAILED run for a trial that failed before its run started.
-
-        A trial stopped (the command's Ctrl-C or SIGTERM, or its own process ended by SIGINT or SIGTERM)
-        is *interrupted*: its run is KILLED, or it has none if it was stopped before the run started.
-        A run still RUNNING has lost its process: KILLED when interrupted, else FAILED.
-        """
-        client = self.client
-        stopped = rec.interrupted = self.launcher.stopping or rec.returncode in STOP_CODES
-        found = client.search_runs([self.experiment_id], filter_string=(
-            f"tags.`mlflow.parentRunId` = '{self.parent_id}' and tags.`vaekit.trial` = '{rec.number}'"), max_results=10)
-        run = found[0] if found else None
-        if run is None:
-            if stopped:  # stopped before its run started: nothing ran, nothing to record
-                rec.status, rec.error = "KILLED", rec.error or "stopped before its run started"
-            if rec.status == "KILLED":
-                return
-            tags = {"mlflow.parentRunId": self.parent_id, "vaekit.trial": str(rec.number), **self.tags(rec),
-                    "vaekit.error": rec.error or "failed before its run started"}
-            run = client.create_run(self.experiment_id, run_name=point_label(rec.params), tags=tags)
-            for key, value in rec.params.items():
-                client.log_param(run.info.run_id, key, value)
-            client.set_terminated(run.info.run_id, "FAILED")
-            run = client.get_run(run.info.run_id)
-        elif run.info.status == "RUNNING":  # the process died without ending its run (e.g. SIGKILL)
-            client.set_terminated(run.info.run_id, "KILLED" if stopped else "FAILED")
-            run = client.get_run(run.info.run_id)
-        rec.run_id = run.info.run_id
-        rec.status = run.info.status
-        metrics = run.data.metrics
-        rec.metrics = {k: v for k, v in metrics.items() if k.startswith(TABLE_METRICS) or k == self.metric}
-        rec.train_seconds = metrics.get("train_seconds")
-        if run.data.tags.get(trials.PRUNED_TAG) == "true":
-            rec.pruned_epoch = int(run.data.tags.get(trials.PRUNED_EPOCH_TAG, "0"))
-        rec.error = rec.error or run.data.tags.get("vaekit.error", "")
-
-    def _tell_study(self, trial, rec: TrialRun) -> None:
-        from optuna.trial import TrialState
-
-        with contextlib.suppress(Exception):  # a trial another process already ended cannot take attributes
-            if rec.run_id:
-                trial.set_user_attr("vaekit.run_id", rec.run_id)
-        value = rec.metrics.get(self.metric)
-        with self.lock:
-            if rec.status == "FINISHED" and rec.pruned_epoch:
-                rec.state = "PRUNED"
-                _tell(self.study, trial, state=TrialState.PRUNED)
-            elif rec.status == "FINISHED" and value is not None and math.isfinite(value):
-                rec.state = "COMPLETE"
-                _tell(self.study, trial, values=value)
-            else:
-                rec.state = "FAIL"
-                if rec.status == "FINISHED":
-                    rec.error = rec.error or f"the run logged no finite {self.metric}"
-                interrupted = (rec.interrupted or self.launcher.stopping) and rec.status in ("KILLED", "PENDING")
-                with contextlib.suppress(Exception):
-                    trial.set_user_attr("vaekit.error", rec.error[:1000])
-                    if interrupted:
-                        trial.set_user_attr(INTERRUPTED, True)
-                _tell(self.study, trial, state=TrialState.FAIL)
-                if interrupted:  # a rerun tries these settings again
-                    self.study.enqueue_trial(rec.params, user_attrs={"vaekit.retry_of": rec.number})
-
-
-def _outcome(rec: TrialRun) -> str:
-    label = f"[{rec.index}] "
-    if rec.state == "PRUNED":
-        return label + f"pruned {point_label(rec.params)} after epoch {rec.pruned_epoch}"
-    if rec.state == "COMPLETE":
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(rec.metrics.items()))
-        return label + f"done   {point_label(rec.params)}" + (f": {shown}" if shown else "")
-    return label + f"{rec.status if rec.status != 'FINISHED' else 'FAILED'} {point_label(rec.params)}" + (
-        f": {rec.error}" if rec.error else "")
-
-
-def format_rows(header: list[str], rows: list[list[str]]) -> str:
-    """A plain-text table, columns padded, a rule under the header."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 # --- studies and their parent runs -------------------------------------------------------------------------
@@ -644,6 +325,58 @@ def find_parent(study, client, experiment_id: str, create, wait: float = 60.0) -
     return found[0].info.run_id if found else create()
 
 
+@dataclass(frozen=True)
+class StudySettings:
+    """What ``vaekit tune`` asks of a study, beside the runs' own settings (its flags, one field each)."""
+
+    space_file: str | Path  # --space: what varies
+    n_trials: int  # --trials: the study's size, counted over every process working on it
+    name: str | None = None  # --study [the space file's name without .toml]
+    storage: str | None = None  # --storage: a journal file or a database URL [optuna.journal beside the store]
+    jobs: int = 1  # trials at a time in this process
+    sampler: str = "tpe"
+    pruner: str = "median"
+    pruner_startup: int = studies.PRUNER_STARTUP
+    metric: str = "test_mse"
+    direction: str = "minimize"
+
+    @property
+    def where(self) -> str:
+        return f"--space {self.space_file}"
+
+    @property
+    def study_name(self) -> str:
+        return self.name or Path(self.space_file).stem
+
+    def check(self) -> None:
+        """:class:`ConfigError` naming the first flag that is out of its range."""
+        check_jobs(self.jobs)
+        for flag, ok, what in [
+                ("--trials", self.n_trials >= 1, f"must be at least 1, got {self.n_trials}"),
+                ("--pruner-startup", self.pruner_startup >= 0, f"must be 0 or more, got {self.pruner_startup}"),
+                ("--direction", self.direction in DIRECTIONS, f"{self.direction!r}: choose minimize or maximize"),
+                ("--sampler", self.sampler in SAMPLERS, f"{self.sampler!r}: choose one of {', '.join(SAMPLERS)}"),
+                ("--pruner", self.pruner in studies.PRUNERS,
+                 f"{self.pruner!r}: choose one of {', '.join(studies.PRUNERS)}"),
+                ("--metric", bool(self.metric.strip()), "must name a metric, e.g. test_mse")]:
+            if not ok:
+                raise ConfigError(f"{flag} {what}")
+
+
+@dataclass
+class OpenStudy:
+    """The study this process works on: the Optuna study, the storage that keeps it, and where that is."""
+
+    study: Any
+    storage: Any
+    spec: str  # the storage as --storage named it (a journal file's absolute path)
+    created: bool  # by this process
+
+    @property
+    def shown(self) -> str:
+        return studies.shown_storage(self.spec)
+
+
 @dataclass
 class TuneResult:
     study_name: str
@@ -656,99 +389,136 @@ class TuneResult:
     best: dict | None
 
 
-def tune(base: RunConfig, space_file, n_trials: int, study_name: str | None = None, storage: str | None = None,
-         jobs: int = 1, sampler: str = "tpe", pruner: str = "median", pruner_startup: int = 5, metric: str = "test_mse",
-         direction: str = "minimize", plugin_files=(), echo=print, verbose: bool = False) -> TuneResult:
-    """Run (or continue) a study until it holds ``n_trials`` trials; return this process's trials, the table
-    of all of them and the best.  Raises :class:`TrainingError` (``table`` attribute) if every trial this
+def tune(base: RunConfig, settings: StudySettings, plugin_files=(), echo=print, verbose: bool = False) -> TuneResult:
+    """Run (or continue) a study until it holds ``settings.n_trials`` trials; return this process's trials, the
+    table of all of them and the best.  Raises :class:`TrainingError` (``table`` attribute) if every trial this
     process ran failed."""
-    import mlflow
     import optuna
     from mlflow.tracking import MlflowClient
 
-    from vaekit import __version__, tracking
+    from vaekit import tracking
 
-    check_jobs(jobs)
-    for flag, ok, what in [("--trials", n_trials >= 1, f"must be at least 1, got {n_trials}"),
-                           ("--pruner-startup", pruner_startup >= 0, f"must be 0 or more, got {pruner_startup}"),
-                           ("--direction", direction in DIRECTIONS, f"{direction!r}: choose minimize or maximize"),
-                           ("--sampler", sampler in SAMPLERS, f"{sampler!r}: choose one of {', '.join(SAMPLERS)}"),
-                           ("--pruner", pruner in trials.PRUNERS, f"{pruner!r}: choose one of {', '.join(trials.PRUNERS)}"),
-                           ("--metric", bool(metric.strip()), "must name a metric, e.g. test_mse")]:
-        if not ok:
-            raise ConfigError(f"{flag} {what}")
+    settings.check()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    where = f"--space {space_file}"
-    params = load_space(space_file)
-    uri = tracking.resolve_tracking_uri(base.tracking_uri)
-    base = replace(base, tracking_uri=uri)
-    check_space(base, params, where)
-    sampler_obj = make_sampler(sampler, params, base.seed, where, n_trials)
-    if sampler == "grid" and n_trials > grid_size(params, where):
-        echo(f"--trials {n_trials}: the grid has {grid_size(params, where)} points; running those")
-        n_trials = grid_size(params, where)
-    study_name = study_name or Path(space_file).stem
-    spec = storage if storage and trials.is_url(storage) else str(Path(storage or default_storage(uri)).expanduser().resolve())
-    trials.check_storage(spec, uri)  # reads only: before the store or the study is written
-    experiment_id = tracking.check_store(uri, base.experiment)  # before the study: a bad store leaves no study
-    study, created = open_study(trials.open_storage(spec), study_name, sampler_obj, direction)
+    params = load_space(settings.space_file)
+    base = replace(base, tracking_uri=tracking.resolve_tracking_uri(base.tracking_uri))
+    check_space(base, params, settings.where)
+    sampler = make_sampler(settings.sampler, params, base.seed, settings.where, settings.n_trials)
+    settings = _fit_grid(settings, params, echo)
+    experiment_id, opened = _open(base, settings, params, sampler)
+    client = MlflowClient(base.tracking_uri)
+    parent_id = _parent_run(opened, base, settings, params, client, experiment_id)
+    reap_stale(opened.study, opened.storage, echo)
+    ran, table, best = _run_trials(opened, base, settings, params, client, experiment_id, parent_id, plugin_files,
+                                   echo, verbose)
+    if any(t.state.name == "RUNNING" for t in opened.study.get_trials(deepcopy=False)):
+        with contextlib.suppress(Exception):  # another process still works on the study
+            client.update_run(parent_id, status="RUNNING")
+    return TuneResult(settings.study_name, opened.shown, parent_id, experiment_id, base.tracking_uri, ran, table, best)
+
+
+def _fit_grid(settings: StudySettings, params: list[Param], echo) -> StudySettings:
+    """A grid study holds at most its grid's points: ``--trials`` beyond them is cut down, and said."""
+    if settings.sampler == "grid" and settings.n_trials > grid_size(params, settings.where):
+        size = grid_size(params, settings.where)
+        echo(f"--trials {settings.n_trials}: the grid has {size} points; running those")
+        return replace(settings, n_trials=size)
+    return settings
+
+
+def _open(base: RunConfig, settings: StudySettings, params: list[Param], sampler) -> tuple[str, OpenStudy]:
+    """(experiment id, the study): the storage and the tracking store checked before either is written, then the
+    study opened (created if new) and checked to vary what the space varies, on the same metric and direction."""
+    from vaekit import tracking
+
+    storage = settings.storage
+    spec = storage if storage and studies.is_url(storage) else str(
+        Path(storage or default_storage(base.tracking_uri)).expanduser().resolve())
+    studies.check_storage(spec, base.tracking_uri)  # reads only: before the store or the study is written
+    experiment_id = tracking.check_store(base.tracking_uri, base.experiment)  # before the study: a bad store leaves none
+    opened_storage = studies.open_storage(spec)
+    study, created = open_study(opened_storage, settings.study_name, sampler, settings.direction)
+    opened = OpenStudy(study, opened_storage, spec, created)
     space = [p.to_dict() for p in params]
-    study_where = f"--study {study_name} in {trials.shown_storage(spec)}"
     if created:
         study.set_user_attr(SPACE_ATTR, space)
-        study.set_user_attr(METRIC_ATTR, metric)
-    check_study(study, space, metric, direction, study_where)
-    client = MlflowClient(uri)
+        study.set_user_attr(METRIC_ATTR, settings.metric)
+    check_study(study, space, settings.metric, settings.direction, _study_where(settings, opened))
+    return experiment_id, opened
+
+
+def _study_where(settings: StudySettings, opened: OpenStudy) -> str:
+    return f"--study {settings.study_name} in {opened.shown}"
+
+
+def _parent_run(opened: OpenStudy, base: RunConfig, settings: StudySettings, params: list[Param], client,
+                experiment_id: str) -> str:
+    """The study's parent run: created with the study, else found (or created, if it is gone) and named in it."""
+    import mlflow
+
+    from vaekit import __version__
+
+    study, name = opened.study, settings.study_name
 
     def create_parent() -> str:
-        tags = {"vaekit.version": __version__, "vaekit.study": study_name, "vaekit.tune": "parent",
-                "vaekit.study.storage": trials.shown_storage(spec)}
-        run_id = client.create_run(experiment_id, run_name=f"tune {study_name}", tags=tags).info.run_id
+        tags = {"vaekit.version": __version__, "vaekit.study": name, "vaekit.tune": "parent",
+                "vaekit.study.storage": opened.shown}
+        run_id = client.create_run(experiment_id, run_name=f"tune {name}", tags=tags).info.run_id
         client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in {
-            **{f"space.{p.name}": p.describe() for p in params}, "tune.metric": metric, "tune.direction": direction,
-            "tune.sampler": sampler, "tune.pruner": pruner}.items()])
+            **{f"space.{p.name}": p.describe() for p in params}, "tune.metric": settings.metric,
+            "tune.direction": settings.direction, "tune.sampler": settings.sampler, "tune.pruner": settings.pruner}.items()])
         client.log_text(run_id, base.to_toml(), "config.toml")
         return run_id
 
-    if created:
+    if opened.created:
         parent_id = create_parent()
         study.set_user_attr(PARENT_ATTR, parent_id)
     else:
         parent_id = find_parent(study, client, experiment_id, create_parent)
         if study.user_attrs.get(PARENT_ATTR) is None:
             study.set_user_attr(PARENT_ATTR, parent_id)
-    check_study(study, space, metric, direction, study_where)  # a study another process was creating meanwhile
+    # A study another process was creating meanwhile:
+    check_study(study, [p.to_dict() for p in params], settings.metric, settings.direction,
+                _study_where(settings, opened))
+    return parent_id
 
-    reap_stale(study, echo)
+
+def _run_trials(opened: OpenStudy, base: RunConfig, settings: StudySettings, params: list[Param], client,
+                experiment_id: str, parent_id: str, plugin_files, echo, verbose: bool):
+    """(this process's trials, the table of all, the best): trials run until the study holds its size, each
+    pruned through its run's environment, the parent run refreshed as each ends.  Raises if all failed."""
+    from vaekit import tracking
+
+    study, name = opened.study, settings.study_name
     distributions = {p.name: p.distribution() for p in params}
-    pruning = {"storage": spec, "study": study_name, "pruner": pruner, "startup": pruner_startup,
-               "metric": trials.epoch_metric(metric, base.validation_split)}
+    epoch_metric = studies.epoch_metric(settings.metric, base.validation_split)
+
+    def trial_env(rec: TrialRun) -> dict[str, str]:
+        return studies.trial_env(opened.spec, name, trial_id(opened.storage, name, rec.number), settings.pruner,
+                                 settings.pruner_startup, epoch_metric)
+
     n_before = sum(counted(t) for t in study.get_trials(deepcopy=False))
-    echo(f"study {study_name} in {trials.shown_storage(spec)}: {n_before} of {n_trials} trials; parent run {parent_id}, "
-         f"{jobs} at a time")
+    echo(f"study {name} in {opened.shown}: {n_before} of {settings.n_trials} trials; parent run {parent_id}, "
+         f"{settings.jobs} at a time")
     with tempfile.TemporaryDirectory(prefix="vaekit-tune-") as tmp, \
             tracking.tracked_run(experiment_id, run_id=parent_id):
-        parent = ParentLog(client, study, parent_id, experiment_id, params, metric, Path(tmp))
+        parent = ParentLog(client, study, parent_id, experiment_id, params, settings.metric, Path(tmp))
         launcher = Launcher(Path(tmp), plugin_files, echo, verbose=verbose)
         runner = StudyRunner(study, base=base, distributions=distributions, parent_id=parent_id,
-                             experiment_id=experiment_id, client=client, launcher=launcher, n_trials=n_trials, jobs=jobs,
-                             metric=metric, tags=lambda rec: {"vaekit.study": study_name}, pruning=pruning,
-                             on_done=lambda rec: parent.refresh(launcher.log_path(rec)), echo=echo)
+                             experiment_id=experiment_id, client=client, launcher=launcher, n_trials=settings.n_trials,
+                             jobs=settings.jobs, metric=settings.metric, tags=lambda rec: {"vaekit.study": name},
+                             env=trial_env, on_done=lambda rec: parent.refresh(launcher.log_path(rec)), echo=echo)
         try:
             ran = runner.run()
         finally:
             with contextlib.suppress(Exception):
                 parent.refresh()
-        table, best = parent.table, parent.best
         if ran and all(r.state == "FAIL" for r in ran):
-            error = TrainingError(f"all {len(ran)} trials this command ran in study {study_name} failed; first error: "
+            error = TrainingError(f"all {len(ran)} trials this command ran in study {name} failed; first error: "
                                   f"{ran[0].error}")
-            error.table = table
+            error.table = parent.table
             raise error
-    if any(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False)):
-        with contextlib.suppress(Exception):  # another process still works on the study
-            client.update_run(parent_id, status="RUNNING")
-    return TuneResult(study_name, trials.shown_storage(spec), parent_id, experiment_id, uri, ran, table, best)
+    return ran, parent.table, parent.best
 
 
 class ParentLog:
@@ -797,10 +567,10 @@ class ParentLog:
         for t in sorted(all_trials, key=lambda t: t.number):
             run = runs.get(str(t.number))
             state = t.state.name + (" (interrupted)" if t.user_attrs.get(INTERRUPTED) else "")
-            if run and run.data.tags.get(trials.PRUNED_TAG) == "true":
-                state = f"PRUNED@{run.data.tags.get(trials.PRUNED_EPOCH_TAG)}"
+            if run and run.data.tags.get(studies.PRUNED_TAG) == "true":
+                state = f"PRUNED@{run.data.tags.get(studies.PRUNED_EPOCH_TAG)}"
             m = run.data.metrics if run else {}
-            rows.append([str(t.number), *(_short(t.params[n]) if n in t.params else "-" for n in names), state,
+            rows.append([str(t.number), *(short(t.params[n]) if n in t.params else "-" for n in names), state,
                          *(f"{m[k]:.4f}" if k in m else "-" for k in metric_names), run.info.run_id if run else "-"])
         return format_rows(header, rows)
 

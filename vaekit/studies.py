@@ -1,4 +1,4 @@
-"""A run's side of an Optuna trial: where studies are stored, pruners, and the pruning callback.
+"""Optuna studies as vaekit keeps them: where a study is stored, its pruners, and a trial's side in its run.
 
 ``vaekit tune`` starts each trial as a ``vaekit run`` process and hands it, in the environment
 variable :data:`ENV_TRIAL`, the study's storage, name, pruner and the trial's id.  That run's
@@ -26,6 +26,8 @@ ENV_PARENT = "VAEKIT_PARENT_PID"
 #: How often (seconds) a run started by tune or sweep looks whether that process still lives.
 PARENT_POLL = 0.5
 PRUNERS = ("median", "halving", "hyperband", "none")
+#: Trials that must complete before the median pruner stops any (``vaekit tune --pruner-startup``).
+PRUNER_STARTUP = 5
 PRUNED_TAG = "vaekit.pruned"
 PRUNED_EPOCH_TAG = "vaekit.pruned_epoch"
 
@@ -150,7 +152,7 @@ def follow_parent() -> None:
     threading.Thread(target=watch, name="vaekit-parent-watch", daemon=True).start()
 
 
-def make_pruner(name: str, startup: int = 5):
+def make_pruner(name: str, startup: int = PRUNER_STARTUP):
     """The Optuna pruner called ``name`` (see :data:`PRUNERS`).
 
     - ``median``: a trial stops when its value at an epoch is worse than the median of the completed
@@ -202,7 +204,7 @@ def _pruning_callback(spec: dict):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=spec["study"], storage=open_storage(spec["storage"]),
                               sampler=optuna.samplers.RandomSampler(),
-                              pruner=make_pruner(spec["pruner"], spec.get("startup", 5)))
+                              pruner=make_pruner(spec["pruner"], spec.get("startup", PRUNER_STARTUP)))
     trial = optuna.trial.Trial(study, spec["trial_id"])
     key = spec["metric"]
 
