@@ -11,6 +11,7 @@ options, where the data was), ``data/min_values.npy`` / ``data/max_values.npy`` 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -45,6 +46,15 @@ class LoggedRun:
     def latent_dim(self) -> int:
         return int(self.model.latent_dim)
 
+    @contextlib.contextmanager
+    def hinting_plugins(self):
+        """A :class:`PluginError` raised inside (a component the run used is unknown here) goes on with
+        :attr:`plugin_hint` appended: which of the run's plugin files were not loaded, and how to load them."""
+        try:
+            yield
+        except PluginError as exc:
+            raise PluginError(f"{exc}{self.plugin_hint}") from None
+
     @property
     def classes(self) -> list[str]:
         """A conditional run's classes, in class-index order (``[]`` when unconditional)."""
@@ -77,7 +87,6 @@ class LoggedRun:
         from vaekit.figures import color_scale
 
         return color_scale(self.min_values, self.max_values)
-
 
 
 def open_run(run_id: str, tracking_uri: str | None = None, trust_plugins: bool = False) -> LoggedRun:
@@ -119,9 +128,10 @@ def open_run(run_id: str, tracking_uri: str | None = None, trust_plugins: bool =
             ) from None
         audio = AudioParams.from_dict(json.loads(audio_file.read_text()), source=f"run {run_id} audio.json")
         config = merge(RunConfig(), **load_toml(config_file))
-    model = load_model(run_id, run.info.status, plugin_hint(run.data.tags), run=run, client=client)
+    hint = plugin_hint(run.data.tags)
+    model = load_model(run_id, run.info.status, hint, run=run, client=client)
     return LoggedRun(run_id, uri, model, audio, min_values.astype(np.float32), max_values.astype(np.float32), config,
-                     plugin_hint(run.data.tags), condition)
+                     hint, condition)
 
 
 def find_run(run_or_uri: str, tracking_uri: str | None = None):
@@ -192,10 +202,8 @@ def build_vocoders(run: LoggedRun, names=(), options=()) -> dict:
         raise ConfigError(f"--option: only vocoder.KEY=VALUE options apply here, got {', '.join(sorted(extra))}")
     out = {}
     for name in names or [run.config.vocoder]:
-        try:
+        with run.hinting_plugins():
             comp = get_component("vocoder", name)
-        except PluginError as exc:
-            raise PluginError(f"{exc}{run.plugin_hint}") from None
         opts = run.config.option("vocoder") if name == run.config.vocoder else {}
         opts.update(extra.get("vocoder", {}))
         comp.check_options(opts)

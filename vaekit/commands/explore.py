@@ -42,7 +42,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from vaekit.audio import wav_bytes
-from vaekit.errors import DataError, PluginError, VaekitError, one_line
+from vaekit.errors import DataError, VaekitError, one_line
 from vaekit.serving import Z_LIMIT
 
 #: At most this many test clips are mapped (evenly spaced over the test set when it has more).
@@ -423,10 +423,8 @@ def pick_vocoder(run, name: str | None = None, options=()) -> tuple[str, object,
 
     if name is None and run.config.vocoder in STAND_INS:
         name = STAND_INS[run.config.vocoder]
-        try:
+        with run.hinting_plugins():
             accepted = get_component("vocoder", name).options
-        except PluginError as exc:
-            raise PluginError(f"{exc}{run.plugin_hint}") from None
         carried = [f"vocoder.{k}={json.dumps(v)}" for k, v in run.config.option("vocoder").items() if k in accepted]
         options = [*carried, *options]
     ((name, (comp, fn)),) = build_vocoders(run, [name] if name else (), options).items()

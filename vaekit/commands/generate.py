@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from vaekit.audio import AudioParams, mel_error_db, waveforms_to_mel_db
-from vaekit.errors import ConfigError, DataError, PluginError
+from vaekit.errors import ConfigError, DataError
 from vaekit.logged import LoggedRun, build_vocoders, load_test_set, open_run
 from vaekit.runlog import safe_name, safe_path, unique_stamp
 
@@ -383,10 +383,8 @@ def _run_metrics(run: LoggedRun) -> list:
     """The run's ``--metrics`` components; a missing plugin's error says how to bring it in."""
     from vaekit.components import select_metrics
 
-    try:
+    with run.hinting_plugins():
         return select_metrics(run.config.metrics)
-    except PluginError as exc:
-        raise PluginError(f"{exc}{run.plugin_hint}") from None
 
 
 class _Reconstruction:
