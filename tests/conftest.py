@@ -216,6 +216,46 @@ def chromium() -> str:
     return found
 
 
+#: Headless Chromium as every browser test runs it (no sandbox in CI's container; autoplay for the audio checks).
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--autoplay-policy=no-user-gesture-required"]
+
+
+def chromium_browser():
+    """A context with Debian's Chromium (:func:`chromium`) launched through Playwright (its pip wheel's driver):
+    the browser, closed on exit.  Either missing: skipped by hand, failed in CI (:func:`required`)."""
+    import contextlib
+
+    try:
+        import playwright.sync_api as playwright
+    except ImportError:
+        required("playwright", "pip install -e '.[test]' (README's set-up)")
+    browser_path = chromium()
+
+    @contextlib.contextmanager
+    def launched():
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
+            try:
+                yield browser
+            finally:
+                browser.close()
+
+    return launched()
+
+
+def in_process(code: str, env=None) -> str:
+    """Run Python ``code`` in a fresh process (its own Keras backend); its stdout.  Fails the test with the end of its
+    stderr if it exits non-zero."""
+    import textwrap
+
+    res = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     import socket
@@ -247,14 +287,17 @@ def wait_until_answered(proc: subprocess.Popen, url: str, log: Path, timeout: fl
 
 def models_serve(model: str, tracking_uri: str, where: Path, wait: float = 180):
     """A context running a real ``mlflow models serve -m MODEL`` on 127.0.0.1 (from ``where``): its base URL,
-    once it answers ``/ping``; stopped (with its workers) on exit."""
+    once it answers ``/ping``; stopped (with its workers) on exit.  The server imports this checkout's vaekit (it
+    runs ``uvicorn`` from PATH, whichever Python that is), as the tests do."""
     import contextlib
 
     @contextlib.contextmanager
     def serving():
         port = free_port()
         log = open(where / "serve.log", "w+")
-        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        checkout = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "TF_CPP_MIN_LOG_LEVEL": "2",
+               "PYTHONPATH": os.pathsep.join(filter(None, [checkout, os.environ.get("PYTHONPATH")]))}
         proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
                                  "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
                                 cwd=where, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import HANG, required, run_cli
+from conftest import HANG, in_process, required, run_cli
 from reliability_helpers import SMALL_ARGS, first_epoch_logged, only_run, slow_run_args, start_cli, wait_for
 
 try:
@@ -35,14 +35,6 @@ TINY = [*SMALL_ARGS, "--epochs", "1"]
 def run_id_of(res) -> str:
     assert res.returncode == 0, res.stderr[-3000:]
     return res.stdout.split("run id:")[1].split()[0]
-
-
-def in_process(code: str, env=None) -> str:
-    """Run Python ``code`` in a fresh process (its own Keras backend); its stdout."""
-    res = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return res.stdout
 
 
 @pytest.fixture(scope="module")

@@ -487,40 +487,31 @@ def test_explore_a_speaker_conditioned_run_label_picker_api(speaker_run):
 def test_the_page_has_a_label_picker_that_decodes_the_class_picked(speaker_run):
     """In a real headless Chromium: the picker lists the classes, a clip click sets it to the clip's, a change
     decodes the same z as the class picked; the map is coloured by the condition."""
-    from test_explore import CHROMIUM_ARGS, served
+    from test_explore import served
 
-    from conftest import chromium, required
+    from conftest import chromium_browser
     from vaekit.commands.explore import create_app, load_explorer
 
-    try:
-        import playwright.sync_api as playwright
-    except ImportError:
-        required("playwright", "pip install -e '.[test]' (README's set-up)")
 
-    browser_path = chromium()
     explorer = load_explorer(speaker_run[0], tracking_uri=speaker_run[1])
-    with served(create_app(explorer)) as base, playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            errors = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(f"{base}/")
-            page.wait_for_selector("body[data-ready=true]", timeout=30_000)
-            assert page.locator("#label-picker").is_visible() and page.locator("#label-name").text_content() == "speaker"
-            assert page.eval_on_selector_all("#label option", "os => os.map((o) => o.value)") == \
-                ["speaker00", "speaker01", "speaker02"]
-            assert page.locator("#colour-by").input_value() == "speaker"
-            first = page.locator("#map circle.pt").first
-            clip = explorer.run.classes[explorer.classes_of[int(first.get_attribute("data-index"))]]
-            first.dispatch_event("click")
-            page.wait_for_function(f"document.getElementById('label').value === {json.dumps(clip)}")
-            other = next(c for c in ("speaker00", "speaker01") if c != clip)
-            with page.expect_request(lambda r: r.url.endswith("/api/decode")) as sent:
-                page.locator("#label").select_option(other)
-            assert json.loads(sent.value.post_data)["label"] == other
-            page.wait_for_function("window.explore.decodes >= 1 && !window.explore.inFlight")
-            assert page.locator("#current-what").text_content() == f"decoded from the sliders as speaker {other}"
-            assert errors == []
-        finally:
-            browser.close()
+    with served(create_app(explorer)) as base, chromium_browser() as browser:
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{base}/")
+        page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+        assert page.locator("#label-picker").is_visible() and page.locator("#label-name").text_content() == "speaker"
+        assert page.eval_on_selector_all("#label option", "os => os.map((o) => o.value)") == \
+            ["speaker00", "speaker01", "speaker02"]
+        assert page.locator("#colour-by").input_value() == "speaker"
+        first = page.locator("#map circle.pt").first
+        clip = explorer.run.classes[explorer.classes_of[int(first.get_attribute("data-index"))]]
+        first.dispatch_event("click")
+        page.wait_for_function(f"document.getElementById('label').value === {json.dumps(clip)}")
+        other = next(c for c in ("speaker00", "speaker01") if c != clip)
+        with page.expect_request(lambda r: r.url.endswith("/api/decode")) as sent:
+            page.locator("#label").select_option(other)
+        assert json.loads(sent.value.post_data)["label"] == other
+        page.wait_for_function("window.explore.decodes >= 1 && !window.explore.inFlight")
+        assert page.locator("#current-what").text_content() == f"decoded from the sliders as speaker {other}"
+        assert errors == []

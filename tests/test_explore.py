@@ -25,14 +25,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import HANG, chromium, error_line, free_port, required, restore_sigint, stop_process_group, tiny_run, wall_limit
+from conftest import HANG, chromium_browser, error_line, free_port, restore_sigint, stop_process_group, tiny_run, wall_limit
 
 HERE = Path(__file__).resolve().parent
 N_TEST = 32  # conftest's notebook data
 NAMES = [f"spk{i % 4}/{i % 10}_{i % 4}_{i:02d}.wav" for i in range(N_TEST)]
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--autoplay-policy=no-user-gesture-required"]
 SR, SAMPLES = 22050, 22050  # the notebook's audio parameters: 1 s at 22050 Hz
 
 
@@ -368,65 +365,56 @@ def test_a_taken_port_and_a_public_host_are_said_before_anything_loads(tmp_path)
 
 def test_the_page_in_chromium(server, tmp_path):
     """Map, click → original and reconstruction WAVs, slider → a newly decoded WAV, screenshot."""
-    try:
-        import playwright.sync_api as playwright
-    except ImportError:
-        required("playwright", "pip install -e '.[test]' (README's set-up)")
-    browser_path = chromium()
     base, _, _ = server
     wav_head = ("async (id) => { const a = document.getElementById(id);"
                 " const b = new Uint8Array(await (await fetch(a.src)).arrayBuffer());"
                 " return [String.fromCharCode(...b.slice(0, 4)), String.fromCharCode(...b.slice(8, 12)), a.duration]; }")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-            page.goto(f"{base}/")
-            page.wait_for_selector("body[data-ready=true]", timeout=30_000)
-            marks = page.locator("#map circle.pt")
-            assert marks.count() == N_TEST
-            # Points a click reaches (the topmost at their centre; points may overlap), in test-set order.
-            free = page.evaluate("() => [...document.querySelectorAll('#map circle.pt')].filter((c) => {"
-                                 " const r = c.getBoundingClientRect();"
-                                 " return document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2) === c;"
-                                 " }).map((c) => Number(c.dataset.index))")
-            a, b, hover = free[0], free[1], free[-1]
-            mark = lambda i: page.locator(f"#map circle.pt[data-index='{i}']")
-            assert mark(a).locator("title").text_content() == NAMES[a]  # the hover name
+    with chromium_browser() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        page.goto(f"{base}/")
+        page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+        marks = page.locator("#map circle.pt")
+        assert marks.count() == N_TEST
+        # Points a click reaches (the topmost at their centre; points may overlap), in test-set order.
+        free = page.evaluate("() => [...document.querySelectorAll('#map circle.pt')].filter((c) => {"
+                             " const r = c.getBoundingClientRect();"
+                             " return document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2) === c;"
+                             " }).map((c) => Number(c.dataset.index))")
+        a, b, hover = free[0], free[1], free[-1]
+        mark = lambda i: page.locator(f"#map circle.pt[data-index='{i}']")
+        assert mark(a).locator("title").text_content() == NAMES[a]  # the hover name
 
-            with page.expect_response(lambda r: r.url.endswith(f"/api/clip/{a}/original.wav")) as original:
-                mark(a).click()
-            assert original.value.headers["content-type"] == "audio/wav"
-            for part in ("original", "reconstruction"):
-                page.wait_for_function(f"document.getElementById('audio-{part}').readyState >= 1")
-                riff, kind, seconds = page.evaluate(wav_head, f"audio-{part}")
-                assert (riff, kind) == ("RIFF", "WAVE") and seconds == pytest.approx(1.0, abs=0.01)
-            assert page.locator("#clip-name").text_content() == NAMES[a]
-
-            mark(b).click(modifiers=["Shift"])  # the other end of an interpolation
-            assert page.locator("#end-b").text_content() == NAMES[b]
-            page.locator("#sliders input").first.focus()
-            with page.expect_response(lambda r: r.url.endswith("/api/decode")) as decoded:
-                page.keyboard.press("ArrowRight")
-            assert decoded.value.status == 200 and decoded.value.headers["content-type"] == "audio/wav"
-            page.wait_for_function("window.explore.decodes >= 1 && !window.explore.inFlight")
-            page.wait_for_function("document.getElementById('audio-current').readyState >= 1")
-            assert page.evaluate("document.getElementById('audio-current').src").startswith("blob:")
-            riff, kind, seconds = page.evaluate(wav_head, "audio-current")
+        with page.expect_response(lambda r: r.url.endswith(f"/api/clip/{a}/original.wav")) as original:
+            mark(a).click()
+        assert original.value.headers["content-type"] == "audio/wav"
+        for part in ("original", "reconstruction"):
+            page.wait_for_function(f"document.getElementById('audio-{part}').readyState >= 1")
+            riff, kind, seconds = page.evaluate(wav_head, f"audio-{part}")
             assert (riff, kind) == ("RIFF", "WAVE") and seconds == pytest.approx(1.0, abs=0.01)
-            assert page.evaluate("document.getElementById('download').href").startswith("blob:")
+        assert page.locator("#clip-name").text_content() == NAMES[a]
 
-            mark(hover).hover()
-            assert page.locator("#tooltip").text_content().startswith(NAMES[hover])
-            shot = tmp_path / "explore.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 20_000  # a drawn page, not a blank one
-            assert errors == []
-        finally:
-            browser.close()
+        mark(b).click(modifiers=["Shift"])  # the other end of an interpolation
+        assert page.locator("#end-b").text_content() == NAMES[b]
+        page.locator("#sliders input").first.focus()
+        with page.expect_response(lambda r: r.url.endswith("/api/decode")) as decoded:
+            page.keyboard.press("ArrowRight")
+        assert decoded.value.status == 200 and decoded.value.headers["content-type"] == "audio/wav"
+        page.wait_for_function("window.explore.decodes >= 1 && !window.explore.inFlight")
+        page.wait_for_function("document.getElementById('audio-current').readyState >= 1")
+        assert page.evaluate("document.getElementById('audio-current').src").startswith("blob:")
+        riff, kind, seconds = page.evaluate(wav_head, "audio-current")
+        assert (riff, kind) == ("RIFF", "WAVE") and seconds == pytest.approx(1.0, abs=0.01)
+        assert page.evaluate("document.getElementById('download').href").startswith("blob:")
+
+        mark(hover).hover()
+        assert page.locator("#tooltip").text_content().startswith(NAMES[hover])
+        shot = tmp_path / "explore.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 20_000  # a drawn page, not a blank one
+        assert errors == []
 
 
 def keys_at_any_depth(value, skip=("labels",)) -> set[str]:

@@ -443,38 +443,21 @@ def test_the_logged_vae_predicts_through_pyfunc_and_keeps_its_keras_flavour_and_
 def test_mlflow_models_serve_serves_the_logged_vae(trained, notebook_data, tmp_path):
     """A real ``mlflow models serve`` on the VAE's ``models:/`` URI, posted its own serving input example."""
     import json
-    import os
-    import subprocess
-    import sys
 
     import mlflow
     import numpy as np
     from test_serving import post
 
-    from conftest import free_port, stop_process_group
+    from conftest import models_serve
 
     run_id, uri, _ = trained
     model_uri = vae_uri(trained)
     serving = (Path(mlflow.artifacts.download_artifacts(model_uri, tracking_uri=uri)) / "serving_input_example.json").read_text()
-    port = free_port()
-    log = open(tmp_path / "serve.log", "w+")
-    # The server runs `uvicorn` from PATH: this checkout's vaekit first, whichever Python that is.
-    checkout = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": os.pathsep.join(filter(None, [checkout, os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-                             "-h", "127.0.0.1", "-p", str(port), "-w", "1"], cwd=tmp_path, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_answered(proc, f"{base}/ping", tmp_path / "serve.log")
+    with models_serve(model_uri, uri, tmp_path) as base:
         status, body = post(f"{base}/invocations", serving)
         assert status == 200, body
         got = np.asarray(body["predictions"], dtype=np.float32)
         status, refused = post(f"{base}/invocations", json.dumps({"inputs": [[[0.5] * 49] * 50]}))
-    finally:
-        stop_process_group(proc)
-        log.close()
     from vaekit.logged import open_run
 
     vae = open_run(run_id, uri).model
@@ -495,15 +478,9 @@ def test_vaekit_ui_opens_a_runs_page_in_mlflows_model_training_layout_in_chromiu
     import sys
 
     import mlflow
-    from test_explore import CHROMIUM_ARGS
 
-    from conftest import chromium, free_port, required, stop_process_group
+    from conftest import chromium_browser, free_port, stop_process_group
 
-    try:
-        import playwright.sync_api as playwright
-    except ImportError:
-        required("playwright", "pip install -e '.[test]' (README's set-up)")
-    browser_path = chromium()
     run_id, uri, where = trained
     run = mlflow.MlflowClient(uri).get_run(run_id)
     experiment = mlflow.MlflowClient(uri).get_experiment(run.info.experiment_id)
@@ -517,25 +494,21 @@ def test_vaekit_ui_opens_a_runs_page_in_mlflows_model_training_layout_in_chromiu
     page_url = f"{base}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
     try:
         wait_until_answered(proc, f"{base}/health", tmp_path / "ui.log")
-        with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1280, "height": 900})  # a fresh browser: nothing chosen
+        with chromium_browser() as browser:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})  # a fresh browser: nothing chosen
 
-                def sidebar() -> str:
-                    page.wait_for_selector(f"text={run.info.run_name}", timeout=60_000)
-                    return page.locator("aside").first.inner_text()
+            def sidebar() -> str:
+                page.wait_for_selector(f"text={run.info.run_name}", timeout=60_000)
+                return page.locator("aside").first.inner_text()
 
-                page.goto(page_url)
-                menu = sidebar()
-                assert "Model registry" in menu and "Judges" not in menu and "Sessions" not in menu, menu
-                page.screenshot(path=str(tmp_path / "run-page.png"))
-                # The user's own choice (the GenAI side of MLflow's switch) is kept.
-                page.evaluate("() => localStorage.setItem('mlflow.workflowType_v1', JSON.stringify('genai'))")
-                page.reload()
-                assert "Judges" in sidebar()
-            finally:
-                browser.close()
+            page.goto(page_url)
+            menu = sidebar()
+            assert "Model registry" in menu and "Judges" not in menu and "Sessions" not in menu, menu
+            page.screenshot(path=str(tmp_path / "run-page.png"))
+            # The user's own choice (the GenAI side of MLflow's switch) is kept.
+            page.evaluate("() => localStorage.setItem('mlflow.workflowType_v1', JSON.stringify('genai'))")
+            page.reload()
+            assert "Judges" in sidebar()
     finally:
         stop_process_group(proc)
         log.close()
