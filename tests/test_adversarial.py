@@ -201,3 +201,8 @@ def test_the_phase_s_settings_are_checked_before_a_run_starts():
         from vaekit.training import check_monitor
 
         check_monitor(build_config(discriminator="patch", early_stop=2, monitor="val_adv_fm"), ["loss", "adv_fm"])
+    # A run without the phase has no such term; a typo's list offers only what --monitor may watch.
+    with pytest.raises(ConfigError, match=r"^--monitor adv_fm: not an epoch metric of this run; choose one of loss, val_loss$"):
+        check_monitor(build_config(early_stop=2, monitor="adv_fm"), ["loss"])
+    with pytest.raises(ConfigError, match=r"^--monitor los: not an epoch metric of this run; choose one of loss, val_loss$"):
+        check_monitor(build_config(discriminator="patch", early_stop=2, monitor="los"), ["loss", "adv_fm"])

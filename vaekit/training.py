@@ -177,11 +177,12 @@ def check_monitor(config, terms) -> None:
 
     if not config.early_stop:
         return
-    names = [*terms, *(f"val_{t}" for t in terms)]
-    if config.monitor.removeprefix("val_") in adversarial.TERMS:
-        raise ConfigError(f"--monitor {config.monitor}: a term of the adversarial phase, 0 during its warm-up; "
-                          "monitor the loss or one of its terms")
+    monitorable = [t for t in terms if t not in adversarial.TERMS]  # the phase's terms are 0 during its warm-up
+    names = [*monitorable, *(f"val_{t}" for t in monitorable)]
     if config.monitor not in names:
+        if config.monitor.removeprefix("val_") in terms:
+            raise ConfigError(f"--monitor {config.monitor}: a term of the adversarial phase, 0 during its warm-up; "
+                              "monitor the loss or one of its terms")
         raise ConfigError(f"--monitor {config.monitor}: not an epoch metric of this run; choose one of {', '.join(names)}")
     if config.monitor.startswith("val_") and config.validation_split <= 0:
         raise ConfigError(f"--monitor {config.monitor} needs validation data: --validation-split above 0 "
