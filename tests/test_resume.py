@@ -3,7 +3,6 @@ from its last completed epoch and ends where an uninterrupted run with the same 
 
 from __future__ import annotations
 
-import functools
 import shutil
 import signal
 import socket
@@ -340,10 +339,6 @@ def test_checkpoints_are_written_every_interval_and_always_at_a_stop(store, monk
     x = np.ones((4, 3), dtype="float32")
     client = MlflowClient(store)
 
-    written_epoch = functools.partial(checkpoint_epoch, client, store)
-    state = functools.partial(model_state, model)
-    assert_saved = functools.partial(assert_checkpoint, store)
-
     experiment = tracking.check_store(store, "checkpoints")
     with tracking.tracked_run(experiment) as every_epoch:
         ckpt = Checkpointer(model, interval=0)
@@ -351,7 +346,7 @@ def test_checkpoints_are_written_every_interval_and_always_at_a_stop(store, monk
             model.fit(x, x[:, :2], verbose=0)
             ckpt.submit(epoch, {"loss": 0.5})
             ckpt.wait()
-            assert written_epoch(every_epoch.info.run_id) == epoch
+            assert checkpoint_epoch(client, store, every_epoch.info.run_id) == epoch
         # Epoch 4 trains and is taken while epoch 3 is still being written (the write made slow):
         # snapshot arrays are reused, but never the set a write in flight reads.
         written = {}
@@ -368,13 +363,13 @@ def test_checkpoints_are_written_every_interval_and_always_at_a_stop(store, monk
         for epoch in (3, 4):
             model.fit(x, x[:, :2], verbose=0)
             ckpt.submit(epoch, {"loss": 0.5})
-            expected[epoch] = state()
+            expected[epoch] = model_state(model)
         ckpt.wait()
         assert len(ckpt._buffers) == 2  # a second set, taken while the first was being written
         for epoch in (3, 4):
             for got, want in zip(written[epoch], expected[epoch], strict=True):
                 np.testing.assert_array_equal(got, want)
-        assert_saved(every_epoch.info.run_id, 4, expected[4])
+        assert_checkpoint(store, every_epoch.info.run_id, 4, expected[4])
         monkeypatch.undo()
     assert ckpt.writes == 4
 
@@ -384,13 +379,13 @@ def test_checkpoints_are_written_every_interval_and_always_at_a_stop(store, monk
             for epoch in (1, 2, 3):
                 model.fit(x, x[:, :2], verbose=0)
                 ckpt.submit(epoch, {"loss": 0.25})
-            after_3 = state()
+            after_3 = model_state(model)
             ckpt.wait()
-            assert written_epoch(stopped.info.run_id) is None and ckpt.writes == 0  # none due yet
+            assert checkpoint_epoch(client, store, stopped.info.run_id) is None and ckpt.writes == 0  # none due yet
             model.fit(x, x[:, :2], verbose=0)  # epoch 4, interrupted before it ends
             raise KeyboardInterrupt
     assert ckpt.writes == 1
     assert client.get_run(stopped.info.run_id).info.status == "KILLED"
-    assert_saved(stopped.info.run_id, 3, after_3)  # the state after epoch 3, not the interrupted epoch 4's
+    assert_checkpoint(store, stopped.info.run_id, 3, after_3)  # the state after epoch 3, not the interrupted epoch 4's
     assert load(stopped.info.run_id, store).logs == {"loss": 0.25}
     mlflow.set_tracking_uri(None)
