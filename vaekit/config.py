@@ -194,7 +194,7 @@ def check_components(components: dict, where: str) -> dict[str, str]:
         raise ConfigError(f"{where}: expected a table of KIND = \"NAME\", got {components!r}")
     for kind, name in components.items():
         if kind not in kinds.names():
-            raise ConfigError(f"{where} {kind}: unknown kind {kind!r}; kinds are: {', '.join(kinds.names())}")
+            raise ConfigError(f"{where} {kind}: {kinds.unknown(kind)}")
         if kind in _FIELDS:
             raise ConfigError(f"{where} {kind}: {kind} has its own setting; use --{kind} NAME")
         if not isinstance(name, str) or not name:
@@ -230,7 +230,7 @@ def parse_options(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any
         if not sep or not dot or not name:
             raise ConfigError(f"--option {item!r}: expected KIND.KEY=VALUE, e.g. loss.lambda=1000")
         if kind not in kinds.names():
-            raise ConfigError(f"--option {item!r}: unknown kind {kind!r}; kinds are: {', '.join(kinds.names())}")
+            raise ConfigError(f"--option {item!r}: {kinds.unknown(kind)}")
         out.setdefault(kind, {})[name] = parse_value(value.strip())
     return out
 

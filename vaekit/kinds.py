@@ -103,6 +103,11 @@ def names() -> tuple[str, ...]:
     return tuple(k.name for k in KINDS)
 
 
+def unknown(name: str) -> str:
+    """What an error says of a kind that is not one: ``unknown kind 'x'; kinds are: …`` (after its ``where:``)."""
+    return f"unknown kind {name!r}; kinds are: {', '.join(names())}"
+
+
 def get(name: str) -> Kind:
     """The kind called ``name``; :class:`vaekit.errors.PluginError` listing the kinds otherwise."""
     from vaekit.errors import PluginError

@@ -36,8 +36,6 @@ OWNER_ATTR = "vaekit.owner"
 MAX_JOBS = 256
 
 
-
-
 def check_jobs(jobs: int) -> None:
     """:class:`ConfigError` unless 1 ≤ ``jobs`` ≤ :data:`MAX_JOBS` (``tune`` and ``sweep``)."""
     if not 1 <= jobs <= MAX_JOBS:
@@ -50,7 +48,7 @@ def check_key(key: str, where: str) -> str:
     kind, dot, name = key.strip().partition(".")
     if dot:
         if kind not in kinds.names():
-            raise ConfigError(f"{where}: unknown kind {kind!r}; kinds are: {', '.join(kinds.names())}")
+            raise ConfigError(f"{where}: {kinds.unknown(kind)}")
         if not name:
             raise ConfigError(f"{where}: no option name after {kind}., e.g. {kind}.NAME")
         return key.strip()
