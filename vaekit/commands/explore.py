@@ -470,7 +470,6 @@ class Api:
 
     def __init__(self, explorer: Explorer):
         self.explorer = explorer
-        self.sr = explorer.run.audio.sr
 
     def routes(self) -> list:
         return [
@@ -486,7 +485,7 @@ class Api:
         ]
 
     def wav(self, wave_) -> Response:
-        return Response(wav_bytes(wave_, self.sr), media_type="audio/wav", headers=NO_STORE)
+        return Response(wav_bytes(wave_, self.explorer.run.audio.sr), media_type="audio/wav", headers=NO_STORE)
 
     async def info(self, request):
         return JSONResponse(self.explorer.info())

@@ -419,8 +419,8 @@ def tune(base: RunConfig, settings: StudySettings, plugin_files=(), echo=print, 
 
 def _fit_grid(settings: StudySettings, params: list[Param], echo) -> StudySettings:
     """A grid study holds at most its grid's points: ``--trials`` beyond them is cut down, and said."""
-    if settings.sampler == "grid" and settings.n_trials > grid_size(params, settings.where):
-        size = grid_size(params, settings.where)
+    size = grid_size(params, settings.where) if settings.sampler == "grid" else None
+    if size is not None and settings.n_trials > size:
         echo(f"--trials {settings.n_trials}: the grid has {size} points; running those")
         return replace(settings, n_trials=size)
     return settings
